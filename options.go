@@ -1,0 +1,188 @@
+package outbox
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults and limits of the options. A zero or unset option takes its
+// default.
+const (
+	DefaultInterval = 10 * time.Second // WithInterval
+	MinInterval     = time.Millisecond
+
+	DefaultBatchSize = 100 // WithBatchSize
+	MaxBatchSize     = 10000
+
+	DefaultTimeout = 30 * time.Second // WithTimeout
+	MinTimeout     = 10 * time.Millisecond
+
+	DefaultMaxAttempts = 20 // WithMaxAttempts
+
+	DefaultBackoffMin = time.Second     // WithBackoff
+	DefaultBackoffMax = 5 * time.Minute // WithBackoff
+
+	DefaultMaxPayloadBytes = 1 << 20 // WithMaxPayloadBytes
+)
+
+// The environment variables read by EnvOptions, named as in the system the
+// outbox grew out of.
+const (
+	EnvInterval  = "EVENT_SYNC_INTERVAL"   // a Go duration ("10s") or whole seconds ("10")
+	EnvBatchSize = "EVENT_SYNC_BATCH_SIZE" // a whole number
+	EnvTimeout   = "EVENT_SYNC_TIMEOUT"    // a Go duration or whole seconds
+)
+
+// Option configures New and NewWorker.
+type Option func(*config)
+
+type config struct {
+	interval    time.Duration
+	batchSize   int
+	timeout     time.Duration
+	lease       time.Duration
+	maxAttempts int
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	maxPayload  int
+	logger      *slog.Logger
+}
+
+// WithInterval sets how often the relay looks for due events when nothing
+// wakes it sooner. Defaults to DefaultInterval (10s); at least MinInterval.
+func WithInterval(d time.Duration) Option { return func(c *config) { c.interval = d } }
+
+// WithBatchSize sets how many events one relay pass claims and publishes.
+// Defaults to DefaultBatchSize (100); at most MaxBatchSize.
+func WithBatchSize(n int) Option { return func(c *config) { c.batchSize = n } }
+
+// WithTimeout bounds one relay pass (claim, publish, mark) and one
+// immediate publication. Defaults to DefaultTimeout (30s); at least
+// MinTimeout.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithLease sets how long a claim holds its events before another relay
+// may take them (the crash-recovery delay). It must be longer than the
+// timeout. Defaults to twice the timeout.
+func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } }
+
+// WithMaxAttempts sets after how many failed attempts an event is buried.
+// Defaults to DefaultMaxAttempts (20).
+func WithMaxAttempts(n int) Option { return func(c *config) { c.maxAttempts = n } }
+
+// WithBackoff sets the delay before the first retry and its cap. The delay
+// doubles with each attempt, with jitter. Defaults to DefaultBackoffMin
+// (1s) and DefaultBackoffMax (5m).
+func WithBackoff(min, max time.Duration) Option {
+	return func(c *config) { c.backoffMin, c.backoffMax = min, max }
+}
+
+// WithMaxPayloadBytes sets the largest payload Save accepts. Defaults to
+// DefaultMaxPayloadBytes (1 MiB).
+func WithMaxPayloadBytes(n int) Option { return func(c *config) { c.maxPayload = n } }
+
+// WithLogger sets where the outbox logs. Defaults to discarding logs.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+func newConfig(opts []Option) (config, error) {
+	var c config
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.interval, DefaultInterval)
+	def(&c.timeout, DefaultTimeout)
+	def(&c.lease, 2*c.timeout)
+	def(&c.backoffMin, DefaultBackoffMin)
+	def(&c.backoffMax, DefaultBackoffMax)
+	if c.batchSize == 0 {
+		c.batchSize = DefaultBatchSize
+	}
+	if c.maxAttempts == 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.maxPayload == 0 {
+		c.maxPayload = DefaultMaxPayloadBytes
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+
+	bad := func(format string, args ...any) (config, error) {
+		return config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case c.interval < MinInterval:
+		return bad("Interval %v is shorter than MinInterval (%v)", c.interval, MinInterval)
+	case c.batchSize < 1 || c.batchSize > MaxBatchSize:
+		return bad("BatchSize %d is outside 1..%d", c.batchSize, MaxBatchSize)
+	case c.timeout < MinTimeout:
+		return bad("Timeout %v is shorter than MinTimeout (%v)", c.timeout, MinTimeout)
+	case c.lease <= c.timeout:
+		return bad("Lease %v must be longer than Timeout (%v)", c.lease, c.timeout)
+	case c.maxAttempts < 1:
+		return bad("MaxAttempts %d must be at least 1", c.maxAttempts)
+	case c.backoffMin < 0 || c.backoffMax < c.backoffMin:
+		return bad("Backoff %v..%v is not a range of non-negative durations", c.backoffMin, c.backoffMax)
+	case c.maxPayload < 0:
+		return bad("MaxPayloadBytes %d is negative", c.maxPayload)
+	}
+	return c, nil
+}
+
+// EnvOptions reads EVENT_SYNC_INTERVAL, EVENT_SYNC_BATCH_SIZE and
+// EVENT_SYNC_TIMEOUT through lookup (pass os.LookupEnv) and returns the
+// options they set; unset or empty variables set nothing. The outbox never
+// reads the environment on its own. A malformed value is an error naming
+// the variable; limits are checked by New and NewWorker.
+func EnvOptions(lookup func(string) (string, bool)) ([]Option, error) {
+	var opts []Option
+	get := func(name string) (string, bool) {
+		v, ok := lookup(name)
+		v = strings.TrimSpace(v)
+		return v, ok && v != ""
+	}
+	if v, ok := get(EnvInterval); ok {
+		d, err := parseSeconds(EnvInterval, v)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, WithInterval(d))
+	}
+	if v, ok := get(EnvBatchSize); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%w: %s=%q is not a positive whole number", ErrInvalidConfig, EnvBatchSize, v)
+		}
+		opts = append(opts, WithBatchSize(n))
+	}
+	if v, ok := get(EnvTimeout); ok {
+		d, err := parseSeconds(EnvTimeout, v)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, WithTimeout(d))
+	}
+	return opts, nil
+}
+
+// parseSeconds accepts a Go duration ("1m30s") or whole seconds ("90").
+func parseSeconds(name, v string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < 1<<31 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: %s=%q is not a positive duration such as \"10s\" or \"10\"", ErrInvalidConfig, name, v)
+	}
+	return d, nil
+}

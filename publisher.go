@@ -1,0 +1,27 @@
+package outbox
+
+import "context"
+
+// Publisher sends events to a broker. The redisstream and kafka packages
+// implement it.
+//
+// Publish returns nil only when the broker acknowledged every event. For a
+// partial failure it returns a *PublishError naming the events that were
+// not acknowledged; any other error means none of them counts as
+// acknowledged. An outcome it cannot know (a timeout after sending) is a
+// failure, never an acknowledgement. Events of one aggregate must reach the
+// broker in the order of the slice. Mark errors that retrying cannot fix
+// with Permanent.
+type Publisher interface {
+	Publish(ctx context.Context, events []*Event) error
+}
+
+// PublisherFunc adapts a function to the Publisher interface.
+type PublisherFunc func(ctx context.Context, events []*Event) error
+
+// Publish calls f(ctx, events).
+func (f PublisherFunc) Publish(ctx context.Context, events []*Event) error { return f(ctx, events) }
+
+// Noop is a Publisher that acknowledges every event without sending it
+// anywhere: a relay over it marks the whole backlog synced.
+var Noop Publisher = PublisherFunc(func(context.Context, []*Event) error { return nil })

@@ -1,0 +1,69 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"time"
+)
+
+// Executor is what Save writes through: the caller's *sql.Tx or *sqlx.Tx
+// (anything with ExecContext). Save never commits or rolls it back, so the
+// events exist exactly when the caller's transaction commits.
+type Executor interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Store keeps events in the service's database and hands them out to
+// relays under leases. The sqlstore package implements it for Postgres,
+// MySQL/MariaDB and SQLite; implement it to keep events elsewhere.
+//
+// Every method but Insert runs in its own short transaction (or single
+// statement): a relay never holds a transaction open while it talks to the
+// broker.
+type Store interface {
+	// Insert writes already validated events (ID and CreatedAt set)
+	// through exec, in one statement per batch, as pending and due now.
+	Insert(ctx context.Context, exec Executor, events []*Event) error
+
+	// Claim leases up to req.Limit due events (pending, not dead, next
+	// attempt due, not leased by a live claim) for req.Lease and returns
+	// them in save order. With req.IDs set it claims only those of them
+	// that are claimable. A Claim with no events is not an error.
+	Claim(ctx context.Context, req ClaimRequest) (*Claim, error)
+
+	// MarkSynced records that the broker acknowledged the events. Only rows
+	// still held by the claim token change; it returns how many did.
+	MarkSynced(ctx context.Context, token string, ids []string) (int, error)
+
+	// Fail records failed attempts: attempts+1, the error, and either the
+	// next attempt after the given delay or, with Dead set, burial. Only
+	// rows still held by the token change; it returns how many did.
+	Fail(ctx context.Context, token string, failures []Failure) (int, error)
+
+	// Release gives claimed events back without counting an attempt, so
+	// another relay may take them at once (used on shutdown).
+	Release(ctx context.Context, token string, ids []string) (int, error)
+}
+
+// ClaimRequest says what to claim.
+type ClaimRequest struct {
+	Limit int           // at most this many events
+	Lease time.Duration // how long the claim holds them
+	IDs   []string      // if set, claim only these events
+}
+
+// Claim is a batch of events leased to one relay pass. Token fences the
+// lease: once it expires and another relay claims the events, writes made
+// with the old token change nothing.
+type Claim struct {
+	Token  string
+	Events []*Event
+}
+
+// Failure is one failed publish attempt.
+type Failure struct {
+	ID    string
+	Err   string        // the error text, kept as the event's LastError
+	Delay time.Duration // when to try again, from now (ignored if Dead)
+	Dead  bool          // bury the event: it will not be retried
+}
