@@ -1,0 +1,65 @@
+// Package outbox saves events in the same database transaction as the
+// business data they describe, and gets every committed event to a
+// message broker: at once when the broker is up, eventually when it is
+// down, never lost, in order per aggregate, and never retried forever.
+//
+// The package itself imports only the standard library. A Store keeps the
+// events (package sqlstore: PostgreSQL, MySQL/MariaDB, SQLite) and a
+// Publisher sends them (packages redisstream and kafka).
+//
+// # Saving events
+//
+// Let the outbox run the transaction:
+//
+//	ob, err := outbox.New(store, publisher)
+//	...
+//	err = ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+//		if _, err := tx.ExecContext(ctx, "UPDATE stock SET quantity = $1 WHERE id = $2", q, id); err != nil {
+//			return err
+//		}
+//		return tx.Save(ctx, &outbox.Event{
+//			Topic: "inventory", Type: "stock.updated", AggregateID: id, Payload: body,
+//		})
+//	})
+//
+// Transact commits, then publishes the saved events at once. Or keep your
+// own transaction (a *sql.Tx or *sqlx.Tx) and call the pieces:
+//
+//	ev := &outbox.Event{Topic: "inventory", Type: "stock.updated", AggregateID: id, Payload: body}
+//	if err := ob.Save(ctx, tx, ev); err != nil { ... }  // never commits
+//	if err := tx.Commit(); err != nil { ... }
+//	_ = ob.Publish(ctx, ev) // an error here only means "the relay will do it"
+//
+// # The relay
+//
+// Whatever was not published at once (the broker was down, the process
+// died after commit) is delivered by the relay, which runs until its
+// context ends:
+//
+//	go ob.Run(ctx)
+//
+// Each pass claims a batch of due events under a lease, publishes the
+// batch in one round trip, marks what the broker acknowledged, and
+// reschedules the rest with exponential backoff and jitter. An event that
+// fails MaxAttempts times, or with an error marked Permanent, is buried:
+// kept in the table as dead, with its last error. Several relays, in one
+// process or many, may share one table. Worker.SyncPending runs one pass.
+//
+// # Guarantees
+//
+// An event exists iff the caller's transaction commits. It is marked
+// synced only after the broker acknowledged it. Every committed event
+// reaches the broker once the broker is reachable, whatever crashed;
+// duplicates come only from a crash between the broker's acknowledgement
+// and the mark, and carry the same event ID. A relay holds no database
+// transaction while it talks to the broker, holds one batch in memory,
+// and on stop marks or releases its batch before Run returns.
+//
+// # Configuration
+//
+// Options have visible defaults (DefaultInterval, DefaultBatchSize,
+// DefaultTimeout, ...) and are checked when New or NewWorker is called.
+// EnvOptions reads EVENT_SYNC_INTERVAL, EVENT_SYNC_BATCH_SIZE and
+// EVENT_SYNC_TIMEOUT for services configured by environment; the package
+// never reads the environment on its own.
+package outbox
