@@ -1,0 +1,465 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+)
+
+// Store is an outbox.Store in a SQL database. It is safe for concurrent
+// use by any number of goroutines and processes sharing the table.
+type Store struct {
+	db *sqlx.DB
+	d  *dialect
+	t  table
+	// now is the clock every statement uses; tests move it.
+	now func() time.Time
+}
+
+var _ outbox.Store = (*Store)(nil)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	table   string
+	dialect Dialect
+}
+
+// WithTable sets the outbox table's name: a plain SQL identifier, or
+// schema.table on Postgres and MySQL (where the schema is the database).
+// Defaults to DefaultTable ("outbox_events"). The migrations table is the
+// same name with "_migrations" appended.
+func WithTable(name string) Option { return func(o *options) { o.table = name } }
+
+// WithDialect sets the SQL dialect. Defaults to the one that db's driver
+// name implies: "pgx" and "postgres" are Postgres, "mysql" is MySQL,
+// "sqlite" and "sqlite3" are SQLite.
+func WithDialect(d Dialect) Option { return func(o *options) { o.dialect = d } }
+
+// New returns a Store on db, which it never closes. It does no I/O: call
+// Migrate to create the table.
+func New(db *sqlx.DB, opts ...Option) (*Store, error) {
+	if db == nil {
+		return nil, fmt.Errorf("sqlstore: nil database: %w", outbox.ErrInvalidConfig)
+	}
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.dialect == "" {
+		d, ok := driverDialects[db.DriverName()]
+		if !ok {
+			return nil, fmt.Errorf("sqlstore: cannot tell the dialect of driver %q; pass WithDialect(sqlstore.Postgres, MySQL or SQLite): %w",
+				db.DriverName(), outbox.ErrInvalidConfig)
+		}
+		o.dialect = d
+	}
+	d, err := lookupDialect(o.dialect)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, outbox.ErrInvalidConfig)
+	}
+	t, err := newTable(d, o.table)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db, d: d, t: t, now: utcNow}, nil
+}
+
+// utcNow is the clock: UTC at the microsecond precision every dialect
+// stores.
+func utcNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// Dialect reports the store's SQL dialect.
+func (s *Store) Dialect() Dialect { return s.d.name }
+
+// Table reports the outbox table's name as configured.
+func (s *Store) Table() string { return s.t.qualified() }
+
+// insertColumns is how many parameters one row of Insert takes.
+const insertColumns = 8
+
+// Insert writes events through exec, the caller's transaction, as pending,
+// due now and not leased, in one multi-row INSERT (more only past the
+// dialect's bind-parameter limit, or on MySQL past 8 MiB of payload). It
+// never commits or rolls back. Errors wrap the driver's, so
+// errors.Is(err, sql.ErrTxDone) tells an ended transaction.
+func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outbox.Event) error {
+	if exec == nil {
+		return outbox.ErrNilExecutor
+	}
+	now := s.now()
+	for len(events) > 0 {
+		n := s.insertChunk(events)
+		q := newQuery(s.d).sql("INSERT INTO ", s.t.quoted,
+			" (id, topic, event_type, aggregate_id, payload, headers, created_at, next_attempt_at) VALUES ")
+		for i, e := range events[:n] {
+			headers, err := encodeHeaders(e.Headers)
+			if err != nil {
+				return fmt.Errorf("sqlstore: insert: event %s: headers: %w", e.ID, err)
+			}
+			payload := e.Payload
+			if payload == nil {
+				payload = []byte{}
+			}
+			if i > 0 {
+				q.sql(", ")
+			}
+			q.sql("(", q.arg(e.ID), ", ", q.arg(e.Topic), ", ", q.arg(e.Type), ", ", q.arg(e.AggregateID), ", ",
+				q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.d.timeArg(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
+				q.arg(s.d.timeArg(now)), ")")
+		}
+		if _, err := exec.ExecContext(ctx, q.String(), q.args...); err != nil {
+			return fmt.Errorf("sqlstore: insert %d events: %w", n, err)
+		}
+		events = events[n:]
+	}
+	return nil
+}
+
+// insertChunk returns how many of events the next INSERT takes.
+func (s *Store) insertChunk(events []*outbox.Event) int {
+	n := min(len(events), s.d.maxParams/insertColumns)
+	if s.d.maxStatementBytes <= 0 {
+		return n
+	}
+	size := 0
+	for i, e := range events[:n] {
+		size += len(e.Payload) + 64
+		for k, v := range e.Headers {
+			size += len(k) + len(v) + 6
+		}
+		if i > 0 && size > s.d.maxStatementBytes {
+			return i
+		}
+	}
+	return n
+}
+
+// Claim leases up to req.Limit due events for req.Lease under a fresh
+// token and returns them in save order with their Delivery state. Due
+// means pending, not dead, next_attempt_at reached and no live lease. With
+// req.IDs set only those events are considered. On Postgres it is one
+// UPDATE ... RETURNING over a FOR UPDATE SKIP LOCKED subquery; on
+// MySQL/MariaDB a short READ COMMITTED transaction (SELECT ... FOR UPDATE
+// SKIP LOCKED, UPDATE, COMMIT); on SQLite one UPDATE ... RETURNING under
+// the database's write lock. No transaction outlives the call.
+func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
+	if req.Limit <= 0 {
+		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
+	}
+	if req.Lease <= 0 {
+		return nil, fmt.Errorf("sqlstore: claim: lease %v is not positive", req.Lease)
+	}
+	claim := &outbox.Claim{Token: outbox.NewID()}
+	now := s.now()
+	until := now.Add(req.Lease).Truncate(time.Microsecond)
+
+	var rows []eventRow
+	if req.IDs == nil {
+		r, err := s.claim(ctx, claim.Token, now, until, req.Limit, nil)
+		if err != nil {
+			return nil, err
+		}
+		rows = r
+	} else {
+		ids := dedupe(req.IDs)
+		for _, chunk := range chunks(ids, s.d.maxParams-8) {
+			if len(rows) >= req.Limit {
+				break
+			}
+			r, err := s.claim(ctx, claim.Token, now, until, req.Limit-len(rows), chunk)
+			if err != nil {
+				if len(rows) > 0 {
+					// Give back what earlier chunks took; the caller sees
+					// only the error.
+					s.releaseRows(ctx, claim.Token, rows)
+				}
+				return nil, err
+			}
+			rows = append(rows, r...)
+		}
+	}
+	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
+	claim.Events = make([]*outbox.Event, 0, len(rows))
+	for i := range rows {
+		e, err := rows[i].event()
+		if err != nil {
+			s.releaseRows(ctx, claim.Token, rows)
+			return nil, err
+		}
+		claim.Events = append(claim.Events, e)
+	}
+	return claim, nil
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// releaseRows gives back rows claimed by a Claim that then failed.
+func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) {
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	_, _ = s.Release(context.WithoutCancel(ctx), token, ids)
+}
+
+// dueCondition appends the WHERE condition of a claimable event.
+func (s *Store) dueCondition(q *query, now time.Time, ids []string) {
+	q.sql("synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ", q.arg(s.d.timeArg(now)),
+		" AND (locked_until IS NULL OR locked_until <= ", q.arg(s.d.timeArg(now)), ")")
+	if ids != nil {
+		q.sql(" AND id IN ", q.in(ids))
+	}
+}
+
+// claim runs one claim statement (or transaction) for at most limit
+// events, of ids if ids is not nil.
+func (s *Store) claim(ctx context.Context, token string, now, until time.Time, limit int, ids []string) ([]eventRow, error) {
+	var rows []eventRow
+	if s.d.returning {
+		q := newQuery(s.d)
+		q.sql("UPDATE ", s.t.quoted, " SET claim_token = ", q.arg(token), ", locked_until = ", q.arg(s.d.timeArg(until)),
+			" WHERE seq IN (SELECT seq FROM ", s.t.quoted, " WHERE ")
+		s.dueCondition(q, now, ids)
+		q.sql(" ORDER BY seq LIMIT ", q.arg(limit))
+		if s.d.skipLocked {
+			q.sql(" FOR UPDATE SKIP LOCKED")
+		}
+		q.sql(") RETURNING ", selectColumns(s.d))
+		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		}
+		if rows, err = scanRows(r); err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		}
+		return rows, nil
+	}
+
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d), " FROM ", s.t.quoted, " WHERE ")
+	s.dueCondition(q, now, ids)
+	q.sql(" ORDER BY seq LIMIT ", q.arg(limit))
+	if s.d.skipLocked {
+		q.sql(" FOR UPDATE SKIP LOCKED")
+	}
+	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if rows, err = scanRows(r); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, tx.Commit() // nothing was locked; ending the transaction cannot lose anything
+	}
+	u := newQuery(s.d)
+	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(token), ", locked_until = ", u.arg(s.d.timeArg(until)), " WHERE seq IN (")
+	for i, r := range rows {
+		if i > 0 {
+			u.sql(", ")
+		}
+		u.sql(u.arg(r.Seq))
+	}
+	u.sql(")")
+	if _, err := tx.ExecContext(ctx, u.String(), u.args...); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
+	}
+	return rows, nil
+}
+
+func scanRows(r *sqlx.Rows) ([]eventRow, error) {
+	defer r.Close()
+	var rows []eventRow
+	for r.Next() {
+		var row eventRow
+		if err := r.StructScan(&row); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return rows, r.Close()
+}
+
+// MarkSynced records that the broker acknowledged the events: synced_at
+// becomes now and the lease ends. Only rows still held by token change
+// (fencing: a relay whose lease was taken over changes nothing); it
+// returns how many did.
+func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
+	now := s.d.timeArg(s.now())
+	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
+		q.sql("UPDATE ", s.t.quoted, " SET synced_at = ", q.arg(now),
+			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND id IN ", q.in(chunk))
+	})
+	if err != nil {
+		return n, fmt.Errorf("sqlstore: mark synced: %w", err)
+	}
+	return n, nil
+}
+
+// Release ends the lease on the events without counting an attempt, so
+// any relay may claim them at once. Only rows still held by token change;
+// it returns how many did.
+func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
+	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
+		q.sql("UPDATE ", s.t.quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
+			q.arg(token), " AND id IN ", q.in(chunk))
+	})
+	if err != nil {
+		return n, fmt.Errorf("sqlstore: release: %w", err)
+	}
+	return n, nil
+}
+
+// maxLastError is how many bytes of a failure's text are kept.
+const maxLastError = 8 << 10
+
+// Fail records failed attempts in one statement: attempts+1, last_error,
+// the lease ended, and next_attempt_at = now + Delay, or for a Failure
+// with Dead set dead_at = now. Per-row values go through CASE expressions,
+// so a batch with different delays is still one UPDATE (more only past the
+// bind-parameter limit). Only rows still held by token change; it returns
+// how many did. Error texts are cut to 8 KiB.
+func (s *Store) Fail(ctx context.Context, token string, failures []outbox.Failure) (int, error) {
+	if token == "" || len(failures) == 0 {
+		return 0, nil
+	}
+	now := s.now()
+	total := 0
+	for _, chunk := range chunks(failures, (s.d.maxParams-4)/6) {
+		q := newQuery(s.d)
+		q.sql("UPDATE ", s.t.quoted, " SET attempts = attempts + 1, last_error = CASE id")
+		for _, f := range chunk {
+			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.d.castText(q.arg(cut(f.Err, maxLastError))))
+		}
+		q.sql(" END")
+		var dead []string
+		live := false
+		for _, f := range chunk {
+			if f.Dead {
+				dead = append(dead, f.ID)
+				continue
+			}
+			if !live {
+				q.sql(", next_attempt_at = CASE id")
+				live = true
+			}
+			at := now.Add(max(f.Delay, 0)).Truncate(time.Microsecond)
+			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.d.castTime(q.arg(s.d.timeArg(at))))
+		}
+		if live {
+			q.sql(" ELSE next_attempt_at END")
+		}
+		if len(dead) > 0 {
+			q.sql(", dead_at = CASE WHEN id IN ", q.in(dead), " THEN ", s.d.castTime(q.arg(s.d.timeArg(now))), " ELSE dead_at END")
+		}
+		ids := make([]string, len(chunk))
+		for i, f := range chunk {
+			ids[i] = f.ID
+		}
+		q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND id IN ", q.in(ids))
+		n, err := s.exec(ctx, q)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sqlstore: fail: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// perChunk runs one UPDATE per chunk of ids (one in all but huge batches)
+// built by build, and adds up the rows changed. fixed is how many
+// parameters build adds besides the ids.
+func (s *Store) perChunk(ctx context.Context, token string, ids []string, fixed int, build func(q *query, chunk []string)) (int, error) {
+	if token == "" || len(ids) == 0 {
+		return 0, nil
+	}
+	total := 0
+	for _, chunk := range chunks(ids, s.d.maxParams-fixed) {
+		q := newQuery(s.d)
+		build(q, chunk)
+		n, err := s.exec(ctx, q)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (s *Store) exec(ctx context.Context, q *query) (int, error) {
+	res, err := s.db.ExecContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// chunks splits s into pieces of at most size elements.
+func chunks[T any](s []T, size int) [][]T {
+	var out [][]T
+	for len(s) > size {
+		out = append(out, s[:size])
+		s = s[size:]
+	}
+	if len(s) > 0 {
+		out = append(out, s)
+	}
+	return out
+}
+
+func dedupe(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// cut shortens s to at most n bytes of valid UTF-8.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+// ErrNotFound is wrapped by Get when no event has the ID.
+var ErrNotFound = errors.New("sqlstore: event not found")
