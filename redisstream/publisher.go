@@ -1,0 +1,159 @@
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/eventsync/outbox"
+	"github.com/redis/go-redis/v9"
+)
+
+// Publisher is an outbox.Publisher that adds each event to a Redis stream
+// with XADD. It is safe for concurrent use and holds no resources of its
+// own: it never closes the client it was given.
+type Publisher struct {
+	client    redis.UniversalClient
+	stream    func(*outbox.Event) string
+	maxLen    int64
+	maxLenArg any // maxLen boxed once, not once per event
+}
+
+var _ outbox.Publisher = (*Publisher)(nil)
+
+// New returns a Publisher that writes through client: a *redis.Client, a
+// *redis.ClusterClient, a Sentinel failover client or anything else that
+// implements redis.UniversalClient. The caller keeps ownership of client
+// and closes it when done. See the With* options for the settings and
+// their defaults; an invalid option is an error wrapping
+// outbox.ErrInvalidConfig.
+func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
+	if client == nil || isNilPointer(client) {
+		return nil, fmt.Errorf("redisstream: %w: the Redis client is nil", outbox.ErrInvalidConfig)
+	}
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen}
+	if p.maxLen > 0 {
+		p.maxLenArg = p.maxLen
+	}
+	return p, nil
+}
+
+// Publish adds every event to its stream, one XADD per event with an
+// auto-generated entry ID, all in one pipelined round trip and in slice
+// order, so events that share a stream keep their relative order.
+//
+// It returns nil when Redis acknowledged every XADD. When only some failed
+// (a key holding another type answers WRONGTYPE), it returns an
+// *outbox.PublishError naming exactly those events. When the round trip
+// itself fails (connection refused or reset, ctx cancelled or past its
+// deadline) the outcome is unknown and it returns an error that is not a
+// PublishError: no event of the batch counts as acknowledged, although
+// Redis may have added some of them. An event the stream function maps to
+// "" fails with an error marked outbox.Permanent; no Redis reply is marked
+// permanent (see the package documentation). Errors are prefixed
+// "redisstream: " and wrap the go-redis error.
+//
+// A nil or empty batch is a no-op. A nil event in the batch is an error
+// and nothing is sent.
+func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for i, e := range events {
+		if e == nil {
+			return fmt.Errorf("redisstream: publish: event %d of %d is nil; nothing was sent", i, len(events))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstream: publish %d events: nothing was sent: %w", len(events), err)
+	}
+
+	var failed map[string]error
+	fail := func(id string, err error) {
+		if failed == nil {
+			failed = make(map[string]error)
+		}
+		failed[id] = err
+	}
+
+	pipe := p.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(events))
+	keys := make([]string, len(events))
+	for i, e := range events {
+		key := p.stream(e)
+		if key == "" {
+			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
+			continue
+		}
+		keys[i] = key
+		cmds[i] = redis.NewStringCmd(ctx, p.xaddArgs(key, e)...)
+		_ = pipe.Process(ctx, cmds[i]) // only queues the command
+	}
+	if pipe.Len() == 0 {
+		return &outbox.PublishError{Failed: failed}
+	}
+	_, execErr := pipe.Exec(ctx)
+
+	acked := 0
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		// Only a reply carrying an entry ID acknowledges an event.
+		switch err := cmd.Err(); {
+		case err != nil:
+			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s: %w", keys[i], err))
+		case cmd.Val() == "":
+			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s: no entry ID in the reply", keys[i]))
+		default:
+			acked++
+		}
+	}
+	if acked == 0 && execErr != nil && !isReply(execErr) {
+		// The round trip failed as a whole: the outcome of every XADD is
+		// unknown, so the batch fails as a whole.
+		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
+	}
+	if len(failed) > 0 {
+		return &outbox.PublishError{Failed: failed}
+	}
+	return nil
+}
+
+// xaddArgs returns the arguments of the XADD that adds e to the stream key:
+// XADD key [MAXLEN ~ n] * field value ...
+func (p *Publisher) xaddArgs(key string, e *outbox.Event) []any {
+	n := 3 + fixedFields + 2*len(e.Headers)
+	if p.maxLenArg != nil {
+		n += 3
+	}
+	args := make([]any, 0, n)
+	args = append(args, "xadd", key)
+	if p.maxLenArg != nil {
+		args = append(args, "maxlen", "~", p.maxLenArg)
+	}
+	args = append(args, "*")
+	return appendFields(args, e)
+}
+
+// isReply reports whether err is an error reply from Redis, as opposed to a
+// failure to reach Redis or to read its answer.
+func isReply(err error) bool {
+	var r redis.Error
+	return errors.As(err, &r)
+}
+
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
