@@ -1,0 +1,464 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+)
+
+// Unit tests of the exact statements each dialect sends, and of every
+// database error path, on go-sqlmock.
+
+var (
+	errBoom  = errors.New("boom")
+	mockNow  = time.Date(2025, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	mockCols = []string{"seq", "id", "topic", "event_type", "aggregate_id", "payload", "headers",
+		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"}
+)
+
+// mockStore returns a store of dialect d over sqlmock, matching statements
+// exactly, with its clock stopped at mockNow.
+func mockStore(t *testing.T, d Dialect) (*Store, sqlmock.Sqlmock) {
+	t.Helper()
+	db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+	if err != nil {
+		t.Fatal(err)
+	}
+	driverName := map[Dialect]string{Postgres: "pgx", MySQL: "mysql", SQLite: "sqlite"}[d]
+	s, err := New(sqlx.NewDb(db, driverName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Dialect() != d {
+		t.Fatalf("driver %q detected as %q, want %q", driverName, s.Dialect(), d)
+	}
+	s.now = func() time.Time { return mockNow }
+	t.Cleanup(func() {
+		if err := mock.ExpectationsWereMet(); err != nil {
+			t.Error(err)
+		}
+		_ = db.Close()
+	})
+	return s, mock
+}
+
+// mockTime is how dialect d sends t.
+func mockTime(d Dialect, t time.Time) driver.Value {
+	if d == Postgres {
+		return t
+	}
+	return t.Format(timeLayout)
+}
+
+// ph numbers the placeholders of a statement written with '?' in the
+// dialect's style.
+func ph(d Dialect, stmt string) string {
+	if d != Postgres {
+		return stmt
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range stmt {
+		if r == '?' {
+			n++
+			b.WriteString(dollar(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// table returns the default table, quoted for d.
+func quotedTable(d Dialect) string {
+	if d == MySQL {
+		return "`outbox_events`"
+	}
+	return `"outbox_events"`
+}
+
+func columnsSQL(d Dialect) string {
+	if d == MySQL {
+		return "seq, id, topic, event_type, aggregate_id, payload, headers, CAST(created_at AS CHAR) AS created_at, " +
+			"CAST(synced_at AS CHAR) AS synced_at, attempts, last_error, CAST(next_attempt_at AS CHAR) AS next_attempt_at, " +
+			"CAST(dead_at AS CHAR) AS dead_at"
+	}
+	return "seq, id, topic, event_type, aggregate_id, payload, headers, created_at AS created_at, synced_at AS synced_at, " +
+		"attempts, last_error, next_attempt_at AS next_attempt_at, dead_at AS dead_at"
+}
+
+func eachMockDialect(t *testing.T, fn func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock)) {
+	for _, d := range allDialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			s, mock := mockStore(t, d)
+			fn(t, d, s, mock)
+		})
+	}
+}
+
+func mockEvents() []*outbox.Event {
+	created := time.Date(2025, 1, 1, 0, 0, 0, 999, time.UTC) // the nanoseconds are dropped
+	return []*outbox.Event{
+		{ID: "e1", Topic: "stock", Type: "stock.updated", AggregateID: "sku-1", Payload: []byte{0, 1}, CreatedAt: created,
+			Headers: map[string]string{"b": "2", "a": "1"}},
+		{ID: "e2", Topic: "stock", Type: "stock.updated", CreatedAt: created},
+	}
+}
+
+func insertSQL(d Dialect) string {
+	return ph(d, "INSERT INTO "+quotedTable(d)+" (id, topic, event_type, aggregate_id, payload, headers, created_at, next_attempt_at) "+
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)")
+}
+
+func insertArgs(d Dialect) []driver.Value {
+	created := mockTime(d, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	now := mockTime(d, mockNow)
+	return []driver.Value{
+		"e1", "stock", "stock.updated", "sku-1", []byte{0, 1}, `{"a":"1","b":"2"}`, created, now,
+		"e2", "stock", "stock.updated", "", []byte{}, nil, created, now,
+	}
+}
+
+func TestMockInsert(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		mock.ExpectBegin()
+		mock.ExpectExec(insertSQL(d)).WithArgs(insertArgs(d)...).WillReturnResult(sqlmock.NewResult(2, 2))
+		mock.ExpectExec(insertSQL(d)).WithArgs(insertArgs(d)...).WillReturnError(errBoom)
+		mock.ExpectRollback()
+		tx, err := s.db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Insert(t.Context(), tx, mockEvents()); err != nil {
+			t.Fatalf("Insert: %v", err)
+		}
+		err = s.Insert(t.Context(), tx, mockEvents())
+		if !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: ") {
+			t.Fatalf("failed Insert: %v, want an error wrapping the driver's, prefixed sqlstore:", err)
+		}
+		// Insert never ends the caller's transaction: the rollback is ours.
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestInsertChunksPastParameterLimit(t *testing.T) {
+	s, _ := mockStore(t, SQLite)
+	perStmt := s.d.maxParams / insertColumns
+	events := make([]*outbox.Event, perStmt+1)
+	for i := range events {
+		events[i] = &outbox.Event{ID: outbox.NewID(), Topic: "t", Type: "x", CreatedAt: mockNow}
+	}
+	var exec countingExec
+	if err := s.Insert(t.Context(), &exec, events); err != nil {
+		t.Fatal(err)
+	}
+	if len(exec.args) != 2 || exec.args[0] != perStmt*insertColumns || exec.args[1] != insertColumns {
+		t.Fatalf("statements carried %v parameters, want [%d %d]", exec.args, perStmt*insertColumns, insertColumns)
+	}
+}
+
+func TestInsertChunksLargePayloadsOnMySQL(t *testing.T) {
+	s, _ := mockStore(t, MySQL)
+	big := make([]byte, 3<<20)
+	events := make([]*outbox.Event, 5)
+	for i := range events {
+		events[i] = &outbox.Event{ID: outbox.NewID(), Topic: "t", Type: "x", Payload: big, CreatedAt: mockNow}
+	}
+	var exec countingExec
+	if err := s.Insert(t.Context(), &exec, events); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{2 * insertColumns, 2 * insertColumns, insertColumns}; !slices.Equal(exec.args, want) {
+		t.Fatalf("statements carried %v parameters, want %v", exec.args, want)
+	}
+}
+
+// countingExec records how many parameters each statement carries.
+type countingExec struct{ args []int }
+
+func (c *countingExec) ExecContext(_ context.Context, _ string, args ...any) (sql.Result, error) {
+	c.args = append(c.args, len(args))
+	return sqlmock.NewResult(0, 0), nil
+}
+
+// mockRows returns the rows of e2 (seq 2) and e1 (seq 1), in that order,
+// as dialect d's driver hands them over.
+func mockRows(d Dialect) *sqlmock.Rows {
+	tm := func(t time.Time) driver.Value {
+		switch d {
+		case Postgres:
+			return t.In(time.FixedZone("CET", 3600)) // pgx returns local times
+		case MySQL:
+			return []byte(t.Format(timeLayout))
+		}
+		return t.Format(timeLayout)
+	}
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	return sqlmock.NewRows(mockCols).
+		AddRow(2, "e2", "stock", "stock.updated", "", []byte{}, nil, tm(created), nil, 3, "last", tm(mockNow), nil).
+		AddRow(1, "e1", "stock", "stock.updated", "sku-1", []byte{0, 1}, `{"a":"1"}`, tm(created), nil, 0, nil, tm(mockNow), nil)
+}
+
+func dueSQL(withIDs string) string {
+	return "synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)" + withIDs
+}
+
+func claimStatements(d Dialect, withIDs string) (selectOrUpdate, update string) {
+	tbl := quotedTable(d)
+	switch d {
+	case MySQL:
+		return "SELECT " + columnsSQL(d) + " FROM " + tbl + " WHERE " + dueSQL(withIDs) + " ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+			"UPDATE " + tbl + " SET claim_token = ?, locked_until = ? WHERE seq IN (?, ?)"
+	case Postgres:
+		return ph(d, "UPDATE "+tbl+" SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT seq FROM "+tbl+" WHERE "+dueSQL(withIDs)+
+			" ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING "+columnsSQL(d)), ""
+	}
+	return "UPDATE " + tbl + " SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT seq FROM " + tbl + " WHERE " + dueSQL(withIDs) +
+		" ORDER BY seq LIMIT ?) RETURNING " + columnsSQL(d), ""
+}
+
+func TestMockClaim(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		now, until := mockTime(d, mockNow), mockTime(d, mockNow.Add(time.Minute))
+		first, update := claimStatements(d, "")
+		if d == MySQL {
+			mock.ExpectBegin()
+			mock.ExpectQuery(first).WithArgs(now, now, 10).WillReturnRows(mockRows(d))
+			mock.ExpectExec(update).WithArgs(sqlmock.AnyArg(), until, 2, 1).WillReturnResult(sqlmock.NewResult(0, 2))
+			mock.ExpectCommit()
+		} else {
+			mock.ExpectQuery(first).WithArgs(sqlmock.AnyArg(), until, now, now, 10).WillReturnRows(mockRows(d))
+		}
+		c, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		if len(c.Token) != 36 {
+			t.Fatalf("token %q is not a fresh UUID", c.Token)
+		}
+		equalIDs(t, "claimed, in save order", ids(c.Events), []string{"e1", "e2"})
+		e1, e2 := c.Events[0], c.Events[1]
+		if e1.Headers["a"] != "1" || string(e1.Payload) != "\x00\x01" || e1.AggregateID != "sku-1" {
+			t.Errorf("e1 = %+v", e1)
+		}
+		wantCreated := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		if !e1.CreatedAt.Equal(wantCreated) || e1.CreatedAt.Location() != time.UTC {
+			t.Errorf("CreatedAt = %v, want %v in UTC", e1.CreatedAt, wantCreated)
+		}
+		if e2.Delivery.Attempts != 3 || e2.Delivery.LastError != "last" || !e2.Delivery.NextAttemptAt.Equal(mockNow) ||
+			e2.Headers != nil || e2.Delivery.Status() != outbox.StatusPending {
+			t.Errorf("e2 = %+v", e2)
+		}
+	})
+}
+
+func TestMockClaimByIDs(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		now, until := mockTime(d, mockNow), mockTime(d, mockNow.Add(time.Minute))
+		first, update := claimStatements(d, " AND id IN (?, ?)")
+		if d == MySQL {
+			mock.ExpectBegin()
+			mock.ExpectQuery(first).WithArgs(now, now, "e1", "e2", 2).WillReturnRows(mockRows(d))
+			mock.ExpectExec(update).WithArgs(sqlmock.AnyArg(), until, 2, 1).WillReturnResult(sqlmock.NewResult(0, 2))
+			mock.ExpectCommit()
+		} else {
+			mock.ExpectQuery(first).WithArgs(sqlmock.AnyArg(), until, now, now, "e1", "e2", 2).WillReturnRows(mockRows(d))
+		}
+		// Duplicates are dropped; the limit is the caller's.
+		c, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		equalIDs(t, "claimed", ids(c.Events), []string{"e1", "e2"})
+	})
+}
+
+func TestMockClaimErrors(t *testing.T) {
+	req := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
+	check := func(t *testing.T, s *Store) {
+		t.Helper()
+		c, err := s.Claim(t.Context(), req)
+		if !errors.Is(err, errBoom) || c != nil || !strings.HasPrefix(err.Error(), "sqlstore: claim") {
+			t.Fatalf("Claim = %v, %v; want nil and an error wrapping the driver's", c, err)
+		}
+	}
+	for _, d := range []Dialect{Postgres, SQLite} {
+		t.Run(string(d)+"/query", func(t *testing.T) {
+			s, mock := mockStore(t, d)
+			q, _ := claimStatements(d, "")
+			mock.ExpectQuery(q).WillReturnError(errBoom)
+			check(t, s)
+		})
+		t.Run(string(d)+"/rows", func(t *testing.T) {
+			s, mock := mockStore(t, d)
+			q, _ := claimStatements(d, "")
+			mock.ExpectQuery(q).WillReturnRows(mockRows(d).RowError(1, errBoom))
+			check(t, s)
+		})
+	}
+	// MySQL's claim is a transaction: every failure rolls it back.
+	sel, upd := claimStatements(MySQL, "")
+	t.Run("mysql/begin", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		mock.ExpectBegin().WillReturnError(errBoom)
+		check(t, s)
+	})
+	t.Run("mysql/select", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		mock.ExpectBegin()
+		mock.ExpectQuery(sel).WillReturnError(errBoom)
+		mock.ExpectRollback()
+		check(t, s)
+	})
+	t.Run("mysql/update", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		mock.ExpectBegin()
+		mock.ExpectQuery(sel).WillReturnRows(mockRows(MySQL))
+		mock.ExpectExec(upd).WillReturnError(errBoom)
+		mock.ExpectRollback()
+		check(t, s)
+	})
+	t.Run("mysql/commit", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		mock.ExpectBegin()
+		mock.ExpectQuery(sel).WillReturnRows(mockRows(MySQL))
+		mock.ExpectExec(upd).WillReturnResult(sqlmock.NewResult(0, 2))
+		mock.ExpectCommit().WillReturnError(errBoom)
+		check(t, s)
+	})
+	t.Run("mysql/nothing due", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		mock.ExpectBegin()
+		mock.ExpectQuery(sel).WillReturnRows(sqlmock.NewRows(mockCols))
+		mock.ExpectCommit()
+		c, err := s.Claim(t.Context(), req)
+		if err != nil || len(c.Events) != 0 {
+			t.Fatalf("Claim = %+v, %v; want an empty claim", c, err)
+		}
+	})
+	t.Run("invalid request", func(t *testing.T) {
+		s, _ := mockStore(t, SQLite)
+		for _, r := range []outbox.ClaimRequest{{Limit: 0, Lease: time.Second}, {Limit: 1, Lease: 0}} {
+			if _, err := s.Claim(t.Context(), r); err == nil {
+				t.Errorf("Claim(%+v) succeeded", r)
+			}
+		}
+	})
+}
+
+func TestMockMarkSynced(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)")
+		mock.ExpectExec(stmt).WithArgs(mockTime(d, mockNow), "tok", "e1", "e2").WillReturnResult(sqlmock.NewResult(0, 2))
+		mock.ExpectExec(stmt).WithArgs(mockTime(d, mockNow), "tok", "e1", "e2").WillReturnError(errBoom)
+		n, err := s.MarkSynced(t.Context(), "tok", []string{"e1", "e2"})
+		wantN(t, "MarkSynced", n, err, 2)
+		n, err = s.MarkSynced(t.Context(), "tok", []string{"e1", "e2"})
+		if !errors.Is(err, errBoom) || n != 0 || !strings.HasPrefix(err.Error(), "sqlstore: mark synced") {
+			t.Fatalf("failed MarkSynced = %d, %v", n, err)
+		}
+		// Nothing to mark: no statement at all.
+		n, err = s.MarkSynced(t.Context(), "tok", nil)
+		wantN(t, "empty MarkSynced", n, err, 0)
+	})
+}
+
+func TestMockRelease(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?)")
+		mock.ExpectExec(stmt).WithArgs("tok", "e1").WillReturnResult(sqlmock.NewResult(0, 1))
+		mock.ExpectExec(stmt).WithArgs("tok", "e1").WillReturnError(errBoom)
+		n, err := s.Release(t.Context(), "tok", []string{"e1"})
+		wantN(t, "Release", n, err, 1)
+		if _, err := s.Release(t.Context(), "tok", []string{"e1"}); !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: release") {
+			t.Fatalf("failed Release: %v", err)
+		}
+	})
+}
+
+func TestMockFail(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		castText, castTime := "?", "?"
+		switch d {
+		case Postgres:
+			castText, castTime = "CAST(? AS TEXT)", "CAST(? AS TIMESTAMPTZ)"
+		case MySQL:
+			castTime = "CAST(? AS DATETIME(6))"
+		}
+		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET attempts = attempts + 1, "+
+			"last_error = CASE id WHEN ? THEN "+castText+" WHEN ? THEN "+castText+" WHEN ? THEN "+castText+" END, "+
+			"next_attempt_at = CASE id WHEN ? THEN "+castTime+" WHEN ? THEN "+castTime+" ELSE next_attempt_at END, "+
+			"dead_at = CASE WHEN id IN (?) THEN "+castTime+" ELSE dead_at END, "+
+			"claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?, ?)")
+		args := []driver.Value{
+			"e1", "down", "e2", "poison", "e3", "slow",
+			"e1", mockTime(d, mockNow.Add(10*time.Second)), "e3", mockTime(d, mockNow.Add(time.Hour)),
+			"e2", mockTime(d, mockNow),
+			"tok", "e1", "e2", "e3",
+		}
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnResult(sqlmock.NewResult(0, 3))
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnError(errBoom)
+		failures := []outbox.Failure{
+			{ID: "e1", Err: "down", Delay: 10 * time.Second},
+			{ID: "e2", Err: "poison", Dead: true, Delay: time.Minute},
+			{ID: "e3", Err: "slow", Delay: time.Hour},
+		}
+		n, err := s.Fail(t.Context(), "tok", failures)
+		wantN(t, "Fail", n, err, 3)
+		if _, err := s.Fail(t.Context(), "tok", failures); !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: fail") {
+			t.Fatalf("failed Fail: %v", err)
+		}
+	})
+}
+
+func TestMockFailOnlyDead(t *testing.T) {
+	s, mock := mockStore(t, SQLite)
+	mock.ExpectExec(`UPDATE "outbox_events" SET attempts = attempts + 1, last_error = CASE id WHEN ? THEN ? END, ` +
+		`dead_at = CASE WHEN id IN (?) THEN ? ELSE dead_at END, claim_token = NULL, locked_until = NULL ` +
+		`WHERE claim_token = ? AND id IN (?)`).
+		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(timeLayout), "tok", "e1").
+		WillReturnResult(sqlmock.NewResult(0, 1))
+	n, err := s.Fail(t.Context(), "tok", []outbox.Failure{{ID: "e1", Err: strings.Repeat("x", maxLastError+10), Dead: true}})
+	wantN(t, "Fail", n, err, 1)
+}
+
+// A mark that fails after the broker acknowledged the batch is reported,
+// and the store changes nothing else: the events stay leased, and are
+// claimed and published again when the lease ends (a duplicate with the
+// same ID, never a loss).
+func TestMockMarkFailsAfterPublish(t *testing.T) {
+	s, mock := mockStore(t, SQLite)
+	q, _ := claimStatements(SQLite, "")
+	mock.ExpectQuery(q).WillReturnRows(mockRows(SQLite))
+	mock.ExpectExec(`UPDATE "outbox_events" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)`).
+		WillReturnError(errBoom)
+	published := 0
+	pub := outbox.PublisherFunc(func(_ context.Context, events []*outbox.Event) error {
+		published += len(events)
+		return nil
+	})
+	w, err := outbox.NewWorker(s, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.SyncPending(t.Context(), 10)
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("SyncPending error = %v, want the mark failure", err)
+	}
+	if published != 2 || res.Claimed != 2 || res.Synced != 0 {
+		t.Fatalf("published %d, result %+v", published, res)
+	}
+}
