@@ -16,6 +16,9 @@ import (
 const (
 	MaxIDLength   = 64  // bytes in Event.ID
 	MaxNameLength = 255 // bytes in Event.Topic, Event.Type and Event.AggregateID
+
+	MinPriority = -32768 // lowest Event.Priority
+	MaxPriority = 32767  // highest Event.Priority
 )
 
 // Event is one message to deliver. Service code fills Topic, Type,
@@ -38,6 +41,10 @@ type Event struct {
 	Headers map[string]string
 	// CreatedAt is when the event was saved, in UTC.
 	CreatedAt time.Time
+	// Priority orders claims: due events of higher priority are claimed
+	// first (per-aggregate order still holds). Between MinPriority and
+	// MaxPriority; defaults to 0.
+	Priority int
 
 	// Delivery is filled by a Store when it reads an event back; Save
 	// ignores it.
@@ -120,6 +127,9 @@ func validate(i int, e *Event, maxPayload int) error {
 		if !utf8.ValidString(f.value) {
 			return bad(f.name, "is not valid UTF-8")
 		}
+	}
+	if e.Priority < MinPriority || e.Priority > MaxPriority {
+		return bad("Priority", "%d is outside %d..%d", e.Priority, MinPriority, MaxPriority)
 	}
 	if len(e.Payload) > maxPayload {
 		return bad("Payload", "is %d bytes, over the limit of %d (see WithMaxPayloadBytes)", len(e.Payload), maxPayload)

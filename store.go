@@ -45,11 +45,21 @@ type Store interface {
 	Release(ctx context.Context, token string, ids []string) (int, error)
 }
 
-// ClaimRequest says what to claim.
+// ClaimRequest says what to claim. Its zero value keeps per-aggregate
+// order and lets a buried event hold back its aggregate.
 type ClaimRequest struct {
 	Limit int           // at most this many events
 	Lease time.Duration // how long the claim holds them
 	IDs   []string      // if set, claim only these events
+
+	// Unordered drops per-aggregate order for throughput: any due event
+	// may be claimed. By default an aggregate's events are claimed only
+	// from its earliest undelivered event on, as a run with no gap, and
+	// not at all while that event is leased elsewhere or backing off.
+	Unordered bool
+	// PassDead lets later events of an aggregate go past a buried one.
+	// By default a buried event holds its aggregate until it is re-queued.
+	PassDead bool
 }
 
 // Claim is a batch of events leased to one relay pass. Token fences the
@@ -58,6 +68,24 @@ type ClaimRequest struct {
 type Claim struct {
 	Token  string
 	Events []*Event
+}
+
+// Notifier is implemented by a Store that can tell relays at once that
+// events were committed (sqlstore on Postgres, through LISTEN/NOTIFY). A
+// running Worker finds it by type assertion and wakes on it.
+type Notifier interface {
+	// Listen calls wake each time events were committed, until ctx ends,
+	// then returns nil. It reconnects by itself after a lost connection and
+	// returns an error only if it cannot listen at all.
+	Listen(ctx context.Context, wake func()) error
+}
+
+// Purger is implemented by a Store that can delete synced events, for
+// WithRetention.
+type Purger interface {
+	// Purge deletes at most limit events synced longer than olderThan ago
+	// and returns how many it deleted.
+	Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
 
 // Failure is one failed publish attempt.
