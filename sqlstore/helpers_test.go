@@ -147,8 +147,8 @@ func newStore(t *testing.T, db *sqlx.DB, name string, opts ...Option) *Store {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, tbl := range []string{name, name + "_migrations"} {
-			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+s.d.quote(tbl)); err != nil {
+		for _, tbl := range []string{s.t.quoted, s.t.migrations()} {
+			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
 				t.Errorf("drop %s: %v", tbl, err)
 			}
 		}

@@ -400,7 +400,7 @@ func TestMigrate(t *testing.T) {
 			if err := s.Migrate(ctx); err != nil {
 				t.Fatalf("Migrate again: %v", err)
 			}
-			migTable := s.d.quote(s.t.name + "_migrations")
+			migTable := s.t.migrations()
 			var n int
 			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+migTable).Scan(&n); err != nil {
 				t.Fatal(err)

@@ -141,10 +141,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	defer conn.Close()
 
-	migTable := s.d.quote(s.t.name + "_migrations")
-	if s.t.schema != "" {
-		migTable = s.d.quote(s.t.schema) + "." + migTable
-	}
+	migTable := s.t.migrations()
 	key := "outbox_migrate:" + string(s.d.name) + ":" + s.t.qualified()
 	return s.d.lockMigrations(ctx, conn, key, func(q querier) error {
 		if _, err := q.ExecContext(ctx, fmt.Sprintf(s.d.migrationsDDL, migTable)); err != nil {

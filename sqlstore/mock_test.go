@@ -426,8 +426,8 @@ func TestMockFail(t *testing.T) {
 
 func TestMockFailOnlyDead(t *testing.T) {
 	s, mock := mockStore(t, SQLite)
-	mock.ExpectExec(`UPDATE "outbox_events" SET attempts = attempts + 1, last_error = CASE id WHEN ? THEN ? END, ` +
-		`dead_at = CASE WHEN id IN (?) THEN ? ELSE dead_at END, claim_token = NULL, locked_until = NULL ` +
+	mock.ExpectExec(`UPDATE "outbox_events" SET attempts = attempts + 1, last_error = CASE id WHEN ? THEN ? END, `+
+		`dead_at = CASE WHEN id IN (?) THEN ? ELSE dead_at END, claim_token = NULL, locked_until = NULL `+
 		`WHERE claim_token = ? AND id IN (?)`).
 		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(timeLayout), "tok", "e1").
 		WillReturnResult(sqlmock.NewResult(0, 1))

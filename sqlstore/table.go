@@ -67,3 +67,13 @@ func (t table) qualified() string {
 	}
 	return t.schema + "." + t.name
 }
+
+// migrations returns the quoted name of the table that records applied
+// migrations: the table's name with "_migrations" appended, in its schema.
+func (t table) migrations() string {
+	m := t.d.quote(t.name + "_migrations")
+	if t.schema != "" {
+		m = t.d.quote(t.schema) + "." + m
+	}
+	return m
+}

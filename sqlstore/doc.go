@@ -1,0 +1,107 @@
+// Package sqlstore keeps outbox events in the service's own SQL database:
+// it implements outbox.Store on github.com/jmoiron/sqlx for PostgreSQL,
+// MySQL/MariaDB and SQLite.
+//
+// # Supported databases
+//
+//   - PostgreSQL 12 or later, through github.com/jackc/pgx/v5/stdlib
+//     (driver name "pgx") or github.com/lib/pq ("postgres").
+//   - MySQL 8.0 or later and MariaDB 10.6 or later (both need SKIP
+//     LOCKED), through github.com/go-sql-driver/mysql ("mysql").
+//   - SQLite 3.35 or later (UPDATE ... RETURNING), through
+//     modernc.org/sqlite ("sqlite", no cgo) or github.com/mattn/go-sqlite3
+//     ("sqlite3").
+//
+// The package imports no driver: the program does, and New tells the
+// dialect from the driver name (or from WithDialect).
+//
+// # Setup
+//
+//	db, err := sqlx.Open("pgx", "postgres://app@db:5432/app")
+//	...
+//	store, err := sqlstore.New(db) // or New(db, sqlstore.WithTable("app.outbox"))
+//	...
+//	if err := store.Migrate(ctx); err != nil { ... }
+//	o, err := outbox.New(store, publisher)
+//
+// Migrate creates the table (default "outbox_events") and its indexes and
+// records the applied version in "<table>_migrations". It is idempotent
+// and safe to call from every instance at start-up. Teams that run their
+// own migration tool can apply the embedded files instead (see Schema, or
+// the migrations directory of this package: plain NNN_name.up.sql files
+// that name the table outbox_events).
+//
+// # Writing events
+//
+// Insert, which outbox.Outbox.Save calls, writes through the caller's
+// *sql.Tx or *sqlx.Tx in one multi-row INSERT and never commits: the
+// events exist exactly when the business transaction commits. An ended
+// transaction gives an error wrapping sql.ErrTxDone.
+//
+// # How relays share the table
+//
+// Claim leases due events to one relay pass under a fresh random token for
+// the lease's duration; MarkSynced, Fail and Release change only rows still
+// held by that token, so a relay whose lease ran out and was taken over
+// changes nothing. Postgres and MySQL claims skip rows other relays are
+// claiming (FOR UPDATE SKIP LOCKED); SQLite has one writer at a time. No
+// transaction stays open while a relay talks to the broker.
+//
+// # Clock
+//
+// Every time the store writes or compares (created, due, leased until,
+// synced, buried) comes from the application's clock in UTC, at
+// microsecond precision, never from the database's NOW(). Relays on
+// several machines must therefore have clocks that agree to well within a
+// lease (NTP is plenty): a relay whose clock runs ahead by more than the
+// lease could take over events another relay still holds.
+//
+// # MySQL and MariaDB
+//
+// Times are stored in DATETIME(6) columns as UTC wall time and read back
+// as text, so they are right whatever the DSN says about parseTime, loc or
+// the session time_zone; no DSN parameter is required. Keep
+// max_allowed_packet at its default or above: Insert splits batches past
+// 8 MiB of payload.
+//
+// # SQLite
+//
+// Use a file database in WAL mode with a busy timeout, so that readers do
+// not block the writer and concurrent writers (relays, Migrate) wait for
+// the lock instead of failing with SQLITE_BUSY. With modernc.org/sqlite:
+//
+//	file:/var/lib/app/app.db?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)
+//
+// Times are TEXT ('2006-01-02 15:04:05.000000', UTC), which sorts in time
+// order and which SQLite's date functions read. Schema-qualified table
+// names are not supported. A transaction that the service holds open
+// holds SQLite's only write lock, so relays wait for it.
+//
+// # Watching the outbox
+//
+// Get, List and Stats give operators the figures they used to query by
+// hand; the columns keep the names that plain SQL on the table uses:
+//
+//	SELECT COUNT(*) FROM outbox_events WHERE synced_at IS NULL AND dead_at IS NULL;
+//	SELECT MIN(created_at) FROM outbox_events WHERE synced_at IS NULL AND dead_at IS NULL;
+//	SELECT id, attempts, last_error FROM outbox_events WHERE dead_at IS NOT NULL;
+//	-- average sync latency, Postgres
+//	SELECT AVG(synced_at - created_at) FROM outbox_events WHERE synced_at IS NOT NULL;
+//	-- MySQL
+//	SELECT AVG(TIMESTAMPDIFF(MICROSECOND, created_at, synced_at)) / 1e6 FROM outbox_events WHERE synced_at IS NOT NULL;
+//	-- SQLite
+//	SELECT AVG(julianday(synced_at) - julianday(created_at)) * 86400 FROM outbox_events WHERE synced_at IS NOT NULL;
+//
+// A buried (dead) event keeps its row, its attempts and its last error. To
+// replay it, set dead_at = NULL, attempts = 0 and next_attempt_at to the
+// current UTC time.
+//
+// # Running the tests
+//
+// The SQLite tests always run. The Postgres and MySQL tests run against
+// real servers named by OUTBOX_TEST_POSTGRES (a URL such as
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable) and
+// OUTBOX_TEST_MYSQL (a go-sql-driver DSN such as
+// root@tcp(127.0.0.1:3306)/test). Each test works on its own randomly
+// named table and drops only that table and its migrations table.
+package sqlstore
