@@ -1,0 +1,309 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/IBM/sarama"
+	"github.com/eventsync/outbox"
+)
+
+// Publisher is an outbox.Publisher that writes each event as one Kafka
+// record through a sarama SyncProducer. It is safe for concurrent use.
+type Publisher struct {
+	opts     options
+	maxBytes int
+	connect  func() (sarama.SyncProducer, func() error, error)
+
+	mu       sync.Mutex
+	producer sarama.SyncProducer
+	release  func() error // closes what the publisher opened; nil if nothing
+	attempt  *connectAttempt
+	closed   bool
+	wg       sync.WaitGroup // Publish calls, sends and connects in progress
+}
+
+type connectAttempt struct {
+	done chan struct{}
+	err  error
+}
+
+var _ outbox.Publisher = (*Publisher)(nil)
+
+// New returns a Publisher that opens its own sarama client and producer to
+// brokers with cfg, and closes both in Close. A nil cfg means NewConfig().
+// A cfg of your own (TLS, SASL, version, compression) must have
+// Producer.Return.Successes and Producer.Return.Errors set, must not use
+// RequiredAcks NoResponse and must pass sarama's validation; otherwise New
+// returns an error wrapping outbox.ErrInvalidConfig that names the field.
+// New does not change cfg. Unless WithLazyConnect is given, New connects
+// at once and returns the error if the cluster cannot be reached.
+func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, error) {
+	if len(brokers) == 0 {
+		return nil, fmt.Errorf("%w: kafka: no broker addresses", outbox.ErrInvalidConfig)
+	}
+	if cfg == nil {
+		cfg = NewConfig()
+	}
+	if err := validateConfig(cfg); err != nil {
+		return nil, err
+	}
+	brokers = append([]string(nil), brokers...)
+	return newPublisher(opts, cfg.Producer.MaxMessageBytes, func() (sarama.SyncProducer, func() error, error) {
+		client, err := sarama.NewClient(brokers, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		prod, err := sarama.NewSyncProducerFromClient(client)
+		if err != nil {
+			return nil, nil, errors.Join(err, client.Close())
+		}
+		return prod, func() error { return errors.Join(prod.Close(), client.Close()) }, nil
+	})
+}
+
+// NewFromClient returns a Publisher that makes its producer on client. The
+// client's config is checked as in New. Close closes the producer it made
+// and leaves client open: the caller closes it, after the Publisher.
+func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: kafka: nil client", outbox.ErrInvalidConfig)
+	}
+	cfg := client.Config()
+	if err := validateConfig(cfg); err != nil {
+		return nil, err
+	}
+	return newPublisher(opts, cfg.Producer.MaxMessageBytes, func() (sarama.SyncProducer, func() error, error) {
+		prod, err := sarama.NewSyncProducerFromClient(client)
+		if err != nil {
+			return nil, nil, err
+		}
+		return prod, prod.Close, nil
+	})
+}
+
+// NewFromProducer returns a Publisher that sends through producer. Close
+// leaves producer open: the caller closes it, after the Publisher. The
+// publisher cannot see the producer's config, so give WithMaxMessageBytes
+// if its Producer.MaxMessageBytes is not DefaultMaxMessageBytes.
+func NewFromProducer(producer sarama.SyncProducer, opts ...Option) (*Publisher, error) {
+	if producer == nil {
+		return nil, fmt.Errorf("%w: kafka: nil producer", outbox.ErrInvalidConfig)
+	}
+	p, err := newPublisher(append([]Option{WithLazyConnect()}, opts...), DefaultMaxMessageBytes, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.producer = producer
+	return p, nil
+}
+
+func newPublisher(opts []Option, maxBytes int, connect func() (sarama.SyncProducer, func() error, error)) (*Publisher, error) {
+	p := &Publisher{opts: newOptions(opts), maxBytes: maxBytes, connect: connect}
+	if p.opts.maxMessageBytes < 0 {
+		return nil, fmt.Errorf("%w: kafka: WithMaxMessageBytes(%d) must not be negative", outbox.ErrInvalidConfig, p.opts.maxMessageBytes)
+	}
+	if p.opts.maxMessageBytes > 0 {
+		p.maxBytes = p.opts.maxMessageBytes
+	}
+	if !p.opts.lazy {
+		prod, release, err := connect()
+		if err != nil {
+			return nil, fmt.Errorf("kafka: connect: %w", err)
+		}
+		p.producer, p.release = prod, release
+	}
+	return p, nil
+}
+
+// Publish sends events as one batch (one SendMessages call) and returns
+// nil when Kafka acknowledged every one. Otherwise it returns an
+// *outbox.PublishError naming each event that was not acknowledged, with
+// the reason, marked outbox.Permanent where retrying cannot help (see the
+// package documentation), or, when nothing could be sent at all (closed,
+// not connected, ctx already ended), a plain error.
+//
+// Each record's key is the event's aggregate ID. An event that fails
+// before it is sent (too large, no topic) also holds back the later events
+// of its aggregate in the batch, which fail with a transient error, so that
+// they never overtake it.
+//
+// If ctx ends while the batch is in flight, Publish returns at once and
+// reports every sent event as failed: the outcome is unknown and the
+// records may still be written (a relay's retry then makes a duplicate
+// with the same event ID, never a loss).
+func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafka: publish: %w", context.Cause(ctx))
+	}
+	prod, err := p.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.wg.Done()
+
+	failed := make(map[string]error)
+	msgs := make([]*sarama.ProducerMessage, 0, len(events))
+	sent := make([]*outbox.Event, 0, len(events))
+	blocked := make(map[string]string) // aggregate ID -> ID of the event that failed first
+	for _, e := range events {
+		if e == nil {
+			continue
+		}
+		if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
+			failed[e.ID] = fmt.Errorf("kafka: event %s held back: earlier event %s of aggregate %q failed", e.ID, first, e.AggregateID)
+			continue
+		}
+		topic := p.opts.topic(e)
+		if topic == "" {
+			failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s has no topic", e.ID))
+			blocked[e.AggregateID] = e.ID
+			continue
+		}
+		m := message(e, topic)
+		if size := m.ByteSize(2); size > p.maxBytes {
+			failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s is %d bytes as a record, over the limit of %d (Producer.MaxMessageBytes): %w",
+				e.ID, size, p.maxBytes, sarama.ErrMessageSizeTooLarge))
+			blocked[e.AggregateID] = e.ID
+			continue
+		}
+		m.Metadata = len(sent)
+		sent = append(sent, e)
+		msgs = append(msgs, m)
+	}
+	if len(msgs) > 0 {
+		p.send(ctx, prod, msgs, sent, failed)
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return &outbox.PublishError{Failed: failed}
+}
+
+// send runs one SendMessages call and records in failed every event Kafka
+// did not acknowledge.
+func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*sarama.ProducerMessage, sent []*outbox.Event, failed map[string]error) {
+	done := make(chan error, 1)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		done <- prod.SendMessages(msgs)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		cause := fmt.Errorf("kafka: outcome unknown, the record may still be written: %w", context.Cause(ctx))
+		for _, e := range sent {
+			failed[e.ID] = cause
+		}
+		return
+	}
+	if err == nil {
+		return
+	}
+	var perrs sarama.ProducerErrors
+	if !errors.As(err, &perrs) {
+		for _, e := range sent {
+			failed[e.ID] = classify(fmt.Errorf("kafka: send: %w", err))
+		}
+		return
+	}
+	for _, pe := range perrs {
+		i, ok := pe.Msg.Metadata.(int)
+		if !ok || i < 0 || i >= len(sent) {
+			// Not a message of ours: trust nothing of this batch.
+			for _, e := range sent {
+				failed[e.ID] = fmt.Errorf("kafka: send: unexpected error report: %w", err)
+			}
+			return
+		}
+		e := sent[i]
+		failed[e.ID] = classify(fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err))
+	}
+}
+
+// acquire returns the producer, connecting first if need be, and counts
+// the caller in wg; the caller calls wg.Done.
+func (p *Publisher) acquire(ctx context.Context) (sarama.SyncProducer, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if p.producer != nil {
+		p.wg.Add(1)
+		prod := p.producer
+		p.mu.Unlock()
+		return prod, nil
+	}
+	a := p.attempt
+	if a == nil {
+		a = &connectAttempt{done: make(chan struct{})}
+		p.attempt = a
+		p.wg.Add(1)
+		go p.connectInBackground(a)
+	}
+	p.mu.Unlock()
+
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("kafka: connect: %w", context.Cause(ctx))
+	}
+	if a.err != nil {
+		return nil, fmt.Errorf("kafka: connect: %w", a.err)
+	}
+	return p.acquire(ctx)
+}
+
+// connectInBackground runs one connection attempt, which sarama cannot
+// cancel, so that a Publish whose ctx ends need not wait for it.
+func (p *Publisher) connectInBackground(a *connectAttempt) {
+	defer p.wg.Done()
+	prod, release, err := p.connect()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a.err = err
+	p.attempt = nil
+	close(a.done)
+	if err != nil {
+		return
+	}
+	if p.closed {
+		_ = release() // Close is waiting for us and found nothing to close
+		return
+	}
+	p.producer, p.release = prod, release
+}
+
+// Close waits for Publish calls in progress, then closes the client and
+// producer the Publisher opened (nothing when it was given a producer;
+// only its own producer when it was given a client). Publish after Close
+// returns ErrClosed. Close is idempotent.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.wg.Wait()
+
+	p.mu.Lock()
+	release := p.release
+	p.producer, p.release = nil, nil
+	p.mu.Unlock()
+	if release != nil {
+		if err := release(); err != nil {
+			return fmt.Errorf("kafka: close: %w", err)
+		}
+	}
+	return nil
+}
