@@ -154,6 +154,11 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 // MySQL/MariaDB a short READ COMMITTED transaction (SELECT ... FOR UPDATE
 // SKIP LOCKED, UPDATE, COMMIT); on SQLite one UPDATE ... RETURNING under
 // the database's write lock. No transaction outlives the call.
+//
+// Not yet implemented: per-aggregate order (the default of
+// outbox.ClaimRequest since Unordered and PassDead were added) and
+// Event.Priority. Every claim is currently unordered across aggregates,
+// in save order, as if Unordered and PassDead were set.
 func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
 	if req.Limit <= 0 {
 		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
