@@ -22,6 +22,17 @@ var (
 
 	// ErrRunning is returned by Run when the same Worker is already running.
 	ErrRunning = errors.New("outbox: worker already running")
+
+	// ErrBreakerOpen is returned by Publish while the circuit breaker is
+	// open: the broker is known to be down, so the events are left, due at
+	// once and with no attempt counted, for the relay to deliver when the
+	// broker is back.
+	ErrBreakerOpen = errors.New("outbox: broker unavailable (circuit breaker open)")
+
+	// ErrHeldBack is what a Publisher reports for an event it did not send
+	// because an earlier event of the same aggregate in the batch failed.
+	// The relay gives such events back without counting an attempt.
+	ErrHeldBack = errors.New("outbox: held back behind a failed event of its aggregate")
 )
 
 // ValidationError says which event of a Save call is invalid and why.

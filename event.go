@@ -39,7 +39,7 @@ type Event struct {
 	Payload []byte
 	// Headers travel with the event (Redis fields, Kafka headers).
 	Headers map[string]string
-	// CreatedAt is when the event was saved, in UTC.
+	// CreatedAt is when the event was saved, in UTC, to the microsecond.
 	CreatedAt time.Time
 	// Priority orders claims: due events of higher priority are claimed
 	// first (per-aggregate order still holds). Between MinPriority and
@@ -97,7 +97,9 @@ func prepare(events []*Event, maxPayload int, now time.Time) error {
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = now
 		}
-		e.CreatedAt = e.CreatedAt.UTC()
+		// Microseconds: what every supported database keeps, so the time
+		// published at once equals the time the relay would publish.
+		e.CreatedAt = e.CreatedAt.UTC().Truncate(time.Microsecond)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func TestPrepareFillsAndKeeps(t *testing.T) {
 	if !uuidV7.MatchString(a.ID) {
 		t.Errorf("generated ID %q", a.ID)
 	}
-	if !a.CreatedAt.Equal(now) || a.CreatedAt.Location() != time.UTC {
+	if !a.CreatedAt.Equal(now.Truncate(time.Microsecond)) || a.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt = %v, want %v in UTC", a.CreatedAt, now)
 	}
 	if b.ID != "mine" || !b.CreatedAt.Equal(own) {

@@ -1,11 +1,13 @@
 package outbox
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults and limits of the options. A zero or unset option takes its
@@ -26,6 +28,12 @@ const (
 	DefaultBackoffMax = 5 * time.Minute // WithBackoff
 
 	DefaultMaxPayloadBytes = 1 << 20 // WithMaxPayloadBytes
+
+	DefaultBreakerThreshold = 3                      // WithBreaker; -1 disables the breaker
+	DefaultProbeMin         = 100 * time.Millisecond // WithBreaker
+	DefaultProbeMax         = 5 * time.Second        // WithBreaker
+
+	RetentionEvery = time.Minute // how often the relay purges, with WithRetention
 )
 
 // The environment variables read by EnvOptions, named as in the system the
@@ -49,6 +57,17 @@ type config struct {
 	backoffMax  time.Duration
 	maxPayload  int
 	logger      *slog.Logger
+
+	unordered bool // per-aggregate order off
+	passDead  bool // a buried event does not hold its aggregate
+
+	breakerThreshold int
+	probeMin         time.Duration
+	probeMax         time.Duration
+
+	deadLetterTopic string
+	onDead          func(ctx context.Context, e *Event, err error)
+	retention       time.Duration
 }
 
 // WithInterval sets how often the relay looks for due events when nothing
@@ -87,6 +106,49 @@ func WithMaxPayloadBytes(n int) Option { return func(c *config) { c.maxPayload =
 // WithLogger sets where the outbox logs. Defaults to discarding logs.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
+// WithPerAggregateOrder switches per-aggregate order on or off. When on,
+// the default, events with the same aggregate ID reach the broker in the
+// order they were saved, and a failing event holds back the later events
+// of its aggregate (only those). Off, any due event may be claimed by any
+// relay, for throughput when consumers do not care about order.
+func WithPerAggregateOrder(on bool) Option { return func(c *config) { c.unordered = !on } }
+
+// WithDeadBlocksAggregate says what a buried event does to later events of
+// its aggregate: hold them until it is re-queued (true, the default, so
+// order is never broken) or let them go past it (false).
+func WithDeadBlocksAggregate(block bool) Option { return func(c *config) { c.passDead = !block } }
+
+// WithBreaker configures the circuit breaker around the publisher. After
+// threshold passes in a row in which the broker failed a whole batch
+// (unreachable, timed out), the relay stops sending and probes the broker,
+// first after probeMin, doubling up to probeMax, with the publisher's Ping
+// if it has one (see Pinger) or else with a batch of one event. The first
+// successful probe closes the breaker and the backlog drains at full speed.
+// Defaults to DefaultBreakerThreshold (3), DefaultProbeMin (100ms) and
+// DefaultProbeMax (5s); a threshold of -1 disables the breaker.
+func WithBreaker(threshold int, probeMin, probeMax time.Duration) Option {
+	return func(c *config) { c.breakerThreshold, c.probeMin, c.probeMax = threshold, probeMin, probeMax }
+}
+
+// WithDeadLetterTopic makes the relay publish a copy of each event it
+// buries to topic before burying it, with the headers HeaderDeadError and
+// HeaderDeadTopic added. If that copy cannot be published, the event is
+// not buried yet but retried later. Defaults to no dead-letter topic.
+func WithDeadLetterTopic(topic string) Option { return func(c *config) { c.deadLetterTopic = topic } }
+
+// WithOnDead sets a function called for each event the relay buried, with
+// the error that buried it. It runs on the relay's goroutine: keep it
+// short. Defaults to none (burials are logged at Error).
+func WithOnDead(f func(ctx context.Context, e *Event, err error)) Option {
+	return func(c *config) { c.onDead = f }
+}
+
+// WithRetention makes Run delete events synced longer than age ago, every
+// RetentionEvery, in batches of the batch size so the table is never
+// locked for long. The store must implement Purger. Defaults to 0: synced
+// events are kept, and the table doubles as an audit log.
+func WithRetention(age time.Duration) Option { return func(c *config) { c.retention = age } }
+
 func newConfig(opts []Option) (config, error) {
 	var c config
 	for _, o := range opts {
@@ -113,6 +175,11 @@ func newConfig(opts []Option) (config, error) {
 	if c.maxPayload == 0 {
 		c.maxPayload = DefaultMaxPayloadBytes
 	}
+	if c.breakerThreshold == 0 {
+		c.breakerThreshold = DefaultBreakerThreshold
+	}
+	def(&c.probeMin, DefaultProbeMin)
+	def(&c.probeMax, DefaultProbeMax)
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,6 +202,14 @@ func newConfig(opts []Option) (config, error) {
 		return bad("Backoff %v..%v is not a range of non-negative durations", c.backoffMin, c.backoffMax)
 	case c.maxPayload < 0:
 		return bad("MaxPayloadBytes %d is negative", c.maxPayload)
+	case c.breakerThreshold < -1:
+		return bad("BreakerThreshold %d must be positive, or -1 to disable", c.breakerThreshold)
+	case c.probeMin <= 0 || c.probeMax < c.probeMin:
+		return bad("Breaker probe delays %v..%v are not a range of positive durations", c.probeMin, c.probeMax)
+	case c.retention < 0:
+		return bad("Retention %v is negative", c.retention)
+	case c.deadLetterTopic != "" && (len(c.deadLetterTopic) > MaxNameLength || !utf8.ValidString(c.deadLetterTopic)):
+		return bad("DeadLetterTopic must be valid UTF-8 of at most %d bytes", MaxNameLength)
 	}
 	return c, nil
 }

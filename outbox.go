@@ -56,8 +56,10 @@ func (o *Outbox) Save(ctx context.Context, exec Executor, events ...*Event) erro
 // Publish sends events that Save wrote, once their transaction has
 // committed, and marks those the broker acknowledged. Call it right after
 // Commit. It claims the events first, so a relay never publishes them too;
-// an event not yet committed, already published, or claimed by a relay is
-// left alone.
+// an event not yet committed, already published, claimed by a relay, or
+// (with per-aggregate order) behind an undelivered earlier event of its
+// aggregate is left alone for the relay. While the circuit breaker is open
+// it sends nothing and returns ErrBreakerOpen.
 //
 // A non-nil error means some events were not published now. They are safe
 // in the table and the relay delivers them with backoff: it is never a
@@ -77,18 +79,23 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	if o.worker.breaker.isOpen() {
+		return ErrBreakerOpen
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.timeout)
 	defer cancel()
-	claim, err := o.store.Claim(ctx, ClaimRequest{Limit: len(ids), Lease: o.cfg.lease, IDs: ids})
+	claim, err := o.store.Claim(ctx, o.worker.claimRequest(len(ids), ids))
 	if err != nil {
-		o.worker.Kick()
 		return fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
 	res, err := o.worker.deliver(ctx, ctx, claim)
+	if res.BrokerErr != nil {
+		o.worker.Kick() // due again at once: let the relay retry and count toward the breaker
+	}
 	if err != nil {
 		return err
 	}
-	if n := res.Failed + res.Buried; n > 0 {
+	if n := res.Failed + res.Buried + res.Released; n > 0 {
 		return fmt.Errorf("outbox: publish: %d of %d events not acknowledged; the relay will retry them", n, len(claim.Events))
 	}
 	return nil

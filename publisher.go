@@ -25,3 +25,17 @@ func (f PublisherFunc) Publish(ctx context.Context, events []*Event) error { ret
 // Noop is a Publisher that acknowledges every event without sending it
 // anywhere: a relay over it marks the whole backlog synced.
 var Noop Publisher = PublisherFunc(func(context.Context, []*Event) error { return nil })
+
+// Pinger is implemented by a Publisher that can check its broker cheaply
+// (a Redis PING, a Kafka metadata request). The circuit breaker probes
+// with it; without it, a probe is a batch of one event.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Headers added to the copy of a buried event published to the
+// dead-letter topic (WithDeadLetterTopic).
+const (
+	HeaderDeadError = "outbox-dead-error" // the error that buried the event
+	HeaderDeadTopic = "outbox-dead-topic" // the topic the event was meant for
+)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +28,7 @@ type Worker struct {
 	store   Store
 	pub     Publisher
 	cfg     config
+	breaker *breaker
 	kick    chan struct{}
 	running atomic.Bool
 }
@@ -34,37 +37,64 @@ type Worker struct {
 type SyncResult struct {
 	Claimed  int // events claimed
 	Synced   int // acknowledged by the broker and marked synced
-	Failed   int // not acknowledged; rescheduled with backoff
+	Failed   int // not acknowledged; rescheduled
 	Buried   int // not acknowledged and buried (dead)
-	Released int // given back unattempted because the pass was stopped
+	Released int // given back unattempted (the pass was stopped, or held back)
+
+	// BrokerErr is set when the publisher failed the whole batch (the
+	// broker unreachable or timing out). Such a failure counts an attempt
+	// but never buries an event; the circuit breaker paces the retries.
+	BrokerErr error
 }
 
 // NewWorker returns a relay over store and pub. See the With* options for
 // its settings and their defaults.
 func NewWorker(store Store, pub Publisher, opts ...Option) (*Worker, error) {
-	if store == nil || pub == nil {
+	if isNil(store) || isNil(pub) {
 		return nil, fmt.Errorf("%w: store and publisher are required", ErrInvalidConfig)
 	}
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{store: store, pub: pub, cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	if _, ok := store.(Purger); cfg.retention > 0 && !ok {
+		return nil, fmt.Errorf("%w: Retention is set but the store (%T) cannot purge", ErrInvalidConfig, store)
+	}
+	return &Worker{
+		store: store, pub: pub, cfg: cfg,
+		breaker: newBreaker(cfg.breakerThreshold, cfg.probeMin, cfg.probeMax),
+		kick:    make(chan struct{}, 1),
+	}, nil
 }
 
 // Run relays events until ctx ends, then returns nil once its current
-// batch is marked or released. It passes at once, then every interval,
-// at once again after a full batch (so a backlog drains at full speed), and
-// whenever Kick is called. A pass that fails is logged and retried at the
-// next interval. Run starts no goroutine of its own.
+// batch is marked or released and every goroutine it started has ended.
+// It passes at once, then every interval, at once again after a full batch
+// (so a backlog drains at full speed), whenever Kick is called, and, if the
+// store is a Notifier, whenever events are committed. While the circuit
+// breaker is open it only probes the broker. A pass that fails is logged
+// and retried at the next interval.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer w.running.Store(false)
 
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if n, ok := w.store.(Notifier); ok {
+		wg.Go(func() {
+			if err := n.Listen(ctx, w.Kick); err != nil && ctx.Err() == nil {
+				w.cfg.logger.Warn("outbox: cannot listen for commits; relying on the interval", "err", err)
+			}
+		})
+	}
+
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var lastPurge time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -72,18 +102,55 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-w.kick:
 		}
-		res, err := w.SyncPending(ctx, w.cfg.batchSize)
-		next := w.cfg.interval
-		switch {
-		case err != nil:
-			if ctx.Err() == nil {
-				w.cfg.logger.Warn("outbox: relay pass failed", "err", err)
-			}
-		case res.Claimed == w.cfg.batchSize && res.Synced == res.Claimed:
-			next = 0 // a full batch went through: more is likely waiting
+		timer.Reset(w.step(ctx))
+		if w.cfg.retention > 0 && time.Since(lastPurge) >= RetentionEvery && ctx.Err() == nil {
+			lastPurge = time.Now()
+			w.purge(ctx)
 		}
-		timer.Reset(next)
 	}
+}
+
+// step runs one turn of Run and returns how long to wait for the next.
+func (w *Worker) step(ctx context.Context) time.Duration {
+	if w.breaker.isOpen() {
+		if d := w.breaker.untilProbe(time.Now()); d > 0 {
+			return d // woken early: keep waiting for the probe
+		}
+		if !w.probe(ctx) {
+			return w.breaker.untilProbe(time.Now())
+		}
+		w.cfg.logger.Info("outbox: broker is back; draining the backlog")
+	}
+	res, err := w.SyncPending(ctx, w.cfg.batchSize)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			w.cfg.logger.Warn("outbox: relay pass failed", "err", err)
+		}
+	case res.BrokerErr != nil && w.breaker.isOpen():
+		return w.breaker.untilProbe(time.Now())
+	case res.Claimed == w.cfg.batchSize && res.Synced > 0:
+		return 0 // a full batch went through: more is likely waiting
+	}
+	return w.cfg.interval
+}
+
+// probe checks an open breaker's broker and reports whether it closed.
+// With a Pinger it pings; otherwise it publishes a batch of one event.
+func (w *Worker) probe(ctx context.Context) bool {
+	p, ok := w.pub.(Pinger)
+	if !ok {
+		_, _ = w.SyncPending(ctx, 1) // records success or failure on the breaker
+		return !w.breaker.isOpen()
+	}
+	pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
+	defer cancel()
+	if err := p.Ping(pctx); err != nil {
+		w.breaker.failure(time.Now())
+		return false
+	}
+	w.breaker.success()
+	return true
 }
 
 // Kick wakes a running relay for an immediate pass. It never blocks.
@@ -94,26 +161,31 @@ func (w *Worker) Kick() {
 	}
 }
 
+// Breaker returns the state of the relay's circuit breaker.
+func (w *Worker) Breaker() BreakerState { return w.breaker.snapshot() }
+
 // SyncPending runs one relay pass: claim up to batchSize due events
 // (the configured batch size if batchSize <= 0), publish them in one batch,
 // mark those the broker acknowledged and reschedule or bury the rest. The
 // pass is bounded by the configured timeout. It returns what it did, and an
-// error when the store failed; publish failures are recorded on the events,
-// not returned.
+// error when the store failed; publish failures are recorded on the events
+// (and in SyncResult.BrokerErr), not returned.
 func (w *Worker) SyncPending(ctx context.Context, batchSize int) (SyncResult, error) {
 	if batchSize <= 0 {
 		batchSize = w.cfg.batchSize
 	}
-	if batchSize > MaxBatchSize {
-		batchSize = MaxBatchSize
-	}
+	batchSize = min(batchSize, MaxBatchSize)
 	passCtx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
 	defer cancel()
-	claim, err := w.store.Claim(passCtx, ClaimRequest{Limit: batchSize, Lease: w.cfg.lease})
+	claim, err := w.store.Claim(passCtx, w.claimRequest(batchSize, nil))
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("outbox: claim: %w", err)
 	}
 	return w.deliver(ctx, passCtx, claim)
+}
+
+func (w *Worker) claimRequest(limit int, ids []string) ClaimRequest {
+	return ClaimRequest{Limit: limit, Lease: w.cfg.lease, IDs: ids, Unordered: w.cfg.unordered, PassDead: w.cfg.passDead}
 }
 
 // deliver publishes a claimed batch and records the outcome. ctx tells a
@@ -124,29 +196,55 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult
 	if len(claim.Events) == 0 {
 		return res, nil
 	}
-	failed := failuresOf(claim.Events, w.pub.Publish(passCtx, claim.Events))
+	perr := w.pub.Publish(passCtx, claim.Events)
+	failed := failuresOf(claim.Events, perr)
+	var pe *PublishError
+	if perr != nil && !errors.As(perr, &pe) {
+		res.BrokerErr = perr
+		if w.breaker.failure(time.Now()) {
+			w.cfg.logger.Warn("outbox: broker unavailable; circuit breaker open", "err", perr)
+		}
+	} else if len(failed) < len(claim.Events) {
+		w.breaker.success()
+	}
 
 	stopping := ctx.Err() != nil
 	acked := make([]string, 0, len(claim.Events)-len(failed))
 	var fails []Failure
 	var release []string
+	var dead []*Event
+	var failedAggregates map[string]bool
 	for _, e := range claim.Events {
 		ferr, bad := failed[e.ID]
 		switch {
 		case !bad:
 			acked = append(acked, e.ID)
-		case stopping && !IsPermanent(ferr):
+			if e.AggregateID != "" && failedAggregates[e.AggregateID] && !w.cfg.unordered {
+				w.cfg.logger.Warn("outbox: event acknowledged after an earlier event of its aggregate failed in the same batch",
+					"event_id", e.ID, "aggregate_id", e.AggregateID)
+			}
+			continue
+		case errors.Is(ferr, ErrHeldBack), stopping && !IsPermanent(ferr):
 			release = append(release, e.ID)
 		default:
 			attempt := e.Delivery.Attempts + 1
-			dead := IsPermanent(ferr) || attempt >= w.cfg.maxAttempts
-			fails = append(fails, Failure{ID: e.ID, Err: errorText(ferr), Delay: w.backoff(attempt), Dead: dead})
-			if dead {
-				res.Buried++
-			} else {
-				res.Failed++
-			}
+			f := Failure{ID: e.ID, Err: errorText(ferr)}
+			switch {
+			case IsPermanent(ferr) || (res.BrokerErr == nil && attempt >= w.cfg.maxAttempts):
+				f.Dead = true
+				dead = append(dead, e)
+			case res.BrokerErr == nil:
+				f.Delay = w.backoff(attempt)
+			} // a whole-batch failure is due again at once: the breaker paces it
+			fails = append(fails, f)
 		}
+		if failedAggregates == nil {
+			failedAggregates = map[string]bool{}
+		}
+		failedAggregates[e.AggregateID] = true
+	}
+	if len(dead) > 0 && w.cfg.deadLetterTopic != "" {
+		w.publishDeadLetters(passCtx, dead, failed, fails)
 	}
 
 	// Record the outcome even if ctx has ended: what the broker acknowledged
@@ -166,11 +264,15 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult
 	if len(fails) > 0 {
 		if _, err := w.store.Fail(fctx, claim.Token, fails); err != nil {
 			errs = append(errs, fmt.Errorf("outbox: record %d failed attempts: %w", len(fails), err))
-		}
-		for _, f := range fails {
-			if f.Dead {
-				w.cfg.logger.Error("outbox: event buried", "event_id", f.ID, "err", f.Err)
+		} else {
+			for _, f := range fails {
+				if f.Dead {
+					res.Buried++
+				} else {
+					res.Failed++
+				}
 			}
+			w.reportDead(ctx, claim.Events, fails, failed)
 		}
 	}
 	if len(release) > 0 {
@@ -185,14 +287,81 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult
 			"synced", res.Synced, "failed", res.Failed, "buried", res.Buried, "released", res.Released)
 	}
 	if len(failed) > 0 && !stopping {
-		var sample error
-		for _, e := range failed {
-			sample = e
-			break
-		}
-		w.cfg.logger.Warn("outbox: publish failed (will retry)", "events", len(failed), "err", sample)
+		w.cfg.logger.Warn("outbox: publish failed (will retry)", "events", len(failed), "err", firstError(failed))
 	}
 	return res, errors.Join(errs...)
+}
+
+// publishDeadLetters sends a copy of each event about to be buried to the
+// dead-letter topic. An event whose copy was not acknowledged is not
+// buried yet: its failure in fails becomes an ordinary retry.
+func (w *Worker) publishDeadLetters(ctx context.Context, dead []*Event, why map[string]error, fails []Failure) {
+	copies := make([]*Event, len(dead))
+	for i, e := range dead {
+		c := *e
+		c.Topic = w.cfg.deadLetterTopic
+		c.Headers = maps.Clone(e.Headers)
+		if c.Headers == nil {
+			c.Headers = map[string]string{}
+		}
+		c.Headers[HeaderDeadError] = errorText(why[e.ID])
+		c.Headers[HeaderDeadTopic] = e.Topic
+		copies[i] = &c
+	}
+	notSent := failuresOf(copies, w.pub.Publish(ctx, copies))
+	if len(notSent) == 0 {
+		return
+	}
+	w.cfg.logger.Warn("outbox: dead-letter copies not published; burial postponed", "events", len(notSent), "err", firstError(notSent))
+	for i := range fails {
+		if _, ok := notSent[fails[i].ID]; ok && fails[i].Dead {
+			fails[i].Dead = false
+			fails[i].Delay = w.cfg.backoffMax
+		}
+	}
+}
+
+// reportDead logs each burial and calls the OnDead hook.
+func (w *Worker) reportDead(ctx context.Context, events []*Event, fails []Failure, why map[string]error) {
+	var byID map[string]*Event
+	for _, f := range fails {
+		if !f.Dead {
+			continue
+		}
+		w.cfg.logger.Error("outbox: event buried", "event_id", f.ID, "err", f.Err)
+		if w.cfg.onDead == nil {
+			continue
+		}
+		if byID == nil {
+			byID = make(map[string]*Event, len(events))
+			for _, e := range events {
+				byID[e.ID] = e
+			}
+		}
+		w.cfg.onDead(ctx, byID[f.ID], why[f.ID])
+	}
+}
+
+// purge deletes synced events past the retention age, a batch at a time.
+func (w *Worker) purge(ctx context.Context) {
+	p := w.store.(Purger)
+	total := 0
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
+		n, err := p.Purge(pctx, w.cfg.retention, w.cfg.batchSize)
+		cancel()
+		total += n
+		if err != nil {
+			w.cfg.logger.Warn("outbox: purge failed", "err", err)
+			break
+		}
+		if n < w.cfg.batchSize {
+			break
+		}
+	}
+	if total > 0 {
+		w.cfg.logger.Info("outbox: purged synced events", "events", total, "older_than", w.cfg.retention)
+	}
 }
 
 // backoff returns the delay before attempt+1: backoffMin doubled per
@@ -211,9 +380,19 @@ func (w *Worker) backoff(attempt int) time.Duration {
 }
 
 func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
 	s := err.Error()
 	if len(s) > maxErrorLen {
 		s = strings.ToValidUTF8(s[:maxErrorLen], "")
 	}
 	return s
+}
+
+func firstError(m map[string]error) error {
+	for _, err := range m {
+		return err
+	}
+	return nil
 }

@@ -156,7 +156,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 			continue
 		}
 		if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
-			failed[e.ID] = fmt.Errorf("kafka: event %s held back: earlier event %s of aggregate %q failed", e.ID, first, e.AggregateID)
+			failed[e.ID] = fmt.Errorf("kafka: event %s: %w (earlier event %s of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID)
 			continue
 		}
 		topic := p.opts.topic(e)

@@ -174,8 +174,8 @@ func TestPartialFailure(t *testing.T) {
 	if err := failed[tooBig.ID]; !outbox.IsPermanent(err) || !errors.Is(err, sarama.ErrMessageSizeTooLarge) {
 		t.Errorf("too big: %v, want a permanent ErrMessageSizeTooLarge", err)
 	}
-	if err := failed[heldBack.ID]; err == nil || outbox.IsPermanent(err) {
-		t.Errorf("held back: %v, want a transient error", err)
+	if err := failed[heldBack.ID]; !errors.Is(err, outbox.ErrHeldBack) || outbox.IsPermanent(err) {
+		t.Errorf("held back: %v, want outbox.ErrHeldBack, not permanent", err)
 	}
 	recs := consume(t, c.brokers, topic, 2)
 	got := map[string]bool{}

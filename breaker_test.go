@@ -1,0 +1,291 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestBrokerOutageNeverBuries(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(2)}
+	s.pending[0].Delivery.Attempts = 50 // far past MaxAttempts
+	down := errors.New("dial tcp: connection refused")
+	w := newTestWorker(t, s, PublisherFunc(func(context.Context, []*Event) error { return down }), WithMaxAttempts(3))
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BrokerErr != down || res.Buried != 0 || res.Failed != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, f := range s.failed {
+		if f.Dead || f.Delay != 0 {
+			t.Errorf("whole-batch failure recorded as %+v; want due at once, not dead", f)
+		}
+	}
+}
+
+func TestBreakerOpensProbesAndCloses(t *testing.T) {
+	t.Parallel()
+	b := newBreaker(3, 10*time.Millisecond, 40*time.Millisecond)
+	now := time.Now()
+	for i := 1; i <= 2; i++ {
+		if b.failure(now) || b.isOpen() {
+			t.Fatalf("opened after %d failures, threshold 3", i)
+		}
+	}
+	if !b.failure(now) || !b.isOpen() {
+		t.Fatal("did not open at the threshold")
+	}
+	if d := b.untilProbe(now); d != 10*time.Millisecond {
+		t.Errorf("first probe in %v, want 10ms", d)
+	}
+	b.failure(now) // a failed probe doubles the delay up to the cap
+	b.failure(now)
+	b.failure(now)
+	if d := b.untilProbe(now); d != 40*time.Millisecond {
+		t.Errorf("probe delay %v, want the 40ms cap", d)
+	}
+	if st := b.snapshot(); !st.Open || st.Failures != 6 || st.Since.IsZero() {
+		t.Errorf("state %+v", st)
+	}
+	if !b.success() || b.isOpen() || b.snapshot() != (BreakerState{}) {
+		t.Error("success did not close the breaker")
+	}
+	never := newBreaker(-1, time.Millisecond, time.Millisecond)
+	for range 100 {
+		never.failure(now)
+	}
+	if never.isOpen() {
+		t.Error("a disabled breaker opened")
+	}
+}
+
+// pingPublisher is down until up is set; it answers Ping accordingly.
+type pingPublisher struct {
+	up        atomic.Bool
+	publishes atomic.Int32
+	pings     atomic.Int32
+}
+
+func (p *pingPublisher) Publish(ctx context.Context, evs []*Event) error {
+	p.publishes.Add(1)
+	if !p.up.Load() {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+func (p *pingPublisher) Ping(context.Context) error {
+	p.pings.Add(1)
+	if !p.up.Load() {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+func TestRunStopsSendingWhileOpenAndDrainsAfterProbe(t *testing.T) {
+	t.Parallel()
+	s := &refillStore{fakeStore: fakeStore{}}
+	s.refill = func() []*Event { return events(1) }
+	pub := &pingPublisher{}
+	w := newTestWorker(t, s, pub, WithInterval(time.Millisecond), WithBreaker(2, 5*time.Millisecond, 20*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	waitFor(t, func() bool { return w.Breaker().Open })
+	sent := pub.publishes.Load()
+	time.Sleep(100 * time.Millisecond)
+	if extra := pub.publishes.Load() - sent; extra != 0 {
+		t.Errorf("%d publishes while the breaker was open; want probes only", extra)
+	}
+	if pub.pings.Load() < 2 {
+		t.Errorf("%d probes in 100ms with 5..20ms delays", pub.pings.Load())
+	}
+	pub.up.Store(true)
+	waitFor(t, func() bool { return !w.Breaker().Open && pub.publishes.Load() > sent })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refillStore always has one more due event.
+type refillStore struct {
+	fakeStore
+	refill func() []*Event
+}
+
+func (s *refillStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.pending = s.refill()
+	}
+	s.mu.Unlock()
+	return s.fakeStore.Claim(ctx, req)
+}
+
+func TestPublishSkipsWhileBreakerOpen(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{}
+	o, err := New(s, Noop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range DefaultBreakerThreshold {
+		o.worker.breaker.failure(time.Now())
+	}
+	if err := o.Publish(context.Background(), &Event{ID: "x"}); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("Publish = %v, want ErrBreakerOpen", err)
+	}
+	if len(s.requests) != 0 {
+		t.Error("Publish claimed although the breaker was open")
+	}
+}
+
+func TestBuryPublishesDeadLetterAndCallsHook(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(2)}
+	var mu sync.Mutex
+	var sent []*Event
+	pub := PublisherFunc(func(_ context.Context, evs []*Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if evs[0].Topic == "dlq" {
+			sent = append(sent, evs...)
+			return nil
+		}
+		return &PublishError{Failed: map[string]error{"e1": Permanent(errors.New("message too large"))}}
+	})
+	var hooked []string
+	w := newTestWorker(t, s, pub, WithDeadLetterTopic("dlq"), WithOnDead(func(_ context.Context, e *Event, err error) {
+		hooked = append(hooked, fmt.Sprintf("%s: %v", e.ID, err))
+	}))
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Buried != 1 || res.Synced != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	if len(sent) != 1 || sent[0].ID != "e1" || sent[0].Headers[HeaderDeadTopic] != "t" || sent[0].Headers[HeaderDeadError] != "message too large" {
+		t.Fatalf("dead-letter copies %+v", sent)
+	}
+	if len(hooked) != 1 || hooked[0] != "e1: message too large" {
+		t.Errorf("OnDead calls %v", hooked)
+	}
+}
+
+func TestDeadLetterFailurePostponesBurial(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(1)}
+	pub := PublisherFunc(func(_ context.Context, evs []*Event) error {
+		if evs[0].Topic == "dlq" {
+			return errors.New("dlq down")
+		}
+		return &PublishError{Failed: map[string]error{"e0": Permanent(errors.New("bad"))}}
+	})
+	w := newTestWorker(t, s, pub, WithDeadLetterTopic("dlq"))
+	res, _ := w.SyncPending(context.Background(), 10)
+	if res.Buried != 0 || res.Failed != 1 || s.failed[0].Dead {
+		t.Fatalf("buried although its dead-letter copy was lost: %+v %+v", res, s.failed)
+	}
+}
+
+func TestHeldBackEventsAreReleased(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(3)}
+	pub := PublisherFunc(func(context.Context, []*Event) error {
+		return &PublishError{Failed: map[string]error{"e1": errors.New("rejected"), "e2": ErrHeldBack}}
+	})
+	w := newTestWorker(t, s, pub)
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Synced != 1 || res.Failed != 1 || res.Released != 1 || fmt.Sprint(s.released) != "[e2]" {
+		t.Fatalf("result %+v released %v", res, s.released)
+	}
+}
+
+func TestClaimRequestCarriesOrdering(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{}
+	w := newTestWorker(t, s, Noop)
+	w.SyncPending(context.Background(), 5)
+	w2 := newTestWorker(t, s, Noop, WithPerAggregateOrder(false), WithDeadBlocksAggregate(false))
+	w2.SyncPending(context.Background(), 5)
+	if r := s.requests[0]; r.Unordered || r.PassDead {
+		t.Errorf("default request %+v, want ordered, dead holds", r)
+	}
+	if r := s.requests[1]; !r.Unordered || !r.PassDead {
+		t.Errorf("request %+v, want unordered, dead passes", r)
+	}
+}
+
+func TestRetentionNeedsAPurger(t *testing.T) {
+	t.Parallel()
+	if _, err := NewWorker(&fakeStore{}, Noop, WithRetention(time.Hour)); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("err = %v", err)
+	}
+	p := &purgingStore{}
+	w := newTestWorker(t, p, Noop, WithRetention(time.Hour), WithBatchSize(10))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, func() bool { return p.calls.Load() == 3 }) // 10, 10, then 5 < batch: done
+	cancel()
+	<-done
+	if p.calls.Load() != 3 {
+		t.Errorf("%d purge calls", p.calls.Load())
+	}
+}
+
+type purgingStore struct {
+	fakeStore
+	calls atomic.Int32
+}
+
+func (p *purgingStore) Purge(_ context.Context, age time.Duration, limit int) (int, error) {
+	if p.calls.Add(1) < 3 {
+		return limit, nil
+	}
+	return 5, nil
+}
+
+type notifyingStore struct {
+	fakeStore
+	wake chan func()
+}
+
+func (n *notifyingStore) Listen(ctx context.Context, wake func()) error {
+	n.wake <- wake
+	<-ctx.Done()
+	return nil
+}
+
+func TestRunWakesOnNotifications(t *testing.T) {
+	t.Parallel()
+	s := &notifyingStore{wake: make(chan func(), 1)}
+	w := newTestWorker(t, s, Noop, WithInterval(time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	wake := <-s.wake
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.requests) == 1 })
+	s.mu.Lock()
+	s.pending = events(2)
+	s.mu.Unlock()
+	wake()
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.marked) == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
