@@ -50,13 +50,16 @@ type Store interface {
 type ClaimRequest struct {
 	Limit int           // at most this many events
 	Lease time.Duration // how long the claim holds them
-	IDs   []string      // if set, claim only these events
+	IDs   []string      // if non-nil, claim only these events (an empty, non-nil slice claims none)
 
 	// Unordered drops per-aggregate order for throughput: any due event
 	// may be claimed. By default an aggregate's events are claimed only
 	// from its earliest undelivered event on, as a run with no gap, and
 	// not at all while that event is leased elsewhere or backing off.
 	Unordered bool
+	// Events with an empty AggregateID belong to no aggregate and are never
+	// held back by others.
+	//
 	// PassDead lets later events of an aggregate go past a buried one.
 	// By default a buried event holds its aggregate until it is re-queued.
 	PassDead bool
