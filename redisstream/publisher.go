@@ -157,3 +157,14 @@ func isNilPointer(v any) bool {
 	rv := reflect.ValueOf(v)
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
+
+// Ping checks that Redis answers. The relay's circuit breaker probes a
+// broker that was down with it (outbox.Pinger).
+func (p *Publisher) Ping(ctx context.Context) error {
+	if err := p.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redisstream: ping: %w", err)
+	}
+	return nil
+}
+
+var _ outbox.Pinger = (*Publisher)(nil)

@@ -354,7 +354,13 @@ func TestPublishRedisDown(t *testing.T) {
 			t.Fatalf("Publish before the cut: %v", err)
 		}
 
+		if err := pub.Ping(ctx); err != nil {
+			t.Fatalf("Ping before the cut: %v", err)
+		}
 		proxy.Cut()
+		if err := pub.Ping(ctx); err == nil {
+			t.Fatal("Ping succeeded while Redis was unreachable")
+		}
 		batch := []*outbox.Event{event(stream, "a"), event(stream, "b"), event(stream, "c")}
 		err = pub.Publish(ctx, batch)
 		t.Logf("while cut: %v", err)
@@ -364,6 +370,9 @@ func TestPublishRedisDown(t *testing.T) {
 		}
 
 		proxy.Restore()
+		if err := pub.Ping(ctx); err != nil {
+			t.Fatalf("Ping after Restore: %v", err)
+		}
 		if err := pub.Publish(ctx, batch); err != nil {
 			t.Fatalf("Publish after Restore: %v", err)
 		}
