@@ -111,11 +111,14 @@ func (d *demo) story(ctx context.Context) error {
 			}
 		}
 	}
-	stats, err := a.store.Stats(ctx)
+	// The relay may claim a just-committed event before the immediate
+	// publication does; it then delivers it on its own pass.
+	stats, err := d.waitPending(ctx, 0, 2*time.Second)
 	if err != nil {
 		return err
 	}
-	d.check(published == n && stats.Pending == 0, "%d events committed, %d published at once, %d pending", n, published, stats.Pending)
+	d.check(stats.Pending == 0 && stats.Synced == int64(n), "%d events committed, %d published at once, %d by the relay's next pass, %d pending",
+		n, published, stats.Synced-int64(published), stats.Pending)
 
 	d.printf("\n2. Broker down (the in-process Redis is stopped): writes still succeed, events wait in the table\n")
 	a.miniredis.Close()
@@ -159,15 +162,8 @@ func (d *demo) story(ctx context.Context) error {
 		return fmt.Errorf("restart the in-process Redis: %w", err)
 	}
 	start := time.Now()
-	for {
-		stats, err = a.store.Stats(ctx)
-		if err != nil {
-			return err
-		}
-		if stats.Pending == 0 || time.Since(start) > demoDrainLimit {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if stats, err = d.waitPending(ctx, 0, demoDrainLimit); err != nil {
+		return err
 	}
 	took := time.Since(start).Round(time.Millisecond)
 	d.check(stats.Pending == 0, "%d pending events delivered by the relay %v after Redis came back (%d still pending)", down, took, stats.Pending)
@@ -303,4 +299,16 @@ func positions(want, got []string) []int {
 		out[i] = pos[id]
 	}
 	return out
+}
+
+// waitPending waits up to limit for the pending count to fall to want.
+func (d *demo) waitPending(ctx context.Context, want int64, limit time.Duration) (sqlstore.Stats, error) {
+	start := time.Now()
+	for {
+		stats, err := d.a.store.Stats(ctx)
+		if err != nil || stats.Pending <= want || time.Since(start) > limit {
+			return stats, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
