@@ -141,7 +141,7 @@ func TestPublishSkipsWhileBreakerOpen(t *testing.T) {
 	for range DefaultBreakerThreshold {
 		o.worker.breaker.failure(time.Now())
 	}
-	if err := o.Publish(context.Background(), &Event{ID: "x"}); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := o.Publish(context.Background(), &Event{ID: "x"}); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("Publish = %v, want ErrBreakerOpen", err)
 	}
 	if len(s.requests) != 0 {

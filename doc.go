@@ -28,7 +28,7 @@
 //	ev := &outbox.Event{Topic: "inventory", Type: "stock.updated", AggregateID: id, Payload: body}
 //	if err := ob.Save(ctx, tx, ev); err != nil { ... }  // never commits
 //	if err := tx.Commit(); err != nil { ... }
-//	_ = ob.Publish(ctx, ev) // an error here only means "the relay will do it"
+//	_, _ = ob.Publish(ctx, ev) // an error here only means "the relay will do it"
 //
 // # The relay
 //

@@ -68,7 +68,43 @@ type config struct {
 	deadLetterTopic string
 	onDead          func(ctx context.Context, e *Event, err error)
 	retention       time.Duration
+
+	hooks   hooks
+	hookErr error
+	alerts  Alerts
 }
+
+// Alerts are thresholds on the store's figures (see WithAlerts). A zero
+// threshold is not checked.
+type Alerts struct {
+	Pending   int64         // fire when more events than this are pending
+	OldestAge time.Duration // fire when the oldest pending event is older
+	Every     time.Duration // how often to check; defaults to DefaultAlertEvery
+}
+
+// DefaultAlertEvery is how often WithAlerts checks, unless Alerts.Every
+// says otherwise.
+const DefaultAlertEvery = 30 * time.Second
+
+// WithHooks adds hooks that observe the outbox: values implementing any
+// of SaveHook, PublishHook, BreakerHook and AlertHook (a metrics or a
+// tracing adapter, say). A value implementing none is a construction
+// error.
+func WithHooks(hs ...any) Option {
+	return func(c *config) {
+		for _, h := range hs {
+			if err := c.hooks.add(h); err != nil && c.hookErr == nil {
+				c.hookErr = err
+			}
+		}
+	}
+}
+
+// WithAlerts makes Run check the store's figures every a.Every and, when a
+// threshold is crossed, log a warning and tell the AlertHooks; once it
+// clears, log and tell them again. The store must implement StatsReader.
+// Defaults to no alerts.
+func WithAlerts(a Alerts) Option { return func(c *config) { c.alerts = a } }
 
 // WithInterval sets how often the relay looks for due events when nothing
 // wakes it sooner. Defaults to DefaultInterval (10s); at least MinInterval.
@@ -180,6 +216,9 @@ func newConfig(opts []Option) (config, error) {
 	}
 	def(&c.probeMin, DefaultProbeMin)
 	def(&c.probeMax, DefaultProbeMax)
+	if c.alerts != (Alerts{}) && c.alerts.Every == 0 {
+		c.alerts.Every = DefaultAlertEvery
+	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
@@ -206,6 +245,10 @@ func newConfig(opts []Option) (config, error) {
 		return bad("BreakerThreshold %d must be positive, or -1 to disable", c.breakerThreshold)
 	case c.probeMin <= 0 || c.probeMax < c.probeMin:
 		return bad("Breaker probe delays %v..%v are not a range of positive durations", c.probeMin, c.probeMax)
+	case c.hookErr != nil:
+		return config{}, c.hookErr
+	case c.alerts.Pending < 0 || c.alerts.OldestAge < 0 || c.alerts.Every < 0:
+		return bad("Alerts thresholds must not be negative")
 	case c.retention < 0:
 		return bad("Retention %v is negative", c.retention)
 	case c.deadLetterTopic != "" && (len(c.deadLetterTopic) > MaxNameLength || !utf8.ValidString(c.deadLetterTopic)):

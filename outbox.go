@@ -47,6 +47,9 @@ func (o *Outbox) Save(ctx context.Context, exec Executor, events ...*Event) erro
 	if err := prepare(events, o.cfg.maxPayload, time.Now()); err != nil {
 		return err
 	}
+	for _, h := range o.cfg.hooks.save {
+		h.BeforeSave(ctx, events)
+	}
 	if err := o.store.Insert(ctx, exec, events); err != nil {
 		return fmt.Errorf("outbox: save: %w", err)
 	}
@@ -61,14 +64,15 @@ func (o *Outbox) Save(ctx context.Context, exec Executor, events ...*Event) erro
 // aggregate is left alone for the relay. While the circuit breaker is open
 // it sends nothing and returns ErrBreakerOpen.
 //
-// A non-nil error means some events were not published now. They are safe
-// in the table and the relay delivers them with backoff: it is never a
-// reason to fail the business operation. Publish runs on its own timeout
+// The result counts what it claimed and published; events it did not claim
+// were left for the relay. A non-nil error means some events were not
+// published now. They are safe in the table and the relay delivers them
+// with backoff: it is never a reason to fail the business operation. Publish runs on its own timeout
 // (WithTimeout), detached from ctx's cancellation, so a request that ends
 // right after commit does not abort its own publication.
-func (o *Outbox) Publish(ctx context.Context, events ...*Event) error {
+func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, error) {
 	if len(events) == 0 {
-		return nil
+		return SyncResult{}, nil
 	}
 	ids := make([]string, 0, len(events))
 	for _, e := range events {
@@ -77,28 +81,28 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) error {
 		}
 	}
 	if len(ids) == 0 {
-		return nil
+		return SyncResult{}, nil
 	}
 	if o.worker.breaker.isOpen() {
-		return ErrBreakerOpen
+		return SyncResult{}, ErrBreakerOpen
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.timeout)
 	defer cancel()
 	claim, err := o.store.Claim(ctx, o.worker.claimRequest(len(ids), ids))
 	if err != nil {
-		return fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
+		return SyncResult{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
-	res, err := o.worker.deliver(ctx, ctx, claim)
+	res, err := o.worker.deliver(ctx, ctx, claim, true)
 	if res.BrokerErr != nil {
 		o.worker.Kick() // due again at once: let the relay retry and count toward the breaker
 	}
 	if err != nil {
-		return err
+		return res, err
 	}
 	if n := res.Failed + res.Buried + res.Released; n > 0 {
-		return fmt.Errorf("outbox: publish: %d of %d events not acknowledged; the relay will retry them", n, len(claim.Events))
+		return res, fmt.Errorf("outbox: publish: %d of %d events not acknowledged; the relay will retry them", n, len(claim.Events))
 	}
-	return nil
+	return res, nil
 }
 
 // TxBeginner starts a transaction: a *sql.DB, or a *sqlx.DB through the
@@ -156,7 +160,7 @@ func (o *Outbox) Transact(ctx context.Context, db TxBeginner, fn func(tx *Tx) er
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("outbox: commit: %w", err)
 	}
-	if err := o.Publish(ctx, tx.saved...); err != nil {
+	if _, err := o.Publish(ctx, tx.saved...); err != nil {
 		o.cfg.logger.Warn("outbox: event saved, publish deferred to the relay", "err", err)
 	}
 	return nil

@@ -31,6 +31,7 @@ type Worker struct {
 	breaker *breaker
 	kick    chan struct{}
 	running atomic.Bool
+	firing  bool // an alert is firing; used by Run only
 }
 
 // SyncResult counts what one relay pass did.
@@ -59,6 +60,9 @@ func NewWorker(store Store, pub Publisher, opts ...Option) (*Worker, error) {
 	}
 	if _, ok := store.(Purger); cfg.retention > 0 && !ok {
 		return nil, fmt.Errorf("%w: Retention is set but the store (%T) cannot purge", ErrInvalidConfig, store)
+	}
+	if _, ok := store.(StatsReader); cfg.alerts != (Alerts{}) && !ok {
+		return nil, fmt.Errorf("%w: Alerts are set but the store (%T) computes no Stats", ErrInvalidConfig, store)
 	}
 	return &Worker{
 		store: store, pub: pub, cfg: cfg,
@@ -94,7 +98,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var lastPurge time.Time
+	var lastPurge, lastAlert time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -106,6 +110,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		if w.cfg.retention > 0 && time.Since(lastPurge) >= RetentionEvery && ctx.Err() == nil {
 			lastPurge = time.Now()
 			w.purge(ctx)
+		}
+		if w.cfg.alerts.Every > 0 && time.Since(lastAlert) >= w.cfg.alerts.Every && ctx.Err() == nil {
+			lastAlert = time.Now()
+			w.checkAlerts(ctx)
 		}
 	}
 }
@@ -146,10 +154,10 @@ func (w *Worker) probe(ctx context.Context) bool {
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
 	defer cancel()
 	if err := p.Ping(pctx); err != nil {
-		w.breaker.failure(time.Now())
+		w.brokerFailed(ctx, err)
 		return false
 	}
-	w.breaker.success()
+	w.brokerOK(ctx)
 	return true
 }
 
@@ -181,7 +189,7 @@ func (w *Worker) SyncPending(ctx context.Context, batchSize int) (SyncResult, er
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("outbox: claim: %w", err)
 	}
-	return w.deliver(ctx, passCtx, claim)
+	return w.deliver(ctx, passCtx, claim, false)
 }
 
 func (w *Worker) claimRequest(limit int, ids []string) ClaimRequest {
@@ -191,21 +199,22 @@ func (w *Worker) claimRequest(limit int, ids []string) ClaimRequest {
 // deliver publishes a claimed batch and records the outcome. ctx tells a
 // stop (its end releases unacknowledged events instead of counting an
 // attempt); passCtx bounds the publish.
-func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult, error) {
+func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate bool) (SyncResult, error) {
 	res := SyncResult{Claimed: len(claim.Events)}
 	if len(claim.Events) == 0 {
 		return res, nil
 	}
-	perr := w.pub.Publish(passCtx, claim.Events)
+	pctx := w.cfg.hooks.beforePublish(passCtx, claim.Events, immediate)
+	start := time.Now()
+	perr := w.pub.Publish(pctx, claim.Events)
+	done := PublishDone{Events: claim.Events, Immediate: immediate, Duration: time.Since(start), AckedAt: time.Now()}
 	failed := failuresOf(claim.Events, perr)
 	var pe *PublishError
 	if perr != nil && !errors.As(perr, &pe) {
 		res.BrokerErr = perr
-		if w.breaker.failure(time.Now()) {
-			w.cfg.logger.Warn("outbox: broker unavailable; circuit breaker open", "err", perr)
-		}
+		w.brokerFailed(ctx, perr)
 	} else if len(failed) < len(claim.Events) {
-		w.breaker.success()
+		w.brokerOK(ctx)
 	}
 
 	stopping := ctx.Err() != nil
@@ -273,6 +282,11 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult
 				}
 			}
 			w.reportDead(ctx, claim.Events, fails, failed)
+			for _, f := range fails {
+				if f.Dead {
+					done.Buried = append(done.Buried, f.ID)
+				}
+			}
 		}
 	}
 	if len(release) > 0 {
@@ -289,7 +303,59 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim) (SyncResult
 	if len(failed) > 0 && !stopping {
 		w.cfg.logger.Warn("outbox: publish failed (will retry)", "events", len(failed), "err", firstError(failed))
 	}
+	done.Failed, done.BrokerErr = failed, res.BrokerErr
+	w.cfg.hooks.afterPublish(ctx, done)
 	return res, errors.Join(errs...)
+}
+
+// brokerFailed counts a whole-batch failure on the breaker, and tells
+// when that opened it.
+func (w *Worker) brokerFailed(ctx context.Context, err error) {
+	if w.breaker.failure(time.Now()) {
+		w.cfg.logger.Warn("outbox: broker unavailable; circuit breaker open", "err", err)
+		w.cfg.hooks.breakerChanged(ctx, w.breaker.snapshot())
+	}
+}
+
+// brokerOK closes the breaker, and tells when it was open.
+func (w *Worker) brokerOK(ctx context.Context) {
+	if w.breaker.success() {
+		w.cfg.hooks.breakerChanged(ctx, w.breaker.snapshot())
+	}
+}
+
+// checkAlerts compares the store's figures with the thresholds and
+// reports a change of state.
+func (w *Worker) checkAlerts(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
+	defer cancel()
+	st, err := w.store.(StatsReader).Stats(sctx, w.cfg.alerts.Every)
+	if err != nil {
+		w.cfg.logger.Warn("outbox: cannot read stats for alerts", "err", err)
+		return
+	}
+	var reasons []string
+	if a := w.cfg.alerts; a.Pending > 0 && st.Pending > a.Pending {
+		reasons = append(reasons, fmt.Sprintf("%d events pending, over %d", st.Pending, a.Pending))
+	}
+	if a := w.cfg.alerts; a.OldestAge > 0 && st.OldestPendingAge > a.OldestAge {
+		reasons = append(reasons, fmt.Sprintf("oldest pending event is %v old, over %v", st.OldestPendingAge.Round(time.Millisecond), a.OldestAge))
+	}
+	firing := len(reasons) > 0
+	if firing == w.firing {
+		return
+	}
+	w.firing = firing
+	a := Alert{Firing: firing, Stats: st, Reason: strings.Join(reasons, "; ")}
+	if firing {
+		w.cfg.logger.Warn("outbox: alert: "+a.Reason, "pending", st.Pending, "oldest_pending_seconds", st.OldestPendingAge.Seconds())
+	} else {
+		a.Reason = "back under the thresholds"
+		w.cfg.logger.Info("outbox: alert cleared", "pending", st.Pending, "oldest_pending_seconds", st.OldestPendingAge.Seconds())
+	}
+	for _, h := range w.cfg.hooks.alert {
+		h.Alert(ctx, a)
+	}
 }
 
 // publishDeadLetters sends a copy of each event about to be buried to the

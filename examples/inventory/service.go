@@ -72,14 +72,14 @@ func (w *writer) write(ctx context.Context, fn change) (EventRef, error) {
 	log.Info("event saved")
 
 	ref := EventRef{ID: ev.ID, Type: ev.Type}
-	if err := w.ob.Publish(ctx, ev); err != nil {
+	res, err := w.ob.Publish(ctx, ev)
+	if err != nil {
 		log.Warn("event publish failed (will retry)", "err", err)
 		return ref, nil
 	}
-	// Publish also returns nil when the relay had already claimed the
-	// event (it then delivers it): read the state back to say which.
-	got, err := w.get(ctx, ev.ID)
-	if err != nil || got.Delivery.Status() != outbox.StatusSynced {
+	if res.Synced == 0 {
+		// Not claimed: the relay had taken it, or an earlier event of the
+		// same stock item is still on its way; the relay delivers it.
 		log.Info("event handed to the relay")
 		return ref, nil
 	}
