@@ -22,7 +22,7 @@ func readmeQueries(t *testing.T, dialect string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := regexp.MustCompile("(?s)```sql\n-- " + dialect + "\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	blocks := regexp.MustCompile("(?s)```sql\n-- "+dialect+"\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
 	if len(blocks) != 1 {
 		t.Fatalf("README has %d SQL blocks for %s, want 1", len(blocks), dialect)
 	}
