@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestQuick runs every scenario in -quick mode against the servers the
+// flags' defaults (or OUTBOX_BENCH_* variables) name, so the benchmark
+// cannot rot. It checks the output's shape, not the figures.
+func TestQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Postgres, MySQL and Redis")
+	}
+	cfg, err := parseFlags([]string{"-quick"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, log bytes.Buffer
+	res, err := run(context.Background(), cfg, &out, &log)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	if len(res.list) == 0 {
+		t.Fatal("no scenario ran")
+	}
+	n := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("bad JSON line %q: %v", line, err)
+		}
+		if r.Scenario == "" || r.Events <= 0 {
+			t.Errorf("incomplete result %q", line)
+		}
+		n++
+	}
+	if n != len(res.list) {
+		t.Errorf("%d JSON lines for %d scenarios", n, len(res.list))
+	}
+	t.Log(out.String())
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/redisstream"
+	"github.com/eventsync/outbox/sqlstore"
+)
+
+// countingStore is the SDK's store, counting what relays marked synced so
+// a drain knows when it is done without polling the table. Embedding keeps
+// every optional capability (Notifier, Purger) of the store visible.
+type countingStore struct {
+	*sqlstore.Store
+	synced atomic.Int64
+	want   int64
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newCountingStore(st *sqlstore.Store, want int) *countingStore {
+	return &countingStore{Store: st, want: int64(want), done: make(chan struct{})}
+}
+
+func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
+	n, err := c.Store.MarkSynced(ctx, token, ids)
+	if c.synced.Add(int64(n)) >= c.want {
+		c.once.Do(func() { close(c.done) })
+	}
+	return n, err
+}
+
+// drainOpts describes one drain.
+type drainOpts struct {
+	name      string
+	db        *sqlx.DB
+	what      string // table name part
+	relays    int
+	n         int
+	ordered   bool
+	publisher func(topic string) (outbox.Publisher, func(), error)
+	profile   string
+}
+
+// drain fills a new table with a backlog of n events, then runs relays
+// Workers with the SDK's default settings except the batch size (and
+// per-aggregate order when asked) until every event is marked synced.
+// The time is from the start of the relays to the last mark.
+func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
+	st, table, err := b.newStore(ctx, o.db, o.what)
+	if err != nil {
+		return nil, err
+	}
+	defer b.drop(o.db, table)
+	topic := b.stream(o.what)
+	defer b.rdb.Del(ctx, topic)
+	if err := fillStore(ctx, o.db, st, o.n, topic); err != nil {
+		return nil, fmt.Errorf("fill: %w", err)
+	}
+	pub, closePub, err := o.publisher(topic)
+	if err != nil {
+		return nil, err
+	}
+	defer closePub()
+	cs := newCountingStore(st, o.n)
+	ws := make([]*outbox.Worker, o.relays)
+	for i := range ws {
+		if ws[i], err = outbox.NewWorker(cs, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered)); err != nil {
+			return nil, err
+		}
+	}
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, w := range ws {
+		wg.Go(func() { _ = w.Run(rctx) })
+	}
+	timeout := time.After(10 * time.Minute)
+	select {
+	case <-cs.done:
+	case <-timeout:
+	case <-ctx.Done():
+	}
+	d := time.Since(start)
+	cancel()
+	wg.Wait()
+	if got := cs.synced.Load(); got < int64(o.n) {
+		return nil, fmt.Errorf("%s: synced %d of %d", o.name, got, o.n)
+	}
+	return throughput(o.name, o.n, d), nil
+}
+
+// redisPublisher returns a factory of redisstream publishers on the
+// bench's client.
+func (b *bench) redisPublisher(opts ...redisstream.Option) func(string) (outbox.Publisher, func(), error) {
+	return func(string) (outbox.Publisher, func(), error) {
+		p, err := redisstream.New(b.rdb, opts...)
+		return p, func() {}, err
+	}
+}
+
+// runRelay measures the SDK's relay from each database to Redis.
+func runRelay(ctx context.Context, b *bench) error {
+	type sc struct {
+		name    string
+		db      func() (*sqlx.DB, func(), error)
+		relays  int
+		ordered bool
+	}
+	shared := func(db *sqlx.DB) func() (*sqlx.DB, func(), error) {
+		return func() (*sqlx.DB, func(), error) { return db, func() {}, nil }
+	}
+	var list []sc
+	if b.pg != nil {
+		list = append(list,
+			sc{"relay_pg_redis_1r", shared(b.pg), 1, true},
+			sc{"relay_pg_redis_2r", shared(b.pg), 2, true},
+			sc{"relay_pg_redis_1r_unordered", shared(b.pg), 1, false},
+			sc{"relay_pg_redis_2r_unordered", shared(b.pg), 2, false},
+		)
+	}
+	if b.my != nil {
+		list = append(list, sc{"relay_mysql_redis_1r", shared(b.my), 1, true})
+	}
+	list = append(list, sc{"relay_sqlite_redis_1r", func() (*sqlx.DB, func(), error) {
+		db, err := b.sqlite(ctx)
+		return db, func() { db.Close() }, err
+	}, 1, true})
+	for _, s := range list {
+		r, err := median(b.cfg.runs, func(run int) (*Result, error) {
+			db, closeDB, err := s.db()
+			if err != nil {
+				return nil, err
+			}
+			defer closeDB()
+			profile := ""
+			if s.name == "relay_pg_redis_1r" && run == 0 {
+				profile = b.cfg.cpuProfile
+			}
+			return b.drain(ctx, drainOpts{name: s.name, db: db, what: "relay", relays: s.relays, n: b.cfg.events,
+				ordered: s.ordered, publisher: b.redisPublisher(), profile: profile})
+		})
+		if err != nil {
+			return err
+		}
+		b.res.add(r)
+		b.logf("%s: %.0f events/s", r.Scenario, r.EventsPerSec)
+	}
+	return nil
+}
