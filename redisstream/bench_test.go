@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,72 @@ func BenchmarkEncode(b *testing.B) {
 	e := benchEvent("bench")
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = pub.xaddArgs(e.Topic, e)
+		_, _ = pub.xaddArgs(e.Topic, e)
 	}
+}
+
+// BenchmarkCompress measures each codec on a 256-byte and a 16 KiB JSON
+// payload and reports the compressed size as a share of the original.
+func BenchmarkCompress(b *testing.B) {
+	for _, size := range []int{256, 16 << 10} {
+		payload := benchJSON(size)
+		for _, codec := range []Codec{Gzip, Zstd} {
+			b.Run(fmt.Sprintf("%s/%dB", codec, size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				var out []byte
+				for b.Loop() {
+					out, _ = compress(codec, payload)
+				}
+				if out == nil {
+					out = payload
+				}
+				b.ReportMetric(float64(len(out))/float64(size), "size-ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkDecode measures turning a stream entry back into an event, with
+// and without a compressed 16 KiB payload.
+func BenchmarkDecode(b *testing.B) {
+	for _, codec := range []Codec{"", Gzip, Zstd} {
+		name := string(codec)
+		if name == "" {
+			name = "none"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := benchEvent("bench")
+			e.Payload = benchJSON(16 << 10)
+			p := &Publisher{stream: StreamByTopic, codec: codec, threshold: DefaultCompressionThreshold}
+			args, err := p.xaddArgs("bench", e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			values := map[string]any{}
+			for i := 3; i+1 < len(args); i += 2 {
+				switch v := args[i+1].(type) {
+				case []byte:
+					values[args[i].(string)] = string(v)
+				default:
+					values[args[i].(string)] = v
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Decode(values); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// benchJSON returns size bytes of JSON-like text with varying numbers.
+func benchJSON(size int) []byte {
+	var sb strings.Builder
+	for i := 0; sb.Len() < size; i++ {
+		fmt.Fprintf(&sb, `{"sku":"sku-%06d","warehouse":"wh-%d","quantity":%d,"price_cents":%d},`, (i*7919)%1000000, i%8, (i*31)%500, 100+(i*104729)%100000)
+	}
+	return []byte(sb.String()[:size])
 }

@@ -13,8 +13,10 @@ const DefaultMaxLen int64 = 0
 type Option func(*config) error
 
 type config struct {
-	stream func(*outbox.Event) string
-	maxLen int64
+	stream    func(*outbox.Event) string
+	maxLen    int64
+	codec     Codec // "" for none (WithCompression)
+	threshold int   // compress payloads longer than this
 }
 
 func defaultConfig() config {

@@ -17,7 +17,9 @@ type Publisher struct {
 	client    redis.UniversalClient
 	stream    func(*outbox.Event) string
 	maxLen    int64
-	maxLenArg any // maxLen boxed once, not once per event
+	maxLenArg any   // maxLen boxed once, not once per event
+	codec     Codec // payload compression, "" for none
+	threshold int   // compress payloads longer than this
 }
 
 var _ outbox.Publisher = (*Publisher)(nil)
@@ -41,7 +43,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
 			return nil, err
 		}
 	}
-	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen}
+	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold}
 	if p.maxLen > 0 {
 		p.maxLenArg = p.maxLen
 	}
@@ -95,8 +97,13 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
 			continue
 		}
+		args, err := p.xaddArgs(key, e)
+		if err != nil {
+			fail(e.ID, err)
+			continue
+		}
 		keys[i] = key
-		cmds[i] = redis.NewStringCmd(ctx, p.xaddArgs(key, e)...)
+		cmds[i] = redis.NewStringCmd(ctx, args...)
 		_ = pipe.Process(ctx, cmds[i]) // only queues the command
 	}
 	if pipe.Len() == 0 {
@@ -131,9 +138,20 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 }
 
 // xaddArgs returns the arguments of the XADD that adds e to the stream key:
-// XADD key [MAXLEN ~ n] * field value ...
-func (p *Publisher) xaddArgs(key string, e *outbox.Event) []any {
-	n := 3 + fixedFields + 2*len(e.Headers)
+// XADD key [MAXLEN ~ n] * field value ... It fails only if compressing
+// the payload fails.
+func (p *Publisher) xaddArgs(key string, e *outbox.Event) ([]any, error) {
+	payload, encoding := e.Payload, ""
+	if p.codec != "" && len(payload) > p.threshold {
+		c, err := compress(p.codec, payload)
+		if err != nil {
+			return nil, err
+		}
+		if c != nil {
+			payload, encoding = c, string(p.codec)
+		}
+	}
+	n := 5 + fixedFields + 2*len(e.Headers)
 	if p.maxLenArg != nil {
 		n += 3
 	}
@@ -143,7 +161,7 @@ func (p *Publisher) xaddArgs(key string, e *outbox.Event) []any {
 		args = append(args, "maxlen", "~", p.maxLenArg)
 	}
 	args = append(args, "*")
-	return appendFields(args, e)
+	return appendEntry(args, e, payload, encoding), nil
 }
 
 // isReply reports whether err is an error reply from Redis, as opposed to a

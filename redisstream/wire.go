@@ -43,14 +43,21 @@ const fixedFields = 10
 
 // appendFields appends e's fields, name then value, in wire order. The
 // payload is passed as []byte so it is written to Redis byte for byte.
-func appendFields(dst []any, e *outbox.Event) []any {
+func appendFields(dst []any, e *outbox.Event) []any { return appendEntry(dst, e, e.Payload, "") }
+
+// appendEntry is appendFields with the payload field's bytes given, and
+// the FieldContentEncoding field after it when encoding is not empty.
+func appendEntry(dst []any, e *outbox.Event, payload []byte, encoding string) []any {
 	dst = append(dst,
 		FieldID, e.ID,
 		FieldType, e.Type,
 		FieldAggregateID, e.AggregateID,
 		FieldCreatedAt, e.CreatedAt.UTC().Format(TimeFormat),
-		FieldPayload, e.Payload,
+		FieldPayload, payload,
 	)
+	if encoding != "" {
+		dst = append(dst, FieldContentEncoding, encoding)
+	}
 	switch len(e.Headers) {
 	case 0:
 		return dst
@@ -78,11 +85,13 @@ func appendFields(dst []any, e *outbox.Event) []any {
 // aggregate_id decodes as "", a missing or empty payload as nil, and fields Decode does not
 // know are ignored, so entries written by a later version still decode.
 // Topic and Delivery are not part of an entry and are left zero: the
-// consumer knows the stream it read from. Errors wrap ErrMalformedEntry.
+// consumer knows the stream it read from. A payload marked with
+// FieldContentEncoding (see WithCompression) is decompressed, so the event
+// has the payload as saved. Errors wrap ErrMalformedEntry.
 func Decode(values map[string]any) (*outbox.Event, error) {
 	e := &outbox.Event{}
 	var haveID, haveType, haveCreated bool
-	var created string
+	var created, encoding string
 	for name, raw := range values {
 		var v string
 		switch raw := raw.(type) {
@@ -106,6 +115,8 @@ func Decode(values map[string]any) (*outbox.Event, error) {
 			if v != "" {
 				e.Payload = []byte(v)
 			}
+		case FieldContentEncoding:
+			encoding = v
 		default:
 			if k, ok := strings.CutPrefix(name, HeaderPrefix); ok {
 				if e.Headers == nil {
@@ -128,5 +139,15 @@ func Decode(values map[string]any) (*outbox.Event, error) {
 		return nil, fmt.Errorf("%w: event %q: field %q is %.64q, not an RFC 3339 time", ErrMalformedEntry, e.ID, FieldCreatedAt, created)
 	}
 	e.CreatedAt = t.UTC()
+	if encoding != "" {
+		p, err := decompress(encoding, e.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: event %q: payload (%s %q): %w", ErrMalformedEntry, e.ID, FieldContentEncoding, encoding, err)
+		}
+		if len(p) == 0 {
+			p = nil
+		}
+		e.Payload = p
+	}
 	return e, nil
 }
