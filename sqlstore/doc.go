@@ -47,6 +47,43 @@
 // claiming (FOR UPDATE SKIP LOCKED); SQLite has one writer at a time. No
 // transaction stays open while a relay talks to the broker.
 //
+// # Order and priority
+//
+// By default (outbox.ClaimRequest.Unordered false) a claim keeps
+// per-aggregate order: an event with a non-empty aggregate ID is claimed
+// only together with, or after the delivery of, every earlier (lower seq)
+// undelivered event of its aggregate. While one of those is leased by
+// another relay, backing off after a failure, or buried (unless
+// ClaimRequest.PassDead), the aggregate's later events wait; other
+// aggregates never do. Among claimable events, higher Event.Priority goes
+// first, then lower seq; an event behind earlier events of its aggregate
+// with another priority waits for them, so priority never reorders an
+// aggregate. Events with an empty aggregate ID are unordered. Claims by
+// ID (the immediate publication after commit) follow the same rule and
+// leave an event to the relay when an earlier one of its aggregate is
+// still undelivered.
+//
+// The order is seq order among committed rows. Sequence values are taken
+// when rows are inserted but become visible when their transaction
+// commits, so a row with a lower seq can appear after a higher one was
+// already claimed and published. Two events of one aggregate written by
+// concurrent transactions are delivered in seq order only if the business
+// transactions serialise on the aggregate (for example, each locks or
+// updates the aggregate's row before saving its events, which any
+// read-modify-write of the aggregate does); otherwise they are delivered
+// in the order the relays saw them commit, each still exactly once.
+//
+// On Postgres and MySQL/MariaDB an ordered claim is one short
+// transaction: lock candidates with FOR UPDATE SKIP LOCKED, check with one
+// indexed count per batch that each aggregate's candidates are exactly its
+// first undelivered events (the count sees rows another relay is claiming
+// at that moment, which SKIP LOCKED hides), lease the rows that pass and
+// commit. An aggregate that fails the check is left for a later claim.
+// On SQLite, which has one writer at a time, it is one statement.
+// Aggregates held behind a buried or backing-off event are skipped by
+// every claim; a very long held backlog (hundreds of thousands of events
+// behind one poison event) therefore makes each claim scan it.
+//
 // # Clock
 //
 // Every time the store writes or compares (created, due, leased until,
@@ -92,9 +129,9 @@
 //	-- SQLite
 //	SELECT AVG(julianday(synced_at) - julianday(created_at)) * 86400 FROM outbox_events WHERE synced_at IS NOT NULL;
 //
-// A buried (dead) event keeps its row, its attempts and its last error. To
-// replay it, set dead_at = NULL, attempts = 0 and next_attempt_at to the
-// current UTC time.
+// A buried (dead) event keeps its row, its attempts and its last error.
+// Requeue replays buried events (by ID, by type or all); by hand, set
+// dead_at = NULL, attempts = 0 and next_attempt_at to the current UTC time.
 //
 // # Running the tests
 //

@@ -56,16 +56,28 @@ func migrationsFor(d Dialect) ([]migration, error) {
 }
 
 // defaultNameRE matches the default table name in migration files, with
-// an optional suffix that makes an index or constraint name.
-var defaultNameRE = regexp.MustCompile(`\b` + DefaultTable + `(_[A-Za-z0-9_]+)?\b`)
+// an optional suffix that makes an index, constraint or trigger name, and
+// "()" after a function's name.
+var defaultNameRE = regexp.MustCompile(`\b` + DefaultTable + `(_[A-Za-z0-9_]+)?\b(\(\))?`)
 
 // rename puts t's table in place of the default name in a migration.
+// Derived names keep the suffix; a function (a name followed by "()") goes
+// to the table's schema, as the table's indexes and triggers do by
+// themselves.
 func (t table) rename(sql string) string {
 	return defaultNameRE.ReplaceAllStringFunc(sql, func(m string) string {
 		if m == DefaultTable {
 			return t.quoted
 		}
-		return t.d.quote(t.name + strings.TrimPrefix(m, DefaultTable))
+		name, call := strings.CutSuffix(m, "()")
+		q := t.d.quote(t.name + strings.TrimPrefix(name, DefaultTable))
+		if call {
+			if t.schema != "" {
+				q = t.d.quote(t.schema) + "." + q
+			}
+			q += "()"
+		}
+		return q
 	})
 }
 

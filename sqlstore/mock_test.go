@@ -22,7 +22,7 @@ import (
 var (
 	errBoom  = errors.New("boom")
 	mockNow  = time.Date(2025, 1, 2, 3, 4, 5, 123456000, time.UTC)
-	mockCols = []string{"seq", "id", "topic", "event_type", "aggregate_id", "payload", "headers",
+	mockCols = []string{"seq", "id", "topic", "event_type", "aggregate_id", "priority", "payload", "headers",
 		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"}
 )
 
@@ -89,11 +89,11 @@ func quotedTable(d Dialect) string {
 
 func columnsSQL(d Dialect) string {
 	if d == MySQL {
-		return "seq, id, topic, event_type, aggregate_id, payload, headers, CAST(created_at AS CHAR) AS created_at, " +
+		return "seq, id, topic, event_type, aggregate_id, priority, payload, headers, CAST(created_at AS CHAR) AS created_at, " +
 			"CAST(synced_at AS CHAR) AS synced_at, attempts, last_error, CAST(next_attempt_at AS CHAR) AS next_attempt_at, " +
 			"CAST(dead_at AS CHAR) AS dead_at"
 	}
-	return "seq, id, topic, event_type, aggregate_id, payload, headers, created_at AS created_at, synced_at AS synced_at, " +
+	return "seq, id, topic, event_type, aggregate_id, priority, payload, headers, created_at AS created_at, synced_at AS synced_at, " +
 		"attempts, last_error, next_attempt_at AS next_attempt_at, dead_at AS dead_at"
 }
 
@@ -112,21 +112,21 @@ func mockEvents() []*outbox.Event {
 	return []*outbox.Event{
 		{ID: "e1", Topic: "stock", Type: "stock.updated", AggregateID: "sku-1", Payload: []byte{0, 1}, CreatedAt: created,
 			Headers: map[string]string{"b": "2", "a": "1"}},
-		{ID: "e2", Topic: "stock", Type: "stock.updated", CreatedAt: created},
+		{ID: "e2", Topic: "stock", Type: "stock.updated", CreatedAt: created, Priority: -3},
 	}
 }
 
 func insertSQL(d Dialect) string {
-	return ph(d, "INSERT INTO "+quotedTable(d)+" (id, topic, event_type, aggregate_id, payload, headers, created_at, next_attempt_at) "+
-		"VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)")
+	return ph(d, "INSERT INTO "+quotedTable(d)+" (id, topic, event_type, aggregate_id, priority, payload, headers, created_at, next_attempt_at) "+
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 }
 
 func insertArgs(d Dialect) []driver.Value {
 	created := mockTime(d, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	now := mockTime(d, mockNow)
 	return []driver.Value{
-		"e1", "stock", "stock.updated", "sku-1", []byte{0, 1}, `{"a":"1","b":"2"}`, created, now,
-		"e2", "stock", "stock.updated", "", []byte{}, nil, created, now,
+		"e1", "stock", "stock.updated", "sku-1", 0, []byte{0, 1}, `{"a":"1","b":"2"}`, created, now,
+		"e2", "stock", "stock.updated", "", -3, []byte{}, nil, created, now,
 	}
 }
 
@@ -208,49 +208,121 @@ func mockRows(d Dialect) *sqlmock.Rows {
 	}
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	return sqlmock.NewRows(mockCols).
-		AddRow(2, "e2", "stock", "stock.updated", "", []byte{}, nil, tm(created), nil, 3, "last", tm(mockNow), nil).
-		AddRow(1, "e1", "stock", "stock.updated", "sku-1", []byte{0, 1}, `{"a":"1"}`, tm(created), nil, 0, nil, tm(mockNow), nil)
+		AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, tm(created), nil, 3, "last", tm(mockNow), nil).
+		AddRow(1, "e1", "stock", "stock.updated", "sku-1", 0, []byte{0, 1}, `{"a":"1"}`, tm(created), nil, 0, nil, tm(mockNow), nil)
 }
 
-func dueSQL(withIDs string) string {
-	return "synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)" + withIDs
+// claimSQL builds the statements of a claim as dialect d sends them; ids
+// is how many IDs the claim names (0: none).
+type claimSQL struct {
+	d                 Dialect
+	ids               int
+	ordered, passDead bool
 }
 
-func claimStatements(d Dialect, withIDs string) (selectOrUpdate, update string) {
-	tbl := quotedTable(d)
-	switch d {
-	case MySQL:
-		return "SELECT " + columnsSQL(d) + " FROM " + tbl + " WHERE " + dueSQL(withIDs) + " ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
-			"UPDATE " + tbl + " SET claim_token = ?, locked_until = ? WHERE seq IN (?, ?)"
-	case Postgres:
-		return ph(d, "UPDATE "+tbl+" SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT seq FROM "+tbl+" WHERE "+dueSQL(withIDs)+
-			" ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING "+columnsSQL(d)), ""
+func (c claimSQL) idList() string {
+	return "(" + strings.TrimSuffix(strings.Repeat("?, ", c.ids), ", ") + ")"
+}
+
+func (c claimSQL) candidates() string {
+	tbl := quotedTable(c.d)
+	s := " FROM " + tbl + " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ? AND (c.locked_until IS NULL OR c.locked_until <= ?)"
+	if c.ids > 0 {
+		s += " AND c.id IN " + c.idList()
 	}
-	return "UPDATE " + tbl + " SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT seq FROM " + tbl + " WHERE " + dueSQL(withIDs) +
-		" ORDER BY seq LIMIT ?) RETURNING " + columnsSQL(d), ""
+	if !c.ordered {
+		return s
+	}
+	s += " AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM " + tbl + " e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND ("
+	if c.passDead {
+		s += "e.dead_at IS NULL AND ("
+	} else {
+		s += "e.dead_at IS NOT NULL OR "
+	}
+	s += "e.next_attempt_at > ? OR e.locked_until > ? OR e.priority <> c.priority"
+	if c.ids > 0 {
+		s += " OR e.id NOT IN " + c.idList()
+	}
+	if c.passDead {
+		s += ")"
+	}
+	return s + ")))"
+}
+
+// single is the one-statement claim (SQLite; Postgres unordered).
+func (c claimSQL) single() string {
+	s := "UPDATE " + quotedTable(c.d) + " SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT c.seq" + c.candidates() +
+		" ORDER BY c.priority DESC, c.seq LIMIT ?"
+	if c.d == Postgres {
+		s += " FOR UPDATE SKIP LOCKED"
+	}
+	return ph(c.d, s+") RETURNING "+columnsSQL(c.d))
+}
+
+// lock, check and update are the statements of the claim transaction.
+func (c claimSQL) lock() string {
+	return ph(c.d, "SELECT "+columnsSQL(c.d)+c.candidates()+" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED")
+}
+
+func (c claimSQL) check(aggregates int) string {
+	s := "SELECT aggregate_id, COUNT(*) FROM " + quotedTable(c.d) + " WHERE synced_at IS NULL"
+	if c.passDead {
+		s += " AND dead_at IS NULL"
+	}
+	s += " AND (" + strings.TrimSuffix(strings.Repeat("(aggregate_id = ? AND seq <= ?) OR ", aggregates), " OR ") + ") GROUP BY aggregate_id"
+	return ph(c.d, s)
+}
+
+func (c claimSQL) update(rows int) string {
+	return ph(c.d, "UPDATE "+quotedTable(c.d)+" SET claim_token = ?, locked_until = ? WHERE seq IN ("+
+		strings.TrimSuffix(strings.Repeat("?, ", rows), ", ")+")")
+}
+
+// inTx reports whether the claim is a transaction rather than a statement.
+func (c claimSQL) inTx() bool { return c.d == MySQL || (c.d == Postgres && c.ordered) }
+
+func countRows(pairs ...any) *sqlmock.Rows {
+	r := sqlmock.NewRows([]string{"aggregate_id", "count"})
+	for i := 0; i < len(pairs); i += 2 {
+		r.AddRow(pairs[i], pairs[i+1])
+	}
+	return r
+}
+
+// expectClaim sets up a claim of mockRows whose order check (if any)
+// finds n undelivered events of sku-1 up to e1, and which leases the rows
+// of seqs.
+func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n int, seqs ...driver.Value) {
+	until := mockTime(c.d, mockNow.Add(time.Minute))
+	if !c.inTx() {
+		mock.ExpectQuery(c.single()).WithArgs(append([]driver.Value{sqlmock.AnyArg(), until}, lockArgs...)...).WillReturnRows(mockRows(c.d))
+		return
+	}
+	mock.ExpectBegin()
+	mock.ExpectQuery(c.lock()).WithArgs(lockArgs...).WillReturnRows(mockRows(c.d))
+	if c.ordered {
+		mock.ExpectQuery(c.check(1)).WithArgs("sku-1", 1).WillReturnRows(countRows("sku-1", n))
+	}
+	mock.ExpectExec(c.update(len(seqs))).WithArgs(append([]driver.Value{sqlmock.AnyArg(), until}, seqs...)...).
+		WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
+	mock.ExpectCommit()
 }
 
 func TestMockClaim(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
-		now, until := mockTime(d, mockNow), mockTime(d, mockNow.Add(time.Minute))
-		first, update := claimStatements(d, "")
-		if d == MySQL {
-			mock.ExpectBegin()
-			mock.ExpectQuery(first).WithArgs(now, now, 10).WillReturnRows(mockRows(d))
-			mock.ExpectExec(update).WithArgs(sqlmock.AnyArg(), until, 2, 1).WillReturnResult(sqlmock.NewResult(0, 2))
-			mock.ExpectCommit()
-		} else {
-			mock.ExpectQuery(first).WithArgs(sqlmock.AnyArg(), until, now, now, 10).WillReturnRows(mockRows(d))
-		}
-		c, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+		now := mockTime(d, mockNow)
+		c := claimSQL{d: d, ordered: true}
+		args := []driver.Value{now, now, now, now, 10}
+		expectClaim(mock, c, args, 1, 2, 1)
+		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
-		if len(c.Token) != 36 {
-			t.Fatalf("token %q is not a fresh UUID", c.Token)
+		if len(claim.Token) != 36 {
+			t.Fatalf("token %q is not a fresh UUID", claim.Token)
 		}
-		equalIDs(t, "claimed, in save order", ids(c.Events), []string{"e1", "e2"})
-		e1, e2 := c.Events[0], c.Events[1]
+		equalIDs(t, "claimed, in save order", ids(claim.Events), []string{"e1", "e2"})
+		e1, e2 := claim.Events[0], claim.Events[1]
 		if e1.Headers["a"] != "1" || string(e1.Payload) != "\x00\x01" || e1.AggregateID != "sku-1" {
 			t.Errorf("e1 = %+v", e1)
 		}
@@ -259,96 +331,168 @@ func TestMockClaim(t *testing.T) {
 			t.Errorf("CreatedAt = %v, want %v in UTC", e1.CreatedAt, wantCreated)
 		}
 		if e2.Delivery.Attempts != 3 || e2.Delivery.LastError != "last" || !e2.Delivery.NextAttemptAt.Equal(mockNow) ||
-			e2.Headers != nil || e2.Delivery.Status() != outbox.StatusPending {
+			e2.Headers != nil || e2.Delivery.Status() != outbox.StatusPending || e2.Priority != 5 {
 			t.Errorf("e2 = %+v", e2)
 		}
 	})
 }
 
-func TestMockClaimByIDs(t *testing.T) {
+func TestMockClaimUnordered(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
-		now, until := mockTime(d, mockNow), mockTime(d, mockNow.Add(time.Minute))
-		first, update := claimStatements(d, " AND id IN (?, ?)")
-		if d == MySQL {
-			mock.ExpectBegin()
-			mock.ExpectQuery(first).WithArgs(now, now, "e1", "e2", 2).WillReturnRows(mockRows(d))
-			mock.ExpectExec(update).WithArgs(sqlmock.AnyArg(), until, 2, 1).WillReturnResult(sqlmock.NewResult(0, 2))
-			mock.ExpectCommit()
-		} else {
-			mock.ExpectQuery(first).WithArgs(sqlmock.AnyArg(), until, now, now, "e1", "e2", 2).WillReturnRows(mockRows(d))
-		}
-		// Duplicates are dropped; the limit is the caller's.
-		c, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
+		now := mockTime(d, mockNow)
+		expectClaim(mock, claimSQL{d: d}, []driver.Value{now, now, 10}, 0, 2, 1)
+		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
-		equalIDs(t, "claimed", ids(c.Events), []string{"e1", "e2"})
+		equalIDs(t, "claimed", ids(claim.Events), []string{"e1", "e2"})
+	})
+}
+
+// An aggregate whose candidates are not its first undelivered events (here
+// sku-1 has 3 undelivered events up to e1, of which only e1 was locked) is
+// dropped whole; events without an aggregate are kept.
+func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
+	for _, d := range []Dialect{Postgres, MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			s, mock := mockStore(t, d)
+			now := mockTime(d, mockNow)
+			c := claimSQL{d: d, ordered: true, passDead: true}
+			expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 3, 2)
+			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+			if err != nil {
+				t.Fatalf("Claim: %v", err)
+			}
+			equalIDs(t, "claimed", ids(claim.Events), []string{"e2"})
+		})
+	}
+}
+
+func TestMockClaimByIDs(t *testing.T) {
+	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		now := mockTime(d, mockNow)
+		c := claimSQL{d: d, ids: 2, ordered: true}
+		expectClaim(mock, c, []driver.Value{now, now, "e1", "e2", now, now, "e1", "e2", 2}, 1, 2, 1)
+		// Duplicates are dropped; the limit is the caller's.
+		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		equalIDs(t, "claimed", ids(claim.Events), []string{"e1", "e2"})
 	})
 }
 
 func TestMockClaimErrors(t *testing.T) {
-	req := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
-	check := func(t *testing.T, s *Store) {
+	check := func(t *testing.T, s *Store, req outbox.ClaimRequest) {
 		t.Helper()
 		c, err := s.Claim(t.Context(), req)
 		if !errors.Is(err, errBoom) || c != nil || !strings.HasPrefix(err.Error(), "sqlstore: claim") {
 			t.Fatalf("Claim = %v, %v; want nil and an error wrapping the driver's", c, err)
 		}
 	}
-	for _, d := range []Dialect{Postgres, SQLite} {
-		t.Run(string(d)+"/query", func(t *testing.T) {
-			s, mock := mockStore(t, d)
-			q, _ := claimStatements(d, "")
-			mock.ExpectQuery(q).WillReturnError(errBoom)
-			check(t, s)
+	ordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
+	unordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}
+	// One-statement claims.
+	for _, tc := range []struct {
+		c   claimSQL
+		req outbox.ClaimRequest
+	}{
+		{claimSQL{d: SQLite, ordered: true}, ordered},
+		{claimSQL{d: SQLite}, unordered},
+		{claimSQL{d: Postgres}, unordered},
+	} {
+		name := string(tc.c.d) + map[bool]string{true: "/ordered", false: "/unordered"}[tc.c.ordered]
+		t.Run(name+"/query", func(t *testing.T) {
+			s, mock := mockStore(t, tc.c.d)
+			mock.ExpectQuery(tc.c.single()).WillReturnError(errBoom)
+			check(t, s, tc.req)
 		})
-		t.Run(string(d)+"/rows", func(t *testing.T) {
-			s, mock := mockStore(t, d)
-			q, _ := claimStatements(d, "")
-			mock.ExpectQuery(q).WillReturnRows(mockRows(d).RowError(1, errBoom))
-			check(t, s)
+		t.Run(name+"/rows", func(t *testing.T) {
+			s, mock := mockStore(t, tc.c.d)
+			mock.ExpectQuery(tc.c.single()).WillReturnRows(mockRows(tc.c.d).RowError(1, errBoom))
+			check(t, s, tc.req)
 		})
 	}
-	// MySQL's claim is a transaction: every failure rolls it back.
-	sel, upd := claimStatements(MySQL, "")
-	t.Run("mysql/begin", func(t *testing.T) {
-		s, mock := mockStore(t, MySQL)
-		mock.ExpectBegin().WillReturnError(errBoom)
-		check(t, s)
-	})
-	t.Run("mysql/select", func(t *testing.T) {
-		s, mock := mockStore(t, MySQL)
-		mock.ExpectBegin()
-		mock.ExpectQuery(sel).WillReturnError(errBoom)
-		mock.ExpectRollback()
-		check(t, s)
-	})
-	t.Run("mysql/update", func(t *testing.T) {
-		s, mock := mockStore(t, MySQL)
-		mock.ExpectBegin()
-		mock.ExpectQuery(sel).WillReturnRows(mockRows(MySQL))
-		mock.ExpectExec(upd).WillReturnError(errBoom)
-		mock.ExpectRollback()
-		check(t, s)
-	})
-	t.Run("mysql/commit", func(t *testing.T) {
-		s, mock := mockStore(t, MySQL)
-		mock.ExpectBegin()
-		mock.ExpectQuery(sel).WillReturnRows(mockRows(MySQL))
-		mock.ExpectExec(upd).WillReturnResult(sqlmock.NewResult(0, 2))
-		mock.ExpectCommit().WillReturnError(errBoom)
-		check(t, s)
-	})
-	t.Run("mysql/nothing due", func(t *testing.T) {
-		s, mock := mockStore(t, MySQL)
-		mock.ExpectBegin()
-		mock.ExpectQuery(sel).WillReturnRows(sqlmock.NewRows(mockCols))
-		mock.ExpectCommit()
-		c, err := s.Claim(t.Context(), req)
-		if err != nil || len(c.Events) != 0 {
-			t.Fatalf("Claim = %+v, %v; want an empty claim", c, err)
+	// Claim transactions: every failure rolls the transaction back.
+	for _, tc := range []struct {
+		c   claimSQL
+		req outbox.ClaimRequest
+	}{
+		{claimSQL{d: Postgres, ordered: true}, ordered},
+		{claimSQL{d: MySQL, ordered: true}, ordered},
+		{claimSQL{d: MySQL}, unordered},
+	} {
+		name := string(tc.c.d) + map[bool]string{true: "/ordered", false: "/unordered"}[tc.c.ordered]
+		c := tc.c
+		lockOK := func(mock sqlmock.Sqlmock) {
+			mock.ExpectBegin()
+			mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
+			if c.ordered {
+				mock.ExpectQuery(c.check(1)).WillReturnRows(countRows("sku-1", 1))
+			}
 		}
-	})
+		t.Run(name+"/begin", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			mock.ExpectBegin().WillReturnError(errBoom)
+			check(t, s, tc.req)
+		})
+		t.Run(name+"/lock", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			mock.ExpectBegin()
+			mock.ExpectQuery(c.lock()).WillReturnError(errBoom)
+			mock.ExpectRollback()
+			check(t, s, tc.req)
+		})
+		t.Run(name+"/lock rows", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			mock.ExpectBegin()
+			mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d).RowError(1, errBoom))
+			mock.ExpectRollback()
+			check(t, s, tc.req)
+		})
+		if c.ordered {
+			t.Run(name+"/check", func(t *testing.T) {
+				s, mock := mockStore(t, c.d)
+				mock.ExpectBegin()
+				mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
+				mock.ExpectQuery(c.check(1)).WillReturnError(errBoom)
+				mock.ExpectRollback()
+				check(t, s, tc.req)
+			})
+			t.Run(name+"/check rows", func(t *testing.T) {
+				s, mock := mockStore(t, c.d)
+				mock.ExpectBegin()
+				mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
+				mock.ExpectQuery(c.check(1)).WillReturnRows(countRows("sku-1", 1).RowError(0, errBoom))
+				mock.ExpectRollback()
+				check(t, s, tc.req)
+			})
+		}
+		t.Run(name+"/update", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			lockOK(mock)
+			mock.ExpectExec(c.update(2)).WillReturnError(errBoom)
+			mock.ExpectRollback()
+			check(t, s, tc.req)
+		})
+		t.Run(name+"/commit", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			lockOK(mock)
+			mock.ExpectExec(c.update(2)).WillReturnResult(sqlmock.NewResult(0, 2))
+			mock.ExpectCommit().WillReturnError(errBoom)
+			check(t, s, tc.req)
+		})
+		t.Run(name+"/nothing due", func(t *testing.T) {
+			s, mock := mockStore(t, c.d)
+			mock.ExpectBegin()
+			mock.ExpectQuery(c.lock()).WillReturnRows(sqlmock.NewRows(mockCols))
+			mock.ExpectCommit()
+			claim, err := s.Claim(t.Context(), tc.req)
+			if err != nil || len(claim.Events) != 0 {
+				t.Fatalf("Claim = %+v, %v; want an empty claim", claim, err)
+			}
+		})
+	}
 	t.Run("invalid request", func(t *testing.T) {
 		s, _ := mockStore(t, SQLite)
 		for _, r := range []outbox.ClaimRequest{{Limit: 0, Lease: time.Second}, {Limit: 1, Lease: 0}} {
@@ -441,8 +585,7 @@ func TestMockFailOnlyDead(t *testing.T) {
 // same ID, never a loss).
 func TestMockMarkFailsAfterPublish(t *testing.T) {
 	s, mock := mockStore(t, SQLite)
-	q, _ := claimStatements(SQLite, "")
-	mock.ExpectQuery(q).WillReturnRows(mockRows(SQLite))
+	mock.ExpectQuery(claimSQL{d: SQLite, ordered: true}.single()).WillReturnRows(mockRows(SQLite))
 	mock.ExpectExec(`UPDATE "outbox_events" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)`).
 		WillReturnError(errBoom)
 	published := 0

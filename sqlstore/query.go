@@ -53,7 +53,7 @@ func (q *query) String() string { return q.b.String() }
 // eventRow expects; time columns go through the dialect's timeCol.
 func selectColumns(d *dialect) string {
 	t := func(col string) string { return d.timeCol(col) + " AS " + col }
-	return "seq, id, topic, event_type, aggregate_id, payload, headers, " +
+	return "seq, id, topic, event_type, aggregate_id, priority, payload, headers, " +
 		t("created_at") + ", " + t("synced_at") + ", attempts, last_error, " +
 		t("next_attempt_at") + ", " + t("dead_at")
 }
@@ -65,6 +65,7 @@ type eventRow struct {
 	Topic         string         `db:"topic"`
 	Type          string         `db:"event_type"`
 	AggregateID   string         `db:"aggregate_id"`
+	Priority      int            `db:"priority"`
 	Payload       []byte         `db:"payload"`
 	Headers       sql.NullString `db:"headers"`
 	CreatedAt     dbTime         `db:"created_at"`
@@ -81,6 +82,7 @@ func (r *eventRow) event() (*outbox.Event, error) {
 		Topic:       r.Topic,
 		Type:        r.Type,
 		AggregateID: r.AggregateID,
+		Priority:    r.Priority,
 		Payload:     r.Payload,
 		CreatedAt:   r.CreatedAt.Time,
 		Delivery: outbox.Delivery{

@@ -2,10 +2,8 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -87,7 +85,7 @@ func (s *Store) Dialect() Dialect { return s.d.name }
 func (s *Store) Table() string { return s.t.qualified() }
 
 // insertColumns is how many parameters one row of Insert takes.
-const insertColumns = 8
+const insertColumns = 9
 
 // Insert writes events through exec, the caller's transaction, as pending,
 // due now and not leased, in one multi-row INSERT (more only past the
@@ -102,7 +100,7 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 	for len(events) > 0 {
 		n := s.insertChunk(events)
 		q := newQuery(s.d).sql("INSERT INTO ", s.t.quoted,
-			" (id, topic, event_type, aggregate_id, payload, headers, created_at, next_attempt_at) VALUES ")
+			" (id, topic, event_type, aggregate_id, priority, payload, headers, created_at, next_attempt_at) VALUES ")
 		for i, e := range events[:n] {
 			headers, err := encodeHeaders(e.Headers)
 			if err != nil {
@@ -116,7 +114,7 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 				q.sql(", ")
 			}
 			q.sql("(", q.arg(e.ID), ", ", q.arg(e.Topic), ", ", q.arg(e.Type), ", ", q.arg(e.AggregateID), ", ",
-				q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.d.timeArg(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
+				q.arg(e.Priority), ", ", q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.d.timeArg(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
 				q.arg(s.d.timeArg(now)), ")")
 		}
 		if _, err := exec.ExecContext(ctx, q.String(), q.args...); err != nil {
@@ -144,175 +142,6 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 		}
 	}
 	return n
-}
-
-// Claim leases up to req.Limit due events for req.Lease under a fresh
-// token and returns them in save order with their Delivery state. Due
-// means pending, not dead, next_attempt_at reached and no live lease. With
-// req.IDs set only those events are considered. On Postgres it is one
-// UPDATE ... RETURNING over a FOR UPDATE SKIP LOCKED subquery; on
-// MySQL/MariaDB a short READ COMMITTED transaction (SELECT ... FOR UPDATE
-// SKIP LOCKED, UPDATE, COMMIT); on SQLite one UPDATE ... RETURNING under
-// the database's write lock. No transaction outlives the call.
-//
-// Not yet implemented: per-aggregate order (the default of
-// outbox.ClaimRequest since Unordered and PassDead were added) and
-// Event.Priority. Every claim is currently unordered across aggregates,
-// in save order, as if Unordered and PassDead were set.
-func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
-	if req.Limit <= 0 {
-		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
-	}
-	if req.Lease <= 0 {
-		return nil, fmt.Errorf("sqlstore: claim: lease %v is not positive", req.Lease)
-	}
-	claim := &outbox.Claim{Token: outbox.NewID()}
-	now := s.now()
-	until := now.Add(req.Lease).Truncate(time.Microsecond)
-
-	var rows []eventRow
-	if req.IDs == nil {
-		r, err := s.claim(ctx, claim.Token, now, until, req.Limit, nil)
-		if err != nil {
-			return nil, err
-		}
-		rows = r
-	} else {
-		ids := dedupe(req.IDs)
-		for _, chunk := range chunks(ids, s.d.maxParams-8) {
-			if len(rows) >= req.Limit {
-				break
-			}
-			r, err := s.claim(ctx, claim.Token, now, until, req.Limit-len(rows), chunk)
-			if err != nil {
-				if len(rows) > 0 {
-					// Give back what earlier chunks took; the caller sees
-					// only the error.
-					s.releaseRows(ctx, claim.Token, rows)
-				}
-				return nil, err
-			}
-			rows = append(rows, r...)
-		}
-	}
-	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
-	claim.Events = make([]*outbox.Event, 0, len(rows))
-	for i := range rows {
-		e, err := rows[i].event()
-		if err != nil {
-			s.releaseRows(ctx, claim.Token, rows)
-			return nil, err
-		}
-		claim.Events = append(claim.Events, e)
-	}
-	return claim, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// releaseRows gives back rows claimed by a Claim that then failed.
-func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) {
-	ids := make([]string, len(rows))
-	for i, r := range rows {
-		ids[i] = r.ID
-	}
-	_, _ = s.Release(context.WithoutCancel(ctx), token, ids)
-}
-
-// dueCondition appends the WHERE condition of a claimable event.
-func (s *Store) dueCondition(q *query, now time.Time, ids []string) {
-	q.sql("synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ", q.arg(s.d.timeArg(now)),
-		" AND (locked_until IS NULL OR locked_until <= ", q.arg(s.d.timeArg(now)), ")")
-	if ids != nil {
-		q.sql(" AND id IN ", q.in(ids))
-	}
-}
-
-// claim runs one claim statement (or transaction) for at most limit
-// events, of ids if ids is not nil.
-func (s *Store) claim(ctx context.Context, token string, now, until time.Time, limit int, ids []string) ([]eventRow, error) {
-	var rows []eventRow
-	if s.d.returning {
-		q := newQuery(s.d)
-		q.sql("UPDATE ", s.t.quoted, " SET claim_token = ", q.arg(token), ", locked_until = ", q.arg(s.d.timeArg(until)),
-			" WHERE seq IN (SELECT seq FROM ", s.t.quoted, " WHERE ")
-		s.dueCondition(q, now, ids)
-		q.sql(" ORDER BY seq LIMIT ", q.arg(limit))
-		if s.d.skipLocked {
-			q.sql(" FOR UPDATE SKIP LOCKED")
-		}
-		q.sql(") RETURNING ", selectColumns(s.d))
-		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: %w", err)
-		}
-		if rows, err = scanRows(r); err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: %w", err)
-		}
-		return rows, nil
-	}
-
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d), " FROM ", s.t.quoted, " WHERE ")
-	s.dueCondition(q, now, ids)
-	q.sql(" ORDER BY seq LIMIT ", q.arg(limit))
-	if s.d.skipLocked {
-		q.sql(" FOR UPDATE SKIP LOCKED")
-	}
-	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	if rows, err = scanRows(r); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	if len(rows) == 0 {
-		return nil, tx.Commit() // nothing was locked; ending the transaction cannot lose anything
-	}
-	u := newQuery(s.d)
-	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(token), ", locked_until = ", u.arg(s.d.timeArg(until)), " WHERE seq IN (")
-	for i, r := range rows {
-		if i > 0 {
-			u.sql(", ")
-		}
-		u.sql(u.arg(r.Seq))
-	}
-	u.sql(")")
-	if _, err := tx.ExecContext(ctx, u.String(), u.args...); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
-	}
-	return rows, nil
-}
-
-func scanRows(r *sqlx.Rows) ([]eventRow, error) {
-	defer r.Close()
-	var rows []eventRow
-	for r.Next() {
-		var row eventRow
-		if err := r.StructScan(&row); err != nil {
-			return nil, err
-		}
-		rows = append(rows, row)
-	}
-	if err := r.Err(); err != nil {
-		return nil, err
-	}
-	return rows, r.Close()
 }
 
 // MarkSynced records that the broker acknowledged the events: synced_at

@@ -1,0 +1,324 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+)
+
+// Claim leases up to req.Limit due events for req.Lease under a fresh
+// token and returns them in save (seq) order with their Delivery state.
+// Due means pending, not dead, next_attempt_at reached and no live lease.
+// With req.IDs set only those events are considered. No transaction
+// outlives the call.
+//
+// Which due events it takes: higher Event.Priority first, then lower seq.
+// With req.Unordered that is all; by default (ordered) it also keeps
+// per-aggregate order: an event with a non-empty aggregate ID is claimed
+// only as part of a gapless prefix of its aggregate's undelivered events,
+// that is, together with or after every event of the aggregate with a
+// lower seq that is not yet synced, and never while such an event is
+// leased elsewhere, backing off, or buried (buried ones are passed over
+// when req.PassDead is set). A run claimed together has one priority: an
+// event whose earlier undelivered events have another priority waits
+// until they are delivered. Events with an empty aggregate ID are
+// unordered.
+//
+// Order is by seq among committed events. A transaction that took a lower
+// seq may commit after one that took a higher seq, so an event can become
+// visible after a later event of its aggregate was already claimed. Events
+// of one aggregate written by concurrent transactions are therefore
+// delivered in seq order only if the business transactions serialise on
+// the aggregate (for example by locking its row, as any update of it
+// does); otherwise they are delivered in commit order as the relays see
+// it, each still exactly once, and neither can be said to come first.
+//
+// How: on Postgres and MySQL/MariaDB one short READ COMMITTED
+// transaction locks candidate rows (FOR UPDATE SKIP LOCKED, skipping rows
+// that visibly wait behind an earlier event), then counts, in one indexed
+// statement, each candidate aggregate's undelivered events up to its last
+// candidate, and keeps the aggregate's candidates only if the count equals
+// their number (rows that other relays are claiming at that moment are
+// invisible to the lock but not to the count); the kept rows are leased
+// and the transaction commits. Dropped candidates stay claimable. Without
+// order, Postgres claims in one UPDATE ... RETURNING. SQLite has one
+// writer at a time, so one UPDATE ... RETURNING, whose subquery takes only
+// rows with no earlier blocking event, is exact.
+func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
+	if req.Limit <= 0 {
+		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
+	}
+	if req.Lease <= 0 {
+		return nil, fmt.Errorf("sqlstore: claim: lease %v is not positive", req.Lease)
+	}
+	claim := &outbox.Claim{Token: outbox.NewID()}
+	cr := claimRun{
+		token:    claim.Token,
+		now:      s.now(),
+		ordered:  !req.Unordered,
+		passDead: req.PassDead,
+	}
+	cr.until = cr.now.Add(req.Lease).Truncate(time.Microsecond)
+
+	var rows []eventRow
+	if req.IDs == nil {
+		r, err := s.claim(ctx, cr, req.Limit, nil)
+		if err != nil {
+			return nil, err
+		}
+		rows = r
+	} else {
+		ids := dedupe(req.IDs)
+		// The IDs appear twice in an ordered claim (candidates and the
+		// rows that may precede them).
+		for _, chunk := range chunks(ids, (s.d.maxParams-16)/2) {
+			if len(rows) >= req.Limit {
+				break
+			}
+			r, err := s.claim(ctx, cr, req.Limit-len(rows), chunk)
+			if err != nil {
+				if len(rows) > 0 {
+					// Give back what earlier chunks took; the caller sees
+					// only the error.
+					s.releaseRows(ctx, claim.Token, rows)
+				}
+				return nil, err
+			}
+			rows = append(rows, r...)
+		}
+	}
+	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
+	claim.Events = make([]*outbox.Event, 0, len(rows))
+	for i := range rows {
+		e, err := rows[i].event()
+		if err != nil {
+			s.releaseRows(ctx, claim.Token, rows)
+			return nil, err
+		}
+		claim.Events = append(claim.Events, e)
+	}
+	return claim, nil
+}
+
+// claimRun is what one Claim call's statements share.
+type claimRun struct {
+	token      string
+	now, until time.Time
+	ordered    bool
+	passDead   bool
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// releaseRows gives back rows claimed by a Claim that then failed.
+func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) {
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	_, _ = s.Release(context.WithoutCancel(ctx), token, ids)
+}
+
+// candidates appends the FROM and WHERE of the rows a claim may take, as
+// table c: due, of ids if not nil, and when ordered not visibly waiting
+// behind an earlier event of their aggregate.
+func (s *Store) candidates(q *query, cr claimRun, ids []string) {
+	now := s.d.timeArg(cr.now)
+	q.sql(" FROM ", s.t.quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
+		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
+	if ids != nil {
+		q.sql(" AND c.id IN ", q.in(ids))
+	}
+	if !cr.ordered {
+		return
+	}
+	// An earlier undelivered event e of the aggregate blocks c unless it
+	// could be claimed with c: due, not leased, not dead (unless passed),
+	// of c's priority and, for a claim by IDs, one of them.
+	q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
+		" e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND (")
+	if cr.passDead {
+		q.sql("e.dead_at IS NULL AND (")
+	} else {
+		q.sql("e.dead_at IS NOT NULL OR ")
+	}
+	q.sql("e.next_attempt_at > ", q.arg(now), " OR e.locked_until > ", q.arg(now), " OR e.priority <> c.priority")
+	if ids != nil {
+		q.sql(" OR e.id NOT IN ", q.in(ids))
+	}
+	if cr.passDead {
+		q.sql(")")
+	}
+	q.sql(")))")
+}
+
+// claim runs one claim statement (or transaction) for at most limit
+// events, of ids if ids is not nil.
+func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string) ([]eventRow, error) {
+	if s.d.returning && !(cr.ordered && s.d.skipLocked) {
+		// Postgres unordered; SQLite, where the statement runs alone.
+		q := newQuery(s.d)
+		q.sql("UPDATE ", s.t.quoted, " SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
+			" WHERE seq IN (SELECT c.seq")
+		s.candidates(q, cr, ids)
+		q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit))
+		if s.d.skipLocked {
+			q.sql(" FOR UPDATE SKIP LOCKED")
+		}
+		q.sql(") RETURNING ", selectColumns(s.d))
+		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		}
+		rows, err := scanRows(r)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		}
+		return rows, nil
+	}
+
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d))
+	s.candidates(q, cr, ids)
+	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED")
+	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	rows, err := scanRows(r)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if cr.ordered {
+		if rows, err = s.keepPrefixes(ctx, tx, cr, rows); err != nil {
+			return nil, err
+		}
+	}
+	if len(rows) == 0 {
+		return nil, tx.Commit() // nothing is changed; ending the transaction releases the locks
+	}
+	u := newQuery(s.d)
+	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(cr.token), ", locked_until = ", u.arg(s.d.timeArg(cr.until)), " WHERE seq IN (")
+	for i, r := range rows {
+		if i > 0 {
+			u.sql(", ")
+		}
+		u.sql(u.arg(r.Seq))
+	}
+	u.sql(")")
+	if _, err := tx.ExecContext(ctx, u.String(), u.args...); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
+	}
+	return rows, nil
+}
+
+// keepPrefixes returns the locked candidate rows that may be claimed
+// together: those without an aggregate, and an aggregate's k candidates
+// only if its undelivered events up to the last of them number k, that
+// is, if they are exactly the aggregate's first k undelivered events. The
+// count sees rows that other relays hold locked (their claims are not
+// committed yet), which the locking read skipped; that is what makes the
+// claim safe under SKIP LOCKED.
+func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows []eventRow) ([]eventRow, error) {
+	type agg struct {
+		k      int64
+		maxSeq int64
+	}
+	aggs := map[string]*agg{}
+	var order []string
+	for _, r := range rows {
+		if r.AggregateID == "" {
+			continue
+		}
+		a := aggs[r.AggregateID]
+		if a == nil {
+			a = &agg{}
+			aggs[r.AggregateID] = a
+			order = append(order, r.AggregateID)
+		}
+		a.k++
+		a.maxSeq = max(a.maxSeq, r.Seq)
+	}
+	if len(order) == 0 {
+		return rows, nil
+	}
+	q := newQuery(s.d)
+	q.sql("SELECT aggregate_id, COUNT(*) FROM ", s.t.quoted, " WHERE synced_at IS NULL")
+	if cr.passDead {
+		q.sql(" AND dead_at IS NULL")
+	}
+	q.sql(" AND (")
+	for i, id := range order {
+		if i > 0 {
+			q.sql(" OR ")
+		}
+		q.sql("(aggregate_id = ", q.arg(id), " AND seq <= ", q.arg(aggs[id].maxSeq), ")")
+	}
+	q.sql(") GROUP BY aggregate_id")
+	r, err := tx.QueryContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+	}
+	defer r.Close()
+	ok := make(map[string]bool, len(order))
+	for r.Next() {
+		var id string
+		var n int64
+		if err := r.Scan(&id, &n); err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+		}
+		if a := aggs[id]; a != nil && a.k == n {
+			ok[id] = true
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+	}
+	if err := r.Close(); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+	}
+	kept := rows[:0:0]
+	for _, row := range rows {
+		if row.AggregateID == "" || ok[row.AggregateID] {
+			kept = append(kept, row)
+		}
+	}
+	return kept, nil
+}
+
+func scanRows(r *sqlx.Rows) ([]eventRow, error) {
+	defer r.Close()
+	var rows []eventRow
+	for r.Next() {
+		var row eventRow
+		if err := r.StructScan(&row); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return rows, r.Close()
+}
