@@ -227,7 +227,7 @@ func TestOrderedClaimStress(t *testing.T) {
 		}
 
 		var mu sync.Mutex
-		holder := map[string]int{} // aggregate -> claimer holding it
+		holder := map[string]int{}  // aggregate -> claimer holding it
 		acked := map[string][]int{} // aggregate -> save positions in ack order
 		done := 0
 		var failures []string

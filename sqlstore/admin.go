@@ -1,0 +1,100 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/eventsync/outbox"
+)
+
+var _ outbox.Purger = (*Store)(nil)
+
+// Purge implements outbox.Purger: it deletes at most limit events synced
+// more than olderThan ago (by the store's clock), oldest first, in one
+// statement that finds them through the synced_at index and deletes them
+// by seq. Pending and dead events are never touched. It returns how many
+// it deleted.
+func (s *Store) Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("sqlstore: purge: limit %d is not positive", limit)
+	}
+	if olderThan < 0 {
+		return 0, fmt.Errorf("sqlstore: purge: age %v is negative", olderThan)
+	}
+	cutoff := s.d.timeArg(s.now().Add(-olderThan))
+	q := newQuery(s.d)
+	if s.d.name == MySQL {
+		// MySQL allows no LIMIT in an IN subquery, but DELETE ... LIMIT.
+		q.sql("DELETE FROM ", s.t.quoted, " WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff),
+			" ORDER BY synced_at LIMIT ", q.arg(limit))
+	} else {
+		q.sql("DELETE FROM ", s.t.quoted, " WHERE seq IN (SELECT seq FROM ", s.t.quoted,
+			" WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff), " ORDER BY synced_at LIMIT ", q.arg(limit), ")")
+	}
+	n, err := s.exec(ctx, q)
+	if err != nil {
+		return n, fmt.Errorf("sqlstore: purge: %w", err)
+	}
+	return n, nil
+}
+
+// RequeueFilter selects the buried events Requeue gives back. IDs and Type
+// narrow the selection together; All selects every buried event and
+// cannot be combined with them. A filter that selects nothing in
+// particular is an error, so that nothing is re-queued by accident.
+type RequeueFilter struct {
+	IDs  []string // buried events with these IDs
+	Type string   // buried events of this type
+	All  bool     // every buried event
+}
+
+// ErrEmptyFilter is returned by Requeue for a filter that names no IDs, no
+// type and not All.
+var ErrEmptyFilter = errors.New("sqlstore: requeue: empty filter (set IDs, Type, or All)")
+
+// Requeue gives buried events back to the relays: dead_at cleared,
+// attempts 0, due now, no lease; last_error is kept for the record. Only
+// buried events change (pending and synced ones never do), and it returns
+// how many did. A re-queued event that heads its aggregate is delivered
+// before the events it held back.
+func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
+	if f.All && (len(f.IDs) > 0 || f.Type != "") {
+		return 0, fmt.Errorf("sqlstore: requeue: All cannot be combined with IDs or Type: %w", outbox.ErrInvalidConfig)
+	}
+	if !f.All && len(f.IDs) == 0 && f.Type == "" {
+		return 0, ErrEmptyFilter
+	}
+	now := s.d.timeArg(s.now())
+	build := func(q *query, ids []string) {
+		q.sql("UPDATE ", s.t.quoted, " SET dead_at = NULL, attempts = 0, next_attempt_at = ", q.arg(now),
+			", claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL")
+		if f.Type != "" {
+			q.sql(" AND event_type = ", q.arg(f.Type))
+		}
+		if ids != nil {
+			q.sql(" AND id IN ", q.in(ids))
+		}
+	}
+	if len(f.IDs) == 0 {
+		q := newQuery(s.d)
+		build(q, nil)
+		n, err := s.exec(ctx, q)
+		if err != nil {
+			return n, fmt.Errorf("sqlstore: requeue: %w", err)
+		}
+		return n, nil
+	}
+	total := 0
+	for _, chunk := range chunks(dedupe(f.IDs), s.d.maxParams-4) {
+		q := newQuery(s.d)
+		build(q, chunk)
+		n, err := s.exec(ctx, q)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sqlstore: requeue: %w", err)
+		}
+	}
+	return total, nil
+}
