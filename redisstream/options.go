@@ -15,12 +15,13 @@ type Option func(*config) error
 type config struct {
 	stream    func(*outbox.Event) string
 	maxLen    int64
-	codec     Codec // "" for none (WithCompression)
-	threshold int   // compress payloads longer than this
+	codec     Codec       // "" for none (WithCompression)
+	threshold int         // compress payloads longer than this
+	dedup     dedupConfig // WithIdempotence, WithDedupKeyPrefix
 }
 
 func defaultConfig() config {
-	return config{stream: StreamByTopic, maxLen: DefaultMaxLen}
+	return config{stream: StreamByTopic, maxLen: DefaultMaxLen, dedup: dedupConfig{prefix: DefaultDedupKeyPrefix}}
 }
 
 // StreamByTopic is the default stream mapping: an event goes to the stream

@@ -17,9 +17,10 @@ type Publisher struct {
 	client    redis.UniversalClient
 	stream    func(*outbox.Event) string
 	maxLen    int64
-	maxLenArg any   // maxLen boxed once, not once per event
-	codec     Codec // payload compression, "" for none
-	threshold int   // compress payloads longer than this
+	maxLenArg any         // maxLen boxed once, not once per event
+	codec     Codec       // payload compression, "" for none
+	threshold int         // compress payloads longer than this
+	dedup     dedupConfig // idempotent publication, if dedup.window > 0
 }
 
 var _ outbox.Publisher = (*Publisher)(nil)
@@ -43,7 +44,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
 			return nil, err
 		}
 	}
-	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold}
+	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold, dedup: cfg.dedup}
 	if p.maxLen > 0 {
 		p.maxLenArg = p.maxLen
 	}
@@ -78,6 +79,9 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstream: publish %d events: nothing was sent: %w", len(events), err)
+	}
+	if p.dedup.window > 0 {
+		return p.publishIdempotent(ctx, events)
 	}
 
 	var failed map[string]error

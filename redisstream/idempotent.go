@@ -1,0 +1,220 @@
+package redisstream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventsync/outbox"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults and limits of idempotent publication (WithIdempotence).
+const (
+	// DefaultDedupWindow is how long the dedup key of a published event
+	// lives when WithIdempotence is given a zero window.
+	DefaultDedupWindow = 24 * time.Hour
+	// MinDedupWindow is the shortest window WithIdempotence accepts.
+	MinDedupWindow = time.Second
+	// DefaultDedupKeyPrefix starts every dedup key unless
+	// WithDedupKeyPrefix says otherwise.
+	DefaultDedupKeyPrefix = "outbox:dedup:"
+)
+
+// dedupConfig is the configuration of idempotent publication; a zero
+// window means it is off.
+type dedupConfig struct {
+	window time.Duration
+	prefix string
+}
+
+// WithIdempotence makes Publish idempotent per event ID within window: a
+// server-side script adds the entry and records the event ID under a
+// dedup key that expires after window, in one atomic step, and adds
+// nothing when the key exists already. A relay that publishes an event
+// again (after a crash between Redis's reply and the mark, or after a
+// reply that was lost) then adds no second entry, and the event counts as
+// acknowledged. A zero window means DefaultDedupWindow; a window shorter
+// than MinDedupWindow is refused by New. Defaults to off.
+//
+// The dedup key of an event is DedupKey(prefix, stream, id); it lives in
+// the same Redis Cluster hash slot as the stream (see DedupKey), so the
+// script works per slot on Cluster. It costs one key per event, of about
+// 100 bytes, for the window.
+func WithIdempotence(window time.Duration) Option {
+	return func(c *config) error {
+		if window == 0 {
+			window = DefaultDedupWindow
+		}
+		if window < MinDedupWindow {
+			return invalid("WithIdempotence: window %v is shorter than %v", window, MinDedupWindow)
+		}
+		c.dedup.window = window
+		return nil
+	}
+}
+
+// WithDedupKeyPrefix sets the prefix of the dedup keys of WithIdempotence.
+// It must not be empty nor hold '{' or '}', which would change the hash
+// slot of the keys. Defaults to DefaultDedupKeyPrefix.
+func WithDedupKeyPrefix(prefix string) Option {
+	return func(c *config) error {
+		if prefix == "" || strings.ContainsAny(prefix, "{}") {
+			return invalid("WithDedupKeyPrefix: %q must be non-empty and hold no '{' or '}'", prefix)
+		}
+		c.dedup.prefix = prefix
+		return nil
+	}
+}
+
+// DedupKey returns the key that records that event id was added to stream,
+// with prefix (DefaultDedupKeyPrefix unless WithDedupKeyPrefix). Redis
+// Cluster hashes a key by its hash tag, the text between the first '{'
+// and the next '}' if not empty, and otherwise by the whole key; the
+// dedup key is built so its slot is the stream's:
+//
+//   - a stream key with a hash tag ("orders{eu}") keeps it: the dedup key
+//     is prefix + stream + ":" + id ("outbox:dedup:orders{eu}:<id>"), as the
+//     prefix holds no brace;
+//   - any other stream key becomes the tag: prefix + "{" + stream + "}:" +
+//     id ("outbox:dedup:{orders}:<id>").
+//
+// A stream key without a hash tag that holds a '}' cannot be a tag; its
+// dedup key is prefix + stream + ":" + id, in another slot, so on Cluster
+// the script is refused (CROSSSLOT) and the events fail until the stream
+// is renamed. On a single node every key works.
+func DedupKey(prefix, stream, id string) string {
+	if prefix == "" {
+		prefix = DefaultDedupKeyPrefix
+	}
+	if hasHashTag(stream) || strings.Contains(stream, "}") {
+		return prefix + stream + ":" + id
+	}
+	return prefix + "{" + stream + "}:" + id
+}
+
+// hasHashTag reports whether Redis Cluster hashes key by a tag.
+func hasHashTag(key string) bool {
+	open := strings.IndexByte(key, '{')
+	if open < 0 {
+		return false
+	}
+	end := strings.IndexByte(key[open+1:], '}')
+	return end > 0
+}
+
+// dedupScript adds an entry unless the event's dedup key exists, and then
+// sets the key, in one atomic step. KEYS[1] is the stream, KEYS[2] the
+// dedup key; ARGV[1] is the window in milliseconds and ARGV[2..] the XADD
+// arguments after the key. It answers {entry ID, 0} for an entry it added
+// and {entry ID, 1} for a duplicate, with the ID of the first entry. The
+// key is set only after XADD succeeded: an XADD that fails (WRONGTYPE,
+// OOM) stops the script with nothing recorded, so a retry adds the entry.
+var dedupScript = redis.NewScript(`
+local prev = redis.call('GET', KEYS[2])
+if prev then
+  return {prev, 1}
+end
+local id = redis.call('XADD', KEYS[1], unpack(ARGV, 2))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
+return {id, 0}
+`)
+
+// publishIdempotent is Publish with WithIdempotence: one EVALSHA of
+// dedupScript per event, pipelined in one round trip; events whose
+// EVALSHA found no script (NOSCRIPT: the server restarted or its script
+// cache was flushed) are sent again with EVAL, which loads it, in a second
+// round trip. Replies map to events as in Publish; a duplicate counts as
+// acknowledged.
+func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Event) error {
+	var failed map[string]error
+	fail := func(id string, err error) {
+		if failed == nil {
+			failed = make(map[string]error)
+		}
+		failed[id] = err
+	}
+	window := strconv.FormatInt(p.dedup.window.Milliseconds(), 10)
+	type call struct {
+		keys []string
+		args []any
+		cmd  *redis.Cmd
+	}
+	calls := make([]*call, len(events))
+	pipe := p.client.Pipeline()
+	for i, e := range events {
+		key := p.stream(e)
+		if key == "" {
+			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
+			continue
+		}
+		xadd, err := p.xaddArgs(key, e)
+		if err != nil {
+			fail(e.ID, err)
+			continue
+		}
+		c := &call{keys: []string{key, DedupKey(p.dedup.prefix, key, e.ID)}}
+		c.args = append(make([]any, 0, len(xadd)-1), window)
+		c.args = append(c.args, xadd[2:]...) // after "xadd", key
+		c.cmd = dedupScript.EvalSha(ctx, pipe, c.keys, c.args...)
+		calls[i] = c
+	}
+	if pipe.Len() == 0 {
+		return &outbox.PublishError{Failed: failed}
+	}
+	_, execErr := pipe.Exec(ctx)
+
+	// NOSCRIPT hits every EVALSHA sent to a node without the script, in
+	// order, so sending those again keeps the order within each stream.
+	var again []*call
+	for _, c := range calls {
+		if c != nil && c.cmd.Err() != nil && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			again = append(again, c)
+		}
+	}
+	if len(again) > 0 {
+		pipe := p.client.Pipeline()
+		for _, c := range again {
+			c.cmd = dedupScript.Eval(ctx, pipe, c.keys, c.args...)
+		}
+		_, execErr = pipe.Exec(ctx)
+	}
+
+	acked := 0
+	for i, c := range calls {
+		if c == nil {
+			continue
+		}
+		if err := scriptReply(c.cmd); err != nil {
+			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err))
+			continue
+		}
+		acked++
+	}
+	if acked == 0 && execErr != nil && !isReply(execErr) {
+		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
+	}
+	if len(failed) > 0 {
+		return &outbox.PublishError{Failed: failed}
+	}
+	return nil
+}
+
+// scriptReply checks dedupScript's answer. Only an answer carrying an
+// entry ID, of the entry just added or of the first one (a duplicate),
+// acknowledges the event.
+func scriptReply(cmd *redis.Cmd) error {
+	if err := cmd.Err(); err != nil {
+		return err
+	}
+	v, ok := cmd.Val().([]any)
+	if !ok || len(v) != 2 {
+		return fmt.Errorf("unexpected script reply %v", cmd.Val())
+	}
+	if entry, _ := v[0].(string); entry == "" {
+		return fmt.Errorf("no entry ID in the script reply %v", v)
+	}
+	return nil
+}
