@@ -121,6 +121,10 @@ func (b *bench) drop(db *sqlx.DB, table string) {
 	}
 	_, _ = db.Exec("DROP TABLE IF EXISTS " + table)
 	_, _ = db.Exec("DROP TABLE IF EXISTS " + table + "_migrations")
+	if db == b.pg && !strings.Contains(table, `"`) {
+		// The notify trigger's function of the SDK's Postgres migration.
+		_, _ = db.Exec("DROP FUNCTION IF EXISTS " + table + "_notify()")
+	}
 }
 
 func (b *bench) close() {
@@ -289,3 +293,6 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	i = max(0, min(i, len(sorted)-1))
 	return round(float64(sorted[i])/float64(time.Microsecond), 1)
 }
+
+// rngFor returns a deterministic random source for the i-th payload.
+func rngFor(i int) *mrand.Rand { return mrand.New(mrand.NewPCG(uint64(i), 42)) }

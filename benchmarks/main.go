@@ -35,6 +35,7 @@ type config struct {
 	only                   string
 	cpuProfile             string
 	keep                   bool
+	drainTimeout           time.Duration
 }
 
 func env(name, def string) string {
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.batch, "batch", 1000, "relay batch size (the one setting changed from the SDK defaults)")
 	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,compression); empty runs all")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the 1-relay Postgres to Redis drain to this file")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "give up a drain that has not finished after this long, and report how far it got")
 	fs.BoolVar(&c.keep, "keep", false, "keep tables and streams after the run (for inspection)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -86,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.runs = 1
 		c.events = 3000
 		c.bigEvents = 20000
+		c.drainTimeout = 15 * time.Second
 	}
 	if c.runs < 1 || c.events < c.batch || c.bigEvents < c.batch {
 		fmt.Fprintln(stderr, "outbox-bench: -runs must be at least 1 and -events and -big at least -batch")
@@ -152,7 +155,7 @@ func (r *results) relate(res *Result, baseline string) {
 		return
 	}
 	res.Baseline = baseline
-	res.RatioToBaseline = res.EventsPerSec / b.EventsPerSec
+	res.RatioToBaseline = round(res.EventsPerSec/b.EventsPerSec, 3)
 }
 
 func (r *results) check(target, figure string, met bool) {
