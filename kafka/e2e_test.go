@@ -116,7 +116,7 @@ func testRelay(t *testing.T, db *sqlx.DB, table string) {
 	if res.Claimed != n+1 || res.Synced != n || res.Buried != 1 || res.Failed != 0 {
 		t.Fatalf("SyncPending = %+v, want %d synced and the event to a missing topic buried", res, n)
 	}
-	stats, err := store.Stats(ctx)
+	stats, err := store.Stats(ctx, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

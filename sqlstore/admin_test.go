@@ -132,7 +132,7 @@ func TestRequeue(t *testing.T) {
 		equalIDs(t, "the rest", ids(b.claim(t, 10).Events), []string{other.ID, third.ID})
 		n, err = b.store.Requeue(ctx, RequeueFilter{All: true})
 		wantN(t, "Requeue with nothing dead", n, err, 0)
-		st, err := b.store.Stats(ctx)
+		st, err := b.store.Stats(ctx, 24*time.Hour)
 		if err != nil || st.Dead != 0 {
 			t.Fatalf("stats %+v, %v", st, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite"
@@ -57,13 +58,13 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	st, _ := store.Stats(ctx)
+	st, _ := store.Stats(ctx, time.Hour)
 	fmt.Println("pending before the relay:", st.Pending)
 	res, err := o.Worker().SyncPending(ctx, 0)
 	if err != nil {
 		log.Fatal(err)
 	}
-	st, _ = store.Stats(ctx)
+	st, _ = store.Stats(ctx, time.Hour)
 	fmt.Println("synced:", res.Synced, "pending:", st.Pending)
 	// Output:
 	// pending before the relay: 1

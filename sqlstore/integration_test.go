@@ -263,7 +263,7 @@ func TestFailDeadBuries(t *testing.T) {
 		if got.Delivery.Status() != outbox.StatusDead || got.Delivery.Attempts != 1 || got.Delivery.LastError != "poison" {
 			t.Fatalf("buried event: %+v", got.Delivery)
 		}
-		st, err := b.store.Stats(ctx)
+		st, err := b.store.Stats(ctx, 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,7 +345,7 @@ func TestConcurrentClaimers(t *testing.T) {
 						// With per-aggregate order an empty claim may only
 						// mean that other claimers hold the heads of every
 						// aggregate: stop when nothing is pending.
-						st, err := b.store.Stats(t.Context())
+						st, err := b.store.Stats(t.Context(), 24*time.Hour)
 						if err != nil {
 							errs <- err
 							return
@@ -381,7 +381,7 @@ func TestConcurrentClaimers(t *testing.T) {
 				t.Fatalf("event %s claimed %d times", id, n)
 			}
 		}
-		st, err := b.store.Stats(t.Context())
+		st, err := b.store.Stats(t.Context(), 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,11 +527,11 @@ func TestReadAPI(t *testing.T) {
 			t.Fatal("List with an unknown status succeeded")
 		}
 
-		st, err := b.store.Stats(ctx)
+		st, err := b.store.Stats(ctx, 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Stats{
+		want := outbox.Stats{
 			Pending:          2,
 			PendingByType:    map[string]int64{"stock.updated": 1, "reservation.created": 1},
 			OldestPendingAge: 90 * time.Second,

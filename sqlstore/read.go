@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/eventsync/outbox"
 )
@@ -27,15 +26,6 @@ type ListFilter struct {
 	// Limit caps how many events are returned. Defaults to
 	// DefaultListLimit; at most MaxListLimit.
 	Limit int
-}
-
-// Stats is a snapshot of the outbox table, the figures operators watch.
-type Stats struct {
-	Pending          int64            // events not yet acknowledged (not dead)
-	PendingByType    map[string]int64 // Pending by event type
-	OldestPendingAge time.Duration    // age of the oldest pending event; 0 if none
-	Synced           int64            // events acknowledged by the broker
-	Dead             int64            // events buried after failures
 }
 
 // Get returns the event with the given ID and its delivery state. An
@@ -100,45 +90,4 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 		events = append(events, e)
 	}
 	return events, nil
-}
-
-// Stats counts events by status, pending ones by type, and measures the
-// age of the oldest pending event against the store's clock. The pending
-// figures read the pending index; Synced and Dead scan the table.
-func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{PendingByType: map[string]int64{}}
-	pending := "SELECT event_type, COUNT(*), " + s.d.timeCol("MIN(created_at)") + " FROM " + s.t.quoted +
-		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY event_type"
-	rows, err := s.db.QueryContext(ctx, pending)
-	if err != nil {
-		return Stats{}, fmt.Errorf("sqlstore: stats: %w", err)
-	}
-	defer rows.Close()
-	var oldest time.Time
-	for rows.Next() {
-		var typ string
-		var n int64
-		var first dbTime
-		if err := rows.Scan(&typ, &n, &first); err != nil {
-			return Stats{}, fmt.Errorf("sqlstore: stats: %w", err)
-		}
-		st.PendingByType[typ] = n
-		st.Pending += n
-		if oldest.IsZero() || (!first.IsZero() && first.Before(oldest)) {
-			oldest = first.Time
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return Stats{}, fmt.Errorf("sqlstore: stats: %w", err)
-	}
-	if !oldest.IsZero() {
-		st.OldestPendingAge = max(s.now().Sub(oldest), 0)
-	}
-	done := "SELECT " +
-		"COUNT(CASE WHEN synced_at IS NOT NULL THEN 1 END), " +
-		"COUNT(CASE WHEN synced_at IS NULL AND dead_at IS NOT NULL THEN 1 END) FROM " + s.t.quoted
-	if err := s.db.QueryRowContext(ctx, done).Scan(&st.Synced, &st.Dead); err != nil {
-		return Stats{}, fmt.Errorf("sqlstore: stats: %w", err)
-	}
-	return st, nil
 }

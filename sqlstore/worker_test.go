@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite"
@@ -66,7 +67,7 @@ func TestWorkerNoopSyncsEverything(t *testing.T) {
 	if res.Claimed != 25 || res.Synced != 25 {
 		t.Fatalf("SyncPending = %+v, want 25 claimed and synced", res)
 	}
-	st, err := s.Stats(t.Context())
+	st, err := s.Stats(t.Context(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,7 @@ func (d *demo) story(ctx context.Context) error {
 		}
 	}
 	time.Sleep(3 * demoInterval) // let the relay try, and fail, a few times
-	stats, err = a.store.Stats(ctx)
+	stats, err = a.store.Stats(ctx, time.Hour)
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func (d *demo) verify(ctx context.Context) error {
 	}
 	d.check(len(outOfOrder) == 0, "events of each of the %d stock items are in commit order%s", len(want), list(" (out of order, by commit position: ", outOfOrder, ")"))
 
-	stats, err := d.a.store.Stats(ctx)
+	stats, err := d.a.store.Stats(ctx, time.Hour)
 	if err != nil {
 		return err
 	}
@@ -237,13 +237,13 @@ func (d *demo) stock(ctx context.Context, store, product string, q int64) func()
 // short stock is part of the story, and must write nothing.
 func (d *demo) reserve(ctx context.Context, store, product string, q int64) func() (EventRef, error) {
 	return func() (EventRef, error) {
-		before, err := d.a.store.Stats(ctx)
+		before, err := d.a.store.Stats(ctx, time.Hour)
 		if err != nil {
 			return EventRef{}, err
 		}
 		_, remaining, ref, err := d.a.api.reservations.CreateReservation(ctx, store, product, q)
 		if errors.Is(err, ErrInsufficientStock) {
-			after, err := d.a.store.Stats(ctx)
+			after, err := d.a.store.Stats(ctx, time.Hour)
 			if err != nil {
 				return EventRef{}, err
 			}
@@ -302,10 +302,10 @@ func positions(want, got []string) []int {
 }
 
 // waitPending waits up to limit for the pending count to fall to want.
-func (d *demo) waitPending(ctx context.Context, want int64, limit time.Duration) (sqlstore.Stats, error) {
+func (d *demo) waitPending(ctx context.Context, want int64, limit time.Duration) (outbox.Stats, error) {
 	start := time.Now()
 	for {
-		stats, err := d.a.store.Stats(ctx)
+		stats, err := d.a.store.Stats(ctx, time.Hour)
 		if err != nil || stats.Pending <= want || time.Since(start) > limit {
 			return stats, err
 		}

@@ -240,7 +240,7 @@ type statsJSON struct {
 }
 
 func (a *api) getStats(w http.ResponseWriter, r *http.Request) {
-	s, err := a.events.Stats(r.Context())
+	s, err := a.events.Stats(r.Context(), time.Hour)
 	if err != nil {
 		a.internalError(w, r, err)
 		return

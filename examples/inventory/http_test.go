@@ -283,7 +283,7 @@ func waitSynced(t *testing.T, a *app, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		s, err := a.store.Stats(context.Background())
+		s, err := a.store.Stats(context.Background(), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

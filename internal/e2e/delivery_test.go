@@ -126,7 +126,7 @@ func TestSeedNoopMarksAllInOnePass(t *testing.T) {
 		saveCommitted(t, db, ob, newEvents("inventory", 50)...)
 		res, err := ob.Worker().SyncPending(context.Background(), 100)
 		mustNoErr(t, err, "sync")
-		st, err := store.Stats(context.Background())
+		st, err := store.Stats(context.Background(), time.Hour)
 		mustNoErr(t, err, "stats")
 		if res.Synced != 50 || st.Pending != 0 || st.Synced != 50 {
 			t.Fatalf("result %+v, stats %+v", res, st)
@@ -244,7 +244,7 @@ func TestRedisDownThenBack(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- ob.Run(runCtx) }()
 		waitFor(t, "the backlog to drain", func() bool {
-			st, err := store.Stats(ctx)
+			st, err := store.Stats(ctx, time.Hour)
 			return err == nil && st.Pending == 0
 		})
 		stop()

@@ -86,7 +86,7 @@ func TestRecoveryAfterOutage(t *testing.T) {
 		restored := time.Now()
 		b.proxy.Restore()
 		waitFor(t, "the backlog to drain", func() bool {
-			st, err := store.Stats(ctx)
+			st, err := store.Stats(ctx, time.Hour)
 			return err == nil && st.Pending == 0
 		})
 		drained := time.Since(restored)

@@ -1,0 +1,151 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/eventsync/outbox"
+)
+
+var _ outbox.StatsReader = (*Store)(nil)
+
+// Stats implements outbox.StatsReader: the pending events (in all and by
+// type), the age of the oldest one, the buried events, and of the events
+// synced within the last window how many there were and their mean and
+// 99th-percentile sync latency (created → synced). Ages and the window
+// are measured against the store's clock. A window of zero or less skips
+// the synced figures.
+//
+// Every figure reads an index, so Stats stays fast on a table of millions
+// of rows: the pending figures read only the pending events (through
+// outbox_events_pending_type_idx, migration 003), the dead count only the
+// buried ones, and the synced figures only the events synced within the
+// window (through the index on synced_at). The 99th percentile is
+// interpolated by percentile_cont on Postgres; on MySQL and SQLite it is
+// the nearest-rank value, read by ordering the window's events by latency.
+func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, error) {
+	st := outbox.Stats{PendingByType: map[string]int64{}}
+	if err := s.pendingStats(ctx, &st); err != nil {
+		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: pending: %w", err)
+	}
+	dead := "SELECT COUNT(*) FROM " + s.t.quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL"
+	if err := s.db.QueryRowContext(ctx, dead).Scan(&st.Dead); err != nil {
+		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: dead: %w", err)
+	}
+	if window > 0 {
+		if err := s.syncStats(ctx, window, &st); err != nil {
+			return outbox.Stats{}, fmt.Errorf("sqlstore: stats: synced: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// pendingStatsQuery counts the pending events by type, with the oldest
+// creation time of each.
+func (s *Store) pendingStatsQuery() string {
+	return "SELECT event_type, COUNT(*), " + s.d.timeCol("MIN(created_at)") + " FROM " + s.t.quoted +
+		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY event_type"
+}
+
+func (s *Store) pendingStats(ctx context.Context, st *outbox.Stats) error {
+	rows, err := s.db.QueryContext(ctx, s.pendingStatsQuery())
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var oldest time.Time
+	for rows.Next() {
+		var typ string
+		var n int64
+		var first dbTime
+		if err := rows.Scan(&typ, &n, &first); err != nil {
+			return err
+		}
+		st.PendingByType[typ] = n
+		st.Pending += n
+		if !first.IsZero() && (oldest.IsZero() || first.Before(oldest)) {
+			oldest = first.Time
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if !oldest.IsZero() {
+		st.OldestPendingAge = max(s.now().Sub(oldest), 0)
+	}
+	return nil
+}
+
+// latencyExpr is the sync latency of a row in microseconds, as a
+// floating-point number.
+func (s *Store) latencyExpr() string {
+	switch s.d.name {
+	case Postgres:
+		return "(EXTRACT(EPOCH FROM synced_at - created_at) * 1000000)::float8"
+	case MySQL:
+		return "TIMESTAMPDIFF(MICROSECOND, created_at, synced_at)"
+	default: // SQLite: times are UTC text that julianday reads
+		return "((julianday(synced_at) - julianday(created_at)) * 86400000000.0)"
+	}
+}
+
+// syncStatsQuery returns the statement that counts the events synced
+// since cutoff and averages their latency (and, on Postgres, takes the
+// 99th percentile), with its arguments.
+func (s *Store) syncStatsQuery(cutoff time.Time) *query {
+	lat := s.latencyExpr()
+	q := newQuery(s.d).sql("SELECT COUNT(*), AVG(", lat, ")")
+	if s.d.name == Postgres {
+		q.sql(", percentile_cont(0.99) WITHIN GROUP (ORDER BY ", lat, ")")
+	}
+	q.sql(" FROM ", s.t.quoted, " WHERE synced_at >= ")
+	q.sql(q.arg(s.d.timeArg(cutoff)))
+	return q
+}
+
+// p99Query returns the statement that reads the latency of nearest rank
+// 99% among the events synced since cutoff, given that there are n of
+// them: ordered from the slowest, it skips the slowest n-rank.
+func (s *Store) p99Query(cutoff time.Time, n int64) *query {
+	rank := int64(math.Ceil(0.99 * float64(n)))
+	q := newQuery(s.d).sql("SELECT ", s.latencyExpr(), " AS latency FROM ", s.t.quoted, " WHERE synced_at >= ")
+	q.sql(q.arg(s.d.timeArg(cutoff)), " ORDER BY latency DESC LIMIT 1 OFFSET ", q.arg(n-rank))
+	return q
+}
+
+func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.Stats) error {
+	cutoff := s.now().Add(-window)
+	q := s.syncStatsQuery(cutoff)
+	var avg, p99 sql.NullFloat64
+	dest := []any{&st.Synced, &avg}
+	if s.d.name == Postgres {
+		dest = append(dest, &p99)
+	}
+	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(dest...); err != nil {
+		return err
+	}
+	if st.Synced == 0 {
+		return nil
+	}
+	if s.d.name != Postgres {
+		q := s.p99Query(cutoff, st.Synced)
+		err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&p99)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) { // rows purged in between: no percentile
+			return err
+		}
+	}
+	st.AvgSyncLatency = micros(avg)
+	st.P99SyncLatency = micros(p99)
+	return nil
+}
+
+func micros(v sql.NullFloat64) time.Duration {
+	if !v.Valid || v.Float64 < 0 {
+		return 0
+	}
+	return time.Duration(math.Round(v.Float64)) * time.Microsecond
+}
