@@ -1,0 +1,97 @@
+package outboxprom
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/outbox"
+)
+
+// StatsCollector is a prometheus.Collector that reads an
+// outbox.StatsReader (sqlstore.Store, say) when scraped. A read is bounded
+// by a timeout and its result answers every scrape for a while, so the
+// store is read at most once per WithStatsCacheFor, however many
+// Prometheus servers scrape. While the store cannot be read,
+// outbox_stats_up is 0 and the other gauges are left out, so that alerts
+// do not act on stale figures.
+type StatsCollector struct {
+	r   outbox.StatsReader
+	cfg config
+
+	up, pending, oldest, buried, synced, avg, p99 *prometheus.Desc
+
+	mu      sync.Mutex // one read at a time; guards the fields below
+	readAt  time.Time
+	stats   outbox.Stats
+	readErr error
+}
+
+var _ prometheus.Collector = (*StatsCollector)(nil)
+
+// NewStatsCollector returns a collector of r's figures. Options:
+// WithConstLabels, WithStatsTimeout, WithStatsCacheFor, WithStatsWindow.
+func NewStatsCollector(r outbox.StatsReader, opts ...Option) *StatsCollector {
+	c := newConfig(opts)
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, c.constLabels)
+	}
+	return &StatsCollector{
+		r: r, cfg: c,
+		up:      desc("outbox_stats_up", "1 if the last read of the outbox store's figures succeeded, else 0."),
+		pending: desc("outbox_events_pending", "Events committed but not yet acknowledged by the broker (not buried), by type.", "type"),
+		oldest:  desc("outbox_oldest_pending_age_seconds", "Age of the oldest pending event; 0 when none is pending."),
+		buried:  desc("outbox_events_buried", "Buried (dead) events in the table, waiting for an operator."),
+		synced:  desc("outbox_events_synced_window", "Events synced within the stats window."),
+		avg:     desc("outbox_sync_latency_avg_seconds", "Mean time from creation to acknowledgement of the events synced within the stats window."),
+		p99:     desc("outbox_sync_latency_p99_seconds", "99th percentile of the time from creation to acknowledgement within the stats window."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (s *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{s.up, s.pending, s.oldest, s.buried, s.synced, s.avg, s.p99} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it reads the store unless a
+// recent enough read is cached.
+func (s *StatsCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := s.read()
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 1)
+	for typ, n := range st.PendingByType {
+		ch <- prometheus.MustNewConstMetric(s.pending, prometheus.GaugeValue, float64(n), typ)
+	}
+	ch <- prometheus.MustNewConstMetric(s.oldest, prometheus.GaugeValue, st.OldestPendingAge.Seconds())
+	ch <- prometheus.MustNewConstMetric(s.buried, prometheus.GaugeValue, float64(st.Dead))
+	ch <- prometheus.MustNewConstMetric(s.synced, prometheus.GaugeValue, float64(st.Synced))
+	ch <- prometheus.MustNewConstMetric(s.avg, prometheus.GaugeValue, st.AvgSyncLatency.Seconds())
+	ch <- prometheus.MustNewConstMetric(s.p99, prometheus.GaugeValue, st.P99SyncLatency.Seconds())
+}
+
+// Stats returns the figures the last scrape exported, reading the store
+// if they are older than the cache period, and the error of that read.
+func (s *StatsCollector) Stats() (outbox.Stats, error) { return s.read() }
+
+func (s *StatsCollector) read() (outbox.Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.now()
+	if !s.readAt.IsZero() && now.Sub(s.readAt) < s.cfg.cacheFor {
+		return s.stats, s.readErr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout)
+	defer cancel()
+	st, err := s.r.Stats(ctx, s.cfg.window)
+	// A failure is cached too: a database in trouble is not read again on
+	// every scrape.
+	s.readAt, s.stats, s.readErr = s.cfg.now(), st, err
+	return st, err
+}
