@@ -1,0 +1,356 @@
+//go:build unix
+
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/testproxy"
+	"github.com/eventsync/outbox/redisstream"
+	"github.com/eventsync/outbox/sqlstore"
+)
+
+// The topics of the workload; an aggregate's events all go to one of the
+// first two, events without an aggregate to the third.
+var topics = []string{"orders", "stock", "misc"}
+
+// run is the state of one chaos run.
+type run struct {
+	cfg    Config
+	log    *slog.Logger
+	db     *sqlx.DB
+	store  *sqlstore.Store
+	table  string
+	orders string // the business table
+	prefix string // stream key prefix
+
+	dbProxy, brokerProxy *testproxy.Proxy
+	direct               *redis.Client // reads the streams back, bypassing the proxy
+	fleet                *fleet
+	ob                   *outbox.Outbox // the writers' outbox: Save, and Publish at once
+}
+
+// Run runs one chaos run and returns its result. An error means the run
+// could not be set up or carried out; a broken guarantee is a Result that
+// is not OK.
+func Run(ctx context.Context, cfg Config) (res *Result, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	id := runID()
+	r := &run{cfg: cfg, table: "chaos_" + id, orders: "chaos_" + id + "_orders", prefix: "outbox-chaos:" + id + ":"}
+	var w = os.Stderr
+	level := slog.LevelError + 1
+	if cfg.Verbose {
+		level = slog.LevelInfo
+	}
+	r.log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("run", id)
+
+	cleanup, err := r.setup(ctx)
+	defer cleanup()
+	if err != nil {
+		return nil, err
+	}
+
+	res = &Result{DB: cfg.DB, Broker: "redis", Seed: cfg.Seed, Faults: map[string]int{}}
+	pub, closePub, err := r.publisher()
+	if err != nil {
+		return nil, err
+	}
+	defer closePub()
+	r.ob, err = outbox.New(r.store, pub, outbox.WithTimeout(time.Second), outbox.WithLease(cfg.Lease),
+		outbox.WithBreaker(3, 50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	if err := r.fleet.topUp(cfg.Relays); err != nil {
+		return nil, err
+	}
+
+	// Writers and faults run side by side for cfg.Duration.
+	rec := newRecorder()
+	wctx, stopWriters := context.WithCancel(ctx)
+	defer stopWriters()
+	var writers sync.WaitGroup
+	var werrs []error
+	var werrMu sync.Mutex
+	pace := newPacer(cfg.Events, cfg.Duration*9/10)
+	for i := range cfg.Writers {
+		writers.Go(func() {
+			if err := r.writer(wctx, i, rec, pace); err != nil && wctx.Err() == nil {
+				werrMu.Lock()
+				werrs = append(werrs, err)
+				werrMu.Unlock()
+				stopWriters()
+			}
+		})
+	}
+	fctx, stopFaults := context.WithTimeout(ctx, cfg.Duration)
+	faults := r.injectFaults(fctx)
+	writers.Wait()
+	stopFaults()
+	counts := faults.wait()
+	if err := errors.Join(werrs...); err != nil {
+		return nil, fmt.Errorf("writers: %w", err)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	for k, n := range counts {
+		res.Faults[k] = n
+		res.FaultsInjected += n
+	}
+
+	// Heal, drain, stop.
+	r.heal()
+	if err := r.fleet.topUp(cfg.Relays); err != nil {
+		return nil, err
+	}
+	r.log.Info("faults over; draining", "faults", res.FaultsInjected)
+	if err := r.drain(ctx); err != nil {
+		r.log.Warn("drain incomplete", "err", err)
+	}
+	r.fleet.stop(15 * time.Second)
+	res.RelaysStarted = r.fleet.started
+
+	if err := r.counts(ctx, res); err != nil {
+		return nil, err
+	}
+	streams, err := r.readStreams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	check(res, rec.committed, rec.rolledBack, rec.uncertain, streams)
+	res.Seconds = float64(time.Since(start).Round(10*time.Millisecond).Milliseconds()) / 1000
+	return res, nil
+}
+
+func runID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// setup connects, creates the run's tables and proxies and prepares the
+// relay fleet. The returned cleanup undoes what was done, always.
+func (r *run) setup(ctx context.Context) (func(), error) {
+	var undo []func()
+	cleanup := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	driver := map[string]string{"postgres": "pgx", "mysql": "mysql"}[r.cfg.DB]
+	db, err := sqlx.Open(driver, r.cfg.DSN)
+	if err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, func() { db.Close() })
+	db.SetMaxOpenConns(r.cfg.Writers + 4)
+	r.db = db
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		return cleanup, fmt.Errorf("connect to %s: %w", r.cfg.DB, err)
+	}
+	if r.store, err = sqlstore.New(db, sqlstore.WithTable(r.table)); err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, t := range []string{r.table, r.table + "_migrations", r.orders} {
+			if _, err := db.ExecContext(dctx, "DROP TABLE IF EXISTS "+t); err != nil {
+				fmt.Fprintf(os.Stderr, "outbox-chaos: drop %s: %v\n", t, err)
+			}
+		}
+	})
+	if err := r.store.Migrate(pctx); err != nil {
+		return cleanup, fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := db.ExecContext(pctx, "CREATE TABLE "+r.orders+
+		" (id VARCHAR(64) NOT NULL PRIMARY KEY, aggregate_id VARCHAR(255) NOT NULL, quantity INT NOT NULL)"); err != nil {
+		return cleanup, fmt.Errorf("create business table: %w", err)
+	}
+
+	dbAddr, dsnVia, err := proxiedDSN(r.cfg.DB, r.cfg.DSN)
+	if err != nil {
+		return cleanup, err
+	}
+	if r.dbProxy, err = testproxy.Start(dbAddr); err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, func() { r.dbProxy.Close() })
+	relayDSN := dsnVia(r.dbProxy.Addr())
+
+	opt, err := redis.ParseURL(r.cfg.RedisURL)
+	if err != nil {
+		return cleanup, fmt.Errorf("redis URL: %w", err)
+	}
+	if r.brokerProxy, err = testproxy.Start(opt.Addr); err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, func() { r.brokerProxy.Close() })
+	r.direct = redis.NewClient(opt)
+	undo = append(undo, func() { r.direct.Close() })
+	if err := r.direct.Ping(pctx).Err(); err != nil {
+		return cleanup, fmt.Errorf("connect to Redis: %w", err)
+	}
+	undo = append(undo, func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, t := range topics {
+			if err := r.direct.Del(dctx, r.prefix+t).Err(); err != nil {
+				fmt.Fprintf(os.Stderr, "outbox-chaos: delete stream %s: %v\n", r.prefix+t, err)
+			}
+		}
+	})
+
+	r.fleet, err = newFleet(relayArgs{
+		db: r.cfg.DB, dsn: relayDSN, redisURL: r.cfg.RedisURL, redisAddr: r.brokerProxy.Addr(),
+		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose,
+	}, r.cfg.Verbose)
+	if err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, func() { r.fleet.stop(5 * time.Second) })
+	return cleanup, nil
+}
+
+// proxiedDSN returns the database's address and a function that makes
+// the DSN that reaches it through a proxy at another address, with short
+// connection timeouts so that a cut shows quickly.
+func proxiedDSN(db, dsn string) (string, func(proxy string) string, error) {
+	switch db {
+	case "postgres":
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", nil, fmt.Errorf("postgres DSN: %w", err)
+		}
+		addr := u.Host
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "5432")
+		}
+		return addr, func(proxy string) string {
+			v := *u
+			v.Host = proxy
+			q := v.Query()
+			q.Set("connect_timeout", "2")
+			v.RawQuery = q.Encode()
+			return v.String()
+		}, nil
+	case "mysql":
+		c, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return "", nil, fmt.Errorf("mysql DSN: %w", err)
+		}
+		addr := c.Addr
+		return addr, func(proxy string) string {
+			v := c.Clone()
+			v.Addr = proxy
+			v.Timeout, v.ReadTimeout, v.WriteTimeout = 2*time.Second, 5*time.Second, 5*time.Second
+			return v.FormatDSN()
+		}, nil
+	}
+	return "", nil, fmt.Errorf("unknown database %q", db)
+}
+
+// heal ends every fault still in effect.
+func (r *run) heal() {
+	r.brokerProxy.SetDelay(0)
+	r.brokerProxy.Restore()
+	r.dbProxy.Restore()
+	r.fleet.resumeAll()
+}
+
+// drain waits until no event is pending.
+func (r *run) drain(ctx context.Context) error {
+	deadline := time.Now().Add(r.cfg.Drain)
+	q := "SELECT COUNT(*) FROM " + r.table + " WHERE synced_at IS NULL AND dead_at IS NULL"
+	for {
+		var n int
+		if err := r.db.GetContext(ctx, &n, q); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d events still pending after %v", n, r.cfg.Drain)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// counts reads how many events are still pending or buried.
+func (r *run) counts(ctx context.Context, res *Result) error {
+	if err := r.db.GetContext(ctx, &res.Pending, "SELECT COUNT(*) FROM "+r.table+" WHERE synced_at IS NULL AND dead_at IS NULL"); err != nil {
+		return err
+	}
+	return r.db.GetContext(ctx, &res.Dead, "SELECT COUNT(*) FROM "+r.table+" WHERE dead_at IS NOT NULL")
+}
+
+// readStreams reads every entry of the run's streams, in stream order.
+func (r *run) readStreams(ctx context.Context) (map[string][]delivery, error) {
+	out := map[string][]delivery{}
+	for _, t := range topics {
+		key := r.prefix + t
+		start := "-"
+		for {
+			msgs, err := r.direct.XRangeN(ctx, key, start, "+", 10000).Result()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", key, err)
+			}
+			for _, m := range msgs {
+				e, err := redisstream.Decode(m.Values)
+				if err != nil {
+					return nil, fmt.Errorf("decode %s %s: %w", key, m.ID, err)
+				}
+				out[t] = append(out[t], delivery{id: e.ID, aggregate: e.AggregateID})
+			}
+			if len(msgs) < 10000 {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return out, nil
+}
+
+// publisher returns the parent's own publisher for the immediate path,
+// through the broker proxy like the relays'.
+func (r *run) publisher() (outbox.Publisher, func(), error) {
+	opt, err := redis.ParseURL(r.cfg.RedisURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	opt.Addr = r.brokerProxy.Addr()
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 500*time.Millisecond, time.Second, time.Second
+	c := redis.NewClient(opt)
+	p, err := redisstream.New(c, redisstream.WithStream(func(e *outbox.Event) string { return r.prefix + e.Topic }))
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return p, func() { c.Close() }, nil
+}
