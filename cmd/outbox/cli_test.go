@@ -1,0 +1,514 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/sqlstore"
+)
+
+// The variables that point the tests at servers, as in the other packages.
+const (
+	envPostgres = "OUTBOX_TEST_POSTGRES" // postgres://user@127.0.0.1:5432/db?sslmode=disable
+	envMySQL    = "OUTBOX_TEST_MYSQL"    // a go-sql-driver DSN: user@tcp(127.0.0.1:3306)/db
+)
+
+// cli runs the command line in-process and returns its exit status,
+// standard output and standard error.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// ok runs the command line and fails the test unless it succeeds.
+func ok(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := cli(t, args...)
+	if code != 0 {
+		t.Fatalf("outbox %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// fails runs the command line and checks its exit status and that its
+// standard error contains want.
+func fails(t *testing.T, wantCode int, want string, args ...string) string {
+	t.Helper()
+	code, out, errs := cli(t, args...)
+	if code != wantCode || !strings.Contains(errs, want) {
+		t.Fatalf("outbox %s: exit %d, stderr %q; want exit %d and %q (stdout %q)", strings.Join(args, " "), code, errs, wantCode, want, out)
+	}
+	return errs
+}
+
+// target is a database the CLI is pointed at, with a table of the test's
+// own.
+type target struct {
+	url   string
+	table string
+	db    *sqlx.DB
+	store *sqlstore.Store
+}
+
+func (tg *target) args(cmd string, more ...string) []string {
+	return append([]string{cmd, "--db", tg.url, "--table", tg.table}, more...)
+}
+
+func randomName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "outbox_cli_" + hex.EncodeToString(b[:])
+}
+
+// newTarget returns a target on dialect d, skipping the test when its
+// server is not configured; the test's tables are dropped at the end.
+func newTarget(t *testing.T, d sqlstore.Dialect) *target {
+	t.Helper()
+	tg := &target{table: randomName()}
+	switch d {
+	case sqlstore.Postgres:
+		if tg.url = os.Getenv(envPostgres); tg.url == "" {
+			t.Skipf("Postgres tests skipped: set %s, e.g. %s='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'", envPostgres, envPostgres)
+		}
+	case sqlstore.MySQL:
+		dsn := os.Getenv(envMySQL)
+		if dsn == "" {
+			t.Skipf("MySQL tests skipped: set %s, e.g. %s='root@tcp(127.0.0.1:3306)/test'", envMySQL, envMySQL)
+		}
+		tg.url = "mysql://" + dsn
+	case sqlstore.SQLite:
+		tg.url = "sqlite:" + filepath.Join(t.TempDir(), "app.db")
+	}
+	dbase, err := parseDB(tg.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.db, err = sqlx.Open(dbase.driver, dbase.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.db.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tg.db.PingContext(ctx); err != nil {
+		t.Fatalf("%s test database is configured but unreachable: %v", d, err)
+	}
+	tg.store, err = sqlstore.New(tg.db, sqlstore.WithDialect(d), sqlstore.WithTable(tg.table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != sqlstore.SQLite {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, tbl := range []string{tg.table, tg.table + "_migrations"} {
+				if _, err := tg.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
+					t.Errorf("drop %s: %v", tbl, err)
+				}
+			}
+		})
+	}
+	return tg
+}
+
+// broker acknowledges events except those of the types it fails.
+type broker struct {
+	mu   sync.Mutex
+	fail map[string]error
+}
+
+func (b *broker) Publish(_ context.Context, events []*outbox.Event) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	failed := map[string]error{}
+	for _, e := range events {
+		if err := b.fail[e.Type]; err != nil {
+			failed[e.ID] = err
+		}
+	}
+	if len(failed) > 0 {
+		return &outbox.PublishError{Failed: failed}
+	}
+	return nil
+}
+
+// seed saves 3 events that the relay publishes, 2 it buries and 1 it
+// fails and keeps pending, and returns them by type.
+func (tg *target) seed(t *testing.T) map[string][]*outbox.Event {
+	t.Helper()
+	pub := &broker{fail: map[string]error{
+		"stock.poison": outbox.Permanent(errors.New("message too large")),
+		"stock.slow":   errors.New("timeout"),
+	}}
+	ob, err := outbox.New(tg.store, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byType := map[string][]*outbox.Event{}
+	var events []*outbox.Event
+	batch := randomName() // aggregates of this seed only: earlier seeds' dead events hold theirs
+	for i, typ := range []string{"stock.ok", "stock.ok", "stock.ok", "stock.poison", "stock.poison", "stock.slow"} {
+		e := &outbox.Event{Topic: "stock", Type: typ, AggregateID: fmt.Sprintf("%s-sku-%d", batch, i), Payload: fmt.Appendf(nil, `{"n":%d}`, i),
+			Headers: map[string]string{"tenant": "acme"}}
+		events = append(events, e)
+		byType[typ] = append(byType[typ], e)
+	}
+	tx, err := tg.db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Save(t.Context(), tx, events...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ob.Worker().SyncPending(t.Context(), 0)
+	if err != nil || res.Synced != 3 || res.Buried != 2 || res.Failed != 1 {
+		t.Fatalf("seed: %+v, %v", res, err)
+	}
+	return byType
+}
+
+func (tg *target) status(t *testing.T) statusJSON {
+	t.Helper()
+	var st statusJSON
+	if err := json.Unmarshal([]byte(ok(t, tg.args("status", "--json")...)), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+var dialects = []sqlstore.Dialect{sqlstore.Postgres, sqlstore.MySQL, sqlstore.SQLite}
+
+// TestCommands runs every command against each database.
+func TestCommands(t *testing.T) {
+	for _, d := range dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			tg := newTarget(t, d)
+			if out := ok(t, tg.args("migrate")...); !strings.Contains(out, "schema version 3") {
+				t.Fatalf("migrate: %q", out)
+			}
+			ok(t, tg.args("migrate")...) // idempotent
+			if out := ok(t, tg.args("status")...); !strings.Contains(out, "pending") || !strings.Contains(out, "p99 sync latency") {
+				t.Fatalf("status on an empty table: %q", out)
+			}
+			ev := tg.seed(t)
+
+			// status, as a table and as JSON.
+			out := ok(t, tg.args("status", "--window", "10m")...)
+			for _, want := range []string{"pending", "stock.slow", "dead", "synced (last 10m0s)", "avg sync latency"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("status lacks %q:\n%s", want, out)
+				}
+			}
+			st := tg.status(t)
+			if st.Pending != 1 || st.PendingByType["stock.slow"] != 1 || st.Dead != 2 || st.Synced != 3 || st.WindowSeconds != 3600 {
+				t.Fatalf("status --json: %+v", st)
+			}
+
+			// list, with its filters.
+			listJSON := func(args ...string) []eventJSON {
+				t.Helper()
+				var evs []eventJSON
+				if err := json.Unmarshal([]byte(ok(t, tg.args("list", append(args, "--json")...)...)), &evs); err != nil {
+					t.Fatal(err)
+				}
+				return evs
+			}
+			if evs := listJSON(); len(evs) != 1 || evs[0].ID != ev["stock.slow"][0].ID || evs[0].Attempts != 1 || evs[0].LastError == "" {
+				t.Errorf("list (pending): %+v", evs)
+			}
+			if evs := listJSON("--status", "dead"); len(evs) != 2 || evs[0].Status != outbox.StatusDead {
+				t.Errorf("list --status dead: %+v", evs)
+			}
+			if evs := listJSON("--status", "synced", "--type", "stock.ok"); len(evs) != 3 {
+				t.Errorf("list --status synced --type stock.ok: %d events", len(evs))
+			}
+			if evs := listJSON("--status", "all", "--limit", "4"); len(evs) != 4 {
+				t.Errorf("list --status all --limit 4: %d events", len(evs))
+			}
+			if evs := listJSON("--type", "stock.ok"); len(evs) != 0 {
+				t.Errorf("list pending of a type with none pending: %+v", evs)
+			}
+			out = ok(t, tg.args("list", "--status", "dead")...)
+			if !strings.Contains(out, "ATTEMPTS") || !strings.Contains(out, ev["stock.poison"][1].ID) || !strings.Contains(out, "message too large") {
+				t.Errorf("list --status dead:\n%s", out)
+			}
+
+			// show, as text and as JSON.
+			dead := ev["stock.poison"][0]
+			out = ok(t, tg.args("show", dead.ID)...)
+			for _, want := range []string{dead.ID, "dead", "message too large", "header tenant", "acme", `{"n":3}`} {
+				if !strings.Contains(out, want) {
+					t.Errorf("show lacks %q:\n%s", want, out)
+				}
+			}
+			var shown eventJSON
+			if err := json.Unmarshal([]byte(ok(t, tg.args("show", "--json", dead.ID)...)), &shown); err != nil {
+				t.Fatal(err)
+			}
+			if shown.Status != outbox.StatusDead || shown.Payload == nil || *shown.Payload != `{"n":3}` || shown.DeadAt == nil || shown.Headers["tenant"] != "acme" {
+				t.Errorf("show --json: %+v", shown)
+			}
+			fails(t, 1, "not found", tg.args("show", "no-such-id")...)
+
+			// requeue: a dry run changes nothing, then by ID, by type at a
+			// rate, and all.
+			out = ok(t, tg.args("requeue", "--all", "--dry-run")...)
+			if !strings.Contains(out, "would requeue 2 events") || !strings.Contains(out, dead.ID) {
+				t.Errorf("requeue --all --dry-run:\n%s", out)
+			}
+			out = ok(t, tg.args("requeue", "--dry-run", "--id", dead.ID+","+ev["stock.ok"][0].ID, "no-such-id")...)
+			if !strings.Contains(out, "would requeue 1 events") || !strings.Contains(out, "synced") || !strings.Contains(out, "not found") {
+				t.Errorf("requeue --dry-run --id:\n%s", out)
+			}
+			if st := tg.status(t); st.Dead != 2 {
+				t.Fatalf("a dry run changed the table: %+v", st)
+			}
+			if out := ok(t, tg.args("requeue", "--id", dead.ID)...); !strings.Contains(out, "requeued 1 events") {
+				t.Errorf("requeue --id: %q", out)
+			}
+			if st := tg.status(t); st.Dead != 1 || st.Pending != 2 {
+				t.Fatalf("after requeue --id: %+v", st)
+			}
+			start := time.Now()
+			if out := ok(t, tg.args("requeue", "--type", "stock.poison", "--rate", "100", "--batch", "1")...); !strings.Contains(out, "requeued 1 events") {
+				t.Errorf("requeue --type --rate: %q", out)
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("requeue of 1 event at 100/s took %v", time.Since(start))
+			}
+			if st := tg.status(t); st.Dead != 0 || st.Pending != 3 {
+				t.Fatalf("after requeue --type: %+v", st)
+			}
+			got, err := tg.store.Get(t.Context(), dead.ID)
+			if err != nil || got.Delivery.Attempts != 0 || got.Delivery.Status() != outbox.StatusPending {
+				t.Fatalf("re-queued event: %+v, %v", got, err)
+			}
+			if out := ok(t, tg.args("requeue", "--all")...); !strings.Contains(out, "requeued 0 events") {
+				t.Errorf("requeue --all with none dead: %q", out)
+			}
+
+			// purge: nothing is old enough, then everything synced, in
+			// batches of 2.
+			if out := ok(t, tg.args("purge", "--older-than", "30d")...); !strings.Contains(out, "purged 0 events") {
+				t.Errorf("purge --older-than 30d: %q", out)
+			}
+			time.Sleep(10 * time.Millisecond)
+			if out := ok(t, tg.args("purge", "--older-than", "1ms", "--batch", "2")...); !strings.Contains(out, "purged 3 events") {
+				t.Errorf("purge --older-than 1ms: %q", out)
+			}
+			if st := tg.status(t); st.Synced != 0 || st.Pending != 3 {
+				t.Fatalf("after purge: %+v", st)
+			}
+
+			// The schema version is checked before any command.
+			mig := tg.table + "_migrations"
+			if _, err := tg.db.ExecContext(t.Context(), "DELETE FROM "+mig+" WHERE version = 3"); err != nil {
+				t.Fatal(err)
+			}
+			fails(t, 1, "schema version 2, this tool needs 3", tg.args("status")...)
+			if _, err := tg.db.ExecContext(t.Context(), "INSERT INTO "+mig+" (version, name, applied_at) VALUES (99, 'future', '2030-01-01 00:00:00')"); err != nil {
+				t.Fatal(err)
+			}
+			fails(t, 1, "newer than this tool knows", tg.args("list")...)
+			fails(t, 1, "not set up", "status", "--db", tg.url, "--table", randomName())
+		})
+	}
+}
+
+// TestRequeueRateLimit re-queues 6 events at 20 per second in batches
+// of 2: it takes about 0.25 s and three statements.
+func TestRequeueRateLimit(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, sqlstore.SQLite)
+	ok(t, tg.args("migrate")...)
+	for range 3 {
+		tg.seed(t)
+	}
+	start := time.Now()
+	out := ok(t, tg.args("requeue", "--all", "--rate", "20", "--batch", "2")...)
+	took := time.Since(start)
+	if !strings.Contains(out, "requeued 6 events") || strings.Count(out, "so far") != 3 {
+		t.Errorf("requeue --rate:\n%s", out)
+	}
+	if took < 200*time.Millisecond {
+		t.Errorf("6 events at 20/s took %v, want at least 0.2s", took)
+	}
+}
+
+// TestBadInput checks every kind of mistake on the command line.
+func TestBadInput(t *testing.T) {
+	tg := newTarget(t, sqlstore.SQLite)
+	ok(t, tg.args("migrate")...)
+	t.Setenv(EnvDatabaseURL, "")
+	missing := "sqlite:" + filepath.Join(t.TempDir(), "missing.db")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, 2, "usage: outbox COMMAND"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"unknown flag", tg.args("status", "--bogus"), 2, "flag provided but not defined"},
+		{"no database", []string{"status"}, 2, "no database: pass --db URL or set " + EnvDatabaseURL},
+		{"unknown scheme", []string{"status", "--db", "redis://127.0.0.1/0"}, 2, `unknown scheme "redis"`},
+		{"no scheme", []string{"status", "--db", "just-a-file.db"}, 2, "bad database URL"},
+		{"mysql without database", []string{"status", "--db", "mysql://root@127.0.0.1:3306"}, 2, "no database name"},
+		{"mysql bad DSN", []string{"status", "--db", "mysql://root@tcp(127.0.0.1:3306)"}, 2, "bad database URL"},
+		{"postgres bad parameter", []string{"status", "--db", "postgres://u:secret@127.0.0.1:5432/db?sslmode=bogus"}, 2, "bad database URL"},
+		{"sqlite without path", []string{"status", "--db", "sqlite:"}, 2, "no file path"},
+		{"sqlite missing file", []string{"status", "--db", missing}, 1, "no SQLite database at"},
+		{"unreachable server", []string{"status", "--db", "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", "--timeout", "2s"}, 1, "cannot connect to postgres://u:xxxxx@127.0.0.1:1/db"},
+		{"bad table name", tg.args("status", "--table", "no;such"), 2, "sqlstore"},
+		{"table not migrated", tg.args("status", "--table", "other_events"), 1, `table other_events is not set up in this database (run "outbox migrate")`},
+		{"status extra argument", tg.args("status", "extra"), 2, "unexpected arguments"},
+		{"status zero window", tg.args("status", "--window", "0s"), 2, "--window 0s is not positive"},
+		{"status bad window", tg.args("status", "--window", "soon"), 2, "invalid value"},
+		{"list bad status", tg.args("list", "--status", "lost"), 2, `--status "lost": want pending, dead, synced or all`},
+		{"list zero limit", tg.args("list", "--limit", "0"), 2, "--limit 0 is outside"},
+		{"list huge limit", tg.args("list", "--limit", "1000000"), 2, "--limit 1000000 is outside"},
+		{"show without ID", tg.args("show"), 2, "want one event ID, got 0"},
+		{"show two IDs", tg.args("show", "a", "b"), 2, "want one event ID, got 2"},
+		{"show unknown ID", tg.args("show", "nope"), 1, "not found"},
+		{"requeue nothing", tg.args("requeue"), 2, "say what to re-queue"},
+		{"requeue all and type", tg.args("requeue", "--all", "--type", "x"), 2, "cannot be combined"},
+		{"requeue all and id", tg.args("requeue", "--all", "some-id"), 2, "cannot be combined"},
+		{"requeue negative rate", tg.args("requeue", "--all", "--rate", "-1"), 2, "--rate -1 is negative"},
+		{"requeue zero batch", tg.args("requeue", "--all", "--rate", "5", "--batch", "0"), 2, "--batch 0 is outside"},
+		{"purge without age", tg.args("purge"), 2, "--older-than is required"},
+		{"purge bad age", tg.args("purge", "--older-than", "a while"), 2, "want a duration such as 720h or 30d"},
+		{"purge negative age", tg.args("purge", "--older-than", "-1h"), 2, "want a duration"},
+		{"purge zero batch", tg.args("purge", "--older-than", "1h", "--batch", "0"), 2, "--batch 0 is not positive"},
+		{"migrate print without dialect", []string{"migrate", "--print"}, 2, "--print needs --dialect or --db"},
+		{"migrate print unknown dialect", []string{"migrate", "--print", "--dialect", "oracle"}, 2, `unknown dialect "oracle"`},
+		{"migrate dialect without print", tg.args("migrate", "--dialect", "mysql"), 2, "--dialect goes with --print"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			errs := fails(t, c.code, c.want, c.args...)
+			if strings.Contains(errs, "secret") {
+				t.Errorf("the password shows in %q", errs)
+			}
+		})
+	}
+	if _, err := os.Stat(strings.TrimPrefix(missing, "sqlite:")); err == nil {
+		t.Errorf("a read command created the SQLite file")
+	}
+	if code, out, _ := cli(t, "help"); code != 0 || !strings.Contains(out, "Commands:") {
+		t.Errorf("help: exit %d, %q", code, out)
+	}
+	if code, _, errs := cli(t, "status", "-h"); code != 0 || !strings.Contains(errs, "-window") {
+		t.Errorf("status -h: exit %d, %q", code, errs)
+	}
+	out := ok(t, "migrate", "--print", "--dialect", "postgres", "--table", "app_events")
+	if !strings.Contains(out, `CREATE TABLE IF NOT EXISTS "app_events"`) || !strings.Contains(out, "app_events_pending_type_idx") {
+		t.Errorf("migrate --print:\n%s", out)
+	}
+	if out := ok(t, tg.args("migrate", "--print")...); !strings.Contains(out, "AUTOINCREMENT") {
+		t.Errorf("migrate --print with a SQLite URL printed another dialect:\n%s", out)
+	}
+}
+
+func TestParseDB(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		url, driver, dsn string
+	}{
+		{"postgres://u:p@db:5432/app?sslmode=disable", "pgx", "postgres://u:p@db:5432/app?sslmode=disable"},
+		{"postgresql://db/app", "pgx", "postgresql://db/app"},
+		{"mysql://u:p@db:3307/app?parseTime=true", "mysql", "u:p@tcp(db:3307)/app?parseTime=true"},
+		{"mysql://u@db/app", "mysql", "u@tcp(db:3306)/app"},
+		{"mysql://u:p@tcp(db:3306)/app", "mysql", "u:p@tcp(db:3306)/app"},
+		{"mysql://u:p%40ss@db/app", "mysql", "u:p@ss@tcp(db:3306)/app"},
+		{"sqlite:app.db", "sqlite", "file:app.db?_pragma=busy_timeout%285000%29"},
+		{"sqlite:///var/lib/app.db?_pragma=busy_timeout(100)", "sqlite", "file:/var/lib/app.db?_pragma=busy_timeout%28100%29"},
+	}
+	for _, c := range cases {
+		d, err := parseDB(c.url)
+		if err != nil {
+			t.Errorf("%s: %v", c.url, err)
+			continue
+		}
+		if d.driver != c.driver || d.dsn != c.dsn {
+			t.Errorf("%s: %s %q, want %s %q", c.url, d.driver, d.dsn, c.driver, c.dsn)
+		}
+	}
+	for in, want := range map[string]string{
+		"mysql://root:hunter2@db:3306/app":        "mysql://root:xxxxx@db:3306/app",
+		"mysql://root:p@ss:w/rd@tcp(db:3306)/app": "mysql://root:xxxxx@tcp(db:3306)/app",
+		"postgres://root@db/app":                  "postgres://root@db/app",
+		"sqlite:a@b.db":                           "sqlite:a@b.db",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzParseDB: no input makes parseDB panic or leak a password.
+func FuzzParseDB(f *testing.F) {
+	for _, s := range []string{"postgres://u:secret@h/db", "mysql://u:secret@tcp(h:1)/d", "mysql://u:secret@h/d", "sqlite:x.db", "x", ":", "mysql://@/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, err := parseDB(s)
+		i, at := strings.Index(s, "://"), strings.LastIndex(s, "@")
+		userinfo := ""
+		if i >= 0 && at > i+3 {
+			userinfo = s[i+3 : at]
+		}
+		if err != nil && strings.Contains(userinfo, ":secret") && strings.Contains(err.Error(), "secret") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	})
+}
+
+// TestBinary builds the command and runs it once, as an operator would.
+func TestBinary(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "outbox")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	url := "sqlite:" + filepath.Join(t.TempDir(), "app.db")
+	cmd := exec.Command(bin, "migrate")
+	cmd.Env = append(os.Environ(), EnvDatabaseURL+"="+url)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "schema version 3") {
+		t.Fatalf("outbox migrate: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "status", "--json", "--db", url).Output()
+	if err != nil {
+		t.Fatalf("outbox status: %v", err)
+	}
+	var st statusJSON
+	if err := json.Unmarshal(out, &st); err != nil || st.Table != sqlstore.DefaultTable {
+		t.Fatalf("status --json: %v, %s", err, out)
+	}
+	err = exec.Command(bin, "requeue", "--db", url).Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("a usage error exits with %v, want status 2", err)
+	}
+}

@@ -1,0 +1,552 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/sqlstore"
+)
+
+// statusJSON is the --json form of status.
+type statusJSON struct {
+	Table                 string           `json:"table"`
+	Pending               int64            `json:"pending"`
+	PendingByType         map[string]int64 `json:"pending_by_type"`
+	OldestPendingSeconds  float64          `json:"oldest_pending_seconds"`
+	Dead                  int64            `json:"dead"`
+	WindowSeconds         float64          `json:"window_seconds"`
+	Synced                int64            `json:"synced"`
+	AvgSyncLatencySeconds float64          `json:"avg_sync_latency_seconds"`
+	P99SyncLatencySeconds float64          `json:"p99_sync_latency_seconds"`
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	window := fs.Duration("window", time.Hour, "the synced figures cover events synced within this window")
+	asJSON := fs.Bool("json", false, "print JSON")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if *window <= 0 {
+		return usagef("--window %v is not positive", *window)
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	sctx, cancel := e.ctx(ctx)
+	defer cancel()
+	st, err := e.store.Stats(sctx, *window)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e, statusJSON{
+			Table: e.table, Pending: st.Pending, PendingByType: st.PendingByType,
+			OldestPendingSeconds: st.OldestPendingAge.Seconds(), Dead: st.Dead,
+			WindowSeconds: window.Seconds(), Synced: st.Synced,
+			AvgSyncLatencySeconds: st.AvgSyncLatency.Seconds(), P99SyncLatencySeconds: st.P99SyncLatency.Seconds(),
+		})
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "table\t%s\n", e.table)
+	fmt.Fprintf(w, "pending\t%d\n", st.Pending)
+	for _, typ := range slices.Sorted(maps.Keys(st.PendingByType)) {
+		fmt.Fprintf(w, "  %s\t%d\n", typ, st.PendingByType[typ])
+	}
+	fmt.Fprintf(w, "oldest pending\t%s\n", roundDuration(st.OldestPendingAge))
+	fmt.Fprintf(w, "dead\t%d\n", st.Dead)
+	fmt.Fprintf(w, "synced (last %s)\t%d\n", *window, st.Synced)
+	fmt.Fprintf(w, "avg sync latency\t%s\n", roundDuration(st.AvgSyncLatency))
+	fmt.Fprintf(w, "p99 sync latency\t%s\n", roundDuration(st.P99SyncLatency))
+	return w.Flush()
+}
+
+func roundDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d < time.Millisecond:
+		return d.String()
+	case d < time.Second:
+		return d.Round(10 * time.Microsecond).String()
+	default:
+		return d.Round(time.Millisecond).String()
+	}
+}
+
+// eventJSON is the --json form of an event.
+type eventJSON struct {
+	ID            string            `json:"id"`
+	Status        outbox.Status     `json:"status"`
+	Topic         string            `json:"topic"`
+	Type          string            `json:"type"`
+	AggregateID   string            `json:"aggregate_id"`
+	Priority      int               `json:"priority"`
+	CreatedAt     time.Time         `json:"created_at"`
+	SyncedAt      *time.Time        `json:"synced_at,omitempty"`
+	DeadAt        *time.Time        `json:"dead_at,omitempty"`
+	Attempts      int               `json:"attempts"`
+	NextAttemptAt *time.Time        `json:"next_attempt_at,omitempty"`
+	LastError     string            `json:"last_error,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	Payload       *string           `json:"payload,omitempty"`        // when it is valid UTF-8
+	PayloadBase64 *string           `json:"payload_base64,omitempty"` // otherwise
+}
+
+func toJSON(ev *outbox.Event, withPayload bool) eventJSON {
+	opt := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	d := ev.Delivery
+	j := eventJSON{
+		ID: ev.ID, Status: d.Status(), Topic: ev.Topic, Type: ev.Type, AggregateID: ev.AggregateID,
+		Priority: ev.Priority, CreatedAt: ev.CreatedAt, SyncedAt: opt(d.SyncedAt), DeadAt: opt(d.DeadAt),
+		Attempts: d.Attempts, LastError: d.LastError, Headers: ev.Headers,
+	}
+	if d.Status() == outbox.StatusPending {
+		j.NextAttemptAt = opt(d.NextAttemptAt)
+	}
+	if withPayload {
+		if utf8.Valid(ev.Payload) {
+			s := string(ev.Payload)
+			j.Payload = &s
+		} else {
+			s := base64.StdEncoding.EncodeToString(ev.Payload)
+			j.PayloadBase64 = &s
+		}
+	}
+	return j
+}
+
+func parseStatus(s string) (outbox.Status, error) {
+	switch s {
+	case "all":
+		return "", nil
+	case string(outbox.StatusPending), string(outbox.StatusDead), string(outbox.StatusSynced):
+		return outbox.Status(s), nil
+	}
+	return "", usagef("--status %q: want pending, dead, synced or all", s)
+}
+
+func runList(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	status := fs.String("status", "pending", "pending (oldest first), dead, synced or all (newest first)")
+	typ := fs.String("type", "", "only events of this type")
+	limit := fs.Int("limit", sqlstore.DefaultListLimit, fmt.Sprintf("at most this many events (up to %d)", sqlstore.MaxListLimit))
+	asJSON := fs.Bool("json", false, "print JSON, one array")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	st, err := parseStatus(*status)
+	if err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > sqlstore.MaxListLimit {
+		return usagef("--limit %d is outside 1..%d", *limit, sqlstore.MaxListLimit)
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	lctx, cancel := e.ctx(ctx)
+	defer cancel()
+	events, err := e.store.List(lctx, sqlstore.ListFilter{Status: st, Type: *typ, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]eventJSON, len(events))
+		for i, ev := range events {
+			out[i] = toJSON(ev, false)
+		}
+		return writeJSON(e, out)
+	}
+	printEvents(e, events)
+	return nil
+}
+
+func printEvents(e *env, events []*outbox.Event) {
+	if len(events) == 0 {
+		e.printf("no events\n")
+		return
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tSTATUS\tTYPE\tTOPIC\tAGGREGATE\tATTEMPTS\tCREATED\tLAST ERROR")
+	for _, ev := range events {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ev.ID, ev.Delivery.Status(), ev.Type, ev.Topic,
+			ev.AggregateID, ev.Delivery.Attempts, ev.CreatedAt.UTC().Format(time.RFC3339), oneLine(ev.Delivery.LastError, 60))
+	}
+	_ = w.Flush()
+}
+
+// oneLine cuts s to n runes on one line.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+func runShow(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print JSON")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("want one event ID, got %d arguments", len(rest))
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	gctx, cancel := e.ctx(ctx)
+	defer cancel()
+	ev, err := e.store.Get(gctx, rest[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e, toJSON(ev, true))
+	}
+	d := ev.Delivery
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tm := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	fmt.Fprintf(w, "id\t%s\n", ev.ID)
+	fmt.Fprintf(w, "status\t%s\n", d.Status())
+	fmt.Fprintf(w, "topic\t%s\n", ev.Topic)
+	fmt.Fprintf(w, "type\t%s\n", ev.Type)
+	fmt.Fprintf(w, "aggregate\t%s\n", ev.AggregateID)
+	fmt.Fprintf(w, "priority\t%d\n", ev.Priority)
+	fmt.Fprintf(w, "created\t%s\n", tm(ev.CreatedAt))
+	fmt.Fprintf(w, "synced\t%s\n", tm(d.SyncedAt))
+	fmt.Fprintf(w, "dead\t%s\n", tm(d.DeadAt))
+	fmt.Fprintf(w, "attempts\t%d\n", d.Attempts)
+	if d.Status() == outbox.StatusPending {
+		fmt.Fprintf(w, "next attempt\t%s\n", tm(d.NextAttemptAt))
+	}
+	fmt.Fprintf(w, "last error\t%s\n", oneLine(d.LastError, 500))
+	for _, k := range slices.Sorted(maps.Keys(ev.Headers)) {
+		fmt.Fprintf(w, "header %s\t%s\n", k, ev.Headers[k])
+	}
+	_ = w.Flush()
+	if utf8.Valid(ev.Payload) {
+		e.printf("payload (%d bytes):\n%s\n", len(ev.Payload), ev.Payload)
+	} else {
+		e.printf("payload (%d bytes, base64):\n%s\n", len(ev.Payload), base64.StdEncoding.EncodeToString(ev.Payload))
+	}
+	return nil
+}
+
+func runRequeue(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	var ids stringsFlag
+	fs.Var(&ids, "id", "a buried event's ID (repeatable, or comma-separated; IDs may also follow the flags)")
+	typ := fs.String("type", "", "buried events of this type")
+	all := fs.Bool("all", false, "every buried event")
+	dryRun := fs.Bool("dry-run", false, "show what would be re-queued, change nothing")
+	rate := fs.Float64("rate", 0, "re-queue at most this many events per second (0: all at once)")
+	batch := fs.Int("batch", 500, "events per statement with --rate")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	f := sqlstore.RequeueFilter{IDs: splitList(append(ids, rest...)), Type: *typ, All: *all}
+	switch {
+	case f.All && (len(f.IDs) > 0 || f.Type != ""):
+		return usagef("--all selects every buried event; it cannot be combined with --id or --type")
+	case !f.All && len(f.IDs) == 0 && f.Type == "":
+		return usagef("say what to re-queue: --id ID, --type TYPE or --all")
+	case *rate < 0:
+		return usagef("--rate %v is negative", *rate)
+	case *batch < 1 || *batch > sqlstore.MaxListLimit:
+		return usagef("--batch %d is outside 1..%d", *batch, sqlstore.MaxListLimit)
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	if *dryRun {
+		return requeueDryRun(ctx, e, f)
+	}
+	if *rate == 0 {
+		rctx, cancel := e.ctx(ctx)
+		defer cancel()
+		n, err := e.store.Requeue(rctx, f)
+		if err != nil {
+			return err
+		}
+		e.printf("requeued %d events\n", n)
+		return nil
+	}
+	return requeueAtRate(ctx, e, f, *rate, *batch)
+}
+
+// deadSelection returns the buried events f selects, at most limit of
+// them, and the IDs of f that are not buried (with their status).
+func deadSelection(ctx context.Context, e *env, f sqlstore.RequeueFilter, limit int) ([]*outbox.Event, []string, error) {
+	if len(f.IDs) == 0 {
+		lctx, cancel := e.ctx(ctx)
+		defer cancel()
+		evs, err := e.store.List(lctx, sqlstore.ListFilter{Status: outbox.StatusDead, Type: f.Type, Limit: limit})
+		return evs, nil, err
+	}
+	var dead []*outbox.Event
+	var skipped []string
+	for _, id := range f.IDs {
+		gctx, cancel := e.ctx(ctx)
+		ev, err := e.store.Get(gctx, id)
+		cancel()
+		switch {
+		case errors.Is(err, sqlstore.ErrNotFound):
+			skipped = append(skipped, id+" (not found)")
+		case err != nil:
+			return nil, nil, err
+		case ev.Delivery.Status() != outbox.StatusDead:
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", id, ev.Delivery.Status()))
+		case f.Type != "" && ev.Type != f.Type:
+			skipped = append(skipped, fmt.Sprintf("%s (type %s)", id, ev.Type))
+		default:
+			dead = append(dead, ev)
+		}
+	}
+	return dead, skipped, nil
+}
+
+func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error {
+	evs, skipped, err := deadSelection(ctx, e, f, sqlstore.MaxListLimit)
+	if err != nil {
+		return err
+	}
+	more := ""
+	if len(f.IDs) == 0 && len(evs) == sqlstore.MaxListLimit {
+		more = " at least"
+	}
+	e.printf("dry run: would requeue%s %d events\n", more, len(evs))
+	printEvents(e, evs[:min(len(evs), 50)])
+	if len(evs) > 50 {
+		e.printf("… and %d more\n", len(evs)-50)
+	}
+	for _, s := range skipped {
+		e.printf("skipped, not buried: %s\n", s)
+	}
+	return nil
+}
+
+// requeueAtRate re-queues the selection a batch at a time, pausing so as
+// to stay under rate events per second. It stops once it has re-queued as
+// many events as were buried when it started, so events buried again
+// meanwhile are not re-queued in a loop.
+func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate float64, batch int) error {
+	step := max(1, min(batch, int(rate)))
+	target := -1
+	if len(f.IDs) == 0 {
+		sctx, cancel := e.ctx(ctx)
+		n, err := countDead(sctx, e, f.Type)
+		cancel()
+		if err != nil {
+			return err
+		}
+		target = n
+	}
+	ids := f.IDs
+	total := 0
+	for {
+		var chunk []string
+		if target >= 0 {
+			if total >= target {
+				break
+			}
+			evs, _, err := deadSelection(ctx, e, sqlstore.RequeueFilter{Type: f.Type}, min(step, target-total))
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				chunk = append(chunk, ev.ID)
+			}
+		} else {
+			n := min(step, len(ids))
+			chunk, ids = ids[:n], ids[n:]
+		}
+		if len(chunk) == 0 {
+			break
+		}
+		start := time.Now()
+		rctx, cancel := e.ctx(ctx)
+		n, err := e.store.Requeue(rctx, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
+		cancel()
+		total += n
+		if err != nil {
+			e.printf("requeued %d events before the error\n", total)
+			return err
+		}
+		e.printf("requeued %d (%d so far)\n", n, total)
+		if n == 0 && target >= 0 {
+			break // raced with another operator: nothing left to do
+		}
+		pause := time.Duration(float64(len(chunk))/rate*float64(time.Second)) - time.Since(start)
+		if pause > 0 && (target < 0 && len(ids) > 0 || target >= 0 && total < target) {
+			select {
+			case <-ctx.Done():
+				e.printf("requeued %d events, interrupted\n", total)
+				return ctx.Err()
+			case <-time.After(pause):
+			}
+		}
+	}
+	e.printf("requeued %d events\n", total)
+	return nil
+}
+
+// countDead counts the buried events of a type ("" for all).
+func countDead(ctx context.Context, e *env, typ string) (int, error) {
+	if typ == "" {
+		st, err := e.store.Stats(ctx, 0)
+		return int(st.Dead), err
+	}
+	evs, err := e.store.List(ctx, sqlstore.ListFilter{Status: outbox.StatusDead, Type: typ, Limit: sqlstore.MaxListLimit})
+	return len(evs), err
+}
+
+func runPurge(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	olderThan := fs.String("older-than", "", "delete events synced longer ago than this: a Go duration (720h) or days (30d); required")
+	batch := fs.Int("batch", 1000, "events deleted per statement")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if *olderThan == "" {
+		return usagef("--older-than is required (e.g. 720h or 30d)")
+	}
+	age, err := parseAge(*olderThan)
+	if err != nil {
+		return err
+	}
+	if *batch < 1 {
+		return usagef("--batch %d is not positive", *batch)
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	total := 0
+	for {
+		pctx, cancel := e.ctx(ctx)
+		n, err := e.store.Purge(pctx, age, *batch)
+		cancel()
+		total += n
+		if err != nil {
+			e.printf("purged %d events before the error\n", total)
+			return err
+		}
+		if n < *batch {
+			break
+		}
+		if ctx.Err() != nil {
+			e.printf("purged %d events, interrupted\n", total)
+			return ctx.Err()
+		}
+	}
+	e.printf("purged %d events synced more than %s ago\n", total, *olderThan)
+	return nil
+}
+
+// parseAge reads a Go duration or a whole number of days ("30d").
+func parseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err == nil && n >= 0 && n < 1<<20 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, usagef("--older-than %q: want a duration such as 720h or 30d", s)
+	}
+	return d, nil
+}
+
+func runMigrate(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	printSQL := fs.Bool("print", false, "print the schema's SQL instead of applying it")
+	dialect := fs.String("dialect", "", "with --print and no --db: postgres, mysql or sqlite")
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if *printSQL {
+		d := sqlstore.Dialect(*dialect)
+		switch {
+		case d == "" && e.dbURL == "":
+			return usagef("--print needs --dialect or --db")
+		case d == "":
+			db, err := parseDB(e.dbURL)
+			if err != nil {
+				return usageError{err.Error()}
+			}
+			d = db.dialect
+		}
+		sql, err := sqlstore.Schema(d, e.table)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		e.printf("%s\n", sql)
+		return nil
+	}
+	if *dialect != "" {
+		return usagef("--dialect goes with --print; to apply, the --db URL names the database")
+	}
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	mctx, cancel := e.ctx(ctx)
+	defer cancel()
+	if err := e.store.Migrate(mctx); err != nil {
+		return err
+	}
+	v, err := e.store.Version(mctx)
+	if err != nil {
+		return err
+	}
+	e.printf("table %s is at schema version %d\n", e.table, v)
+	return nil
+}
+
+func writeJSON(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

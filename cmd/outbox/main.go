@@ -1,0 +1,246 @@
+// Command outbox inspects and operates the outbox table of a service:
+// the figures operators watch, the pending and buried events, re-queueing
+// buried events, purging old synced ones, and the schema.
+//
+//	outbox status   --db URL [--window 1h] [--json]
+//	outbox list     --db URL [--status pending|dead|synced|all] [--type T] [--limit N] [--json]
+//	outbox show     --db URL [--json] ID
+//	outbox requeue  --db URL (--id ID ... | --type T | --all) [--dry-run] [--rate N] [--batch N]
+//	outbox purge    --db URL --older-than 720h [--batch N]
+//	outbox migrate  --db URL [--print] | migrate --print --dialect postgres|mysql|sqlite
+//
+// URL is postgres://user:pass@host:5432/db?sslmode=disable,
+// mysql://user:pass@host:3306/db (or mysql://user:pass@tcp(host:3306)/db)
+// or sqlite:PATH; it defaults to $OUTBOX_DATABASE_URL. Every command takes
+// --table (default outbox_events) and --timeout (default 30s). Exit status:
+// 0 on success, 1 when the command failed, 2 for a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite"
+
+	"github.com/eventsync/outbox/sqlstore"
+)
+
+// EnvDatabaseURL is read when --db is not given.
+const EnvDatabaseURL = "OUTBOX_DATABASE_URL"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command line args (without the program name), writing
+// results to stdout and errors to stderr, and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+const usage = `usage: outbox COMMAND [flags]
+
+Commands:
+  status    pending (by type), oldest pending age, buried, synced and sync latency
+  list      list pending, buried or synced events
+  show      show one event with its payload, headers and delivery state
+  requeue   give buried events back to the relay
+  purge     delete events synced longer ago than a duration, in batches
+  migrate   create or upgrade the outbox table, or print its schema
+
+Database URLs: ` + urlForms + `
+(--db, or $` + EnvDatabaseURL + `). Run "outbox COMMAND -h" for a command's flags.
+`
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+type command struct {
+	run func(ctx context.Context, e *env, args []string) error
+	// needsTable: connect and check the schema version first.
+	needsTable bool
+}
+
+var commands = map[string]command{
+	"status":  {runStatus, true},
+	"list":    {runList, true},
+	"show":    {runShow, true},
+	"requeue": {runRequeue, true},
+	"purge":   {runPurge, true},
+	"migrate": {runMigrate, false},
+}
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	name := args[0]
+	if name == "-h" || name == "--help" || name == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "outbox: unknown command %q\n\n%s", name, usage)
+		return 2
+	}
+	e := &env{name: name, stdout: stdout, stderr: stderr, needsTable: cmd.needsTable}
+	err := cmd.run(ctx, e, args[1:])
+	e.close()
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "outbox %s: %v\n", name, err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "outbox %s: %v\n", name, err)
+		return 1
+	}
+}
+
+// env is what a command works with: its flags, and once open, the store.
+type env struct {
+	name           string
+	stdout, stderr io.Writer
+	needsTable     bool
+
+	dbURL   string
+	table   string
+	timeout time.Duration
+
+	db    *sqlx.DB
+	dbase *database
+	store *sqlstore.Store
+}
+
+// flags returns a flag set with the flags every command shares.
+func (e *env) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("outbox "+e.name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.StringVar(&e.dbURL, "db", os.Getenv(EnvDatabaseURL), "database URL: "+urlForms+" (default $"+EnvDatabaseURL+")")
+	fs.StringVar(&e.table, "table", sqlstore.DefaultTable, "the outbox table")
+	fs.DurationVar(&e.timeout, "timeout", 30*time.Second, "time limit of each database statement")
+	return fs
+}
+
+// parse parses args, flags and arguments in any order.
+func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return rest, nil
+		}
+		rest = append(rest, args[0])
+		args = args[1:]
+	}
+}
+
+// open connects to the database and, for commands that need the table,
+// checks that it is at the schema version this tool knows.
+func (e *env) open(ctx context.Context) error {
+	if e.dbURL == "" {
+		return usagef("no database: pass --db URL or set %s (%s)", EnvDatabaseURL, urlForms)
+	}
+	d, err := parseDB(e.dbURL)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	e.dbase = d
+	if d.dialect == sqlstore.SQLite && e.needsTable && !fileExists(d.path) {
+		return fmt.Errorf("no SQLite database at %s (run \"outbox migrate\" to create one)", d.path)
+	}
+	db, err := sqlx.Open(d.driver, d.dsn)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", redact(e.dbURL), err)
+	}
+	e.db = db
+	pctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		return fmt.Errorf("cannot connect to %s: %w", redact(e.dbURL), err)
+	}
+	s, err := sqlstore.New(db, sqlstore.WithDialect(d.dialect), sqlstore.WithTable(e.table))
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	e.store = s
+	if !e.needsTable {
+		return nil
+	}
+	latest, err := sqlstore.LatestVersion(d.dialect)
+	if err != nil {
+		return err
+	}
+	vctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	v, err := s.Version(vctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("table %s is not set up in this database (run \"outbox migrate\"): %w", e.table, err)
+	case v < latest:
+		return fmt.Errorf("table %s is at schema version %d, this tool needs %d: run \"outbox migrate\" (with this version of the tool)", e.table, v, latest)
+	case v > latest:
+		return fmt.Errorf("table %s is at schema version %d, newer than this tool knows (%d): %w", e.table, v, latest, sqlstore.ErrSchemaTooNew)
+	}
+	return nil
+}
+
+func (e *env) close() {
+	if e.db != nil {
+		_ = e.db.Close()
+	}
+}
+
+// ctx bounds one statement.
+func (e *env) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, e.timeout)
+}
+
+func (e *env) printf(format string, args ...any) { fmt.Fprintf(e.stdout, format, args...) }
+
+// splitList splits comma-separated values.
+func splitList(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
