@@ -26,6 +26,10 @@ type Config struct {
 	// Lease is the relays' lease; a paused relay sleeps past it.
 	Lease time.Duration
 
+	// Idempotent publishes with redisstream.WithIdempotence; the run then
+	// also fails on any duplicate at the broker.
+	Idempotent bool
+
 	Verbose bool
 }
 

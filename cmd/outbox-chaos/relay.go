@@ -27,12 +27,13 @@ import (
 type relayArgs struct {
 	db, dsn, redisURL, redisAddr, table, prefix string
 	lease                                       time.Duration
-	verbose                                     bool
+	verbose, idempotent                         bool
 }
 
 func (a relayArgs) flags() []string {
 	return []string{"-db", a.db, "-dsn", a.dsn, "-redis", a.redisURL, "-redis-addr", a.redisAddr,
-		"-table", a.table, "-prefix", a.prefix, "-lease", a.lease.String(), fmt.Sprintf("-v=%t", a.verbose)}
+		"-table", a.table, "-prefix", a.prefix, "-lease", a.lease.String(), fmt.Sprintf("-v=%t", a.verbose),
+		fmt.Sprintf("-idempotent=%t", a.idempotent)}
 }
 
 // relayMain is a relay process: an outbox.Worker over the run's table,
@@ -48,6 +49,7 @@ func relayMain(args []string) int {
 	fs.StringVar(&a.prefix, "prefix", "", "stream key prefix")
 	fs.DurationVar(&a.lease, "lease", 2*time.Second, "claim lease")
 	fs.BoolVar(&a.verbose, "v", false, "log warnings to stderr")
+	fs.BoolVar(&a.idempotent, "idempotent", false, "idempotent Redis publication")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -90,7 +92,7 @@ func relay(ctx context.Context, a relayArgs) error {
 	opt.WriteTimeout = time.Second
 	client := redis.NewClient(opt)
 	defer client.Close()
-	pub, err := redisstream.New(client, redisstream.WithStream(func(e *outbox.Event) string { return a.prefix + e.Topic }))
+	pub, err := redisstream.New(client, publisherOptions(a.prefix, a.idempotent)...)
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{DB: cfg.DB, Broker: "redis", Seed: cfg.Seed, Faults: map[string]int{}}
+	res = &Result{DB: cfg.DB, Broker: "redis", Seed: cfg.Seed, Faults: map[string]int{}, Idempotent: cfg.Idempotent}
 	pub, closePub, err := r.publisher()
 	if err != nil {
 		return nil, err
@@ -220,11 +220,12 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 				fmt.Fprintf(os.Stderr, "outbox-chaos: delete stream %s: %v\n", r.prefix+t, err)
 			}
 		}
+		deleteDedupKeys(r.direct, r.prefix)
 	})
 
 	r.fleet, err = newFleet(relayArgs{
 		db: r.cfg.DB, dsn: relayDSN, redisURL: r.cfg.RedisURL, redisAddr: r.brokerProxy.Addr(),
-		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose,
+		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose, idempotent: r.cfg.Idempotent,
 	}, r.cfg.Verbose)
 	if err != nil {
 		return cleanup, err
@@ -242,6 +243,9 @@ func proxiedDSN(db, dsn string) (string, func(proxy string) string, error) {
 		u, err := url.Parse(dsn)
 		if err != nil {
 			return "", nil, fmt.Errorf("postgres DSN: %w", err)
+		}
+		if u.Host == "" {
+			return "", nil, fmt.Errorf("postgres DSN: want a URL with a host, postgres://user@host:port/db")
 		}
 		addr := u.Host
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -347,7 +351,7 @@ func (r *run) publisher() (outbox.Publisher, func(), error) {
 	opt.Addr = r.brokerProxy.Addr()
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 500*time.Millisecond, time.Second, time.Second
 	c := redis.NewClient(opt)
-	p, err := redisstream.New(c, redisstream.WithStream(func(e *outbox.Event) string { return r.prefix + e.Topic }))
+	p, err := redisstream.New(c, publisherOptions(r.prefix, r.cfg.Idempotent)...)
 	if err != nil {
 		c.Close()
 		return nil, nil, err

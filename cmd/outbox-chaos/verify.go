@@ -41,11 +41,13 @@ type Result struct {
 	DB              string         `json:"db"`
 	Broker          string         `json:"broker"`
 	Seed            int64          `json:"seed"`
+	Idempotent      bool           `json:"idempotent"` // with idempotent publication, duplicates must be 0
 }
 
 // OK reports whether every guarantee held.
 func (r *Result) OK() bool {
-	return r.Lost == 0 && r.OrderViolations == 0 && r.Phantoms == 0 && r.Pending == 0 && r.Dead == 0
+	return r.Lost == 0 && r.OrderViolations == 0 && r.Phantoms == 0 && r.Pending == 0 && r.Dead == 0 &&
+		(!r.Idempotent || r.Duplicates == 0)
 }
 
 // JSON is the result as one line of JSON.
