@@ -9,9 +9,14 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/outboxotel"
+	"github.com/eventsync/outbox/outboxprom"
 	"github.com/eventsync/outbox/redisstream"
 	"github.com/eventsync/outbox/sqlstore"
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	// The database drivers DATABASE_URL can name.
@@ -19,6 +24,10 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 )
+
+// readiness is when GET /readyz fails: the relay is not keeping up or the
+// broker has been down for a while.
+var readiness = outbox.Readiness{MaxPendingAge: 5 * time.Minute, MaxBreakerOpen: time.Minute}
 
 // app is the wired service: database, outbox, publisher and HTTP API.
 type app struct {
@@ -56,7 +65,15 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (a *app, err erro
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]outbox.Option{outbox.WithLogger(log)}, cfg.Outbox...)
+	// Metrics: the relay's counters through a hook, the table's figures
+	// read (and cached) on scrape. Tracing: trace context in the event
+	// headers, spans to the global TracerProvider (a no-op until the
+	// service installs an SDK).
+	metrics := outboxprom.New()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics, outboxprom.NewStatsCollector(a.store),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := append([]outbox.Option{outbox.WithLogger(log), outbox.WithHooks(metrics, outboxotel.New())}, cfg.Outbox...)
 	a.ob, err = outbox.New(a.store, pub, opts...)
 	if err != nil {
 		return nil, err
@@ -68,6 +85,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (a *app, err erro
 		events:       a.store,
 		db:           a.db,
 		log:          log,
+		metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}),
+		ready:        a.ob.Worker().ReadyHandler(readiness),
 	}
 	return a, nil
 }

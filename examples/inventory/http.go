@@ -36,6 +36,8 @@ type api struct {
 	events       *sqlstore.Store
 	db           *database
 	log          *slog.Logger
+	metrics      http.Handler // GET /metrics, for Prometheus
+	ready        http.Handler // GET /readyz: the outbox keeps up
 }
 
 func (a *api) routes() http.Handler {
@@ -45,6 +47,8 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("GET /events", a.getEvents)
 	mux.HandleFunc("GET /stats", a.getStats)
 	mux.HandleFunc("GET /healthz", a.getHealth)
+	mux.Handle("GET /metrics", a.metrics)
+	mux.Handle("GET /readyz", a.ready)
 	return mux
 }
 
