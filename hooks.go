@@ -23,7 +23,8 @@ type PublishHook interface {
 	// BeforePublish returns the context the publisher is given (one that
 	// carries a span, say).
 	BeforePublish(ctx context.Context, b PublishStart) context.Context
-	// AfterPublish is told the outcome, once it has been recorded.
+	// AfterPublish is told the outcome, once it has been recorded, with
+	// the context BeforePublish returned (it may have ended by then).
 	AfterPublish(ctx context.Context, r PublishDone)
 }
 

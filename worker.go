@@ -32,6 +32,7 @@ type Worker struct {
 	kick    chan struct{}
 	running atomic.Bool
 	firing  bool // an alert is firing; used by Run only
+	errRun  int  // store errors in a row; used by Run only
 }
 
 // SyncResult counts what one relay pass did.
@@ -130,11 +131,19 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 		w.cfg.logger.Info("outbox: broker is back; draining the backlog")
 	}
 	res, err := w.SyncPending(ctx, w.cfg.batchSize)
-	switch {
-	case err != nil:
-		if ctx.Err() == nil {
-			w.cfg.logger.Warn("outbox: relay pass failed", "err", err)
+	if err != nil {
+		if ctx.Err() != nil {
+			return w.cfg.interval
 		}
+		// The database failed: retry with backoff, not a whole interval
+		// later, so a short outage does not delay the backlog.
+		w.errRun++
+		d := min(w.backoff(w.errRun), w.cfg.interval)
+		w.cfg.logger.Warn("outbox: relay pass failed", "err", err, "retry_in", d)
+		return d
+	}
+	w.errRun = 0
+	switch {
 	case res.BrokerErr != nil && w.breaker.isOpen():
 		return w.breaker.untilProbe(time.Now())
 	case res.Claimed == w.cfg.batchSize && res.Synced > 0:
@@ -304,7 +313,7 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 		w.cfg.logger.Warn("outbox: publish failed (will retry)", "events", len(failed), "err", firstError(failed))
 	}
 	done.Failed, done.BrokerErr = failed, res.BrokerErr
-	w.cfg.hooks.afterPublish(ctx, done)
+	w.cfg.hooks.afterPublish(pctx, done)
 	return res, errors.Join(errs...)
 }
 

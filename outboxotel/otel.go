@@ -24,7 +24,6 @@ package outboxotel
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -79,10 +78,11 @@ type Tracing struct {
 	tp     trace.TracerProvider
 	prop   propagation.TextMapPropagator
 	tracer trace.Tracer
-
-	mu    sync.Mutex
-	spans map[*outbox.Event]trace.Span // batch in flight (by its first event) -> its span
 }
+
+// spanKey finds, in the context AfterPublish is given, the span that
+// BeforePublish of the same Tracing started.
+type spanKey struct{ t *Tracing }
 
 var (
 	_ outbox.SaveHook    = (*Tracing)(nil)
@@ -91,7 +91,7 @@ var (
 
 // New returns the tracing hook.
 func New(opts ...Option) *Tracing {
-	t := &Tracing{prop: propagation.TraceContext{}, spans: map[*outbox.Event]trace.Span{}}
+	t := &Tracing{prop: propagation.TraceContext{}}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -175,22 +175,13 @@ func (t *Tracing) BeforePublish(ctx context.Context, b outbox.PublishStart) cont
 			attribute.Int("messaging.batch.message_count", len(b.Events)),
 			attribute.String("outbox.mode", mode),
 		))
-	t.mu.Lock()
-	t.spans[b.Events[0]] = span
-	t.mu.Unlock()
-	return ctx
+	return context.WithValue(ctx, spanKey{t}, span)
 }
 
 // AfterPublish implements outbox.PublishHook: it records the outcome on
 // the batch's span and ends it. A batch with failures has status Error.
-func (t *Tracing) AfterPublish(_ context.Context, d outbox.PublishDone) {
-	if len(d.Events) == 0 {
-		return
-	}
-	t.mu.Lock()
-	span, ok := t.spans[d.Events[0]]
-	delete(t.spans, d.Events[0])
-	t.mu.Unlock()
+func (t *Tracing) AfterPublish(ctx context.Context, d outbox.PublishDone) {
+	span, ok := ctx.Value(spanKey{t}).(trace.Span)
 	if !ok {
 		return
 	}
