@@ -317,6 +317,9 @@ func TestRelayKilledMidBatch(t *testing.T) {
 		lease := 300 * time.Millisecond
 		ob := newOutbox(t, store, pub, outbox.WithTimeout(100*time.Millisecond), outbox.WithLease(lease))
 		evs := newEvents("inventory", 5)
+		for i, e := range evs {
+			e.AggregateID = fmt.Sprintf("item-%d", i) // independent: none waits behind another
+		}
 		saveCommitted(t, db, ob, evs...)
 
 		dead, err := store.Claim(ctx, outbox.ClaimRequest{Limit: 3, Lease: lease}) // then the process dies

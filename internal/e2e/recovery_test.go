@@ -58,7 +58,7 @@ func TestRecoveryAfterOutage(t *testing.T) {
 		mustNoErr(t, err, "redisstream.New")
 		pub := &timingPublisher{inner: inner}
 		ob := newOutbox(t, store, pub,
-			outbox.WithInterval(time.Hour), outbox.WithTimeout(time.Second), outbox.WithBatchSize(200),
+			outbox.WithInterval(time.Hour), outbox.WithTimeout(5*time.Second), outbox.WithBatchSize(200),
 			outbox.WithBreaker(2, 10*time.Millisecond, 50*time.Millisecond))
 		stream := b.prefix + "recovery"
 
