@@ -289,3 +289,43 @@ func TestRunWakesOnNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnavailablePerEventFailuresAreTheBrokersFault(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(3)}
+	s.pending[1].Delivery.Attempts = 50 // far past MaxAttempts
+	dropped := Unavailable(errors.New("read: connection reset by peer"))
+	pub := PublisherFunc(func(context.Context, []*Event) error {
+		return &PublishError{Failed: map[string]error{"e1": dropped, "e2": dropped}}
+	})
+	w := newTestWorker(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Second, time.Second))
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Synced != 1 || res.Failed != 2 || res.Buried != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, f := range s.failed {
+		if f.Dead || f.Delay != 0 {
+			t.Errorf("connection failure recorded as %+v; want due at once, not dead", f)
+		}
+	}
+	if w.Breaker().Open {
+		t.Error("breaker opened although the broker acknowledged an event")
+	}
+
+	// Nothing acknowledged and every failure the broker's: the breaker counts it.
+	s.pending = events(2)
+	pub2 := PublisherFunc(func(context.Context, []*Event) error {
+		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": dropped}}
+	})
+	w2 := newTestWorker(t, s, pub2, WithBreaker(1, time.Second, time.Second))
+	w2.SyncPending(context.Background(), 10)
+	if !w2.Breaker().Open {
+		t.Error("breaker stayed closed although the broker failed every event")
+	}
+	if Unavailable(nil) != nil || IsUnavailable(errors.New("x")) || !IsUnavailable(fmt.Errorf("wrapped: %w", dropped)) {
+		t.Error("Unavailable/IsUnavailable")
+	}
+}

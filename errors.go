@@ -106,6 +106,32 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// unavailableError marks a failure caused by the broker or the
+// connection, not by the event.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string { return e.err.Error() }
+func (e unavailableError) Unwrap() error { return e.err }
+
+// Unavailable marks a per-event failure that the event did not cause: the
+// connection dropped in the middle of a batch, the cluster could not be
+// reached. The relay treats such an event as it treats a batch the broker
+// failed as a whole: it is due again at once, never buried for it, and the
+// circuit breaker paces the retries. Unavailable(nil) is nil.
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return unavailableError{err}
+}
+
+// IsUnavailable reports whether err, or any error it wraps, was marked by
+// Unavailable.
+func IsUnavailable(err error) bool {
+	var u unavailableError
+	return errors.As(err, &u)
+}
+
 // failuresOf maps the result of Publisher.Publish to the events that were
 // not acknowledged: nil means all were, a *PublishError names some, and any
 // other error covers the whole batch.

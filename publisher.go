@@ -10,8 +10,11 @@ import "context"
 // not acknowledged; any other error means none of them counts as
 // acknowledged. An outcome it cannot know (a timeout after sending) is a
 // failure, never an acknowledgement. Events of one aggregate must reach the
-// broker in the order of the slice. Mark errors that retrying cannot fix
-// with Permanent.
+// broker in the order of the slice; an event that fails before it is sent
+// holds back the later events of its aggregate in the batch (report them
+// with ErrHeldBack). Mark errors that retrying cannot fix with Permanent,
+// and per-event errors that the broker or the connection caused (not the
+// event) with Unavailable.
 type Publisher interface {
 	Publish(ctx context.Context, events []*Event) error
 }

@@ -48,8 +48,8 @@ type Store interface {
 // ClaimRequest says what to claim. Its zero value keeps per-aggregate
 // order and lets a buried event hold back its aggregate.
 type ClaimRequest struct {
-	Limit int           // at most this many events
-	Lease time.Duration // how long the claim holds them
+	Limit int           // at most this many events; must be positive
+	Lease time.Duration // how long the claim holds them; must be positive
 	IDs   []string      // if non-nil, claim only these events (an empty, non-nil slice claims none)
 
 	// Unordered drops per-aggregate order for throughput: any due event

@@ -219,11 +219,14 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 	done := PublishDone{Events: claim.Events, Immediate: immediate, Duration: time.Since(start), AckedAt: time.Now()}
 	failed := failuresOf(claim.Events, perr)
 	var pe *PublishError
-	if perr != nil && !errors.As(perr, &pe) {
+	switch {
+	case perr != nil && !errors.As(perr, &pe):
 		res.BrokerErr = perr
 		w.brokerFailed(ctx, perr)
-	} else if len(failed) < len(claim.Events) {
+	case len(failed) < len(claim.Events):
 		w.brokerOK(ctx)
+	case allUnavailable(failed):
+		w.brokerFailed(ctx, firstError(failed)) // nothing acknowledged, and the broker's fault
 	}
 
 	stopping := ctx.Err() != nil
@@ -247,13 +250,14 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 		default:
 			attempt := e.Delivery.Attempts + 1
 			f := Failure{ID: e.ID, Err: errorText(ferr)}
+			notItsFault := res.BrokerErr != nil || IsUnavailable(ferr)
 			switch {
-			case IsPermanent(ferr) || (res.BrokerErr == nil && attempt >= w.cfg.maxAttempts):
+			case IsPermanent(ferr) || (!notItsFault && attempt >= w.cfg.maxAttempts):
 				f.Dead = true
 				dead = append(dead, e)
-			case res.BrokerErr == nil:
+			case !notItsFault:
 				f.Delay = w.backoff(attempt)
-			} // a whole-batch failure is due again at once: the breaker paces it
+			} // the broker's fault: due again at once, the breaker paces it
 			fails = append(fails, f)
 		}
 		if failedAggregates == nil {
@@ -463,6 +467,15 @@ func errorText(err error) string {
 		s = strings.ToValidUTF8(s[:maxErrorLen], "")
 	}
 	return s
+}
+
+func allUnavailable(m map[string]error) bool {
+	for _, err := range m {
+		if !IsUnavailable(err) {
+			return false
+		}
+	}
+	return len(m) > 0
 }
 
 func firstError(m map[string]error) error {

@@ -40,14 +40,31 @@ var permanentKErrors = []sarama.KError{
 // brokers down or unreachable, a producer shutting down, an open circuit
 // breaker, a failed SASL handshake (fix the credentials and the backlog
 // flows again instead of being buried) and any error it does not know.
+//
+// Of the transient errors, those that say the cluster could not be reached
+// or the producer stopped (transientSentinels) are also marked
+// outbox.Unavailable: the record is not at fault, so the relay does not
+// count them toward burying it.
 func classify(err error) error {
-	if err == nil || outbox.IsPermanent(err) {
+	if err == nil || outbox.IsPermanent(err) || outbox.IsUnavailable(err) {
 		return err
 	}
 	if isPermanent(err) {
 		return outbox.Permanent(err)
 	}
+	if isUnreachable(err) {
+		return outbox.Unavailable(err)
+	}
 	return err
+}
+
+func isUnreachable(err error) bool {
+	for _, t := range transientSentinels {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
 }
 
 // transientSentinels say that the cluster could not be reached or the
@@ -63,10 +80,8 @@ var transientSentinels = []error{
 }
 
 func isPermanent(err error) bool {
-	for _, t := range transientSentinels {
-		if errors.Is(err, t) {
-			return false
-		}
+	if isUnreachable(err) {
+		return false
 	}
 	var kerr sarama.KError
 	if errors.As(err, &kerr) {

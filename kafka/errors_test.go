@@ -123,3 +123,20 @@ func TestClassifyBrokerErrors(t *testing.T) {
 		})
 	}
 }
+
+// Errors that say the cluster could not be reached are the broker's fault,
+// not the record's: marked outbox.Unavailable so the relay never buries for
+// them. A broker's answer about the record is not.
+func TestClassifyUnavailable(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{sarama.ErrOutOfBrokers, sarama.ErrNotConnected, sarama.ErrClosedClient, context.DeadlineExceeded} {
+		if got := classify(fmt.Errorf("send: %w", err)); !outbox.IsUnavailable(got) || outbox.IsPermanent(got) {
+			t.Errorf("classify(%v) = %v, want unavailable", err, got)
+		}
+	}
+	for _, err := range []error{sarama.ErrLeaderNotAvailable, sarama.ErrMessageSizeTooLarge} {
+		if got := classify(err); outbox.IsUnavailable(got) {
+			t.Errorf("classify(%v) marked unavailable", err)
+		}
+	}
+}

@@ -198,7 +198,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		cause := fmt.Errorf("kafka: outcome unknown, the record may still be written: %w", context.Cause(ctx))
+		cause := outbox.Unavailable(fmt.Errorf("kafka: outcome unknown, the record may still be written: %w", context.Cause(ctx)))
 		for _, e := range sent {
 			failed[e.ID] = cause
 		}

@@ -144,20 +144,14 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 	}
 	calls := make([]*call, len(events))
 	pipe := p.client.Pipeline()
-	for i, e := range events {
-		key := p.stream(e)
-		if key == "" {
-			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
+	keys, xadds := p.plan(events, fail)
+	for i := range events {
+		if xadds[i] == nil {
 			continue
 		}
-		xadd, err := p.xaddArgs(key, e)
-		if err != nil {
-			fail(e.ID, err)
-			continue
-		}
-		c := &call{keys: []string{key, DedupKey(p.dedup.prefix, key, e.ID)}}
-		c.args = append(make([]any, 0, len(xadd)-1), window)
-		c.args = append(c.args, xadd[2:]...) // after "xadd", key
+		c := &call{keys: []string{keys[i], DedupKey(p.dedup.prefix, keys[i], events[i].ID)}}
+		c.args = append(make([]any, 0, len(xadds[i])-1), window)
+		c.args = append(c.args, xadds[i][2:]...) // after "xadd", key
 		c.cmd = dedupScript.EvalSha(ctx, pipe, c.keys, c.args...)
 		calls[i] = c
 	}
@@ -188,7 +182,7 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 			continue
 		}
 		if err := scriptReply(c.cmd); err != nil {
-			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err))
+			fail(events[i].ID, replyError(fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err)))
 			continue
 		}
 		acked++

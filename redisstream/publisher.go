@@ -92,23 +92,14 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		failed[id] = err
 	}
 
+	keys, args := p.plan(events, fail)
 	pipe := p.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(events))
-	keys := make([]string, len(events))
-	for i, e := range events {
-		key := p.stream(e)
-		if key == "" {
-			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
-			continue
+	for i := range events {
+		if args[i] != nil {
+			cmds[i] = redis.NewStringCmd(ctx, args[i]...)
+			_ = pipe.Process(ctx, cmds[i]) // only queues the command
 		}
-		args, err := p.xaddArgs(key, e)
-		if err != nil {
-			fail(e.ID, err)
-			continue
-		}
-		keys[i] = key
-		cmds[i] = redis.NewStringCmd(ctx, args...)
-		_ = pipe.Process(ctx, cmds[i]) // only queues the command
 	}
 	if pipe.Len() == 0 {
 		return &outbox.PublishError{Failed: failed}
@@ -123,7 +114,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		// Only a reply carrying an entry ID acknowledges an event.
 		switch err := cmd.Err(); {
 		case err != nil:
-			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s: %w", keys[i], err))
+			fail(events[i].ID, replyError(fmt.Errorf("redisstream: XADD %s: %w", keys[i], err)))
 		case cmd.Val() == "":
 			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s: no entry ID in the reply", keys[i]))
 		default:
@@ -139,6 +130,55 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		return &outbox.PublishError{Failed: failed}
 	}
 	return nil
+}
+
+// plan maps each event to its stream key and XADD arguments. An event that
+// cannot be sent (no stream, a payload the codec refused) fails through
+// fail and holds back the later events of its aggregate, which fail with
+// outbox.ErrHeldBack; its arguments are nil.
+func (p *Publisher) plan(events []*outbox.Event, fail func(id string, err error)) (keys []string, args [][]any) {
+	keys = make([]string, len(events))
+	args = make([][]any, len(events))
+	var blocked map[string]string // aggregate -> the event that failed before sending
+	block := func(e *outbox.Event) {
+		if e.AggregateID == "" {
+			return
+		}
+		if blocked == nil {
+			blocked = map[string]string{}
+		}
+		blocked[e.AggregateID] = e.ID
+	}
+	for i, e := range events {
+		if first, ok := blocked[e.AggregateID]; ok {
+			fail(e.ID, fmt.Errorf("redisstream: event %q: %w (event %q of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID))
+			continue
+		}
+		key := p.stream(e)
+		if key == "" {
+			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
+			block(e)
+			continue
+		}
+		a, err := p.xaddArgs(key, e)
+		if err != nil {
+			fail(e.ID, err)
+			block(e)
+			continue
+		}
+		keys[i], args[i] = key, a
+	}
+	return keys, args
+}
+
+// replyError marks err outbox.Unavailable unless Redis itself answered
+// with an error: a reply (WRONGTYPE, OOM, ...) is about this command, while
+// a dropped connection is not the event's fault.
+func replyError(err error) error {
+	if isReply(err) {
+		return err
+	}
+	return outbox.Unavailable(err)
 }
 
 // xaddArgs returns the arguments of the XADD that adds e to the stream key:

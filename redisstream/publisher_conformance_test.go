@@ -25,12 +25,6 @@ func TestConformance(t *testing.T) {
 			}
 			outboxtest.TestPublisher(t, outboxtest.PublisherHarness{
 				New: func(t *testing.T) outboxtest.PublisherSetup { return conformanceSetup(t, newHarness(t)) },
-				// Publish still sends the later events of an aggregate whose
-				// earlier event maps to no stream (the suite's NoTopicIsPermanent
-				// finds them acknowledged instead of failed with
-				// outbox.ErrHeldBack, as the kafka publisher does). Remove this
-				// once Publish holds them back.
-				Features: outboxtest.PublisherFeatures{NoHoldBack: true},
 			})
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"strings"
@@ -571,3 +572,24 @@ func TestPublishConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// A connection dropped mid-batch is not the events' fault: the events that
+// were not acknowledged are marked outbox.Unavailable, so the relay neither
+// buries them nor backs them off, while a Redis reply stays an ordinary
+// failure of its event.
+func TestReplyErrorMarksOnlyConnectionFailures(t *testing.T) {
+	t.Parallel()
+	var wrongType error = replyErr("WRONGTYPE Operation against a key holding the wrong kind of value")
+	if err := replyError(wrongType); outbox.IsUnavailable(err) {
+		t.Errorf("a Redis reply %v was marked unavailable", err)
+	}
+	if err := replyError(io.ErrUnexpectedEOF); !outbox.IsUnavailable(err) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a dropped connection %v was not marked unavailable", err)
+	}
+}
+
+// replyErr is an error reply as go-redis reports it.
+type replyErr string
+
+func (e replyErr) Error() string { return string(e) }
+func (replyErr) RedisError()     {}
