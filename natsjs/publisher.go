@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/eventsync/outbox"
@@ -129,7 +130,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		}
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
-			block(e, fmt.Errorf("natsjs: publish %s to %q: %w", e.ID, subject, err))
+			block(e, unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", e.ID, subject, err)))
 			continue
 		}
 		sent = append(sent, inflight{e: e, f: f, sub: subject})
@@ -152,9 +153,9 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		case <-s.f.Ok():
 			acked++
 		case err := <-s.f.Err():
-			failed[s.e.ID] = fmt.Errorf("natsjs: publish %s to %q: %w", s.e.ID, s.sub, err)
+			failed[s.e.ID] = unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", s.e.ID, s.sub, err))
 		case <-ctx.Done():
-			ctxErr = fmt.Errorf("natsjs: outcome unknown, the message may still be stored: %w", context.Cause(ctx))
+			ctxErr = outbox.Unavailable(fmt.Errorf("natsjs: outcome unknown, the message may still be stored: %w", context.Cause(ctx)))
 			failed[s.e.ID] = ctxErr
 		}
 	}
@@ -162,6 +163,18 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		return nil
 	}
 	return &outbox.PublishError{Failed: failed}
+}
+
+// unreachable marks err outbox.Unavailable when it says the server or the
+// stream could not be reached in time, which is not the message's fault.
+func unreachable(err error) error {
+	for _, t := range []error{nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionClosed,
+		nats.ErrDisconnected, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse, context.DeadlineExceeded} {
+		if errors.Is(err, t) {
+			return outbox.Unavailable(err)
+		}
+	}
+	return err
 }
 
 // msgSize is the size the server checks against max_payload: headers and

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/eventsync/outbox"
 )
 
@@ -197,5 +199,17 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(nil, opts...); !errors.Is(err, outbox.ErrInvalidConfig) {
 			t.Errorf("%s: New(nil) = %v, want ErrInvalidConfig", name, err)
 		}
+	}
+}
+
+// A server that cannot be reached in time is not the message's fault.
+func TestUnreachableMarksOnlyConnectionFailures(t *testing.T) {
+	for _, err := range []error{nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionClosed} {
+		if got := unreachable(fmt.Errorf("publish: %w", err)); !outbox.IsUnavailable(got) {
+			t.Errorf("unreachable(%v) not marked unavailable", err)
+		}
+	}
+	if got := unreachable(errors.New("nats: maximum payload exceeded")); outbox.IsUnavailable(got) {
+		t.Errorf("a refusal of the message was marked unavailable: %v", got)
 	}
 }
