@@ -329,3 +329,22 @@ func TestUnavailablePerEventFailuresAreTheBrokersFault(t *testing.T) {
 		t.Error("Unavailable/IsUnavailable")
 	}
 }
+
+// A relay whose own pass met the broker down retries soon, not a whole
+// interval later, so that the breaker opens (or the broker is used again)
+// within moments.
+func TestRunRetriesSoonAfterABrokerFailure(t *testing.T) {
+	t.Parallel()
+	s := &refillStore{}
+	s.refill = func() []*Event { return events(1) }
+	pub := &pingPublisher{}
+	w := newTestWorker(t, s, pub, WithInterval(time.Hour), WithBreaker(3, 5*time.Millisecond, 20*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, func() bool { return w.Breaker().Open }) // three passes, not three hours
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

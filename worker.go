@@ -146,6 +146,11 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 	switch {
 	case res.BrokerErr != nil && w.breaker.isOpen():
 		return w.breaker.untilProbe(time.Now())
+	case res.BrokerErr != nil:
+		// The failed events are due again at once: retry soon, so that a
+		// broker back within moments is used at once and one that stays
+		// down opens the breaker, doubling the wait up to the interval.
+		return min(w.cfg.interval, w.cfg.probeMin<<min(max(w.breaker.snapshot().Failures-1, 0), 16))
 	case res.Claimed == w.cfg.batchSize && res.Synced > 0:
 		return 0 // a full batch went through: more is likely waiting
 	}

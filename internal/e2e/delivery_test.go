@@ -40,7 +40,9 @@ func idsOf(events []*outbox.Event) []string {
 
 func newOutbox(t *testing.T, store outbox.Store, pub outbox.Publisher, opts ...outbox.Option) *outbox.Outbox {
 	t.Helper()
-	ob, err := outbox.New(store, pub, append([]outbox.Option{outbox.WithBackoff(time.Millisecond, time.Millisecond)}, opts...)...)
+	ob, err := outbox.New(store, pub, append([]outbox.Option{
+		outbox.WithBackoff(time.Millisecond, time.Millisecond), outbox.WithLogger(testLogger(t)),
+	}, opts...)...)
 	mustNoErr(t, err, "outbox.New")
 	return ob
 }
