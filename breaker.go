@@ -68,6 +68,16 @@ func (b *breaker) failure(now time.Time) (opened bool) {
 	return opened
 }
 
+// postpone moves the next probe one probe delay ahead without counting a
+// failure: the probe could not tell (nothing to send, the store failed).
+func (b *breaker) postpone(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state.Open {
+		b.state.NextProbe = now.Add(b.delay)
+	}
+}
+
 // untilProbe is how long to wait before the next probe; 0 when one is due.
 func (b *breaker) untilProbe(now time.Time) time.Duration {
 	b.mu.Lock()

@@ -348,3 +348,62 @@ func TestRunRetriesSoonAfterABrokerFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// countingStore counts claims and has nothing to claim.
+type countingStore struct {
+	fakeStore
+	claims atomic.Int64
+}
+
+func (s *countingStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	s.claims.Add(1)
+	return &Claim{Token: "t"}, nil
+}
+
+// An open breaker over a publisher without Ping probes with a batch of
+// one; when there is nothing to claim, the probe must wait its delay, not
+// spin.
+func TestProbeWithNothingToClaimWaits(t *testing.T) {
+	t.Parallel()
+	s := &countingStore{}
+	w := newTestWorker(t, s, Noop, WithInterval(time.Hour), WithBreaker(1, 50*time.Millisecond, 50*time.Millisecond))
+	w.breaker.failure(time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	if n := s.claims.Load(); n > 10 {
+		t.Fatalf("%d claims in 300ms with a 50ms probe delay: the relay spins", n)
+	}
+}
+
+// endlessPurger always has a full batch more to purge.
+type endlessPurger struct {
+	countingStore
+	purges atomic.Int64
+}
+
+func (p *endlessPurger) Purge(_ context.Context, _ time.Duration, limit int) (int, error) {
+	p.purges.Add(1)
+	time.Sleep(time.Millisecond)
+	return limit, nil
+}
+
+// A large purge backlog must not hold up delivery: each turn purges a
+// bounded number of batches, then the relay passes again.
+func TestPurgeBacklogDoesNotStarveDelivery(t *testing.T) {
+	t.Parallel()
+	p := &endlessPurger{}
+	w := newTestWorker(t, p, Noop, WithRetention(time.Hour), WithInterval(time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, func() bool { return p.claims.Load() >= 5 })
+	cancel()
+	<-done
+	if per := p.purges.Load() / p.claims.Load(); per > maxPurgeBatches {
+		t.Errorf("%d purge batches per relay pass, want at most %d", per, maxPurgeBatches)
+	}
+}

@@ -26,12 +26,14 @@ const (
 
 	DefaultBackoffMin = time.Second     // WithBackoff
 	DefaultBackoffMax = 5 * time.Minute // WithBackoff
+	MaxBackoff        = 24 * time.Hour  // the longest WithBackoff accepts
 
 	DefaultMaxPayloadBytes = 1 << 20 // WithMaxPayloadBytes
 
 	DefaultBreakerThreshold = 3                      // WithBreaker; -1 disables the breaker
 	DefaultProbeMin         = 100 * time.Millisecond // WithBreaker
 	DefaultProbeMax         = 5 * time.Second        // WithBreaker
+	MaxProbe                = time.Hour              // the longest probe delay WithBreaker accepts
 
 	RetentionEvery = time.Minute // how often the relay purges, with WithRetention
 )
@@ -237,14 +239,14 @@ func newConfig(opts []Option) (config, error) {
 		return bad("Lease %v must be longer than Timeout (%v)", c.lease, c.timeout)
 	case c.maxAttempts < 1:
 		return bad("MaxAttempts %d must be at least 1", c.maxAttempts)
-	case c.backoffMin < 0 || c.backoffMax < c.backoffMin:
-		return bad("Backoff %v..%v is not a range of non-negative durations", c.backoffMin, c.backoffMax)
+	case c.backoffMin < 0 || c.backoffMax < c.backoffMin || c.backoffMax > MaxBackoff:
+		return bad("Backoff %v..%v is not a range of non-negative durations up to MaxBackoff (%v)", c.backoffMin, c.backoffMax, MaxBackoff)
 	case c.maxPayload < 0:
 		return bad("MaxPayloadBytes %d is negative", c.maxPayload)
 	case c.breakerThreshold < -1:
 		return bad("BreakerThreshold %d must be positive, or -1 to disable", c.breakerThreshold)
-	case c.probeMin <= 0 || c.probeMax < c.probeMin:
-		return bad("Breaker probe delays %v..%v are not a range of positive durations", c.probeMin, c.probeMax)
+	case c.probeMin <= 0 || c.probeMax < c.probeMin || c.probeMax > MaxProbe:
+		return bad("Breaker probe delays %v..%v are not a range of positive durations up to MaxProbe (%v)", c.probeMin, c.probeMax, MaxProbe)
 	case c.hookErr != nil:
 		return config{}, c.hookErr
 	case c.alerts.Pending < 0 || c.alerts.OldestAge < 0 || c.alerts.Every < 0:

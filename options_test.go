@@ -27,14 +27,16 @@ func TestInvalidOptions(t *testing.T) {
 		opt  Option
 		name string
 	}{
-		"interval":  {WithInterval(time.Microsecond), "Interval"},
-		"batch":     {WithBatchSize(-1), "BatchSize"},
-		"big batch": {WithBatchSize(MaxBatchSize + 1), "BatchSize"},
-		"timeout":   {WithTimeout(time.Millisecond), "Timeout"},
-		"lease":     {WithLease(time.Second), "Lease"},
-		"attempts":  {WithMaxAttempts(-2), "MaxAttempts"},
-		"backoff":   {WithBackoff(time.Minute, time.Second), "Backoff"},
-		"payload":   {WithMaxPayloadBytes(-1), "MaxPayloadBytes"},
+		"interval":    {WithInterval(time.Microsecond), "Interval"},
+		"batch":       {WithBatchSize(-1), "BatchSize"},
+		"big batch":   {WithBatchSize(MaxBatchSize + 1), "BatchSize"},
+		"timeout":     {WithTimeout(time.Millisecond), "Timeout"},
+		"lease":       {WithLease(time.Second), "Lease"},
+		"attempts":    {WithMaxAttempts(-2), "MaxAttempts"},
+		"backoff":     {WithBackoff(time.Minute, time.Second), "Backoff"},
+		"backoff cap": {WithBackoff(time.Hour, 1<<62), "Backoff"},
+		"probe cap":   {WithBreaker(3, time.Second, 1<<62), "probe"},
+		"payload":     {WithMaxPayloadBytes(-1), "MaxPayloadBytes"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -92,6 +92,13 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, err
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
+	if len(claim.Events) < len(ids) {
+		// Some were not claimable: most likely held behind an earlier event
+		// of their aggregate that is being published right now. Wake the
+		// relay now and again after the next mark, whichever comes first.
+		o.worker.deferred.Store(true)
+		o.worker.Kick()
+	}
 	res, err := o.worker.deliver(ctx, ctx, claim, true)
 	if res.BrokerErr != nil {
 		o.worker.Kick() // due again at once: let the relay retry and count toward the breaker

@@ -31,6 +31,10 @@ type Worker struct {
 	breaker *breaker
 	kick    chan struct{}
 	running atomic.Bool
+	// deferred is set when Publish left events for the relay (held behind
+	// an earlier event of their aggregate that was in flight); the next
+	// mark kicks the relay so they follow at once, not an interval later.
+	deferred atomic.Bool
 	firing  bool // an alert is firing; used by Run only
 	errRun  int  // store errors in a row; used by Run only
 }
@@ -110,7 +114,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		timer.Reset(w.step(ctx))
 		if w.cfg.retention > 0 && time.Since(lastPurge) >= RetentionEvery && ctx.Err() == nil {
 			lastPurge = time.Now()
-			w.purge(ctx)
+			if w.purge(ctx) {
+				lastPurge = time.Time{} // more to purge: another turn after the next pass
+				w.Kick()
+			}
 		}
 		if w.cfg.alerts.Every > 0 && time.Since(lastAlert) >= w.cfg.alerts.Every && ctx.Err() == nil {
 			lastAlert = time.Now()
@@ -162,7 +169,10 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 func (w *Worker) probe(ctx context.Context) bool {
 	p, ok := w.pub.(Pinger)
 	if !ok {
-		_, _ = w.SyncPending(ctx, 1) // records success or failure on the breaker
+		res, err := w.SyncPending(ctx, 1) // records success or failure on the breaker
+		if err != nil || res.Claimed == 0 {
+			w.breaker.postpone(time.Now()) // nothing was sent: no answer, try later
+		}
 		return !w.breaker.isOpen()
 	}
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
@@ -227,10 +237,12 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 	switch {
 	case perr != nil && !errors.As(perr, &pe):
 		res.BrokerErr = perr
-		w.brokerFailed(ctx, perr)
+		if ctx.Err() == nil { // a stop is not the broker's failure
+			w.brokerFailed(ctx, perr)
+		}
 	case len(failed) < len(claim.Events):
 		w.brokerOK(ctx)
-	case allUnavailable(failed):
+	case allUnavailable(failed) && ctx.Err() == nil:
 		w.brokerFailed(ctx, firstError(failed)) // nothing acknowledged, and the broker's fault
 	}
 
@@ -286,6 +298,9 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 			errs = append(errs, fmt.Errorf("outbox: mark %d acknowledged events synced (they will be published again when their lease ends): %w", len(acked), err))
 		} else if n < len(acked) {
 			w.cfg.logger.Warn("outbox: lease lost before mark; another relay took the events", "events", len(acked)-n)
+		}
+		if n > 0 && w.deferred.CompareAndSwap(true, false) {
+			w.Kick()
 		}
 	}
 	if len(fails) > 0 {
@@ -426,11 +441,20 @@ func (w *Worker) reportDead(ctx context.Context, events []*Event, fails []Failur
 	}
 }
 
-// purge deletes synced events past the retention age, a batch at a time.
-func (w *Worker) purge(ctx context.Context) {
+// maxPurgeBatches bounds one purge turn of Run, so that a large purge
+// backlog never holds up delivery; the rest waits for the next turn.
+const maxPurgeBatches = 10
+
+// purge deletes synced events past the retention age, a batch at a time,
+// at most maxPurgeBatches batches. It reports whether more may be left.
+func (w *Worker) purge(ctx context.Context) (more bool) {
 	p := w.store.(Purger)
 	total := 0
-	for ctx.Err() == nil {
+	for i := 0; ctx.Err() == nil; i++ {
+		if i == maxPurgeBatches {
+			more = true
+			break
+		}
 		pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
 		n, err := p.Purge(pctx, w.cfg.retention, w.cfg.batchSize)
 		cancel()
@@ -446,6 +470,7 @@ func (w *Worker) purge(ctx context.Context) {
 	if total > 0 {
 		w.cfg.logger.Info("outbox: purged synced events", "events", total, "older_than", w.cfg.retention)
 	}
+	return more
 }
 
 // backoff returns the delay before attempt+1: backoffMin doubled per

@@ -75,15 +75,17 @@
 // built with Options.ContextTimeoutEnabled; otherwise the client's read
 // and write timeouts bound it.
 //
-// No Redis error reply is marked outbox.Permanent, so no reply makes the
-// relay bury an event. Every reply XADD can give here depends on the
-// server or the key, not on the event: WRONGTYPE (the key holds another
-// type), OOM (maxmemory reached), READONLY, LOADING, MASTERDOWN, MISCONF,
-// NOPERM and NOAUTH (ACL or password), an exhausted stream ID, even XADD
-// being unknown to a server older than 5.0. An operator can fix each of
-// them, after which a retry succeeds; marking them permanent would bury
-// every event of the backlog at once. The only permanent failure is an
-// event the stream function maps to an empty key.
+// No Redis error reply is marked outbox.Permanent: every reply XADD can
+// give here depends on the server or the key, not on the event, and an
+// operator can fix each of them, after which a retry succeeds. Replies
+// about the server's state (OOM, READONLY, LOADING, MASTERDOWN, MISCONF,
+// BUSY, CLUSTERDOWN, TRYAGAIN, NOAUTH, NOPERM) and connection failures are
+// marked outbox.Unavailable: the relay retries them as an outage, with the
+// circuit breaker, and never buries an event for them. A reply about the
+// command (WRONGTYPE: the key holds another type) is the event's own
+// failure and counts toward MaxAttempts. The only permanent failure is an
+// event the stream function maps to an empty key; later events of its
+// aggregate in the batch are then held back (outbox.ErrHeldBack).
 //
 // Redis 5.0 or later is required (streams, MAXLEN ~).
 package redisstream

@@ -171,14 +171,26 @@ func (p *Publisher) plan(events []*outbox.Event, fail func(id string, err error)
 	return keys, args
 }
 
-// replyError marks err outbox.Unavailable unless Redis itself answered
-// with an error: a reply (WRONGTYPE, OOM, ...) is about this command, while
-// a dropped connection is not the event's fault.
+// serverStateReplies are error replies about the state of the server, not
+// about the command: every event would get them, so none is the event's
+// fault (out of memory, a replica or a node that cannot serve writes,
+// loading, refused persistence, missing authentication).
+var serverStateReplies = []string{"OOM", "READONLY", "LOADING", "MASTERDOWN", "MISCONF", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "NOAUTH", "NOPERM"}
+
+// replyError marks err outbox.Unavailable when the event is not at fault:
+// a dropped connection (no reply at all) or a reply about the server's
+// state. A reply about the command itself (WRONGTYPE, say) stays the
+// event's own failure.
 func replyError(err error) error {
-	if isReply(err) {
-		return err
+	if !isReply(err) {
+		return outbox.Unavailable(err)
 	}
-	return outbox.Unavailable(err)
+	for _, prefix := range serverStateReplies {
+		if redis.HasErrorPrefix(err, prefix) {
+			return outbox.Unavailable(err)
+		}
+	}
+	return err
 }
 
 // xaddArgs returns the arguments of the XADD that adds e to the stream key:

@@ -586,6 +586,11 @@ func TestReplyErrorMarksOnlyConnectionFailures(t *testing.T) {
 	if err := replyError(io.ErrUnexpectedEOF); !outbox.IsUnavailable(err) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("a dropped connection %v was not marked unavailable", err)
 	}
+	for _, reply := range []string{"OOM command not allowed when used memory > 'maxmemory'.", "READONLY You can't write against a read only replica.", "LOADING Redis is loading the dataset in memory", "NOPERM this user has no permissions"} {
+		if err := replyError(fmt.Errorf("XADD s: %w", replyErr(reply))); !outbox.IsUnavailable(err) {
+			t.Errorf("server-state reply %q not marked unavailable", reply)
+		}
+	}
 }
 
 // replyErr is an error reply as go-redis reports it.
