@@ -94,16 +94,54 @@ func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Cla
 		}
 	}
 	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
-	claim.Events = make([]*outbox.Event, 0, len(rows))
+	events, err := s.decodeClaimed(ctx, cr, rows)
+	if err != nil {
+		return nil, err
+	}
+	claim.Events = events
+	return claim, nil
+}
+
+// decodeClaimed turns the claimed rows (in seq order) into events. A row
+// that cannot be decoded (headers that are not a JSON object of strings,
+// written by hand or by another producer) would fail every claim that
+// meets it, so it is buried at once under the claim's token, with the
+// reason as its last error, and left out. When the claim keeps order
+// without passing buried events, the later events of its aggregate in
+// this claim are released, not returned: they wait behind it as behind
+// any buried event. If burying fails, the whole claim is released and
+// the error returned.
+func (s *Store) decodeClaimed(ctx context.Context, cr claimRun, rows []eventRow) ([]*outbox.Event, error) {
+	events := make([]*outbox.Event, 0, len(rows))
+	var buried []outbox.Failure
+	var held []eventRow
+	blocked := map[string]bool{}
 	for i := range rows {
+		if cr.ordered && !cr.passDead && blocked[rows[i].AggregateID] {
+			held = append(held, rows[i])
+			continue
+		}
 		e, err := rows[i].event()
 		if err != nil {
-			s.releaseRows(ctx, claim.Token, rows)
-			return nil, err
+			buried = append(buried, outbox.Failure{ID: rows[i].ID, Err: err.Error(), Dead: true})
+			if rows[i].AggregateID != "" {
+				blocked[rows[i].AggregateID] = true
+			}
+			continue
 		}
-		claim.Events = append(claim.Events, e)
+		events = append(events, e)
 	}
-	return claim, nil
+	if len(buried) == 0 {
+		return events, nil
+	}
+	if _, err := s.Fail(context.WithoutCancel(ctx), cr.token, buried); err != nil {
+		s.releaseRows(ctx, cr.token, rows)
+		return nil, fmt.Errorf("sqlstore: claim: bury %d events that cannot be decoded: %w", len(buried), err)
+	}
+	if len(held) > 0 {
+		s.releaseRows(ctx, cr.token, held)
+	}
+	return events, nil
 }
 
 // claimRun is what one Claim call's statements share.
