@@ -55,9 +55,10 @@ type dialect struct {
 
 	// migrationsDDL creates the migrations table; %s is its quoted name.
 	migrationsDDL string
-	// lockMigrations runs fn while holding a lock that serializes Migrate
-	// across processes, on conn, a connection of Migrate's own.
-	lockMigrations func(ctx context.Context, conn *sql.Conn, key string, fn func(q querier) error) error
+	// lockMigrations runs fn while holding locks named keys, taken in
+	// order, that serialize Migrate (and Drop) across processes, on conn,
+	// a connection of the caller's own.
+	lockMigrations func(ctx context.Context, conn *sql.Conn, keys []string, fn func(q querier) error) error
 }
 
 // querier is what a migration runs its statements on: a *sql.Tx or a

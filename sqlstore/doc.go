@@ -29,7 +29,15 @@
 // and safe to call from every instance at start-up. Teams that run their
 // own migration tool can apply the embedded files instead (see Schema, or
 // the migrations directory of this package: plain NNN_name.up.sql files
-// that name the table outbox_events).
+// that name the table outbox_events). On MySQL/MariaDB DDL commits
+// implicitly, so a tool that dies between a migration's ALTER TABLE and
+// recording its version leaves it applied but unrecorded, and re-running
+// the file then fails ("Duplicate column name" or "Duplicate key name"):
+// each ALTER TABLE applies whole, so record the version by hand, or run
+// only its clauses whose column or index information_schema does not
+// show. Migrate does that by itself. Drop removes what Migrate created
+// (both tables and, on Postgres, the <table>_notify() trigger function,
+// which DROP TABLE leaves behind), for tests and teardown.
 //
 // # Writing events
 //
@@ -140,5 +148,5 @@
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable) and
 // OUTBOX_TEST_MYSQL (a go-sql-driver DSN such as
 // root@tcp(127.0.0.1:3306)/test). Each test works on its own randomly
-// named table and drops only that table and its migrations table.
+// named table and removes it with Drop, which touches nothing else.
 package sqlstore

@@ -122,8 +122,8 @@ func randomName(prefix string) string {
 }
 
 // setup returns a store of dialect d on a fresh, migrated table with a
-// random name. Cleanup drops that table and its migrations table and
-// nothing else.
+// random name. Cleanup drops what Migrate created for that table (Drop)
+// and nothing else.
 func setup(t *testing.T, d Dialect) *bundle {
 	t.Helper()
 	db := openDB(t, d)
@@ -137,7 +137,7 @@ func setup(t *testing.T, d Dialect) *bundle {
 	return &bundle{store: s, db: db, clock: clock, table: name}
 }
 
-// newStore returns a store on table name and drops the table at cleanup.
+// newStore returns a store on table name and drops it (Drop) at cleanup.
 func newStore(t *testing.T, db *sqlx.DB, name string, opts ...Option) *Store {
 	t.Helper()
 	s, err := New(db, append([]Option{WithTable(name)}, opts...)...)
@@ -147,10 +147,8 @@ func newStore(t *testing.T, db *sqlx.DB, name string, opts ...Option) *Store {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, tbl := range []string{s.t.quoted, s.t.migrations()} {
-			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
-				t.Errorf("drop %s: %v", tbl, err)
-			}
+		if err := s.Drop(ctx); err != nil {
+			t.Errorf("drop %s: %v", name, err)
 		}
 	})
 	return s

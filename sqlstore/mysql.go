@@ -38,33 +38,36 @@ var mysqlDialect = &dialect{
 	lockMigrations: mysqlLockMigrations,
 }
 
-// mysqlLockMigrations holds a named lock (GET_LOCK) on conn while fn runs.
-// MySQL DDL commits implicitly, so there is no transaction to lean on:
-// the migrations are written to be re-runnable (IF NOT EXISTS) instead.
-func mysqlLockMigrations(ctx context.Context, conn *sql.Conn, key string, fn func(q querier) error) error {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	name := fmt.Sprintf("outbox_migrate_%016x", h.Sum64())
+// mysqlLockMigrations holds named locks (GET_LOCK, one per key, taken in
+// order) on conn while fn runs. MySQL DDL commits implicitly, so there is
+// no transaction to lean on: Migrate leaves out what an interrupted run
+// already applied instead (see Store.Migrate).
+func mysqlLockMigrations(ctx context.Context, conn *sql.Conn, keys []string, fn func(q querier) error) error {
 	wait := 3600 // seconds; ctx cancellation ends the wait sooner
 	if dl, ok := ctx.Deadline(); ok {
 		wait = int(math.Ceil(time.Until(dl).Seconds()))
 		wait = max(wait, 1)
 	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, wait).Scan(&got); err != nil {
-		return fmt.Errorf("sqlstore: migrate: lock: %w", err)
-	}
-	if !got.Valid || got.Int64 != 1 {
-		return fmt.Errorf("sqlstore: migrate: timed out after %ds waiting for another process's migration (lock %s)", wait, name)
-	}
-	defer func() {
-		var released sql.NullInt64
-		err := conn.QueryRowContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", name).Scan(&released)
-		if err != nil {
-			// The lock belongs to the session: discard the connection so
-			// the server drops the lock with it.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	for _, key := range keys {
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		name := fmt.Sprintf("outbox_migrate_%016x", h.Sum64())
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, wait).Scan(&got); err != nil {
+			return fmt.Errorf("sqlstore: migrate: lock: %w", err)
 		}
-	}()
+		if !got.Valid || got.Int64 != 1 {
+			return fmt.Errorf("sqlstore: migrate: timed out after %ds waiting for another process's migration (lock %s)", wait, name)
+		}
+		defer func() {
+			var released sql.NullInt64
+			err := conn.QueryRowContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", name).Scan(&released)
+			if err != nil {
+				// The lock belongs to the session: discard the connection so
+				// the server drops the lock with it.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
 	return fn(conn)
 }

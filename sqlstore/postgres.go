@@ -30,20 +30,22 @@ var postgresDialect = &dialect{
 	lockMigrations: postgresLockMigrations,
 }
 
-// postgresLockMigrations runs fn in one transaction holding a
-// transaction-level advisory lock: Postgres DDL is transactional, so a
+// postgresLockMigrations runs fn in one transaction holding
+// transaction-level advisory locks: Postgres DDL is transactional, so a
 // migration applies whole or not at all, and the lock ends with the
 // transaction whatever happens.
-func postgresLockMigrations(ctx context.Context, conn *sql.Conn, key string, fn func(q querier) error) error {
+func postgresLockMigrations(ctx context.Context, conn *sql.Conn, keys []string, fn func(q querier) error) error {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlstore: migrate: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
-		return fmt.Errorf("sqlstore: migrate: lock: %w", err)
+	for _, key := range keys {
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
+			return fmt.Errorf("sqlstore: migrate: lock: %w", err)
+		}
 	}
 	if err := fn(tx); err != nil {
 		return err

@@ -37,7 +37,7 @@ var sqliteDialect = &dialect{
 // the database's write lock at once (waiting up to busy_timeout), so
 // concurrent callers run one after the other, and SQLite DDL is
 // transactional.
-func sqliteLockMigrations(ctx context.Context, conn *sql.Conn, _ string, fn func(q querier) error) error {
+func sqliteLockMigrations(ctx context.Context, conn *sql.Conn, _ []string, fn func(q querier) error) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("sqlstore: migrate: begin: %w", err)
 	}

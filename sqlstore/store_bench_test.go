@@ -36,13 +36,7 @@ func benchStores(b *testing.B) map[string]*Store {
 		if err := s.Migrate(context.Background()); err != nil {
 			b.Fatalf("%s: migrate: %v", name, err)
 		}
-		b.Cleanup(func() {
-			_, _ = db.Exec("DROP TABLE IF EXISTS " + s.t.quoted)
-			_, _ = db.Exec("DROP TABLE IF EXISTS " + s.t.migrations())
-			if s.d.name == Postgres {
-				_, _ = db.Exec("DROP FUNCTION IF EXISTS " + table + "_notify()")
-			}
-		})
+		b.Cleanup(func() { _ = s.Drop(context.Background()) })
 		out[name] = s
 	}
 	open("sqlite", "sqlite", "file:"+filepath.Join(b.TempDir(), "bench.db")+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)")

@@ -1,6 +1,6 @@
 -- +goose Up
--- Stats, in one ALTER TABLE so that it applies whole or not at all. MySQL
--- has no partial indexes: the pending events by type with their oldest
+-- Stats, in one ALTER TABLE, which applies whole or not at all (re-runs:
+-- see 002). MySQL has no partial indexes: the pending events by type with their oldest
 -- creation time are the (NULL, NULL) range of the first index, and the
 -- events synced within a window a range of the second, which covers the
 -- latency (created_at) so that no row is read.
