@@ -53,10 +53,12 @@ func TestRelayEndToEnd(t *testing.T) {
 		t.Cleanup(func() { db.Close() })
 		table := fmt.Sprintf("outbox_kafka_e2e_%08x", rand.Uint32())
 		t.Cleanup(func() {
-			for _, tb := range []string{table, table + "_migrations"} {
-				if _, err := db.Exec("DROP TABLE IF EXISTS " + tb); err != nil {
-					t.Errorf("drop %s: %v", tb, err)
-				}
+			store, err := sqlstore.New(db, sqlstore.WithTable(table))
+			if err == nil {
+				err = store.Drop(context.Background())
+			}
+			if err != nil {
+				t.Errorf("drop %s: %v", table, err)
 			}
 		})
 		testRelay(t, db, table)

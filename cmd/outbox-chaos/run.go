@@ -175,10 +175,11 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 	undo = append(undo, func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, t := range []string{r.table, r.table + "_migrations", r.orders} {
-			if _, err := db.ExecContext(dctx, "DROP TABLE IF EXISTS "+t); err != nil {
-				fmt.Fprintf(os.Stderr, "outbox-chaos: drop %s: %v\n", t, err)
-			}
+		if err := r.store.Drop(dctx); err != nil {
+			fmt.Fprintf(os.Stderr, "outbox-chaos: drop %s: %v\n", r.table, err)
+		}
+		if _, err := db.ExecContext(dctx, "DROP TABLE IF EXISTS "+r.orders); err != nil {
+			fmt.Fprintf(os.Stderr, "outbox-chaos: drop %s: %v\n", r.orders, err)
 		}
 	})
 	if err := r.store.Migrate(pctx); err != nil {

@@ -118,10 +118,8 @@ func newTarget(t *testing.T, d sqlstore.Dialect) *target {
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			for _, tbl := range []string{tg.table, tg.table + "_migrations"} {
-				if _, err := tg.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
-					t.Errorf("drop %s: %v", tbl, err)
-				}
+			if err := tg.store.Drop(ctx); err != nil {
+				t.Errorf("drop %s: %v", tg.table, err)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/eventsync/outbox/internal/testproxy"
 	"github.com/eventsync/outbox/redisstream"
+	"github.com/eventsync/outbox/sqlstore"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
@@ -97,7 +98,12 @@ func endToEnd(t *testing.T, db dbConfig, redisURL string) {
 		tablePrefix: "inv_e2e_" + suffix + "_",
 	}
 	t.Cleanup(func() {
-		for _, table := range []string{cfg.eventsTable(), cfg.eventsTable() + "_migrations", cfg.stockTable(), cfg.reservationsTable()} {
+		if store, err := sqlstore.New(check, sqlstore.WithTable(cfg.eventsTable())); err != nil {
+			t.Errorf("drop %s: %v", cfg.eventsTable(), err)
+		} else if err := store.Drop(ctx); err != nil {
+			t.Errorf("drop %s: %v", cfg.eventsTable(), err)
+		}
+		for _, table := range []string{cfg.stockTable(), cfg.reservationsTable()} {
 			if _, err := check.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
 				t.Errorf("drop %s: %v", table, err)
 			}

@@ -81,10 +81,8 @@ func forEachDatabase(t *testing.T, fn func(t *testing.T, db *sqlx.DB, store *sql
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				for _, tb := range []string{table, table + "_migrations"} {
-					if _, err := db.Exec("DROP TABLE IF EXISTS " + tb); err != nil {
-						t.Errorf("drop %s: %v", tb, err)
-					}
+				if err := store.Drop(context.Background()); err != nil {
+					t.Errorf("drop %s: %v", table, err)
 				}
 			})
 			fn(t, db, store)
