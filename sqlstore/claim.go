@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -301,19 +302,41 @@ func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows
 	if len(order) == 0 {
 		return rows, nil
 	}
+	// One row per candidate aggregate (its ID and last candidate seq) with
+	// a count of its undelivered events up to that seq: one short index
+	// range scan per aggregate, where a WHERE of one OR term per aggregate
+	// made the planner scan far more.
 	q := newQuery(s.d)
-	q.sql("SELECT aggregate_id, COUNT(*) FROM ", s.t.quoted, " WHERE synced_at IS NULL")
+	q.sql("SELECT c.agg, (SELECT COUNT(*) FROM ", s.t.quoted, " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL")
 	if cr.passDead {
-		q.sql(" AND dead_at IS NULL")
+		q.sql(" AND e.dead_at IS NULL")
 	}
-	q.sql(" AND (")
-	for i, id := range order {
-		if i > 0 {
-			q.sql(" OR ")
+	q.sql(" AND e.seq <= c.maxseq) FROM ")
+	if s.d.name == Postgres {
+		// One text parameter, whatever the number of aggregates.
+		type cand struct {
+			Agg    string `json:"agg"`
+			MaxSeq int64  `json:"maxseq"`
 		}
-		q.sql("(aggregate_id = ", q.arg(id), " AND seq <= ", q.arg(aggs[id].maxSeq), ")")
+		cands := make([]cand, len(order))
+		for i, id := range order {
+			cands[i] = cand{id, aggs[id].maxSeq}
+		}
+		js, err := json.Marshal(cands)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+		}
+		q.sql("json_to_recordset(", q.arg(string(js)), "::json) AS c(agg text, maxseq bigint)")
+	} else {
+		q.sql("(")
+		for i, id := range order {
+			if i > 0 {
+				q.sql(" UNION ALL ")
+			}
+			q.sql("SELECT ", q.arg(id), " AS agg, ", q.arg(aggs[id].maxSeq), " AS maxseq")
+		}
+		q.sql(") c")
 	}
-	q.sql(") GROUP BY aggregate_id")
 	r, err := tx.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)

@@ -67,14 +67,13 @@ func claimPlanQueries(t *testing.T, b *bundle, limit int) map[string]*query {
 	if len(order) == 0 {
 		t.Fatal("nothing to claim")
 	}
-	check := newQuery(b.store.d).sql("SELECT aggregate_id, COUNT(*) FROM ", b.store.t.quoted, " WHERE synced_at IS NULL AND (")
-	for i, agg := range order {
-		if i > 0 {
-			check.sql(" OR ")
-		}
-		check.sql("(aggregate_id = ", check.arg(agg), " AND seq <= ", check.arg(last[agg]), ")")
+	var cands []string
+	for _, agg := range order {
+		cands = append(cands, fmt.Sprintf(`{"agg":%q,"maxseq":%d}`, agg, last[agg]))
 	}
-	check.sql(") GROUP BY aggregate_id")
+	check := newQuery(b.store.d).sql("SELECT c.agg, (SELECT COUNT(*) FROM ", b.store.t.quoted,
+		" e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL AND e.seq <= c.maxseq) FROM json_to_recordset(")
+	check.sql(check.arg("["+strings.Join(cands, ",")+"]"), "::json) AS c(agg text, maxseq bigint)")
 
 	cutoff := b.store.d.timeArg(b.clock.Now())
 	purge := newQuery(b.store.d).sql("DELETE FROM ", b.store.t.quoted, " WHERE seq IN (SELECT seq FROM ", b.store.t.quoted, " WHERE synced_at IS NOT NULL AND synced_at < ")

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -265,12 +266,25 @@ func (c claimSQL) lock() string {
 }
 
 func (c claimSQL) check(aggregates int) string {
-	s := "SELECT aggregate_id, COUNT(*) FROM " + quotedTable(c.d) + " WHERE synced_at IS NULL"
+	s := "SELECT c.agg, (SELECT COUNT(*) FROM " + quotedTable(c.d) + " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL"
 	if c.passDead {
-		s += " AND dead_at IS NULL"
+		s += " AND e.dead_at IS NULL"
 	}
-	s += " AND (" + strings.TrimSuffix(strings.Repeat("(aggregate_id = ? AND seq <= ?) OR ", aggregates), " OR ") + ") GROUP BY aggregate_id"
+	s += " AND e.seq <= c.maxseq) FROM "
+	if c.d == Postgres {
+		s += "json_to_recordset(?::json) AS c(agg text, maxseq bigint)"
+	} else {
+		s += "(" + strings.TrimSuffix(strings.Repeat("SELECT ? AS agg, ? AS maxseq UNION ALL ", aggregates), " UNION ALL ") + ") c"
+	}
 	return ph(c.d, s)
+}
+
+// checkArgs are the arguments of check for one aggregate.
+func (c claimSQL) checkArgs(agg string, maxSeq int64) []driver.Value {
+	if c.d == Postgres {
+		return []driver.Value{fmt.Sprintf(`[{"agg":%q,"maxseq":%d}]`, agg, maxSeq)}
+	}
+	return []driver.Value{agg, maxSeq}
 }
 
 func (c claimSQL) update(rows int) string {
@@ -301,7 +315,7 @@ func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n in
 	mock.ExpectBegin()
 	mock.ExpectQuery(c.lock()).WithArgs(lockArgs...).WillReturnRows(mockRows(c.d))
 	if c.ordered {
-		mock.ExpectQuery(c.check(1)).WithArgs("sku-1", 1).WillReturnRows(countRows("sku-1", n))
+		mock.ExpectQuery(c.check(1)).WithArgs(c.checkArgs("sku-1", 1)...).WillReturnRows(countRows("sku-1", n))
 	}
 	mock.ExpectExec(c.update(len(seqs))).WithArgs(append([]driver.Value{sqlmock.AnyArg(), until}, seqs...)...).
 		WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
