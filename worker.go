@@ -35,8 +35,8 @@ type Worker struct {
 	// an earlier event of their aggregate that was in flight); the next
 	// mark kicks the relay so they follow at once, not an interval later.
 	deferred atomic.Bool
-	firing  bool // an alert is firing; used by Run only
-	errRun  int  // store errors in a row; used by Run only
+	firing   bool // an alert is firing; used by Run only
+	errRun   int  // store errors in a row; used by Run only
 }
 
 // SyncResult counts what one relay pass did.
@@ -292,7 +292,7 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 	defer cancel()
 	var errs []error
 	if len(acked) > 0 {
-		n, err := w.store.MarkSynced(fctx, claim.Token, acked)
+		n, err := retryWrite(fctx, func() (int, error) { return w.store.MarkSynced(fctx, claim.Token, acked) })
 		res.Synced = n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("outbox: mark %d acknowledged events synced (they will be published again when their lease ends): %w", len(acked), err))
@@ -304,7 +304,7 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 		}
 	}
 	if len(fails) > 0 {
-		if _, err := w.store.Fail(fctx, claim.Token, fails); err != nil {
+		if _, err := retryWrite(fctx, func() (int, error) { return w.store.Fail(fctx, claim.Token, fails) }); err != nil {
 			errs = append(errs, fmt.Errorf("outbox: record %d failed attempts: %w", len(fails), err))
 		} else {
 			for _, f := range fails {
@@ -323,7 +323,7 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 		}
 	}
 	if len(release) > 0 {
-		n, err := w.store.Release(fctx, claim.Token, release)
+		n, err := retryWrite(fctx, func() (int, error) { return w.store.Release(fctx, claim.Token, release) })
 		res.Released = n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("outbox: release %d events: %w", len(release), err))
@@ -339,6 +339,28 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 	done.Failed, done.BrokerErr = failed, res.BrokerErr
 	w.cfg.hooks.afterPublish(pctx, done)
 	return res, errors.Join(errs...)
+}
+
+// retryWrite runs one of the writes that record a batch's outcome, trying
+// again twice after a short wait if the database failed: a mark lost to a
+// passing error would leave acknowledged events leased, to be published
+// again when the lease ends.
+func retryWrite(ctx context.Context, write func() (int, error)) (int, error) {
+	var n int
+	var err error
+	for i, wait := range []time.Duration{0, 20 * time.Millisecond, 200 * time.Millisecond} {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return n, err
+			case <-time.After(wait):
+			}
+		}
+		if n, err = write(); err == nil {
+			return n, nil
+		}
+	}
+	return n, err
 }
 
 // brokerFailed counts a whole-batch failure on the breaker, and tells

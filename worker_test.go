@@ -18,14 +18,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // them. The real stores are tested in sqlstore; this one lets the relay's
 // own decisions be checked one by one, including store failures.
 type fakeStore struct {
-	mu       sync.Mutex
-	pending  []*Event
-	requests []ClaimRequest
-	claimErr error
-	markErr  error
-	marked   []string
-	failed   []Failure
-	released []string
+	mu        sync.Mutex
+	pending   []*Event
+	requests  []ClaimRequest
+	claimErr  error
+	markErr   error
+	markFails int // the next markFails marks fail with a passing error
+	marked    []string
+	failed    []Failure
+	released  []string
 }
 
 func (s *fakeStore) Insert(context.Context, Executor, []*Event) error { return nil }
@@ -48,6 +49,10 @@ func (s *fakeStore) MarkSynced(_ context.Context, token string, ids []string) (i
 	defer s.mu.Unlock()
 	if s.markErr != nil {
 		return 0, s.markErr
+	}
+	if s.markFails > 0 {
+		s.markFails--
+		return 0, errors.New("connection reset")
 	}
 	s.marked = append(s.marked, ids...)
 	return len(ids), nil
@@ -258,5 +263,15 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPassingMarkFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	s := &fakeStore{pending: events(2), markFails: 2}
+	w := newTestWorker(t, s, Noop)
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil || res.Synced != 2 || len(s.marked) != 2 {
+		t.Fatalf("after two passing mark failures: %+v %v, marked %v", res, err, s.marked)
 	}
 }
