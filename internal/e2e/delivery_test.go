@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,15 +259,23 @@ func TestRedisDownThenBack(t *testing.T) {
 	})
 }
 
-// markFailsOnce is a Store whose first MarkSynced fails after the broker
-// acknowledged: the crash window between ack and mark.
+// markFailsOnce is a Store that cannot mark the first claim it is asked
+// to mark, however often the relay tries: the crash window between the
+// broker's ack and the mark. Marks of every later claim go through.
 type markFailsOnce struct {
 	outbox.Store
-	failed atomic.Bool
+	mu    sync.Mutex
+	token string // the claim whose marks fail
 }
 
 func (s *markFailsOnce) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
-	if s.failed.CompareAndSwap(false, true) {
+	s.mu.Lock()
+	if s.token == "" {
+		s.token = token
+	}
+	fail := s.token == token
+	s.mu.Unlock()
+	if fail {
 		return 0, errors.New("connection reset by peer")
 	}
 	return s.Store.MarkSynced(ctx, token, ids)
