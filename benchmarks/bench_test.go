@@ -4,9 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
+
+// TestMain lets the test binary act as the relay child process, which the
+// outage and memory scenarios start from os.Executable.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == childCommand {
+		os.Exit(childMain(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
 
 // TestQuick runs every scenario in -quick mode against the servers the
 // flags' defaults (or OUTBOX_BENCH_* variables) name, so the benchmark

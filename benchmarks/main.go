@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.runs = 1
 		c.events = 3000
 		c.bigEvents = 20000
-		c.drainTimeout = 15 * time.Second
+		c.drainTimeout = 5 * time.Second
 	}
 	if c.runs < 1 || c.events < c.batch || c.bigEvents < c.batch {
 		fmt.Fprintln(stderr, "outbox-bench: -runs must be at least 1 and -events and -big at least -batch")
