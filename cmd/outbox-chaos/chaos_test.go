@@ -22,7 +22,9 @@ func TestMain(m *testing.M) {
 // TestShortRun is the CI chaos run: relays as real processes over a real
 // Postgres table, publishing to a real Redis through a proxy, with 20 or
 // more faults in about a minute. It needs OUTBOX_TEST_POSTGRES and
-// OUTBOX_TEST_REDIS and skips without them.
+// OUTBOX_TEST_REDIS and skips without them. The idempotent subtest runs
+// it again, a little shorter, with -idempotent: then not even a duplicate
+// may reach the broker.
 func TestShortRun(t *testing.T) {
 	pg, rd := os.Getenv("OUTBOX_TEST_POSTGRES"), os.Getenv("OUTBOX_TEST_REDIS")
 	if pg == "" || rd == "" {
@@ -31,8 +33,28 @@ func TestShortRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run skipped with -short")
 	}
-	cfg := ShortConfig()
-	cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
+	t.Run("redis", func(t *testing.T) {
+		cfg := ShortConfig()
+		cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
+		shortRun(t, cfg)
+	})
+	t.Run("idempotent", func(t *testing.T) {
+		cfg := ShortConfig()
+		cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
+		cfg.Idempotent = true
+		// 32 s still holds 20 faults at the longest gap (1.5 s).
+		cfg.Events, cfg.Duration = 2400, 32*time.Second
+		res := shortRun(t, cfg)
+		if res != nil && res.Duplicates != 0 {
+			t.Errorf("%d duplicates at the broker with idempotent publication (seed %d)", res.Duplicates, cfg.Seed)
+		}
+	})
+}
+
+// shortRun runs cfg and fails t unless every guarantee held under 20 or
+// more faults and every event was committed.
+func shortRun(t *testing.T, cfg Config) *Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, cfg)
@@ -41,7 +63,10 @@ func TestShortRun(t *testing.T) {
 	}
 	t.Log(res.JSON())
 	if !res.OK() {
-		t.Fatalf("a guarantee broke under faults (rerun with -seed %d): %s", cfg.Seed, res.JSON())
+		t.Errorf("a guarantee broke under faults (rerun with -seed %d): %s", cfg.Seed, res.JSON())
+	}
+	if res.Lost != 0 || res.OrderViolations != 0 || res.Phantoms != 0 {
+		t.Errorf("lost %d, order violations %d, phantoms %d, want 0 each", res.Lost, res.OrderViolations, res.Phantoms)
 	}
 	if res.FaultsInjected < 20 {
 		t.Errorf("only %d faults injected, want at least 20", res.FaultsInjected)
@@ -49,6 +74,7 @@ func TestShortRun(t *testing.T) {
 	if res.Committed < cfg.Events {
 		t.Errorf("committed %d events, want %d", res.Committed, cfg.Events)
 	}
+	return res
 }
 
 // TestCheck feeds the checker a broker history with each kind of fault it
