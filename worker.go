@@ -78,11 +78,11 @@ func NewWorker(store Store, pub Publisher, opts ...Option) (*Worker, error) {
 
 // Run relays events until ctx ends, then returns nil once its current
 // batch is marked or released and every goroutine it started has ended.
-// It passes at once, then every interval, at once again after a full batch
-// (so a backlog drains at full speed), whenever Kick is called, and, if the
-// store is a Notifier, whenever events are committed. While the circuit
-// breaker is open it only probes the broker. A pass that fails is logged
-// and retried at the next interval.
+// It passes at once, then every interval, at once again after any pass that
+// delivered events (so a backlog drains at full speed), whenever Kick is
+// called, and, if the store is a Notifier, whenever events are committed.
+// While the circuit breaker is open it only probes the broker. A pass that
+// fails is logged and retried with backoff.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -158,8 +158,12 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 		// broker back within moments is used at once and one that stays
 		// down opens the breaker, doubling the wait up to the interval.
 		return min(w.cfg.interval, w.cfg.probeMin<<min(max(w.breaker.snapshot().Failures-1, 0), 16))
-	case res.Claimed == w.cfg.batchSize && res.Synced > 0:
-		return 0 // a full batch went through: more is likely waiting
+	case res.Synced > 0:
+		// Work went through: pass again at once while there is more. A
+		// batch can be short with much left (an ordered claim leaves out
+		// aggregates whose head another relay holds), so only an empty
+		// pass makes the relay wait for its interval.
+		return 0
 	}
 	return w.cfg.interval
 }

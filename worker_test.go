@@ -207,13 +207,16 @@ func TestRunDrainsKicksAndStops(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.marked) == 25 })
-	// Full batches ran back to back; the short third one ends the burst.
+	// Passes ran back to back while they delivered; the empty fourth one
+	// ends the burst (a short batch may leave much behind: see Run).
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.requests) == 4 })
+	time.Sleep(20 * time.Millisecond)
 	s.mu.Lock()
 	passes := len(s.requests)
 	s.pending = events(1)
 	s.mu.Unlock()
-	if passes != 3 {
-		t.Errorf("%d passes drained 25 events in batches of 10, want 3", passes)
+	if passes != 4 {
+		t.Errorf("%d passes drained 25 events in batches of 10, want 3 and an empty one", passes)
 	}
 	if err := w.Run(ctx); !errors.Is(err, ErrRunning) {
 		t.Errorf("second Run = %v, want ErrRunning", err)
