@@ -9,6 +9,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
 // Inbox records the IDs of the events a consumer processed, in the
@@ -18,7 +19,7 @@ import (
 type Inbox struct {
 	db     *sqlx.DB
 	d      *dialect
-	t      table
+	t      sqlschema.Table
 	insert string
 	now    func() time.Time
 }
@@ -55,27 +56,27 @@ func New(db *sqlx.DB, opts ...Option) (*Inbox, error) {
 		}
 	}
 	if o.dialect == "" {
-		d, ok := driverDialects[db.DriverName()]
+		d, ok := sqlschema.DialectOf(db.DriverName())
 		if !ok {
 			return nil, fmt.Errorf("inbox: cannot tell the dialect of driver %q; pass WithDialect: %w", db.DriverName(), outbox.ErrInvalidConfig)
 		}
-		o.dialect = d
+		o.dialect = Dialect(d)
 	}
 	d, ok := dialects[o.dialect]
 	if !ok {
 		return nil, fmt.Errorf("inbox: unknown dialect %q (want %q, %q or %q): %w", o.dialect, Postgres, MySQL, SQLite, outbox.ErrInvalidConfig)
 	}
-	t, err := newTable(d, o.table)
+	t, err := ddl.Table(string(d.name), o.table)
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{db: db, d: d, t: t, insert: fmt.Sprintf(d.insert, t.quoted), now: utcNow}, nil
+	return &Inbox{db: db, d: d, t: t, insert: fmt.Sprintf(d.insert, t.Quoted), now: utcNow}, nil
 }
 
 func utcNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Table reports the inbox table's name as configured.
-func (in *Inbox) Table() string { return in.t.qualified() }
+func (in *Inbox) Table() string { return in.t.Qualified() }
 
 // Handler processes one event. Its database writes go through the
 // transaction given to Process.
@@ -161,7 +162,7 @@ func (in *Inbox) Handle(ctx context.Context, e *outbox.Event, handle func(ctx co
 // inbox.
 func (in *Inbox) Processed(ctx context.Context, id string) (bool, error) {
 	var n int
-	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id = %s", in.t.quoted, in.d.placeholder(1))
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id = %s", in.t.Quoted, in.d.placeholder(1))
 	if err := in.db.QueryRowContext(ctx, q, id).Scan(&n); err != nil {
 		return false, fmt.Errorf("inbox: processed %s: %w", id, err)
 	}
@@ -174,7 +175,7 @@ func (in *Inbox) Processed(ctx context.Context, id string) (bool, error) {
 // group may lag): a redelivered event whose record was purged is
 // processed again.
 func (in *Inbox) Purge(ctx context.Context, olderThan time.Duration) (int64, error) {
-	q := fmt.Sprintf("DELETE FROM %s WHERE processed_at < %s", in.t.quoted, in.d.placeholder(1))
+	q := fmt.Sprintf("DELETE FROM %s WHERE processed_at < %s", in.t.Quoted, in.d.placeholder(1))
 	res, err := in.db.ExecContext(ctx, q, in.d.timeArg(in.now().Add(-olderThan)))
 	if err != nil {
 		return 0, fmt.Errorf("inbox: purge: %w", err)

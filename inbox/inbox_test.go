@@ -263,7 +263,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 			}
 		}
 		var n int
-		if err := b.db.QueryRow("SELECT COUNT(*) FROM " + b.in.t.migrations()).Scan(&n); err != nil || n != 1 {
+		if err := b.db.QueryRow("SELECT COUNT(*) FROM " + b.in.t.MigrationsTable()).Scan(&n); err != nil || n != 1 {
 			t.Errorf("migrations recorded: %d, %v; want 1", n, err)
 		}
 	})

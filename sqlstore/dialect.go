@@ -1,10 +1,7 @@
 package sqlstore
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -20,17 +17,15 @@ const (
 )
 
 // dialect is what differs between databases: placeholder and quoting
-// style, how times travel, which locking clauses exist, and how Migrate
-// serializes concurrent callers. Everything else is shared SQL.
+// style, how times travel and which locking clauses exist. Everything
+// else is shared SQL; table names and migrations are internal/sqlschema's.
 type dialect struct {
 	name Dialect
 
 	// placeholder returns the n-th (1-based) bind parameter.
 	placeholder func(n int) string
-	// quote quotes an identifier already checked by validIdent.
+	// quote quotes an identifier.
 	quote func(ident string) string
-	// schemas reports whether a table name may be schema-qualified.
-	schemas bool
 
 	// maxParams is the most bind parameters one statement may carry.
 	maxParams int
@@ -52,36 +47,12 @@ type dialect struct {
 	// expression, where the database cannot infer its type.
 	castTime func(ph string) string
 	castText func(ph string) string
-
-	// migrationsDDL creates the migrations table; %s is its quoted name.
-	migrationsDDL string
-	// lockMigrations runs fn while holding locks named keys, taken in
-	// order, that serialize Migrate (and Drop) across processes, on conn,
-	// a connection of the caller's own.
-	lockMigrations func(ctx context.Context, conn *sql.Conn, keys []string, fn func(q querier) error) error
-}
-
-// querier is what a migration runs its statements on: a *sql.Tx or a
-// *sql.Conn.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 var dialects = map[Dialect]*dialect{
 	Postgres: postgresDialect,
 	MySQL:    mysqlDialect,
 	SQLite:   sqliteDialect,
-}
-
-// driverDialects maps database/sql driver names to their dialect.
-var driverDialects = map[string]Dialect{
-	"pgx":      Postgres,
-	"pgx/v5":   Postgres,
-	"postgres": Postgres,
-	"mysql":    MySQL,
-	"sqlite":   SQLite,
-	"sqlite3":  SQLite,
 }
 
 func lookupDialect(d Dialect) (*dialect, error) {
@@ -92,19 +63,7 @@ func lookupDialect(d Dialect) (*dialect, error) {
 	return dd, nil
 }
 
-func questionMark(int) string { return "?" }
-
-func dollar(n int) string { return "$" + strconv.Itoa(n) }
-
-func doubleQuote(ident string) string { return `"` + ident + `"` }
-
 func sameExpr(ph string) string { return ph }
-
-// timeLayout is how MySQL and SQLite store times: UTC, fixed width, so
-// that text order is time order in SQLite.
-const timeLayout = "2006-01-02 15:04:05.000000"
-
-func timeText(t time.Time) any { return t.UTC().Format(timeLayout) }
 
 // dbTime scans a time column whatever form the driver hands it in: a
 // time.Time (pgx, or MySQL with parseTime), or text in timeLayout or RFC

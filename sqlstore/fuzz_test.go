@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/eventsync/outbox"
 )
+
+// plainIdentRE is a plain SQL identifier.
+var plainIdentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // FuzzTableName checks that a table name reaches SQL only as one or two
 // quoted plain identifiers, and that everything else is refused with
@@ -28,7 +32,7 @@ func FuzzTableName(f *testing.F) {
 				continue
 			}
 			for _, part := range []string{tb.schema, tb.name} {
-				if part != "" && !identRE.MatchString(part) {
+				if part != "" && !plainIdentRE.MatchString(part) {
 					t.Fatalf("%s: accepted %q with the part %q", d.name, name, part)
 				}
 			}

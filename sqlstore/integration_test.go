@@ -412,12 +412,12 @@ func TestMigrate(t *testing.T) {
 			if err := s.Migrate(ctx); err != nil {
 				t.Fatalf("Migrate again: %v", err)
 			}
-			migTable := s.t.migrations()
+			migTable := s.t.MigrationsTable()
 			var n int
 			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+migTable).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			ms, err := migrationsFor(d)
+			ms, err := ddl.Migrations(string(d))
 			if err != nil {
 				t.Fatal(err)
 			}

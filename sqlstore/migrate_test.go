@@ -1,20 +1,21 @@
 package sqlstore
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
 // migrationCount returns how many migrations the table records.
 func migrationCount(t *testing.T, db *sqlx.DB, s *Store) int {
 	t.Helper()
 	var n int
-	if err := db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+s.t.migrations()).Scan(&n); err != nil {
+	if err := db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+s.t.MigrationsTable()).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -52,7 +53,7 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			ctx := t.Context()
 			db := openDB(t, d)
 			s := newStore(t, db, randomName("outbox_mig_"))
-			ms, err := migrationsFor(d)
+			ms, err := ddl.Migrations(string(d))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +62,7 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			}
 
 			// Every migration from 002 on applied but none recorded.
-			if _, err := db.ExecContext(ctx, "DELETE FROM "+s.t.migrations()+" WHERE version >= 2"); err != nil {
+			if _, err := db.ExecContext(ctx, "DELETE FROM "+s.t.MigrationsTable()+" WHERE version >= 2"); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Migrate(ctx); err != nil {
@@ -82,7 +83,7 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			if _, err := db.ExecContext(ctx, drop); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.ExecContext(ctx, "DELETE FROM "+s.t.migrations()+" WHERE version >= 3"); err != nil {
+			if _, err := db.ExecContext(ctx, "DELETE FROM "+s.t.MigrationsTable()+" WHERE version >= 3"); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Migrate(ctx); err != nil {
@@ -123,22 +124,22 @@ func TestMigrateMySQLRecordFailsAfterDDL(t *testing.T) {
 	ctx := t.Context()
 	db := openDB(t, MySQL)
 	s := newStore(t, db, randomName("outbox_mig_"))
-	if _, err := db.ExecContext(ctx, fmt.Sprintf(s.d.migrationsDDL, s.t.migrations())); err != nil {
+	if _, err := db.ExecContext(ctx, s.t.MigrationsDDL()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, "ALTER TABLE "+s.t.migrations()+" ADD CONSTRAINT only_v1 CHECK (version < 2)"); err != nil {
+	if _, err := db.ExecContext(ctx, "ALTER TABLE "+s.t.MigrationsTable()+" ADD CONSTRAINT only_v1 CHECK (version < 2)"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Migrate(ctx); err == nil {
 		t.Fatal("Migrate recorded version 2 despite the CHECK")
 	}
-	if _, err := db.ExecContext(ctx, "ALTER TABLE "+s.t.migrations()+" DROP CONSTRAINT only_v1"); err != nil {
+	if _, err := db.ExecContext(ctx, "ALTER TABLE "+s.t.MigrationsTable()+" DROP CONSTRAINT only_v1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatalf("Migrate after 002 ran unrecorded: %v", err)
 	}
-	ms, _ := migrationsFor(MySQL)
+	ms, _ := ddl.Migrations(string(MySQL))
 	if n := migrationCount(t, db, s); n != len(ms) {
 		t.Fatalf("%d migrations recorded, want %d", n, len(ms))
 	}
@@ -154,7 +155,7 @@ func TestMigrateIsAtomicOnTransactionalDDL(t *testing.T) {
 			ctx := t.Context()
 			db := openDB(t, d)
 			s := newStore(t, db, randomName("outbox_mig_"))
-			ddl := strings.Replace(fmt.Sprintf(s.d.migrationsDDL, s.t.migrations()), "PRIMARY KEY", "PRIMARY KEY CHECK (version < 2)", 1)
+			ddl := strings.Replace(s.t.MigrationsDDL(), "PRIMARY KEY", "PRIMARY KEY CHECK (version < 2)", 1)
 			if _, err := db.ExecContext(ctx, ddl); err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +168,7 @@ func TestMigrateIsAtomicOnTransactionalDDL(t *testing.T) {
 			if n := migrationCount(t, db, s); n != 0 {
 				t.Fatalf("a failed Migrate left %d versions recorded", n)
 			}
-			if _, err := db.ExecContext(ctx, "DROP TABLE "+s.t.migrations()); err != nil {
+			if _, err := db.ExecContext(ctx, "DROP TABLE "+s.t.MigrationsTable()); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Migrate(ctx); err != nil {
@@ -181,24 +182,24 @@ func TestMigrateIsAtomicOnTransactionalDDL(t *testing.T) {
 // re-run: CREATE TABLE IF NOT EXISTS, or an ALTER TABLE of ADD COLUMN and
 // ADD KEY clauses only.
 func TestMySQLMigrationsAreRerunnable(t *testing.T) {
-	ms, err := migrationsFor(MySQL)
+	ms, err := ddl.Migrations(string(MySQL))
 	if err != nil {
 		t.Fatal(err)
 	}
 	createRE := regexp.MustCompile(`(?is)^CREATE TABLE IF NOT EXISTS ` + DefaultTable + `\s`)
 	for _, m := range ms {
-		for _, stmt := range statements(m.sql) {
+		for _, stmt := range sqlschema.Statements(m.SQL) {
 			if createRE.MatchString(stmt) {
 				continue
 			}
-			clauses, ok := alterClauses(stmt)
+			clauses, ok := ddl.AlterClauses(stmt)
 			if !ok {
-				t.Errorf("%s: statement is neither CREATE TABLE IF NOT EXISTS nor a re-runnable ALTER TABLE:\n%s", m.name, stmt)
+				t.Errorf("%s: statement is neither CREATE TABLE IF NOT EXISTS nor a re-runnable ALTER TABLE:\n%s", m.Name, stmt)
 				continue
 			}
 			for _, c := range clauses {
-				if c.kind == "" {
-					t.Errorf("%s: clause Migrate cannot check before re-running it: %s", m.name, c.text)
+				if c.Kind == "" {
+					t.Errorf("%s: clause Migrate cannot check before re-running it: %s", m.Name, c.Text)
 				}
 			}
 		}
@@ -239,7 +240,7 @@ func TestMigrateConcurrentSpellings(t *testing.T) {
 						t.Fatalf("concurrent Migrate of %s and %s.%s: %v", name, schema, name, err)
 					}
 				}
-				ms, _ := migrationsFor(d)
+				ms, _ := ddl.Migrations(string(d))
 				if n := migrationCount(t, db, plain); n != len(ms) {
 					t.Fatalf("%d migrations recorded, want %d", n, len(ms))
 				}

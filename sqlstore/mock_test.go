@@ -15,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
 // Unit tests of the exact statements each dialect sends, and of every
@@ -58,7 +59,7 @@ func mockTime(d Dialect, t time.Time) driver.Value {
 	if d == Postgres {
 		return t
 	}
-	return t.Format(timeLayout)
+	return t.Format(sqlschema.TimeLayout)
 }
 
 // ph numbers the placeholders of a statement written with '?' in the
@@ -72,7 +73,7 @@ func ph(d Dialect, stmt string) string {
 	for _, r := range stmt {
 		if r == '?' {
 			n++
-			b.WriteString(dollar(n))
+			b.WriteString(sqlschema.Dollar(n))
 			continue
 		}
 		b.WriteRune(r)
@@ -203,9 +204,9 @@ func mockRows(d Dialect) *sqlmock.Rows {
 		case Postgres:
 			return t.In(time.FixedZone("CET", 3600)) // pgx returns local times
 		case MySQL:
-			return []byte(t.Format(timeLayout))
+			return []byte(t.Format(sqlschema.TimeLayout))
 		}
-		return t.Format(timeLayout)
+		return t.Format(sqlschema.TimeLayout)
 	}
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	return sqlmock.NewRows(mockCols).
@@ -587,7 +588,7 @@ func TestMockFailOnlyDead(t *testing.T) {
 	mock.ExpectExec(`UPDATE "outbox_events" SET attempts = attempts + 1, last_error = CASE id WHEN ? THEN ? END, `+
 		`dead_at = CASE WHEN id IN (?) THEN ? ELSE dead_at END, claim_token = NULL, locked_until = NULL `+
 		`WHERE claim_token = ? AND id IN (?)`).
-		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(timeLayout), "tok", "e1").
+		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(sqlschema.TimeLayout), "tok", "e1").
 		WillReturnResult(sqlmock.NewResult(0, 1))
 	n, err := s.Fail(t.Context(), "tok", []outbox.Failure{{ID: "e1", Err: strings.Repeat("x", maxLastError+10), Dead: true}})
 	wantN(t, "Fail", n, err, 1)

@@ -9,6 +9,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
 func mockDB(t *testing.T, driverName string) *sqlx.DB {
@@ -112,7 +113,7 @@ func TestSchema(t *testing.T) {
 }
 
 func TestStatements(t *testing.T) {
-	got := statements("-- +goose Up\n-- a comment\nCREATE TABLE t (\n  a INT\n);\n\nCREATE INDEX i ON t (a);\nSELECT 1")
+	got := sqlschema.Statements("-- +goose Up\n-- a comment\nCREATE TABLE t (\n  a INT\n);\n\nCREATE INDEX i ON t (a);\nSELECT 1")
 	want := []string{"CREATE TABLE t (\n  a INT\n)", "CREATE INDEX i ON t (a)", "SELECT 1"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("statements = %q, want %q", got, want)

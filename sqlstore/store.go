@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
 // Store is an outbox.Store in a SQL database. It is safe for concurrent
@@ -56,12 +57,12 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 		}
 	}
 	if o.dialect == "" {
-		d, ok := driverDialects[db.DriverName()]
+		d, ok := sqlschema.DialectOf(db.DriverName())
 		if !ok {
 			return nil, fmt.Errorf("sqlstore: cannot tell the dialect of driver %q; pass WithDialect(sqlstore.Postgres, MySQL or SQLite): %w",
 				db.DriverName(), outbox.ErrInvalidConfig)
 		}
-		o.dialect = d
+		o.dialect = Dialect(d)
 	}
 	d, err := lookupDialect(o.dialect)
 	if err != nil {
@@ -82,7 +83,7 @@ func utcNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 func (s *Store) Dialect() Dialect { return s.d.name }
 
 // Table reports the outbox table's name as configured.
-func (s *Store) Table() string { return s.t.qualified() }
+func (s *Store) Table() string { return s.t.Qualified() }
 
 // insertColumns is how many parameters one row of Insert takes.
 const insertColumns = 9

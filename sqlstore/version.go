@@ -8,11 +8,11 @@ import (
 // LatestVersion returns the schema version Migrate brings a table of
 // dialect d to: the number of its newest migration.
 func LatestVersion(d Dialect) (int, error) {
-	ms, err := migrationsFor(d)
+	ms, err := ddl.Migrations(string(d))
 	if err != nil {
 		return 0, err
 	}
-	return ms[len(ms)-1].version, nil
+	return ms[len(ms)-1].Version, nil
 }
 
 // Version returns the schema version the table is at, as recorded by
@@ -20,8 +20,8 @@ func LatestVersion(d Dialect) (int, error) {
 // table) is an error from the database.
 func (s *Store) Version(ctx context.Context) (int, error) {
 	var v int
-	if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM "+s.t.migrations()).Scan(&v); err != nil {
-		return 0, fmt.Errorf("sqlstore: read the schema version from %s: %w", s.t.migrations(), err)
+	if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM "+s.t.MigrationsTable()).Scan(&v); err != nil {
+		return 0, fmt.Errorf("sqlstore: read the schema version from %s: %w", s.t.MigrationsTable(), err)
 	}
 	return v, nil
 }
