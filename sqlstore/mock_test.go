@@ -601,8 +601,10 @@ func TestMockFailOnlyDead(t *testing.T) {
 func TestMockMarkFailsAfterPublish(t *testing.T) {
 	s, mock := mockStore(t, SQLite)
 	mock.ExpectQuery(claimSQL{d: SQLite, ordered: true}.single()).WillReturnRows(mockRows(SQLite))
-	mock.ExpectExec(`UPDATE "outbox_events" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)`).
-		WillReturnError(errBoom)
+	for range 3 { // the relay tries the mark three times before giving up
+		mock.ExpectExec(`UPDATE "outbox_events" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)`).
+			WillReturnError(errBoom)
+	}
 	published := 0
 	pub := outbox.PublisherFunc(func(_ context.Context, events []*outbox.Event) error {
 		published += len(events)
