@@ -118,17 +118,18 @@ func newPublisher(opts []Option, maxBytes int, connect func() (sarama.SyncProduc
 	return p, nil
 }
 
-// Publish sends events as one batch (one SendMessages call) and returns
-// nil when Kafka acknowledged every one. Otherwise it returns an
+// Publish sends events in as few SendMessages calls as per-aggregate order
+// allows (one per event of the batch's busiest aggregate; see rounds) and
+// returns nil when Kafka acknowledged every one. Otherwise it returns an
 // *outbox.PublishError naming each event that was not acknowledged, with
 // the reason, marked outbox.Permanent where retrying cannot help (see the
 // package documentation), or, when nothing could be sent at all (closed,
 // not connected, ctx already ended), a plain error.
 //
-// Each record's key is the event's aggregate ID. An event that fails
-// before it is sent (too large, no topic) also holds back the later events
-// of its aggregate in the batch, which fail with a transient error, so that
-// they never overtake it.
+// Each record's key is the event's aggregate ID. An event that fails,
+// before it is sent (too large, no topic) or in Kafka, holds back the later
+// events of its aggregate in the batch, which fail with outbox.ErrHeldBack
+// unsent, so that they never overtake it.
 //
 // If ctx ends while the batch is in flight, Publish returns at once and
 // reports every sent event as failed: the outcome is unknown and the
@@ -148,41 +149,83 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 	defer p.wg.Done()
 
 	failed := make(map[string]error)
-	msgs := make([]*sarama.ProducerMessage, 0, len(events))
-	sent := make([]*outbox.Event, 0, len(events))
 	blocked := make(map[string]string) // aggregate ID -> ID of the event that failed first
-	for _, e := range events {
-		if e == nil {
+	for _, round := range rounds(events) {
+		if err := ctx.Err(); err != nil {
+			cause := outbox.Unavailable(fmt.Errorf("kafka: not sent: %w", context.Cause(ctx)))
+			for _, e := range round {
+				failed[e.ID] = cause
+			}
 			continue
 		}
-		if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
-			failed[e.ID] = fmt.Errorf("kafka: event %s: %w (earlier event %s of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID)
+		msgs := make([]*sarama.ProducerMessage, 0, len(round))
+		sent := make([]*outbox.Event, 0, len(round))
+		for _, e := range round {
+			if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
+				failed[e.ID] = fmt.Errorf("kafka: event %s: %w (earlier event %s of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID)
+				continue
+			}
+			topic := p.opts.topic(e)
+			if topic == "" {
+				failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s has no topic", e.ID))
+				blocked[e.AggregateID] = e.ID
+				continue
+			}
+			m := message(e, topic)
+			if size := m.ByteSize(2); size > p.maxBytes {
+				failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s is %d bytes as a record, over the limit of %d (Producer.MaxMessageBytes): %w",
+					e.ID, size, p.maxBytes, sarama.ErrMessageSizeTooLarge))
+				blocked[e.AggregateID] = e.ID
+				continue
+			}
+			m.Metadata = len(sent)
+			sent = append(sent, e)
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
 			continue
 		}
-		topic := p.opts.topic(e)
-		if topic == "" {
-			failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s has no topic", e.ID))
-			blocked[e.AggregateID] = e.ID
-			continue
-		}
-		m := message(e, topic)
-		if size := m.ByteSize(2); size > p.maxBytes {
-			failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s is %d bytes as a record, over the limit of %d (Producer.MaxMessageBytes): %w",
-				e.ID, size, p.maxBytes, sarama.ErrMessageSizeTooLarge))
-			blocked[e.AggregateID] = e.ID
-			continue
-		}
-		m.Metadata = len(sent)
-		sent = append(sent, e)
-		msgs = append(msgs, m)
-	}
-	if len(msgs) > 0 {
 		p.send(ctx, prod, msgs, sent, failed)
+		for _, e := range sent {
+			if _, bad := failed[e.ID]; bad && e.AggregateID != "" {
+				if _, ok := blocked[e.AggregateID]; !ok {
+					blocked[e.AggregateID] = e.ID
+				}
+			}
+		}
 	}
 	if len(failed) == 0 {
 		return nil
 	}
 	return &outbox.PublishError{Failed: failed}
+}
+
+// rounds splits a batch so that no SendMessages call carries two events
+// of one aggregate: round k holds the k-th event of each aggregate, in
+// batch order (events without an aggregate all go in the first round).
+// sarama can fail a record outright (its circuit breaker, a lost
+// connection) while later records of the same partition in the same call
+// are still written; one event per aggregate per call, and holding back
+// an aggregate after its first failure, keeps every aggregate in order.
+// A batch costs as many round trips as its busiest aggregate has events.
+func rounds(events []*outbox.Event) [][]*outbox.Event {
+	var out [][]*outbox.Event
+	seen := make(map[string]int)
+	for _, e := range events {
+		if e == nil {
+			continue
+		}
+		r := 0
+		if e.AggregateID != "" {
+			r = seen[e.AggregateID]
+			seen[e.AggregateID] = r + 1
+		}
+		if r == len(out) {
+			out = append(out, make([]*outbox.Event, 0, len(events)/(r+1)))
+		}
+		out[r] = append(out[r], e)
+	}
+	return out
 }
 
 // send runs one SendMessages call and records in failed every event Kafka

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -528,5 +529,24 @@ func TestWithTopic(t *testing.T) {
 	}
 	if e := decodeKgo(t, consume(t, c.brokers, topic, 1)[0]); e.ID != routed.ID || e.Topic != topic {
 		t.Errorf("consumed %+v", e)
+	}
+}
+
+// No SendMessages call carries two events of one aggregate, and each
+// aggregate's events keep their order across the rounds.
+func TestRoundsKeepOneEventPerAggregatePerCall(t *testing.T) {
+	t.Parallel()
+	mk := func(id, agg string) *outbox.Event { return &outbox.Event{ID: id, AggregateID: agg} }
+	evs := []*outbox.Event{mk("a1", "A"), mk("b1", "B"), mk("a2", "A"), mk("x", ""), mk("a3", "A"), mk("b2", "B"), mk("y", "")}
+	var got []string
+	for _, r := range rounds(evs) {
+		var ids []string
+		for _, e := range r {
+			ids = append(ids, e.ID)
+		}
+		got = append(got, strings.Join(ids, ","))
+	}
+	if want := []string{"a1,b1,x,y", "a2,b2", "a3"}; !slices.Equal(got, want) {
+		t.Fatalf("rounds = %v, want %v", got, want)
 	}
 }
