@@ -16,7 +16,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == "relay" {
 		os.Exit(relayMain(os.Args[1:]))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// sarama (-broker kafka) registers go-metrics meters, and go-metrics
+		// ticks every meter from one process-wide goroutine that never stops.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
 }
 
 // TestShortRun is the CI chaos run: relays as real processes over a real

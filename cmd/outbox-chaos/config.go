@@ -11,7 +11,11 @@ import (
 type Config struct {
 	DB       string // "postgres" or "mysql"
 	DSN      string // the database, reached directly by the writers
-	RedisURL string // the broker, reached by relays through a proxy
+	Broker   string // "redis" or "kafka"
+	RedisURL string // the Redis broker, reached by relays through a proxy
+	// KafkaBrokers are a real Kafka cluster's bootstrap addresses; with
+	// none, -broker kafka runs an in-process kfake cluster.
+	KafkaBrokers []string
 
 	Events   int           // committed events to write
 	Duration time.Duration // how long writing and faults last
@@ -37,7 +41,7 @@ type Config struct {
 // more faults.
 func ShortConfig() Config {
 	return Config{
-		DB: "postgres", Events: 3000, Duration: 40 * time.Second, Writers: 4, Relays: 3,
+		DB: "postgres", Broker: "redis", Events: 3000, Duration: 40 * time.Second, Writers: 4, Relays: 3,
 		FaultGapMin: 700 * time.Millisecond, FaultGapMax: 1500 * time.Millisecond,
 		Drain: 40 * time.Second, Lease: 2 * time.Second,
 	}
@@ -57,7 +61,11 @@ func (c Config) validate() error {
 		return fmt.Errorf("-db %q: want postgres or mysql", c.DB)
 	case c.DSN == "":
 		return fmt.Errorf("no %s DSN: pass -dsn or set OUTBOX_TEST_POSTGRES / OUTBOX_TEST_MYSQL", c.DB)
-	case c.RedisURL == "":
+	case c.Broker != "redis" && c.Broker != "kafka":
+		return fmt.Errorf("-broker %q: want redis or kafka", c.Broker)
+	case c.Broker == "kafka" && c.Idempotent:
+		return fmt.Errorf("-idempotent is for -broker redis")
+	case c.Broker == "redis" && c.RedisURL == "":
 		return fmt.Errorf("no Redis: pass -redis or set OUTBOX_TEST_REDIS")
 	case c.Events < 1 || c.Writers < 1 || c.Relays < 1:
 		return fmt.Errorf("-events, -writers and -relays must be positive")

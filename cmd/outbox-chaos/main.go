@@ -23,9 +23,11 @@
 //
 // The database is Postgres (-db postgres, DSN from -dsn or
 // OUTBOX_TEST_POSTGRES) or MySQL/MariaDB (-db mysql, OUTBOX_TEST_MYSQL);
-// the broker is Redis (-redis or OUTBOX_TEST_REDIS). Each run works in a
-// table and stream keys of its own, named after a random run ID, and
-// drops or deletes only those.
+// the broker is Redis (-redis or OUTBOX_TEST_REDIS) or, with -broker
+// kafka, Kafka: the brokers of -kafka or OUTBOX_TEST_KAFKA, or else an
+// in-process kfake cluster. Each run works in a table and stream keys or
+// topics of its own, named after a random run ID, and drops or deletes
+// only those.
 package main
 
 import (
@@ -34,6 +36,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -76,7 +79,9 @@ func parseFlags(args []string) (Config, error) {
 	cfg := ShortConfig()
 	fs.StringVar(&cfg.DB, "db", cfg.DB, "database: postgres or mysql (MySQL/MariaDB)")
 	fs.StringVar(&cfg.DSN, "dsn", "", "database DSN (default: OUTBOX_TEST_POSTGRES or OUTBOX_TEST_MYSQL)")
+	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "broker: redis or kafka")
 	fs.StringVar(&cfg.RedisURL, "redis", "", "Redis URL (default: OUTBOX_TEST_REDIS)")
+	kafkaAddrs := fs.String("kafka", "", "Kafka bootstrap brokers, host:port,... (default: OUTBOX_TEST_KAFKA, else an in-process kfake cluster)")
 	events := fs.Int("events", 0, "committed events to write (default: by mode)")
 	dur := fs.Duration("duration", 0, "how long to write and inject faults (default: by mode)")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "writer goroutines")
@@ -93,7 +98,7 @@ func parseFlags(args []string) (Config, error) {
 	if *long {
 		l := LongConfig()
 		l.DB, l.DSN, l.RedisURL, l.Writers, l.Relays, l.Seed, l.Verbose = cfg.DB, cfg.DSN, cfg.RedisURL, cfg.Writers, cfg.Relays, cfg.Seed, cfg.Verbose
-		l.Idempotent = cfg.Idempotent
+		l.Idempotent, l.Broker = cfg.Idempotent, cfg.Broker
 		cfg = l
 	}
 	if *events > 0 {
@@ -115,6 +120,12 @@ func parseFlags(args []string) (Config, error) {
 	}
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = os.Getenv("OUTBOX_TEST_REDIS")
+	}
+	if *kafkaAddrs == "" {
+		*kafkaAddrs = os.Getenv("OUTBOX_TEST_KAFKA")
+	}
+	if *kafkaAddrs != "" {
+		cfg.KafkaBrokers = strings.Split(*kafkaAddrs, ",")
 	}
 	return cfg, cfg.validate()
 }

@@ -26,6 +26,7 @@ import (
 // relayArgs are what the parent passes a relay process.
 type relayArgs struct {
 	db, dsn, redisURL, redisAddr, table, prefix string
+	broker, kafkaVia                            string
 	lease                                       time.Duration
 	verbose, idempotent                         bool
 }
@@ -33,7 +34,7 @@ type relayArgs struct {
 func (a relayArgs) flags() []string {
 	return []string{"-db", a.db, "-dsn", a.dsn, "-redis", a.redisURL, "-redis-addr", a.redisAddr,
 		"-table", a.table, "-prefix", a.prefix, "-lease", a.lease.String(), fmt.Sprintf("-v=%t", a.verbose),
-		fmt.Sprintf("-idempotent=%t", a.idempotent)}
+		fmt.Sprintf("-idempotent=%t", a.idempotent), "-broker", a.broker, "-kafka-via", a.kafkaVia}
 }
 
 // relayMain is a relay process: an outbox.Worker over the run's table,
@@ -50,6 +51,8 @@ func relayMain(args []string) int {
 	fs.DurationVar(&a.lease, "lease", 2*time.Second, "claim lease")
 	fs.BoolVar(&a.verbose, "v", false, "log warnings to stderr")
 	fs.BoolVar(&a.idempotent, "idempotent", false, "idempotent Redis publication")
+	fs.StringVar(&a.broker, "broker", "redis", "redis or kafka")
+	fs.StringVar(&a.kafkaVia, "kafka-via", "", "Kafka brokers and the parent's proxies in front of them: broker=proxy,...")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,19 +85,28 @@ func relay(ctx context.Context, a relayArgs) error {
 		return err
 	}
 
-	opt, err := redis.ParseURL(a.redisURL)
-	if err != nil {
-		return err
-	}
-	opt.Addr = a.redisAddr
-	opt.DialTimeout = 500 * time.Millisecond
-	opt.ReadTimeout = time.Second
-	opt.WriteTimeout = time.Second
-	client := redis.NewClient(opt)
-	defer client.Close()
-	pub, err := redisstream.New(client, publisherOptions(a.prefix, a.idempotent)...)
-	if err != nil {
-		return err
+	var pub outbox.Publisher
+	if a.broker == "kafka" {
+		kp, err := kafkaPublisher(a.kafkaVia, a.prefix)
+		if err != nil {
+			return err
+		}
+		defer kp.Close()
+		pub = kp
+	} else {
+		opt, err := redis.ParseURL(a.redisURL)
+		if err != nil {
+			return err
+		}
+		opt.Addr = a.redisAddr
+		opt.DialTimeout = 500 * time.Millisecond
+		opt.ReadTimeout = time.Second
+		opt.WriteTimeout = time.Second
+		client := redis.NewClient(opt)
+		defer client.Close()
+		if pub, err = redisstream.New(client, publisherOptions(a.prefix, a.idempotent)...); err != nil {
+			return err
+		}
 	}
 
 	timeout := a.lease / 2

@@ -39,10 +39,13 @@ type run struct {
 	orders string // the business table
 	prefix string // stream key prefix
 
-	dbProxy, brokerProxy *testproxy.Proxy
-	direct               *redis.Client // reads the streams back, bypassing the proxy
-	fleet                *fleet
-	ob                   *outbox.Outbox // the writers' outbox: Save, and Publish at once
+	dbProxy     *testproxy.Proxy
+	brokerProxy proxies       // one for Redis, one per Kafka broker
+	direct      *redis.Client // reads the streams back, bypassing the proxy
+	kafkaDirect []string      // Kafka brokers, to read the topics back bypassing the proxies
+	kafkaVia    string        // Kafka brokers and their proxies, for the relays
+	fleet       *fleet
+	ob          *outbox.Outbox // the writers' outbox: Save, and Publish at once
 }
 
 // Run runs one chaos run and returns its result. An error means the run
@@ -55,6 +58,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	start := time.Now()
 	id := runID()
 	r := &run{cfg: cfg, table: "chaos_" + id, orders: "chaos_" + id + "_orders", prefix: "outbox-chaos:" + id + ":"}
+	if cfg.Broker == "kafka" {
+		r.prefix = "outbox-chaos-" + id + "-" // Kafka topic names take no colon
+	}
 	var w = os.Stderr
 	level := slog.LevelError + 1
 	if cfg.Verbose {
@@ -68,7 +74,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{DB: cfg.DB, Broker: "redis", Seed: cfg.Seed, Faults: map[string]int{}, Idempotent: cfg.Idempotent}
+	res = &Result{DB: cfg.DB, Broker: cfg.Broker, Seed: cfg.Seed, Faults: map[string]int{}, Idempotent: cfg.Idempotent}
 	pub, closePub, err := r.publisher()
 	if err != nil {
 		return nil, err
@@ -132,7 +138,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if err := r.counts(ctx, res); err != nil {
 		return nil, err
 	}
-	streams, err := r.readStreams(ctx)
+	read := r.readStreams
+	if cfg.Broker == "kafka" {
+		read = r.readTopics
+	}
+	streams, err := read(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -200,20 +210,45 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 	undo = append(undo, func() { r.dbProxy.Close() })
 	relayDSN := dsnVia(r.dbProxy.Addr())
 
-	opt, err := redis.ParseURL(r.cfg.RedisURL)
-	if err != nil {
-		return cleanup, fmt.Errorf("redis URL: %w", err)
-	}
-	if r.brokerProxy, err = testproxy.Start(opt.Addr); err != nil {
+	if r.cfg.Broker == "kafka" {
+		if err := r.setupKafka(pctx, &undo); err != nil {
+			return cleanup, err
+		}
+	} else if err := r.setupRedis(pctx, &undo); err != nil {
 		return cleanup, err
 	}
-	undo = append(undo, func() { r.brokerProxy.Close() })
-	r.direct = redis.NewClient(opt)
-	undo = append(undo, func() { r.direct.Close() })
-	if err := r.direct.Ping(pctx).Err(); err != nil {
-		return cleanup, fmt.Errorf("connect to Redis: %w", err)
+
+	r.fleet, err = newFleet(relayArgs{
+		db: r.cfg.DB, dsn: relayDSN, redisURL: r.cfg.RedisURL, redisAddr: r.brokerProxy[0].Addr(),
+		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose, idempotent: r.cfg.Idempotent,
+		broker: r.cfg.Broker, kafkaVia: r.kafkaVia,
+	}, r.cfg.Verbose)
+	if err != nil {
+		return cleanup, err
 	}
-	undo = append(undo, func() {
+	undo = append(undo, func() { r.fleet.stop(5 * time.Second) })
+	return cleanup, nil
+}
+
+// setupRedis puts a proxy in front of Redis and connects directly to read
+// the streams back, which it deletes at the end with the run's dedup keys.
+func (r *run) setupRedis(pctx context.Context, undo *[]func()) error {
+	opt, err := redis.ParseURL(r.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("redis URL: %w", err)
+	}
+	p, err := testproxy.Start(opt.Addr)
+	if err != nil {
+		return err
+	}
+	r.brokerProxy = proxies{p}
+	*undo = append(*undo, func() { r.brokerProxy.Close() })
+	r.direct = redis.NewClient(opt)
+	*undo = append(*undo, func() { r.direct.Close() })
+	if err := r.direct.Ping(pctx).Err(); err != nil {
+		return fmt.Errorf("connect to Redis: %w", err)
+	}
+	*undo = append(*undo, func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for _, t := range topics {
@@ -223,16 +258,7 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 		}
 		deleteDedupKeys(r.direct, r.prefix)
 	})
-
-	r.fleet, err = newFleet(relayArgs{
-		db: r.cfg.DB, dsn: relayDSN, redisURL: r.cfg.RedisURL, redisAddr: r.brokerProxy.Addr(),
-		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose, idempotent: r.cfg.Idempotent,
-	}, r.cfg.Verbose)
-	if err != nil {
-		return cleanup, err
-	}
-	undo = append(undo, func() { r.fleet.stop(5 * time.Second) })
-	return cleanup, nil
+	return nil
 }
 
 // proxiedDSN returns the database's address and a function that makes
@@ -345,11 +371,18 @@ func (r *run) readStreams(ctx context.Context) (map[string][]delivery, error) {
 // publisher returns the parent's own publisher for the immediate path,
 // through the broker proxy like the relays'.
 func (r *run) publisher() (outbox.Publisher, func(), error) {
+	if r.cfg.Broker == "kafka" {
+		p, err := kafkaPublisher(r.kafkaVia, r.prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, func() { _ = p.Close() }, nil
+	}
 	opt, err := redis.ParseURL(r.cfg.RedisURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	opt.Addr = r.brokerProxy.Addr()
+	opt.Addr = r.brokerProxy[0].Addr()
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 500*time.Millisecond, time.Second, time.Second
 	c := redis.NewClient(opt)
 	p, err := redisstream.New(c, publisherOptions(r.prefix, r.cfg.Idempotent)...)
