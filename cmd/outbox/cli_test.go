@@ -326,10 +326,10 @@ func TestCommands(t *testing.T) {
 
 			// The schema version is checked before any command.
 			mig := tg.table + "_migrations"
-			if _, err := tg.db.ExecContext(t.Context(), "DELETE FROM "+mig+" WHERE version = 3"); err != nil {
+			if _, err := tg.db.ExecContext(t.Context(), fmt.Sprintf("DELETE FROM %s WHERE version = %d", mig, latest)); err != nil {
 				t.Fatal(err)
 			}
-			fails(t, 1, "schema version 2, this tool needs 3", tg.args("status")...)
+			fails(t, 1, fmt.Sprintf("schema version %d, this tool needs %d", latest-1, latest), tg.args("status")...)
 			if _, err := tg.db.ExecContext(t.Context(), "INSERT INTO "+mig+" (version, name, applied_at) VALUES (99, 'future', '2030-01-01 00:00:00')"); err != nil {
 				t.Fatal(err)
 			}
@@ -498,7 +498,11 @@ func TestBinary(t *testing.T) {
 	url := "sqlite:" + filepath.Join(t.TempDir(), "app.db")
 	cmd := exec.Command(bin, "migrate")
 	cmd.Env = append(os.Environ(), EnvDatabaseURL+"="+url)
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "schema version 3") {
+	latest, err := sqlstore.LatestVersion(sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), fmt.Sprintf("schema version %d", latest)) {
 		t.Fatalf("outbox migrate: %v\n%s", err, out)
 	}
 	out, err := exec.Command(bin, "status", "--json", "--db", url).Output()
