@@ -1,9 +1,13 @@
 // Package kafka is an outbox.Publisher for Apache Kafka on IBM/sarama.
 //
 // Each event becomes one Kafka record, keyed by its aggregate ID, sent
-// through an idempotent sarama SyncProducer. A batch goes out as one
-// SendMessages call, and Publish reports exactly which events Kafka did not
-// acknowledge, so the relay marks only what was acknowledged.
+// through an idempotent sarama SyncProducer. A batch goes out in as few
+// SendMessages calls as per-aggregate order allows: each call carries at
+// most one event of an aggregate (a batch of distinct aggregates is one
+// call), because sarama can fail a record while later records of its
+// partition in the same call are written. Publish reports exactly which
+// events Kafka did not acknowledge, so the relay marks only what was
+// acknowledged, and holds back an aggregate's later events after a failure.
 //
 // # Quickstart
 //
