@@ -55,6 +55,33 @@
 // transaction while it talks to the broker, holds one batch in memory,
 // and on stop marks or releases its batch before Run returns.
 //
+// Claims are leased and fenced by a token: any number of relays and the
+// immediate path never publish an event twice while nothing crashes.
+// Events with the same AggregateID reach the broker in the order they were
+// saved; a failing event holds back the later events of its aggregate only
+// (WithPerAggregateOrder, WithDeadBlocksAggregate). Higher Priority events
+// are claimed first, never ahead of an earlier event of their aggregate.
+//
+// # Failures
+//
+// A publisher reports a partial failure as a *PublishError naming the
+// events it could not deliver. Mark an error no retry can fix with
+// Permanent (the event is buried at once), and a per-event failure the
+// broker or the connection caused with Unavailable (it is retried like an
+// outage and never buried for). When the broker fails whole batches, the
+// circuit breaker (WithBreaker) stops sending and probes it, with the
+// publisher's Ping if it is a Pinger; the first good probe drains the
+// backlog at full speed. Buried events can go to a dead-letter topic
+// (WithDeadLetterTopic) and to a hook (WithOnDead); sqlstore re-queues
+// them.
+//
+// # Observing
+//
+// WithHooks takes values implementing SaveHook, PublishHook, BreakerHook
+// or AlertHook, so metrics and tracing live in their own packages
+// (outboxprom, outboxotel). WithAlerts checks a StatsReader store's
+// figures; Worker.Ready and ReadyHandler serve a readiness probe.
+//
 // # Configuration
 //
 // Options have visible defaults (DefaultInterval, DefaultBatchSize,
