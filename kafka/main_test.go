@@ -13,10 +13,10 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/leaktest"
 	"github.com/eventsync/outbox/internal/testproxy"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/goleak"
 )
 
 // envKafka names a real cluster (comma-separated broker addresses) to run
@@ -24,12 +24,7 @@ import (
 const envKafka = "OUTBOX_TEST_KAFKA"
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// sarama registers go-metrics meters, and go-metrics ticks every
-		// meter from one process-wide goroutine that starts with the first
-		// meter and never stops; there is no API to end it.
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-	)
+	leaktest.Main(m) // sarama's own background goroutines excepted
 }
 
 // cluster is where one test's records go: its own kfake cluster, or the

@@ -3,13 +3,9 @@ package outboxotel_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/eventsync/outbox/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// sarama (the kafka publisher) registers go-metrics meters, ticked
-		// by one process-wide goroutine that never stops.
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-	)
+	leaktest.Main(m) // sarama's own background goroutines excepted
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/eventsync/outbox/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
@@ -16,11 +16,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == "relay" {
 		os.Exit(relayMain(os.Args[1:]))
 	}
-	goleak.VerifyTestMain(m,
-		// sarama (-broker kafka) registers go-metrics meters, and go-metrics
-		// ticks every meter from one process-wide goroutine that never stops.
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-	)
+	leaktest.Main(m) // sarama's own background goroutines excepted
 }
 
 // TestShortRun is the CI chaos run: relays as real processes over a real

@@ -10,16 +10,12 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
-	"go.uber.org/goleak"
+	"github.com/eventsync/outbox/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
 	routeRedisLogs(slog.New(slog.DiscardHandler)) // the outbox logs the failures that matter
-	goleak.VerifyTestMain(m,
-		// go-metrics, which sarama uses, starts one process-wide ticker for
-		// its meters and never stops it by design.
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-	)
+	leaktest.Main(m)
 }
 
 // testOutbox are relay settings that make retries quick in tests.

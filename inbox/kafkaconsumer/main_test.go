@@ -3,13 +3,9 @@ package kafkaconsumer
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/eventsync/outbox/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// sarama's go-metrics meters tick from one process-wide goroutine
-		// that never stops (as in the kafka package's tests).
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-	)
+	leaktest.Main(m) // sarama's own background goroutines excepted
 }
