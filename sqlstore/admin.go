@@ -74,7 +74,7 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 			q.sql(" AND event_type = ", q.arg(f.Type))
 		}
 		if ids != nil {
-			q.sql(" AND id IN ", q.in(ids))
+			q.sql(" AND ", q.in("id", ids, false))
 		}
 	}
 	if len(f.IDs) == 0 {

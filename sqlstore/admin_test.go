@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -40,7 +41,8 @@ func TestMockRequeue(t *testing.T) {
 		base := "UPDATE " + quotedTable(d) + " SET dead_at = NULL, attempts = 0, next_attempt_at = ?, " +
 			"claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL"
 		now := mockTime(d, mockNow)
-		mock.ExpectExec(ph(d, base+" AND event_type = ? AND id IN (?, ?)")).WithArgs(now, "t", "e1", "e2").
+		mock.ExpectExec(ph(d, base+" AND event_type = ? AND "+inSQL(d, "id", 2, false))).
+			WithArgs(concat([]driver.Value{now, "t"}, idArgs(d, "e1", "e2"))...).
 			WillReturnResult(sqlmock.NewResult(0, 2))
 		mock.ExpectExec(ph(d, base)).WithArgs(now).WillReturnResult(sqlmock.NewResult(0, 7))
 		mock.ExpectExec(ph(d, base+" AND event_type = ?")).WithArgs(now, "t").WillReturnError(errBoom)

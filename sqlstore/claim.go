@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -40,17 +39,17 @@ import (
 // does); otherwise they are delivered in commit order as the relays see
 // it, each still exactly once, and neither can be said to come first.
 //
-// How: on Postgres and MySQL/MariaDB one short READ COMMITTED
-// transaction locks candidate rows (FOR UPDATE SKIP LOCKED, skipping rows
-// that visibly wait behind an earlier event), then counts, in one indexed
-// statement, each candidate aggregate's undelivered events up to its last
-// candidate, and keeps the aggregate's candidates only if the count equals
-// their number (rows that other relays are claiming at that moment are
-// invisible to the lock but not to the count); the kept rows are leased
-// and the transaction commits. Dropped candidates stay claimable. Without
-// order, Postgres claims in one UPDATE ... RETURNING. SQLite has one
-// writer at a time, so one UPDATE ... RETURNING, whose subquery takes only
-// rows with no earlier blocking event, is exact.
+// How: on Postgres one statement locks candidate rows (FOR UPDATE SKIP
+// LOCKED, skipping rows that visibly wait behind an earlier event),
+// counts, per candidate aggregate, its undelivered events up to its last
+// candidate, and leases the candidates of the aggregates whose count
+// equals their number of candidates (rows that other relays are claiming
+// at that moment are invisible to the lock but not to the count). MySQL
+// and MariaDB, without UPDATE ... RETURNING, run the same three steps as
+// one short READ COMMITTED transaction. Dropped candidates stay
+// claimable. Without order, Postgres claims in one UPDATE ... RETURNING.
+// SQLite has one writer at a time, so one UPDATE ... RETURNING, whose
+// subquery takes only rows with no earlier blocking event, is exact.
 func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
 	if req.Limit <= 0 {
 		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
@@ -180,7 +179,7 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 	q.sql(" FROM ", s.t.quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
 		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
 	if ids != nil {
-		q.sql(" AND c.id IN ", q.in(ids))
+		q.sql(" AND ", q.in("c.id", ids, false))
 	}
 	if !cr.ordered {
 		return
@@ -197,7 +196,7 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 	}
 	q.sql("e.next_attempt_at > ", q.arg(now), " OR e.locked_until > ", q.arg(now), " OR e.priority <> c.priority")
 	if ids != nil {
-		q.sql(" OR e.id NOT IN ", q.in(ids))
+		q.sql(" OR ", q.in("e.id", ids, true))
 	}
 	if cr.passDead {
 		q.sql(")")
@@ -208,17 +207,24 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 // claim runs one claim statement (or transaction) for at most limit
 // events, of ids if ids is not nil.
 func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string) ([]eventRow, error) {
-	if s.d.returning && !(cr.ordered && s.d.skipLocked) {
-		// Postgres unordered; SQLite, where the statement runs alone.
+	if s.d.returning {
 		q := newQuery(s.d)
-		q.sql("UPDATE ", s.t.quoted, " SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
-			" WHERE seq IN (SELECT c.seq")
-		s.candidates(q, cr, ids)
-		q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit))
-		if s.d.skipLocked {
-			q.sql(" FOR UPDATE SKIP LOCKED")
+		if cr.ordered && s.d.skipLocked {
+			s.orderedClaim(q, cr, limit, ids)
+		} else {
+			// Postgres unordered; SQLite, where the statement runs alone.
+			q.sql("UPDATE ", s.t.quoted, " SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
+				" WHERE seq IN (SELECT c.seq")
+			s.candidates(q, cr, ids)
+			q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit))
+			if s.d.skipLocked {
+				q.sql(" FOR UPDATE SKIP LOCKED")
+			}
+			q.sql(") RETURNING ", selectColumns(s.d, ""))
 		}
-		q.sql(") RETURNING ", selectColumns(s.d))
+		if cr.ordered && s.d.skipLocked && ids == nil {
+			return s.claimWithoutJIT(ctx, q)
+		}
 		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: claim: %w", err)
@@ -235,7 +241,7 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d))
+	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d, ""))
 	s.candidates(q, cr, ids)
 	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED")
 	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
@@ -272,7 +278,66 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 	return rows, nil
 }
 
-// keepPrefixes returns the locked candidate rows that may be claimed
+// orderedClaim writes the ordered claim of Postgres as one statement: the
+// locking read of the candidates (cand), the aggregates among them that
+// are not a gapless prefix of their undelivered events (broken: the count
+// of the aggregate's undelivered events up to its last candidate differs
+// from its number of candidates), and the lease of every candidate of the
+// other aggregates. The count sees the rows that other relays hold locked
+// and the locking read skipped, which is what makes the claim safe under
+// SKIP LOCKED (see keepPrefixes, the same check as a separate statement).
+// All of it reads one snapshot, taken before the lock: an event marked
+// synced after it still counts, which can only drop a candidate, never
+// admit one. One statement is one round trip and no transaction to begin
+// and commit.
+func (s *Store) orderedClaim(q *query, cr claimRun, limit int, ids []string) {
+	q.sql("WITH cand AS MATERIALIZED (SELECT c.seq, c.aggregate_id")
+	s.candidates(q, cr, ids)
+	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED),",
+		" broken AS MATERIALIZED (SELECT a.aggregate_id FROM (SELECT aggregate_id, COUNT(*) AS k, MAX(seq) AS maxseq FROM cand",
+		" WHERE aggregate_id <> '' GROUP BY aggregate_id) a WHERE a.k <> (SELECT COUNT(*) FROM ", s.t.quoted,
+		" e WHERE e.aggregate_id = a.aggregate_id AND e.synced_at IS NULL")
+	if cr.passDead {
+		q.sql(" AND e.dead_at IS NULL")
+	}
+	q.sql(" AND e.seq <= a.maxseq))",
+		" UPDATE ", s.t.quoted, " t SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
+		" FROM cand WHERE t.seq = cand.seq AND NOT EXISTS (SELECT 1 FROM broken WHERE broken.aggregate_id = cand.aggregate_id)",
+		" RETURNING ", selectColumns(s.d, "t."))
+}
+
+// claimWithoutJIT runs the ordered claim q of Postgres with JIT
+// compilation off. The planner costs the claim's per-candidate order check
+// high (it cannot know the scan stops at the limit), above the thresholds
+// at which Postgres compiles a plan, and then optimises and inlines it:
+// tens of milliseconds to seconds of compiling for a statement that runs
+// in a few, on every claim. SET LOCAL needs a transaction, so the claim
+// runs in one: three short round trips more. Claims by IDs (the immediate
+// path) are costed low and run without it.
+func (s *Store) claimWithoutJIT(ctx context.Context, q *query) ([]eventRow, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	if _, err := tx.ExecContext(ctx, "SET LOCAL jit = off"); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	rows, err := scanRows(r)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
+	}
+	return rows, nil
+}
+
+// keepPrefixes (MySQL) returns the locked candidate rows that may be claimed
 // together: those without an aggregate, and an aggregate's k candidates
 // only if its undelivered events up to the last of them number k, that
 // is, if they are exactly the aggregate's first k undelivered events. The
@@ -311,32 +376,14 @@ func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows
 	if cr.passDead {
 		q.sql(" AND e.dead_at IS NULL")
 	}
-	q.sql(" AND e.seq <= c.maxseq) FROM ")
-	if s.d.name == Postgres {
-		// One text parameter, whatever the number of aggregates.
-		type cand struct {
-			Agg    string `json:"agg"`
-			MaxSeq int64  `json:"maxseq"`
+	q.sql(" AND e.seq <= c.maxseq) FROM (")
+	for i, id := range order {
+		if i > 0 {
+			q.sql(" UNION ALL ")
 		}
-		cands := make([]cand, len(order))
-		for i, id := range order {
-			cands[i] = cand{id, aggs[id].maxSeq}
-		}
-		js, err := json.Marshal(cands)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-		}
-		q.sql("json_to_recordset(", q.arg(string(js)), "::json) AS c(agg text, maxseq bigint)")
-	} else {
-		q.sql("(")
-		for i, id := range order {
-			if i > 0 {
-				q.sql(" UNION ALL ")
-			}
-			q.sql("SELECT ", q.arg(id), " AS agg, ", q.arg(aggs[id].maxSeq), " AS maxseq")
-		}
-		q.sql(") c")
+		q.sql("SELECT ", q.arg(id), " AS agg, ", q.arg(aggs[id].maxSeq), " AS maxseq")
 	}
+	q.sql(") c")
 	r, err := tx.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)

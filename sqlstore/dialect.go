@@ -37,6 +37,8 @@ type dialect struct {
 	returning bool
 	// skipLocked: SELECT ... FOR UPDATE SKIP LOCKED exists.
 	skipLocked bool
+	// arrays: a list of IDs can travel as one TEXT[] parameter.
+	arrays bool
 
 	// timeArg turns a UTC time into a bind parameter.
 	timeArg func(t time.Time) any

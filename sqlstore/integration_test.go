@@ -544,3 +544,53 @@ func TestReadAPI(t *testing.T) {
 		}
 	})
 }
+
+// IDs are the caller's to choose. On Postgres a list of them travels as
+// one array literal, so IDs that such a literal could misread (quotes,
+// backslashes, commas, braces, spaces, the word NULL) must each still
+// name exactly its own event when claimed by ID, marked, released and
+// failed.
+func TestAwkwardIDs(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		awkward := []string{`a"b`, `c\d`, `e,f`, `{g}`, ` h `, `NULL`, `i\"j`, `"`, `\`}
+		events := b.newEvents(len(awkward) + 1)
+		for i, id := range awkward {
+			events[i].ID = id
+			events[i].AggregateID = "" // no order between them: any subset may be claimed
+		}
+		events[len(awkward)].AggregateID = ""
+		b.save(t, events...)
+
+		c := b.claim(t, 100, awkward...)
+		equalIDs(t, "claim by awkward IDs", ids(c.Events), awkward)
+		n, err := b.store.Release(ctx, c.Token, awkward[:3])
+		wantN(t, "Release", n, err, 3)
+		n, err = b.store.Fail(ctx, c.Token, []outbox.Failure{{ID: awkward[3], Err: "x", Delay: time.Hour}, {ID: awkward[4], Err: "y", Dead: true}})
+		wantN(t, "Fail", n, err, 2)
+		n, err = b.store.MarkSynced(ctx, c.Token, awkward[5:])
+		wantN(t, "MarkSynced", n, err, len(awkward)-5)
+		for i, id := range awkward {
+			e, err := b.store.Get(ctx, id)
+			if err != nil {
+				t.Fatalf("Get(%q): %v", id, err)
+			}
+			var want outbox.Status
+			switch {
+			case i < 4:
+				want = outbox.StatusPending
+			case i == 4:
+				want = outbox.StatusDead
+			default:
+				want = outbox.StatusSynced
+			}
+			if got := e.Delivery.Status(); got != want {
+				t.Errorf("event %q: status %s, want %s", id, got, want)
+			}
+		}
+		// The event that was never named is untouched.
+		if e, err := b.store.Get(ctx, events[len(awkward)].ID); err != nil || e.Delivery.Status() != outbox.StatusPending || e.Delivery.Attempts != 0 {
+			t.Fatalf("unnamed event: %+v, %v", e, err)
+		}
+	})
+}

@@ -99,6 +99,51 @@ func columnsSQL(d Dialect) string {
 		"attempts, last_error, next_attempt_at AS next_attempt_at, dead_at AS dead_at"
 }
 
+// pgClaimColumns is the select list of the ordered claim of Postgres,
+// whose UPDATE names the table t.
+const pgClaimColumns = "t.seq, t.id, t.topic, t.event_type, t.aggregate_id, t.priority, t.payload, t.headers, " +
+	"t.created_at AS created_at, t.synced_at AS synced_at, t.attempts, t.last_error, " +
+	"t.next_attempt_at AS next_attempt_at, t.dead_at AS dead_at"
+
+// inSQL is the condition that col is (with not: is not) one of n IDs, as
+// dialect d writes it: one TEXT[] parameter on Postgres, n placeholders
+// elsewhere. Its arguments are idArgs.
+func inSQL(d Dialect, col string, n int, not bool) string {
+	if d == Postgres {
+		if not {
+			return col + " <> ALL(CAST(? AS TEXT[]))"
+		}
+		return col + " = ANY(CAST(? AS TEXT[]))"
+	}
+	list := "(" + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + ")"
+	if not {
+		return col + " NOT IN " + list
+	}
+	return col + " IN " + list
+}
+
+// idArgs are the arguments of inSQL for ids: on Postgres one array
+// literal, every element quoted (the IDs here need no escaping).
+func idArgs(d Dialect, ids ...string) []driver.Value {
+	if d == Postgres {
+		return []driver.Value{`{"` + strings.Join(ids, `","`) + `"}`}
+	}
+	args := make([]driver.Value, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return args
+}
+
+// concat joins argument lists.
+func concat(lists ...[]driver.Value) []driver.Value {
+	var all []driver.Value
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	return all
+}
+
 func eachMockDialect(t *testing.T, fn func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock)) {
 	for _, d := range allDialects {
 		t.Run(string(d), func(t *testing.T) {
@@ -222,15 +267,11 @@ type claimSQL struct {
 	ordered, passDead bool
 }
 
-func (c claimSQL) idList() string {
-	return "(" + strings.TrimSuffix(strings.Repeat("?, ", c.ids), ", ") + ")"
-}
-
 func (c claimSQL) candidates() string {
 	tbl := quotedTable(c.d)
 	s := " FROM " + tbl + " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ? AND (c.locked_until IS NULL OR c.locked_until <= ?)"
 	if c.ids > 0 {
-		s += " AND c.id IN " + c.idList()
+		s += " AND " + inSQL(c.d, "c.id", c.ids, false)
 	}
 	if !c.ordered {
 		return s
@@ -243,7 +284,7 @@ func (c claimSQL) candidates() string {
 	}
 	s += "e.next_attempt_at > ? OR e.locked_until > ? OR e.priority <> c.priority"
 	if c.ids > 0 {
-		s += " OR e.id NOT IN " + c.idList()
+		s += " OR " + inSQL(c.d, "e.id", c.ids, true)
 	}
 	if c.passDead {
 		s += ")"
@@ -261,6 +302,48 @@ func (c claimSQL) single() string {
 	return ph(c.d, s+") RETURNING "+columnsSQL(c.d))
 }
 
+// orderedStmt is the ordered claim of Postgres, one statement: lock the
+// candidates (cand), find the aggregates whose candidates are not the
+// first of their undelivered events (broken), lease the other candidates.
+func (c claimSQL) orderedStmt() string {
+	tbl := quotedTable(c.d)
+	s := "WITH cand AS MATERIALIZED (SELECT c.seq, c.aggregate_id" + c.candidates() +
+		" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED)," +
+		" broken AS MATERIALIZED (SELECT a.aggregate_id FROM (SELECT aggregate_id, COUNT(*) AS k, MAX(seq) AS maxseq FROM cand" +
+		" WHERE aggregate_id <> '' GROUP BY aggregate_id) a WHERE a.k <> (SELECT COUNT(*) FROM " + tbl +
+		" e WHERE e.aggregate_id = a.aggregate_id AND e.synced_at IS NULL"
+	if c.passDead {
+		s += " AND e.dead_at IS NULL"
+	}
+	s += " AND e.seq <= a.maxseq))" +
+		" UPDATE " + tbl + " t SET claim_token = ?, locked_until = ? FROM cand WHERE t.seq = cand.seq" +
+		" AND NOT EXISTS (SELECT 1 FROM broken WHERE broken.aggregate_id = cand.aggregate_id) RETURNING " + pgClaimColumns
+	return ph(c.d, s)
+}
+
+// stmt is the claim's one statement (every claim but MySQL's): the
+// ordered claim of Postgres, or single.
+func (c claimSQL) stmt() string {
+	if c.d == Postgres && c.ordered {
+		return c.orderedStmt()
+	}
+	return c.single()
+}
+
+// stmtArgs are the arguments of stmt, given those of the candidates (and
+// the limit): single leases first, orderedStmt selects first.
+func (c claimSQL) stmtArgs(candArgs []driver.Value) []driver.Value {
+	lease := []driver.Value{sqlmock.AnyArg(), mockTime(c.d, mockNow.Add(time.Minute))}
+	if c.d == Postgres && c.ordered {
+		return concat(candArgs, lease)
+	}
+	return concat(lease, candArgs)
+}
+
+// jitOff reports whether stmt runs in a transaction that first turns JIT
+// off (the ordered claim of Postgres, unless by IDs).
+func (c claimSQL) jitOff() bool { return c.d == Postgres && c.ordered && c.ids == 0 }
+
 // lock, check and update are the statements of the claim transaction.
 func (c claimSQL) lock() string {
 	return ph(c.d, "SELECT "+columnsSQL(c.d)+c.candidates()+" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED")
@@ -271,20 +354,13 @@ func (c claimSQL) check(aggregates int) string {
 	if c.passDead {
 		s += " AND e.dead_at IS NULL"
 	}
-	s += " AND e.seq <= c.maxseq) FROM "
-	if c.d == Postgres {
-		s += "json_to_recordset(?::json) AS c(agg text, maxseq bigint)"
-	} else {
-		s += "(" + strings.TrimSuffix(strings.Repeat("SELECT ? AS agg, ? AS maxseq UNION ALL ", aggregates), " UNION ALL ") + ") c"
-	}
+	s += " AND e.seq <= c.maxseq) FROM (" +
+		strings.TrimSuffix(strings.Repeat("SELECT ? AS agg, ? AS maxseq UNION ALL ", aggregates), " UNION ALL ") + ") c"
 	return ph(c.d, s)
 }
 
 // checkArgs are the arguments of check for one aggregate.
 func (c claimSQL) checkArgs(agg string, maxSeq int64) []driver.Value {
-	if c.d == Postgres {
-		return []driver.Value{fmt.Sprintf(`[{"agg":%q,"maxseq":%d}]`, agg, maxSeq)}
-	}
 	return []driver.Value{agg, maxSeq}
 }
 
@@ -293,8 +369,11 @@ func (c claimSQL) update(rows int) string {
 		strings.TrimSuffix(strings.Repeat("?, ", rows), ", ")+")")
 }
 
-// inTx reports whether the claim is a transaction rather than a statement.
-func (c claimSQL) inTx() bool { return c.d == MySQL || (c.d == Postgres && c.ordered) }
+// lockTx reports whether the claim is the transaction of lock, check
+// and update (MySQL) rather than one statement.
+func (c claimSQL) lockTx() bool { return c.d == MySQL }
+
+const jitOffSQL = "SET LOCAL jit = off"
 
 func countRows(pairs ...any) *sqlmock.Rows {
 	r := sqlmock.NewRows([]string{"aggregate_id", "count"})
@@ -304,13 +383,21 @@ func countRows(pairs ...any) *sqlmock.Rows {
 	return r
 }
 
-// expectClaim sets up a claim of mockRows whose order check (if any)
-// finds n undelivered events of sku-1 up to e1, and which leases the rows
-// of seqs.
+// expectClaim sets up a claim of mockRows with the candidates' arguments
+// lockArgs. A one-statement claim returns mockRows as leased; in the
+// transaction of MySQL the order check (if any) finds n undelivered
+// events of sku-1 up to e1, and the rows of seqs are leased.
 func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n int, seqs ...driver.Value) {
 	until := mockTime(c.d, mockNow.Add(time.Minute))
-	if !c.inTx() {
-		mock.ExpectQuery(c.single()).WithArgs(append([]driver.Value{sqlmock.AnyArg(), until}, lockArgs...)...).WillReturnRows(mockRows(c.d))
+	if !c.lockTx() {
+		if c.jitOff() {
+			mock.ExpectBegin()
+			mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+		}
+		mock.ExpectQuery(c.stmt()).WithArgs(c.stmtArgs(lockArgs)...).WillReturnRows(mockRows(c.d))
+		if c.jitOff() {
+			mock.ExpectCommit()
+		}
 		return
 	}
 	mock.ExpectBegin()
@@ -366,15 +453,40 @@ func TestMockClaimUnordered(t *testing.T) {
 
 // An aggregate whose candidates are not its first undelivered events (here
 // sku-1 has 3 undelivered events up to e1, of which only e1 was locked) is
-// dropped whole; events without an aggregate are kept.
+// dropped whole; events without an aggregate are kept. With PassDead the
+// count leaves buried events out.
 func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
-	for _, d := range []Dialect{Postgres, MySQL} {
-		t.Run(string(d), func(t *testing.T) {
-			s, mock := mockStore(t, d)
-			now := mockTime(d, mockNow)
-			c := claimSQL{d: d, ordered: true, passDead: true}
-			expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 3, 2)
-			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+	t.Run("mysql", func(t *testing.T) {
+		s, mock := mockStore(t, MySQL)
+		now := mockTime(MySQL, mockNow)
+		c := claimSQL{d: MySQL, ordered: true, passDead: true}
+		expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 3, 2)
+		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		equalIDs(t, "claimed", ids(claim.Events), []string{"e2"})
+	})
+	// On Postgres the count and the drop are inside the statement, which
+	// the mock cannot run: check the statement, with the count passing
+	// buried events only with PassDead.
+	const count = `(SELECT COUNT(*) FROM "outbox_events" e WHERE e.aggregate_id = a.aggregate_id AND e.synced_at IS NULL ` +
+		`AND e.dead_at IS NULL AND e.seq <= a.maxseq)`
+	for _, passDead := range []bool{true, false} {
+		t.Run(fmt.Sprintf("postgres/passDead=%v", passDead), func(t *testing.T) {
+			c := claimSQL{d: Postgres, ordered: true, passDead: passDead}
+			if got := strings.Contains(c.orderedStmt(), count); got != passDead {
+				t.Fatalf("statement has the count without buried events: %v, want %v\n%s", got, passDead, c.orderedStmt())
+			}
+			s, mock := mockStore(t, Postgres)
+			now := mockTime(Postgres, mockNow)
+			mock.ExpectBegin()
+			mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectQuery(c.orderedStmt()).WithArgs(c.stmtArgs([]driver.Value{now, now, now, now, 10})...).
+				WillReturnRows(sqlmock.NewRows(mockCols).
+					AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, mockNow, nil, 0, nil, mockNow, nil))
+			mock.ExpectCommit()
+			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: passDead})
 			if err != nil {
 				t.Fatalf("Claim: %v", err)
 			}
@@ -387,7 +499,10 @@ func TestMockClaimByIDs(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
 		now := mockTime(d, mockNow)
 		c := claimSQL{d: d, ids: 2, ordered: true}
-		expectClaim(mock, c, []driver.Value{now, now, "e1", "e2", now, now, "e1", "e2", 2}, 1, 2, 1)
+		// On Postgres the ordered claim by IDs is one statement, without
+		// a transaction, the IDs one array parameter.
+		in := idArgs(d, "e1", "e2")
+		expectClaim(mock, c, concat([]driver.Value{now, now}, in, []driver.Value{now, now}, in, []driver.Value{2}), 1, 2, 1)
 		// Duplicates are dropped; the limit is the caller's.
 		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
 		if err != nil {
@@ -407,6 +522,7 @@ func TestMockClaimErrors(t *testing.T) {
 	}
 	ordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
 	unordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}
+	byID := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{"e1"}}
 	// One-statement claims.
 	for _, tc := range []struct {
 		c   claimSQL
@@ -415,25 +531,79 @@ func TestMockClaimErrors(t *testing.T) {
 		{claimSQL{d: SQLite, ordered: true}, ordered},
 		{claimSQL{d: SQLite}, unordered},
 		{claimSQL{d: Postgres}, unordered},
+		{claimSQL{d: Postgres, ordered: true, ids: 1}, byID},
 	} {
 		name := string(tc.c.d) + map[bool]string{true: "/ordered", false: "/unordered"}[tc.c.ordered]
+		if tc.c.ids > 0 {
+			name += " by IDs"
+		}
 		t.Run(name+"/query", func(t *testing.T) {
 			s, mock := mockStore(t, tc.c.d)
-			mock.ExpectQuery(tc.c.single()).WillReturnError(errBoom)
+			mock.ExpectQuery(tc.c.stmt()).WillReturnError(errBoom)
 			check(t, s, tc.req)
 		})
 		t.Run(name+"/rows", func(t *testing.T) {
 			s, mock := mockStore(t, tc.c.d)
-			mock.ExpectQuery(tc.c.single()).WillReturnRows(mockRows(tc.c.d).RowError(1, errBoom))
+			mock.ExpectQuery(tc.c.stmt()).WillReturnRows(mockRows(tc.c.d).RowError(1, errBoom))
 			check(t, s, tc.req)
 		})
 	}
-	// Claim transactions: every failure rolls the transaction back.
+	// The ordered claim of Postgres: one statement in a transaction that
+	// turns JIT off; every failure after begin rolls it back.
+	pg := claimSQL{d: Postgres, ordered: true}
+	jitOK := func(mock sqlmock.Sqlmock) {
+		mock.ExpectBegin()
+		mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+	}
+	t.Run("postgres/ordered/begin", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		mock.ExpectBegin().WillReturnError(errBoom)
+		check(t, s, ordered)
+	})
+	t.Run("postgres/ordered/jit off", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		mock.ExpectBegin()
+		mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnError(errBoom)
+		mock.ExpectRollback()
+		check(t, s, ordered)
+	})
+	t.Run("postgres/ordered/query", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		jitOK(mock)
+		mock.ExpectQuery(pg.stmt()).WillReturnError(errBoom)
+		mock.ExpectRollback()
+		check(t, s, ordered)
+	})
+	t.Run("postgres/ordered/rows", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		jitOK(mock)
+		mock.ExpectQuery(pg.stmt()).WillReturnRows(mockRows(Postgres).RowError(1, errBoom))
+		mock.ExpectRollback()
+		check(t, s, ordered)
+	})
+	t.Run("postgres/ordered/commit", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		jitOK(mock)
+		mock.ExpectQuery(pg.stmt()).WillReturnRows(mockRows(Postgres))
+		mock.ExpectCommit().WillReturnError(errBoom)
+		check(t, s, ordered)
+	})
+	t.Run("postgres/ordered/nothing due", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		jitOK(mock)
+		mock.ExpectQuery(pg.stmt()).WillReturnRows(sqlmock.NewRows(mockCols))
+		mock.ExpectCommit()
+		claim, err := s.Claim(t.Context(), ordered)
+		if err != nil || len(claim.Events) != 0 {
+			t.Fatalf("Claim = %+v, %v; want an empty claim", claim, err)
+		}
+	})
+	// The claim transactions of MySQL: every failure rolls the transaction
+	// back.
 	for _, tc := range []struct {
 		c   claimSQL
 		req outbox.ClaimRequest
 	}{
-		{claimSQL{d: Postgres, ordered: true}, ordered},
 		{claimSQL{d: MySQL, ordered: true}, ordered},
 		{claimSQL{d: MySQL}, unordered},
 	} {
@@ -520,9 +690,11 @@ func TestMockClaimErrors(t *testing.T) {
 
 func TestMockMarkSynced(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
-		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?)")
-		mock.ExpectExec(stmt).WithArgs(mockTime(d, mockNow), "tok", "e1", "e2").WillReturnResult(sqlmock.NewResult(0, 2))
-		mock.ExpectExec(stmt).WithArgs(mockTime(d, mockNow), "tok", "e1", "e2").WillReturnError(errBoom)
+		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET synced_at = ?, claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND "+
+			inSQL(d, "id", 2, false))
+		args := concat([]driver.Value{mockTime(d, mockNow), "tok"}, idArgs(d, "e1", "e2"))
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnResult(sqlmock.NewResult(0, 2))
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnError(errBoom)
 		n, err := s.MarkSynced(t.Context(), "tok", []string{"e1", "e2"})
 		wantN(t, "MarkSynced", n, err, 2)
 		n, err = s.MarkSynced(t.Context(), "tok", []string{"e1", "e2"})
@@ -537,9 +709,11 @@ func TestMockMarkSynced(t *testing.T) {
 
 func TestMockRelease(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
-		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?)")
-		mock.ExpectExec(stmt).WithArgs("tok", "e1").WillReturnResult(sqlmock.NewResult(0, 1))
-		mock.ExpectExec(stmt).WithArgs("tok", "e1").WillReturnError(errBoom)
+		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND "+
+			inSQL(d, "id", 1, false))
+		args := concat([]driver.Value{"tok"}, idArgs(d, "e1"))
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnResult(sqlmock.NewResult(0, 1))
+		mock.ExpectExec(stmt).WithArgs(args...).WillReturnError(errBoom)
 		n, err := s.Release(t.Context(), "tok", []string{"e1"})
 		wantN(t, "Release", n, err, 1)
 		if _, err := s.Release(t.Context(), "tok", []string{"e1"}); !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: release") {
@@ -560,14 +734,14 @@ func TestMockFail(t *testing.T) {
 		stmt := ph(d, "UPDATE "+quotedTable(d)+" SET attempts = attempts + 1, "+
 			"last_error = CASE id WHEN ? THEN "+castText+" WHEN ? THEN "+castText+" WHEN ? THEN "+castText+" END, "+
 			"next_attempt_at = CASE id WHEN ? THEN "+castTime+" WHEN ? THEN "+castTime+" ELSE next_attempt_at END, "+
-			"dead_at = CASE WHEN id IN (?) THEN "+castTime+" ELSE dead_at END, "+
-			"claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND id IN (?, ?, ?)")
-		args := []driver.Value{
-			"e1", "down", "e2", "poison", "e3", "slow",
-			"e1", mockTime(d, mockNow.Add(10*time.Second)), "e3", mockTime(d, mockNow.Add(time.Hour)),
-			"e2", mockTime(d, mockNow),
-			"tok", "e1", "e2", "e3",
-		}
+			"dead_at = CASE WHEN "+inSQL(d, "id", 1, false)+" THEN "+castTime+" ELSE dead_at END, "+
+			"claim_token = NULL, locked_until = NULL WHERE claim_token = ? AND "+inSQL(d, "id", 3, false))
+		args := concat(
+			[]driver.Value{"e1", "down", "e2", "poison", "e3", "slow"},
+			[]driver.Value{"e1", mockTime(d, mockNow.Add(10*time.Second)), "e3", mockTime(d, mockNow.Add(time.Hour))},
+			idArgs(d, "e2"), []driver.Value{mockTime(d, mockNow)},
+			[]driver.Value{"tok"}, idArgs(d, "e1", "e2", "e3"),
+		)
 		mock.ExpectExec(stmt).WithArgs(args...).WillReturnResult(sqlmock.NewResult(0, 3))
 		mock.ExpectExec(stmt).WithArgs(args...).WillReturnError(errBoom)
 		failures := []outbox.Failure{

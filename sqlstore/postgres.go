@@ -11,6 +11,7 @@ var postgresDialect = &dialect{
 	maxParams:   65535,
 	returning:   true,
 	skipLocked:  true,
+	arrays:      true,
 	timeArg:     sqlschema.TimeUTC,
 	timeCol:     sameExpr,
 	castTime:    func(ph string) string { return "CAST(" + ph + " AS TIMESTAMPTZ)" },

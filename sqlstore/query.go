@@ -33,10 +33,27 @@ func (q *query) arg(v any) string {
 	return q.d.placeholder(len(q.args))
 }
 
-// in returns "(p1, p2, ...)" for ids.
-func (q *query) in(ids []string) string {
+// in returns the condition "col IN (ids)", or with not "col NOT IN
+// (ids)". Where the dialect has arrays the IDs travel as one array
+// parameter, so a batch of a thousand is one short statement to parse and
+// plan, not a thousand placeholders.
+func (q *query) in(col string, ids []string, not bool) string {
 	var b strings.Builder
-	b.WriteByte('(')
+	b.WriteString(col)
+	if q.d.arrays {
+		if not {
+			b.WriteString(" <> ALL(CAST(")
+		} else {
+			b.WriteString(" = ANY(CAST(")
+		}
+		b.WriteString(q.arg(textArray(ids)))
+		b.WriteString(" AS TEXT[]))")
+		return b.String()
+	}
+	if not {
+		b.WriteString(" NOT")
+	}
+	b.WriteString(" IN (")
 	for i, id := range ids {
 		if i > 0 {
 			b.WriteString(", ")
@@ -47,15 +64,49 @@ func (q *query) in(ids []string) string {
 	return b.String()
 }
 
+// textArray writes ss as a Postgres array literal, every element quoted,
+// so that any string (commas, quotes, backslashes, braces) reads back as
+// itself.
+func textArray(ss []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(s); j++ {
+			if s[j] == '"' || s[j] == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(s[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
 func (q *query) String() string { return q.b.String() }
 
 // selectColumns is the select list every read uses, in the column order
-// eventRow expects; time columns go through the dialect's timeCol.
-func selectColumns(d *dialect) string {
-	t := func(col string) string { return d.timeCol(col) + " AS " + col }
-	return "seq, id, topic, event_type, aggregate_id, priority, payload, headers, " +
-		t("created_at") + ", " + t("synced_at") + ", attempts, last_error, " +
-		t("next_attempt_at") + ", " + t("dead_at")
+// eventRow expects, each column name after prefix (a table alias and a
+// dot, or empty); time columns go through the dialect's timeCol.
+func selectColumns(d *dialect, prefix string) string {
+	var b strings.Builder
+	for i, col := range [...]string{"seq", "id", "topic", "event_type", "aggregate_id", "priority", "payload", "headers",
+		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"} {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		switch col {
+		case "created_at", "synced_at", "next_attempt_at", "dead_at":
+			b.WriteString(d.timeCol(prefix+col) + " AS " + col)
+		default:
+			b.WriteString(prefix + col)
+		}
+	}
+	return b.String()
 }
 
 // eventRow is one row of the outbox table as selectColumns reads it.

@@ -32,7 +32,7 @@ type ListFilter struct {
 // unknown ID is an error wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*outbox.Event, error) {
 	q := newQuery(s.d)
-	q.sql("SELECT ", selectColumns(s.d), " FROM ", s.t.quoted, " WHERE id = ", q.arg(id))
+	q.sql("SELECT ", selectColumns(s.d, ""), " FROM ", s.t.quoted, " WHERE id = ", q.arg(id))
 	var row eventRow
 	if err := s.db.GetContext(ctx, &row, q.String(), q.args...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -43,8 +43,9 @@ func (s *Store) Get(ctx context.Context, id string) (*outbox.Event, error) {
 	return row.event()
 }
 
-// List returns events with their delivery state: pending ones oldest first
-// (the order the relay delivers them), synced and dead ones newest first.
+// List returns events with their delivery state: pending ones in the
+// order the relay delivers them (higher priority first, then oldest
+// first), synced and dead ones newest first.
 func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error) {
 	limit := f.Limit
 	switch {
@@ -54,7 +55,7 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 		limit = MaxListLimit
 	}
 	q := newQuery(s.d)
-	q.sql("SELECT ", selectColumns(s.d), " FROM ", s.t.quoted, " WHERE ")
+	q.sql("SELECT ", selectColumns(s.d, ""), " FROM ", s.t.quoted, " WHERE ")
 	order := "DESC"
 	switch f.Status {
 	case "":
@@ -72,7 +73,12 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 	if f.Type != "" {
 		q.sql(" AND event_type = ", q.arg(f.Type))
 	}
-	q.sql(" ORDER BY seq ", order, " LIMIT ", q.arg(limit))
+	if order == "ASC" {
+		// The relay's order, read from the index its claims walk.
+		q.sql(" ORDER BY priority DESC, seq LIMIT ", q.arg(limit))
+	} else {
+		q.sql(" ORDER BY seq DESC LIMIT ", q.arg(limit))
+	}
 	r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list: %w", err)

@@ -153,7 +153,7 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 	now := s.d.timeArg(s.now())
 	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
 		q.sql("UPDATE ", s.t.quoted, " SET synced_at = ", q.arg(now),
-			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND id IN ", q.in(chunk))
+			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", chunk, false))
 	})
 	if err != nil {
 		return n, fmt.Errorf("sqlstore: mark synced: %w", err)
@@ -167,7 +167,7 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
 	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
 		q.sql("UPDATE ", s.t.quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
-			q.arg(token), " AND id IN ", q.in(chunk))
+			q.arg(token), " AND ", q.in("id", chunk, false))
 	})
 	if err != nil {
 		return n, fmt.Errorf("sqlstore: release: %w", err)
@@ -215,13 +215,13 @@ func (s *Store) Fail(ctx context.Context, token string, failures []outbox.Failur
 			q.sql(" ELSE next_attempt_at END")
 		}
 		if len(dead) > 0 {
-			q.sql(", dead_at = CASE WHEN id IN ", q.in(dead), " THEN ", s.d.castTime(q.arg(s.d.timeArg(now))), " ELSE dead_at END")
+			q.sql(", dead_at = CASE WHEN ", q.in("id", dead, false), " THEN ", s.d.castTime(q.arg(s.d.timeArg(now))), " ELSE dead_at END")
 		}
 		ids := make([]string, len(chunk))
 		for i, f := range chunk {
 			ids[i] = f.ID
 		}
-		q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND id IN ", q.in(ids))
+		q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", ids, false))
 		n, err := s.exec(ctx, q)
 		total += n
 		if err != nil {

@@ -51,7 +51,7 @@ func New(c Config) *Schema {
 		// The default table name, with an optional suffix that makes an
 		// index, constraint or trigger name, and "()" after a function's
 		// name.
-		defaultNameRE: regexp.MustCompile(`\b` + c.DefaultTable + `(_[A-Za-z0-9_]+)?\b(\(\))?`),
+		defaultNameRE: regexp.MustCompile(`(DROP INDEX IF EXISTS )?\b` + c.DefaultTable + `(_[A-Za-z0-9_]+)?\b(\(\))?`),
 		alterRE:       regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+` + c.DefaultTable + `\s+(.*)$`),
 	}
 }
@@ -129,18 +129,23 @@ func (t Table) MigrationsTable() string { return t.inSchema(t.Name + "_migration
 func (t Table) MigrationsDDL() string { return fmt.Sprintf(t.d.migrationsDDL, t.MigrationsTable()) }
 
 // Rename puts t's table in place of the default name in a migration.
-// Derived names keep the suffix; a function (a name followed by "()") goes
-// to the table's schema, as the table's indexes and triggers do by
-// themselves.
+// Derived names keep the suffix; a function (a name followed by "()") and
+// the index of a DROP INDEX IF EXISTS go to the table's schema, as the
+// table's indexes and triggers do by themselves.
 func (t Table) Rename(sql string) string {
+	const drop = "DROP INDEX IF EXISTS "
 	return t.s.defaultNameRE.ReplaceAllStringFunc(sql, func(m string) string {
+		m, dropIndex := strings.CutPrefix(m, drop)
 		if m == t.s.c.DefaultTable {
 			return t.Quoted
 		}
 		name, call := strings.CutSuffix(m, "()")
 		name = t.Name + strings.TrimPrefix(name, t.s.c.DefaultTable)
-		if call {
+		switch {
+		case call:
 			return t.inSchema(name) + "()"
+		case dropIndex:
+			return drop + t.inSchema(name)
 		}
 		return t.d.quote(name)
 	})

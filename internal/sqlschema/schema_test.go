@@ -67,6 +67,13 @@ CREATE FUNCTION "app"."t_notify"() RETURNS trigger AS 'x';
 	if got != want {
 		t.Fatalf("SQL =\n%s\nwant\n%s", got, want)
 	}
+	// An index is dropped in the table's schema, not the search path's.
+	if got, want := tb.Rename("DROP INDEX IF EXISTS things_b;"), `DROP INDEX IF EXISTS "app"."t_b";`; got != want {
+		t.Fatalf("Rename = %s, want %s", got, want)
+	}
+	if tb, _ := testSchema.Table(Postgres, "t"); tb.Rename("DROP INDEX IF EXISTS things_b;") != `DROP INDEX IF EXISTS "t_b";` {
+		t.Fatalf("Rename without a schema = %s", tb.Rename("DROP INDEX IF EXISTS things_b;"))
+	}
 }
 
 func TestAlterClauses(t *testing.T) {
