@@ -75,7 +75,7 @@ func runLimits(ctx context.Context, b *bench) error {
 // for the dialects with UPDATE ... RETURNING.
 func claimMarkSQL(table, now string) string {
 	return "UPDATE " + table + " SET synced_at = " + now + " WHERE seq IN (SELECT seq FROM " + table +
-		" WHERE synced_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1000{lock}) RETURNING id, topic, event_type, aggregate_id, payload, headers, created_at"
+		" WHERE synced_at IS NULL AND dead_at IS NULL ORDER BY priority DESC, seq LIMIT 1000{lock}) RETURNING id, topic, event_type, aggregate_id, payload, headers, created_at"
 }
 
 // dbLimit drains a backlog of n events from the SDK's table with the
@@ -125,7 +125,7 @@ func (b *bench) dbLimit(ctx context.Context, db *sqlx.DB, what string, workers, 
 		}
 		defer tx.Rollback()
 		rows, err := tx.QueryContext(ctx, "SELECT seq, id, topic, event_type, aggregate_id, payload, headers, created_at FROM "+table+
-			" WHERE synced_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED")
+			" WHERE synced_at IS NULL AND dead_at IS NULL ORDER BY priority DESC, seq LIMIT 1000 FOR UPDATE SKIP LOCKED")
 		if err != nil {
 			return 0, err
 		}

@@ -50,6 +50,9 @@ func (b *bench) original(ctx context.Context, n int) (*Result, error) {
 SELECT 'sku-' || (i % 1000), 'stock.updated', $1::jsonb, now() + i * interval '1 microsecond' FROM generate_series(1, $2) AS i`, pl, n); err != nil {
 		return nil, err
 	}
+	if err := analyze(ctx, b.pg, table); err != nil {
+		return nil, err
+	}
 	key := b.stream("original")
 	defer b.rdb.Del(ctx, key)
 
