@@ -222,8 +222,8 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 			}
 			q.sql(") RETURNING ", selectColumns(s.d, ""))
 		}
-		if cr.ordered && s.d.skipLocked && ids == nil {
-			return s.claimWithoutJIT(ctx, q)
+		if s.d.name == Postgres {
+			return s.claimTx(ctx, q)
 		}
 		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
 		if err != nil {
@@ -306,21 +306,33 @@ func (s *Store) orderedClaim(q *query, cr claimRun, limit int, ids []string) {
 		" RETURNING ", selectColumns(s.d, "t."))
 }
 
-// claimWithoutJIT runs the ordered claim q of Postgres with JIT
-// compilation off. The planner costs the claim's per-candidate order check
-// high (it cannot know the scan stops at the limit), above the thresholds
-// at which Postgres compiles a plan, and then optimises and inlines it:
-// tens of milliseconds to seconds of compiling for a statement that runs
-// in a few, on every claim. SET LOCAL needs a transaction, so the claim
-// runs in one: three short round trips more. Claims by IDs (the immediate
-// path) are costed low and run without it.
-func (s *Store) claimWithoutJIT(ctx context.Context, q *query) ([]eventRow, error) {
+// claimSettings are the transaction settings of a Postgres claim.
+const claimSettings = "SELECT set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)"
+
+// claimTx runs the claim statement q of Postgres in a transaction with
+// two settings of its own:
+//
+//   - synchronous_commit off: the claim's commit returns without waiting
+//     for its WAL to reach the disk, which is most of a small claim's time
+//     (about 0.7 of 0.9 ms on the immediate path). A lease lost in a
+//     server crash only makes its events claimable again, as if it had
+//     expired: at worst a duplicate, never a loss. Marks stay synchronous.
+//   - jit off: the planner prices an ordered claim's order check (it
+//     cannot know the scan stops at the limit) above the thresholds at
+//     which Postgres compiles, optimises and inlines a plan: tens of
+//     milliseconds to seconds of compiling, every claim, for a statement
+//     that runs in a few.
+//
+// Both are SET LOCAL, so they end with the transaction and never leak to
+// the connection's next user. That costs three short round trips (begin,
+// settings, commit), far less than the flush they save.
+func (s *Store) claimTx(ctx context.Context, q *query) ([]eventRow, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	if _, err := tx.ExecContext(ctx, "SET LOCAL jit = off"); err != nil {
+	if _, err := tx.ExecContext(ctx, claimSettings); err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
 	r, err := tx.QueryxContext(ctx, q.String(), q.args...)

@@ -86,12 +86,17 @@
 // candidates are exactly its first undelivered events (the count sees
 // rows another relay is claiming at that moment, which SKIP LOCKED
 // hides), and leases the rows that pass. On Postgres that is one
-// statement (sent with JIT compilation switched off for the transaction:
-// the planner prices the order check high enough to compile every claim,
-// which costs more than the claim); on MySQL/MariaDB, without UPDATE ...
-// RETURNING, one short transaction of three statements. An aggregate that
+// statement; on MySQL/MariaDB, without UPDATE ... RETURNING, one short
+// transaction of three statements. An aggregate that
 // fails the check is left for a later claim. On SQLite, which has one
 // writer at a time, it is one statement.
+//
+// Every Postgres claim runs in a transaction with synchronous_commit and
+// jit off (SET LOCAL, so nothing leaks to the pooled connection): the
+// commit of a lease does not wait for the disk (a lease lost in a server
+// crash only makes its events claimable again, as an expired one would),
+// and the planner, which prices the order check high, does not compile
+// every claim. Marks, fails and saves stay synchronous.
 //
 // On Postgres the table keeps half of each page free (fillfactor 50), so
 // that the lease, which touches no indexed column, is a HOT update that

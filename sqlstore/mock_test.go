@@ -340,9 +340,9 @@ func (c claimSQL) stmtArgs(candArgs []driver.Value) []driver.Value {
 	return concat(lease, candArgs)
 }
 
-// jitOff reports whether stmt runs in a transaction that first turns JIT
-// off (the ordered claim of Postgres, unless by IDs).
-func (c claimSQL) jitOff() bool { return c.d == Postgres && c.ordered && c.ids == 0 }
+// settingsTx reports whether stmt runs in a transaction that first sets
+// claimSettings (every claim on Postgres).
+func (c claimSQL) settingsTx() bool { return c.d == Postgres }
 
 // lock, check and update are the statements of the claim transaction.
 func (c claimSQL) lock() string {
@@ -373,8 +373,6 @@ func (c claimSQL) update(rows int) string {
 // and update (MySQL) rather than one statement.
 func (c claimSQL) lockTx() bool { return c.d == MySQL }
 
-const jitOffSQL = "SET LOCAL jit = off"
-
 func countRows(pairs ...any) *sqlmock.Rows {
 	r := sqlmock.NewRows([]string{"aggregate_id", "count"})
 	for i := 0; i < len(pairs); i += 2 {
@@ -390,12 +388,12 @@ func countRows(pairs ...any) *sqlmock.Rows {
 func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n int, seqs ...driver.Value) {
 	until := mockTime(c.d, mockNow.Add(time.Minute))
 	if !c.lockTx() {
-		if c.jitOff() {
+		if c.settingsTx() {
 			mock.ExpectBegin()
-			mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 		}
 		mock.ExpectQuery(c.stmt()).WithArgs(c.stmtArgs(lockArgs)...).WillReturnRows(mockRows(c.d))
-		if c.jitOff() {
+		if c.settingsTx() {
 			mock.ExpectCommit()
 		}
 		return
@@ -481,7 +479,7 @@ func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 			s, mock := mockStore(t, Postgres)
 			now := mockTime(Postgres, mockNow)
 			mock.ExpectBegin()
-			mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectQuery(c.orderedStmt()).WithArgs(c.stmtArgs([]driver.Value{now, now, now, now, 10})...).
 				WillReturnRows(sqlmock.NewRows(mockCols).
 					AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, mockNow, nil, 0, nil, mockNow, nil))
@@ -537,60 +535,77 @@ func TestMockClaimErrors(t *testing.T) {
 		if tc.c.ids > 0 {
 			name += " by IDs"
 		}
+		// On Postgres the statement runs in a transaction of its own
+		// settings, which a failure rolls back.
+		before := func(mock sqlmock.Sqlmock) {
+			if tc.c.settingsTx() {
+				mock.ExpectBegin()
+				mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			}
+		}
+		after := func(mock sqlmock.Sqlmock) {
+			if tc.c.settingsTx() {
+				mock.ExpectRollback()
+			}
+		}
 		t.Run(name+"/query", func(t *testing.T) {
 			s, mock := mockStore(t, tc.c.d)
+			before(mock)
 			mock.ExpectQuery(tc.c.stmt()).WillReturnError(errBoom)
+			after(mock)
 			check(t, s, tc.req)
 		})
 		t.Run(name+"/rows", func(t *testing.T) {
 			s, mock := mockStore(t, tc.c.d)
+			before(mock)
 			mock.ExpectQuery(tc.c.stmt()).WillReturnRows(mockRows(tc.c.d).RowError(1, errBoom))
+			after(mock)
 			check(t, s, tc.req)
 		})
 	}
-	// The ordered claim of Postgres: one statement in a transaction that
-	// turns JIT off; every failure after begin rolls it back.
+	// The ordered claim of Postgres: one statement in a transaction of its
+	// settings (claimSettings); every failure after begin rolls it back.
 	pg := claimSQL{d: Postgres, ordered: true}
-	jitOK := func(mock sqlmock.Sqlmock) {
+	settingsOK := func(mock sqlmock.Sqlmock) {
 		mock.ExpectBegin()
-		mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+		mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 	}
 	t.Run("postgres/ordered/begin", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
 		mock.ExpectBegin().WillReturnError(errBoom)
 		check(t, s, ordered)
 	})
-	t.Run("postgres/ordered/jit off", func(t *testing.T) {
+	t.Run("postgres/ordered/settings", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
 		mock.ExpectBegin()
-		mock.ExpectExec(jitOffSQL).WithoutArgs().WillReturnError(errBoom)
+		mock.ExpectExec(claimSettings).WithoutArgs().WillReturnError(errBoom)
 		mock.ExpectRollback()
 		check(t, s, ordered)
 	})
 	t.Run("postgres/ordered/query", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
-		jitOK(mock)
+		settingsOK(mock)
 		mock.ExpectQuery(pg.stmt()).WillReturnError(errBoom)
 		mock.ExpectRollback()
 		check(t, s, ordered)
 	})
 	t.Run("postgres/ordered/rows", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
-		jitOK(mock)
+		settingsOK(mock)
 		mock.ExpectQuery(pg.stmt()).WillReturnRows(mockRows(Postgres).RowError(1, errBoom))
 		mock.ExpectRollback()
 		check(t, s, ordered)
 	})
 	t.Run("postgres/ordered/commit", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
-		jitOK(mock)
+		settingsOK(mock)
 		mock.ExpectQuery(pg.stmt()).WillReturnRows(mockRows(Postgres))
 		mock.ExpectCommit().WillReturnError(errBoom)
 		check(t, s, ordered)
 	})
 	t.Run("postgres/ordered/nothing due", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
-		jitOK(mock)
+		settingsOK(mock)
 		mock.ExpectQuery(pg.stmt()).WillReturnRows(sqlmock.NewRows(mockCols))
 		mock.ExpectCommit()
 		claim, err := s.Claim(t.Context(), ordered)

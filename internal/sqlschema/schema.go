@@ -333,13 +333,14 @@ func (s *Schema) lockKeys(ctx context.Context, conn *sql.Conn, t Table) ([]strin
 // AlterClause is one comma-separated clause of an ALTER TABLE.
 type AlterClause struct {
 	Text string
-	Kind string // "column" or "index"; "" for a clause Migrate cannot check
+	Kind string // "column", "index" or "drop index"; "" for a clause Migrate cannot check
 	Name string // the column's or index's name, as in the migration file
 }
 
 var (
 	addColumnRE = regexp.MustCompile(`(?is)^ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	addIndexRE  = regexp.MustCompile(`(?is)^ADD\s+(?:UNIQUE\s+)?(?:KEY|INDEX)\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
+	dropIndexRE = regexp.MustCompile(`(?is)^DROP\s+(?:KEY|INDEX)\s+([A-Za-z_][A-Za-z0-9_]*)$`)
 )
 
 // AlterClauses splits a migration's ALTER TABLE of the default table
@@ -373,6 +374,8 @@ func (s *Schema) AlterClauses(stmt string) (clauses []AlterClause, ok bool) {
 			c.Kind, c.Name = "column", m[1]
 		} else if m := addIndexRE.FindStringSubmatch(c.Text); m != nil {
 			c.Kind, c.Name = "index", m[1]
+		} else if m := dropIndexRE.FindStringSubmatch(c.Text); m != nil {
+			c.Kind, c.Name = "drop index", m[1]
 		}
 		clauses = append(clauses, c)
 	}
@@ -381,10 +384,11 @@ func (s *Schema) AlterClauses(stmt string) (clauses []AlterClause, ok bool) {
 
 // mysqlRemaining returns the MySQL statement stmt (from a migration file,
 // before renaming) as it must run now: an ALTER TABLE loses the ADD
-// COLUMN and ADD KEY clauses whose column or index already exists, and
-// is "" when nothing remains. Any other statement is returned renamed as
-// it is (CREATE TABLE IF NOT EXISTS re-runs by itself). MySQL 8 has no
-// ADD COLUMN IF NOT EXISTS, hence information_schema.
+// COLUMN and ADD KEY clauses whose column or index already exists and
+// the DROP KEY clauses whose index does not, and is "" when nothing
+// remains. Any other statement is returned renamed as it is (CREATE TABLE
+// IF NOT EXISTS re-runs by itself). MySQL 8 has no ADD COLUMN IF NOT
+// EXISTS nor DROP INDEX IF EXISTS, hence information_schema.
 func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (string, error) {
 	clauses, ok := t.s.AlterClauses(stmt)
 	if !ok {
@@ -402,7 +406,7 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 		switch c.Kind {
 		case "column":
 			check, name = "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "+schema+" AND TABLE_NAME = ? AND COLUMN_NAME = ?", c.Name
-		case "index":
+		case "index", "drop index":
 			check, name = "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = "+schema+" AND TABLE_NAME = ? AND INDEX_NAME = ?",
 				t.Name+strings.TrimPrefix(c.Name, t.s.c.DefaultTable)
 		default:
@@ -412,7 +416,9 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 		if err := q.QueryRowContext(ctx, check, append(args, t.Name, name)...).Scan(&n); err != nil {
 			return "", fmt.Errorf("check %s %s: %w", c.Kind, name, err)
 		}
-		if n == 0 {
+		// What to add is kept while it is missing; what to drop, while it
+		// is there.
+		if (n == 0) == (c.Kind != "drop index") {
 			keep = append(keep, t.Rename(c.Text))
 		}
 	}

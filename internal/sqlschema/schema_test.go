@@ -77,11 +77,12 @@ CREATE FUNCTION "app"."t_notify"() RETURNS trigger AS 'x';
 }
 
 func TestAlterClauses(t *testing.T) {
-	cs, ok := testSchema.AlterClauses("ALTER TABLE things\n  ADD COLUMN b INT NOT NULL,\n  ADD KEY things_b (b, DECIMAL(3,1)),\n  DROP COLUMN c")
-	if !ok || len(cs) != 3 {
+	cs, ok := testSchema.AlterClauses("ALTER TABLE things\n  ADD COLUMN b INT NOT NULL,\n  ADD KEY things_b (b, DECIMAL(3,1)),\n  DROP COLUMN c,\n  DROP KEY things_d")
+	if !ok || len(cs) != 4 {
 		t.Fatalf("clauses %+v, %v", cs, ok)
 	}
-	if cs[0].Kind != "column" || cs[0].Name != "b" || cs[1].Kind != "index" || cs[1].Name != "things_b" || cs[2].Kind != "" {
+	if cs[0].Kind != "column" || cs[0].Name != "b" || cs[1].Kind != "index" || cs[1].Name != "things_b" || cs[2].Kind != "" ||
+		cs[3].Kind != "drop index" || cs[3].Name != "things_d" {
 		t.Fatalf("clauses %+v", cs)
 	}
 	if _, ok := testSchema.AlterClauses("CREATE TABLE things (a INT)"); ok {
