@@ -219,12 +219,21 @@ func newEvents(n, aggregates, size int, topic string) []*outbox.Event {
 	return events
 }
 
+// defaultAggregates is how many aggregates a backlog's events cycle
+// through: with a batch of 1,000, each batch holds one event of every
+// aggregate, so ordered relays cannot claim in parallel.
+const defaultAggregates = 1000
+
 // fill saves n events into st through ob.Save in transactions of 5,000,
-// as a service would, only in larger transactions.
-func fill(ctx context.Context, db *sqlx.DB, ob *outbox.Outbox, n int, topic string) error {
+// as a service would, only in larger transactions. Event i belongs to
+// aggregate i mod aggregates.
+func fill(ctx context.Context, db *sqlx.DB, ob *outbox.Outbox, n, aggregates int, topic string) error {
 	const chunk = 5000
 	for done := 0; done < n; done += chunk {
-		events := newEvents(min(chunk, n-done), 1000, 256, topic)
+		events := newEvents(min(chunk, n-done), aggregates, 256, topic)
+		for i, e := range events {
+			e.AggregateID = fmt.Sprintf("sku-%06d", (done+i)%aggregates)
+		}
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -240,14 +249,15 @@ func fill(ctx context.Context, db *sqlx.DB, ob *outbox.Outbox, n int, topic stri
 	return nil
 }
 
-// fillStore fills a store's table with n pending events for topic, then
-// has the database gather the table's statistics.
-func fillStore(ctx context.Context, db *sqlx.DB, st *sqlstore.Store, n int, topic string) error {
+// fillStore fills a store's table with n pending events for topic over
+// aggregates aggregates, then has the database gather the table's
+// statistics.
+func fillStore(ctx context.Context, db *sqlx.DB, st *sqlstore.Store, n, aggregates int, topic string) error {
 	ob, err := outbox.New(st, outbox.Noop)
 	if err != nil {
 		return err
 	}
-	if err := fill(ctx, db, ob, n, topic); err != nil {
+	if err := fill(ctx, db, ob, n, aggregates, topic); err != nil {
 		return err
 	}
 	return analyze(ctx, db, st.Table())

@@ -88,7 +88,7 @@ func (b *bench) dbLimit(ctx context.Context, db *sqlx.DB, what string, workers, 
 		return nil, err
 	}
 	defer b.drop(db, table)
-	if err := fillStore(ctx, db, st, n, "t"); err != nil {
+	if err := fillStore(ctx, db, st, n, defaultAggregates, "t"); err != nil {
 		return nil, err
 	}
 	var stmt string

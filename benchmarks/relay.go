@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -41,15 +42,16 @@ func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []stri
 
 // drainOpts describes one drain.
 type drainOpts struct {
-	name      string
-	db        *sqlx.DB
-	what      string // table name part
-	relays    int
-	n         int
-	ordered   bool
-	interval  time.Duration // 0: the SDK's default
-	publisher func(topic string) (outbox.Publisher, func(), error)
-	profile   string
+	name       string
+	db         *sqlx.DB
+	what       string // table name part
+	relays     int
+	n          int
+	ordered    bool
+	interval   time.Duration // 0: the SDK's default
+	aggregates int           // 0: defaultAggregates
+	publisher  func(topic string) (outbox.Publisher, func(), error)
+	profile    string
 }
 
 // drain fills a new table with a backlog of n events, then runs relays
@@ -64,7 +66,7 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	defer b.drop(o.db, table)
 	topic := b.stream(o.what)
 	defer b.rdb.Del(ctx, topic)
-	if err := fillStore(ctx, o.db, st, o.n, topic); err != nil {
+	if err := fillStore(ctx, o.db, st, o.n, cmp.Or(o.aggregates, defaultAggregates), topic); err != nil {
 		return nil, fmt.Errorf("fill: %w", err)
 	}
 	pub, closePub, err := o.publisher(topic)
@@ -131,6 +133,8 @@ func runRelay(ctx context.Context, b *bench) error {
 		relays   int
 		ordered  bool
 		interval time.Duration
+		// aggregates the backlog cycles through; 0: defaultAggregates
+		aggregates int
 	}
 	shared := func(db *sqlx.DB) func() (*sqlx.DB, func(), error) {
 		return func() (*sqlx.DB, func(), error) { return db, func() {}, nil }
@@ -138,22 +142,26 @@ func runRelay(ctx context.Context, b *bench) error {
 	var list []sc
 	if b.pg != nil {
 		list = append(list,
-			sc{"relay_pg_redis_1r", shared(b.pg), 1, true, 0},
-			sc{"relay_pg_redis_2r", shared(b.pg), 2, true, 0},
-			sc{"relay_pg_redis_1r_unordered", shared(b.pg), 1, false, 0},
-			sc{"relay_pg_redis_2r_unordered", shared(b.pg), 2, false, 0},
+			sc{"relay_pg_redis_1r", shared(b.pg), 1, true, 0, 0},
+			sc{"relay_pg_redis_2r", shared(b.pg), 2, true, 0, 0},
+			sc{"relay_pg_redis_1r_unordered", shared(b.pg), 1, false, 0, 0},
+			sc{"relay_pg_redis_2r_unordered", shared(b.pg), 2, false, 0, 0},
 			// Not a default: shows how much of the 2-relay figure is the
 			// relay waiting for its interval after a partial batch.
-			sc{"relay_pg_redis_2r_interval_10ms", shared(b.pg), 2, true, 10 * time.Millisecond},
+			sc{"relay_pg_redis_2r_interval_10ms", shared(b.pg), 2, true, 10 * time.Millisecond, 0},
+			// Not the default backlog: 10,000 aggregates of 10 events, so
+			// that two ordered relays can each claim a batch of heads at
+			// once (with 1,000 aggregates one batch holds all the heads).
+			sc{"relay_pg_redis_2r_10k_aggregates", shared(b.pg), 2, true, 0, 10000},
 		)
 	}
 	if b.my != nil {
-		list = append(list, sc{"relay_mysql_redis_1r", shared(b.my), 1, true, 0})
+		list = append(list, sc{"relay_mysql_redis_1r", shared(b.my), 1, true, 0, 0})
 	}
 	list = append(list, sc{"relay_sqlite_redis_1r", func() (*sqlx.DB, func(), error) {
 		db, err := b.sqlite(ctx)
 		return db, func() { db.Close() }, err
-	}, 1, true, 0})
+	}, 1, true, 0, 0})
 	for _, s := range list {
 		r, err := median(b.cfg.runs, func(run int) (*Result, error) {
 			db, closeDB, err := s.db()
@@ -166,7 +174,7 @@ func runRelay(ctx context.Context, b *bench) error {
 				profile = b.cfg.cpuProfile
 			}
 			return b.drain(ctx, drainOpts{name: s.name, db: db, what: "relay", relays: s.relays, n: b.cfg.events,
-				ordered: s.ordered, interval: s.interval, publisher: b.redisPublisher(), profile: profile})
+				ordered: s.ordered, interval: s.interval, aggregates: s.aggregates, publisher: b.redisPublisher(), profile: profile})
 		})
 		if err != nil {
 			return err
