@@ -225,15 +225,7 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 		if s.d.name == Postgres {
 			return s.claimTx(ctx, q)
 		}
-		r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: %w", err)
-		}
-		rows, err := scanRows(r)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: %w", err)
-		}
-		return rows, nil
+		return claimRows(ctx, s.db, q)
 	}
 
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
@@ -244,13 +236,9 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d, ""))
 	s.candidates(q, cr, ids)
 	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED")
-	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+	rows, err := claimRows(ctx, tx, q)
 	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	rows, err := scanRows(r)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		return nil, err
 	}
 	if cr.ordered {
 		if rows, err = s.keepPrefixes(ctx, tx, cr, rows); err != nil {
@@ -335,13 +323,9 @@ func (s *Store) claimTx(ctx context.Context, q *query) ([]eventRow, error) {
 	if _, err := tx.ExecContext(ctx, claimSettings); err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
-	r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+	rows, err := claimRows(ctx, tx, q)
 	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	rows, err := scanRows(r)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
@@ -425,6 +409,20 @@ func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows
 		}
 	}
 	return kept, nil
+}
+
+// claimRows runs the claim statement q on db (the pool or the claim's
+// transaction) and reads the rows it returns.
+func claimRows(ctx context.Context, db sqlx.QueryerContext, q *query) ([]eventRow, error) {
+	r, err := db.QueryxContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	rows, err := scanRows(r)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: claim: %w", err)
+	}
+	return rows, nil
 }
 
 func scanRows(r *sqlx.Rows) ([]eventRow, error) {
