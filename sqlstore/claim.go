@@ -276,8 +276,7 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 // SKIP LOCKED (see keepPrefixes, the same check as a separate statement).
 // All of it reads one snapshot, taken before the lock: an event marked
 // synced after it still counts, which can only drop a candidate, never
-// admit one. One statement is one round trip and no transaction to begin
-// and commit.
+// admit one. claimTx runs it.
 func (s *Store) orderedClaim(q *query, cr claimRun, limit int, ids []string) {
 	q.sql("WITH cand AS MATERIALIZED (SELECT c.seq, c.aggregate_id")
 	s.candidates(q, cr, ids)
@@ -315,7 +314,10 @@ const claimSettings = "SELECT set_config('synchronous_commit', 'off', true), set
 // the connection's next user. That costs three short round trips (begin,
 // settings, commit), far less than the flush they save.
 func (s *Store) claimTx(ctx context.Context, q *query) ([]eventRow, error) {
-	tx, err := s.db.BeginTxx(ctx, nil)
+	// READ COMMITTED whatever the server's default: the claim statement
+	// takes its own snapshot, and SKIP LOCKED passes over a row another
+	// relay leased meanwhile instead of failing to serialize.
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
 	}

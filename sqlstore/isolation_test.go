@@ -1,0 +1,125 @@
+package sqlstore
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+)
+
+// pauseKey marks the context of a Claim that must stop right after the
+// statement that sets the claim transaction's settings.
+type pauseKey struct{}
+
+type pause struct {
+	reached chan struct{} // closed when the settings statement has run
+	resume  chan struct{} // closed by the test to let the claim go on
+}
+
+type pausedQuery struct{}
+
+// pauseTracer stops a claim whose context carries a pause after its
+// settings statement (claimSettings) has run, before the claim statement.
+type pauseTracer struct{}
+
+func (pauseTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if _, ok := ctx.Value(pauseKey{}).(*pause); ok && strings.Contains(data.SQL, "set_config") {
+		return context.WithValue(ctx, pausedQuery{}, true)
+	}
+	return ctx
+}
+
+func (pauseTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	p, ok := ctx.Value(pauseKey{}).(*pause)
+	if !ok || ctx.Value(pausedQuery{}) == nil {
+		return
+	}
+	close(p.reached)
+	<-p.resume
+}
+
+// A Postgres claim must not depend on the database's or role's
+// default_transaction_isolation: the claim relies on READ COMMITTED (a
+// fresh snapshot for the claim statement, and FOR UPDATE SKIP LOCKED
+// following a row that another relay leased and committed instead of
+// failing). Before the one-statement claim, the ordered claim pinned READ
+// COMMITTED, and claimTx must too: under default_transaction_isolation =
+// 'repeatable read' the snapshot would be taken by the settings statement,
+// and a concurrent relay's committed lease in between would make the claim
+// fail with "could not serialize access due to concurrent update" instead
+// of claiming nothing.
+func TestPostgresClaimPinsReadCommitted(t *testing.T) {
+	dsn := os.Getenv(envPostgres)
+	if dsn == "" {
+		t.Skipf("Postgres tests skipped: set %s", envPostgres)
+	}
+	for _, tc := range []struct {
+		name string
+		req  outbox.ClaimRequest
+	}{
+		{"ordered", outbox.ClaimRequest{Limit: 10, Lease: time.Minute}},
+		{"unordered", outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RuntimeParams["default_transaction_isolation"] = "repeatable read"
+			cfg.Tracer = pauseTracer{}
+			raw := stdlib.OpenDB(*cfg)
+			db := sqlx.NewDb(raw, "pgx")
+			t.Cleanup(func() { _ = db.Close() })
+			s := newStore(t, db, randomName("outbox_iso_"))
+			clock := newTestClock()
+			s.now = clock.Now
+			if err := s.Migrate(t.Context()); err != nil {
+				t.Fatalf("migrate: %v", err)
+			}
+			b := &bundle{store: s, db: db, clock: clock}
+			events := b.run("A", 2)
+			b.save(t, events...)
+
+			// Relay B starts its claim and stops after the settings
+			// statement; relay A claims everything and commits meanwhile.
+			p := &pause{reached: make(chan struct{}), resume: make(chan struct{})}
+			var once sync.Once
+			resume := func() { once.Do(func() { close(p.resume) }) }
+			t.Cleanup(resume) // never leave relay B stopped holding its locks
+			type result struct {
+				c   *outbox.Claim
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				c, err := s.Claim(context.WithValue(t.Context(), pauseKey{}, p), tc.req)
+				done <- result{c, err}
+			}()
+			select {
+			case <-p.reached:
+			case r := <-done:
+				t.Fatalf("relay B's claim ended before its settings statement ran: %+v, %v", r.c, r.err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("relay B's claim never ran its settings statement")
+			}
+			a := b.claimReq(t, tc.req)
+			resume()
+			equalIDs(t, "relay A", ids(a.Events), ids(events))
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("relay B's claim failed after relay A leased the events: %v", r.err)
+			}
+			if len(r.c.Events) != 0 {
+				t.Fatalf("relay B also claimed %v, which relay A holds", ids(r.c.Events))
+			}
+		})
+	}
+}
