@@ -123,3 +123,52 @@ func TestPostgresClaimPinsReadCommitted(t *testing.T) {
 		})
 	}
 }
+
+// A Postgres claim turns synchronous_commit and jit off for its own
+// transaction only: the pooled connection it used must come back with the
+// server's settings, after a claim that succeeded and after one whose
+// statement failed (the deferred rollback ends the transaction).
+func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
+	b := setup(t, Postgres)
+	b.db.SetMaxOpenConns(1) // every statement below uses the claim's connection
+	ctx := t.Context()
+	show := func(name string) string {
+		t.Helper()
+		var v string
+		if err := b.db.QueryRowContext(ctx, "SHOW "+name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	wantSync, wantJIT := show("synchronous_commit"), show("jit")
+	if wantSync == "off" {
+		t.Fatalf("the server's synchronous_commit is already off; the test could not tell a leak")
+	}
+	check := func(after string) {
+		t.Helper()
+		if got := show("synchronous_commit"); got != wantSync {
+			t.Errorf("after %s: synchronous_commit = %s on the pooled connection, want %s", after, got, wantSync)
+		}
+		if got := show("jit"); got != wantJIT {
+			t.Errorf("after %s: jit = %s on the pooled connection, want %s", after, got, wantJIT)
+		}
+	}
+	b.save(t, b.newEvents(3)...)
+	for _, unordered := range []bool{false, true} {
+		if c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, Unordered: unordered}); err != nil || len(c.Events) != 1 {
+			t.Fatalf("claim: %v, %v", c, err)
+		}
+		check("a claim")
+	}
+	// A claim whose statement fails: the column it leases is gone.
+	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token TO claim_token_gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute}); err == nil {
+		t.Fatal("a claim without its claim_token column succeeded")
+	}
+	check("a failed claim")
+	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token_gone TO claim_token"); err != nil {
+		t.Fatal(err)
+	}
+}
