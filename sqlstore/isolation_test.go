@@ -124,8 +124,8 @@ func TestPostgresClaimPinsReadCommitted(t *testing.T) {
 	}
 }
 
-// A Postgres claim turns synchronous_commit and jit off for its own
-// transaction only: the pooled connection it used must come back with the
+// A Postgres claim turns synchronous_commit, jit and bitmap scans off (and
+// a claim by IDs forces a generic plan) for its own transaction only: the pooled connection it used must come back with the
 // server's settings, after a claim that succeeded and after one whose
 // statement failed (the deferred rollback ends the transaction).
 func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
@@ -140,26 +140,34 @@ func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
 		}
 		return v
 	}
-	wantSync, wantJIT := show("synchronous_commit"), show("jit")
-	if wantSync == "off" {
-		t.Fatalf("the server's synchronous_commit is already off; the test could not tell a leak")
+	settings := []string{"synchronous_commit", "jit", "enable_bitmapscan", "plan_cache_mode"}
+	want := map[string]string{}
+	for _, name := range settings {
+		want[name] = show(name)
+	}
+	if want["synchronous_commit"] == "off" || want["enable_bitmapscan"] == "off" || want["plan_cache_mode"] == "force_generic_plan" {
+		t.Fatalf("the server already runs with %v; the test could not tell a leak", want)
 	}
 	check := func(after string) {
 		t.Helper()
-		if got := show("synchronous_commit"); got != wantSync {
-			t.Errorf("after %s: synchronous_commit = %s on the pooled connection, want %s", after, got, wantSync)
-		}
-		if got := show("jit"); got != wantJIT {
-			t.Errorf("after %s: jit = %s on the pooled connection, want %s", after, got, wantJIT)
+		for _, name := range settings {
+			if got := show(name); got != want[name] {
+				t.Errorf("after %s: %s = %s on the pooled connection, want %s", after, name, got, want[name])
+			}
 		}
 	}
-	b.save(t, b.newEvents(3)...)
+	events := b.newEvents(3)
+	b.save(t, events...)
 	for _, unordered := range []bool{false, true} {
 		if c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, Unordered: unordered}); err != nil || len(c.Events) != 1 {
 			t.Fatalf("claim: %v, %v", c, err)
 		}
 		check("a claim")
 	}
+	if c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[2].ID}}); err != nil || len(c.Events) != 1 {
+		t.Fatalf("claim by ID: %v, %v", c, err)
+	}
+	check("a claim by IDs")
 	// A claim whose statement fails: the column it leases is gone.
 	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token TO claim_token_gone"); err != nil {
 		t.Fatal(err)

@@ -292,13 +292,16 @@ func (c claimSQL) candidates() string {
 	return s + ")))"
 }
 
-// single is the one-statement claim (SQLite; Postgres unordered).
+// single is the one-statement claim (SQLite; Postgres unordered, which
+// finds the locked rows again by ctid).
 func (c claimSQL) single() string {
+	if c.d == Postgres {
+		return ph(c.d, "WITH cand AS MATERIALIZED (SELECT c.ctid AS tid"+c.candidates()+
+			" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED) UPDATE "+quotedTable(c.d)+
+			" t SET claim_token = ?, locked_until = ? FROM cand WHERE t.ctid = cand.tid RETURNING "+pgClaimColumns)
+	}
 	s := "UPDATE " + quotedTable(c.d) + " SET claim_token = ?, locked_until = ? WHERE seq IN (SELECT c.seq" + c.candidates() +
 		" ORDER BY c.priority DESC, c.seq LIMIT ?"
-	if c.d == Postgres {
-		s += " FOR UPDATE SKIP LOCKED"
-	}
 	return ph(c.d, s+") RETURNING "+columnsSQL(c.d))
 }
 
@@ -334,8 +337,8 @@ func (c claimSQL) stmt() string {
 // the limit): single leases first, orderedStmt selects first.
 func (c claimSQL) stmtArgs(candArgs []driver.Value) []driver.Value {
 	lease := []driver.Value{sqlmock.AnyArg(), mockTime(c.d, mockNow.Add(time.Minute))}
-	if c.d == Postgres && c.ordered {
-		return concat(candArgs, lease)
+	if c.d == Postgres {
+		return concat(candArgs, lease) // the candidates come first, in a WITH
 	}
 	return concat(lease, candArgs)
 }
@@ -343,6 +346,16 @@ func (c claimSQL) stmtArgs(candArgs []driver.Value) []driver.Value {
 // settingsTx reports whether stmt runs in a transaction that first sets
 // claimSettings (every claim on Postgres).
 func (c claimSQL) settingsTx() bool { return c.d == Postgres }
+
+// settings is the statement of those settings: a claim by IDs also keeps
+// its generic plan.
+func (c claimSQL) settings() string {
+	s := "SELECT set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+	if c.ids > 0 {
+		s += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
+	}
+	return s
+}
 
 // lock, check and update are the statements of the claim transaction.
 func (c claimSQL) lock() string {
@@ -390,7 +403,7 @@ func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n in
 	if !c.lockTx() {
 		if c.settingsTx() {
 			mock.ExpectBegin()
-			mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectExec(c.settings()).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 		}
 		mock.ExpectQuery(c.stmt()).WithArgs(c.stmtArgs(lockArgs)...).WillReturnRows(mockRows(c.d))
 		if c.settingsTx() {
@@ -479,7 +492,7 @@ func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 			s, mock := mockStore(t, Postgres)
 			now := mockTime(Postgres, mockNow)
 			mock.ExpectBegin()
-			mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectExec(c.settings()).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectQuery(c.orderedStmt()).WithArgs(c.stmtArgs([]driver.Value{now, now, now, now, 10})...).
 				WillReturnRows(sqlmock.NewRows(mockCols).
 					AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, mockNow, nil, 0, nil, mockNow, nil))
@@ -540,7 +553,7 @@ func TestMockClaimErrors(t *testing.T) {
 		before := func(mock sqlmock.Sqlmock) {
 			if tc.c.settingsTx() {
 				mock.ExpectBegin()
-				mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+				mock.ExpectExec(tc.c.settings()).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 			}
 		}
 		after := func(mock sqlmock.Sqlmock) {
@@ -564,11 +577,11 @@ func TestMockClaimErrors(t *testing.T) {
 		})
 	}
 	// The ordered claim of Postgres: one statement in a transaction of its
-	// settings (claimSettings); every failure after begin rolls it back.
+	// settings; every failure after begin rolls it back.
 	pg := claimSQL{d: Postgres, ordered: true}
 	settingsOK := func(mock sqlmock.Sqlmock) {
 		mock.ExpectBegin()
-		mock.ExpectExec(claimSettings).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+		mock.ExpectExec(pg.settings()).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
 	}
 	t.Run("postgres/ordered/begin", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
@@ -578,7 +591,7 @@ func TestMockClaimErrors(t *testing.T) {
 	t.Run("postgres/ordered/settings", func(t *testing.T) {
 		s, mock := mockStore(t, Postgres)
 		mock.ExpectBegin()
-		mock.ExpectExec(claimSettings).WithoutArgs().WillReturnError(errBoom)
+		mock.ExpectExec(pg.settings()).WithoutArgs().WillReturnError(errBoom)
 		mock.ExpectRollback()
 		check(t, s, ordered)
 	})
