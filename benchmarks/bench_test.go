@@ -7,15 +7,19 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/eventsync/outbox/internal/leaktest"
 )
 
 // TestMain lets the test binary act as the relay child process, which the
-// outage and memory scenarios start from os.Executable.
+// outage and memory scenarios start from os.Executable; as the test binary
+// it fails the run if a goroutine outlives the tests (sarama's by-design
+// ones aside).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childCommand {
 		os.Exit(childMain(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	leaktest.Main(m)
 }
 
 // TestQuick runs every scenario in -quick mode against the servers the
