@@ -2,8 +2,8 @@ package outbox
 
 import "context"
 
-// Publisher sends events to a broker. The redisstream and kafka packages
-// implement it.
+// Publisher sends events to a broker. The redisstream, kafka and natsjs
+// packages implement it.
 //
 // Publish returns nil only when the broker acknowledged every event. For a
 // partial failure it returns a *PublishError naming the events that were

@@ -30,7 +30,31 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func conformanceSetup(t *testing.T, h *harness) outboxtest.PublisherSetup {
+// TestConformanceIdempotent runs the same suite with WithIdempotence, so
+// that publishIdempotent (a script per event instead of a bare XADD) keeps
+// the whole contract too. Each subtest's dedup keys start with its own key
+// prefix, so tests do not see each other's keys and the real Redis's
+// cleanup deletes them.
+func TestConformanceIdempotent(t *testing.T) {
+	for name, newHarness := range map[string]func(testing.TB) *harness{"miniredis": miniHarness, "redis": realHarness} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if name == "redis" {
+				realHarness(t) // skips, naming the variable, when no server is configured
+			}
+			outboxtest.TestPublisher(t, outboxtest.PublisherHarness{
+				New: func(t *testing.T) outboxtest.PublisherSetup {
+					h := newHarness(t)
+					return conformanceSetup(t, h, WithIdempotence(time.Minute), WithDedupKeyPrefix(h.key("dedup:")))
+				},
+			})
+		})
+	}
+}
+
+// conformanceSetup returns the suite's view of a publisher on h, built
+// with opts and talking through a proxy of its own.
+func conformanceSetup(t *testing.T, h *harness, opts ...Option) outboxtest.PublisherSetup {
 	proxy, err := testproxy.Start(h.addr)
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
@@ -40,12 +64,13 @@ func conformanceSetup(t *testing.T, h *harness) outboxtest.PublisherSetup {
 		o.MaxRetries = -1 // a cut connection fails the publish instead of being retried inside go-redis
 		o.DialTimeout = 500 * time.Millisecond
 	})
-	pub, err := New(client, WithStream(func(e *outbox.Event) string {
+	opts = append([]Option{WithStream(func(e *outbox.Event) string {
 		if e.Topic == "" {
 			return "" // no topic, no stream: the publisher must refuse it
 		}
 		return h.key(e.Topic)
-	}))
+	})}, opts...)
+	pub, err := New(client, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
