@@ -50,6 +50,24 @@ type RequeueFilter struct {
 	All  bool     // every buried event
 }
 
+// CountDead returns how many buried events wait for an operator: all of
+// them, or with a non-empty eventType only those of that type. Unlike
+// List it has no limit: it is one COUNT over the buried rows, read
+// through the partial index on them (Postgres, SQLite) or the
+// (synced_at, dead_at, event_type) index (MySQL).
+func (s *Store) CountDead(ctx context.Context, eventType string) (int64, error) {
+	q := newQuery(s.d)
+	q.sql("SELECT COUNT(*) FROM ", s.t.quoted, " WHERE synced_at IS NULL AND dead_at IS NOT NULL")
+	if eventType != "" {
+		q.sql(" AND event_type = ", q.arg(eventType))
+	}
+	var n int64
+	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlstore: count dead: %w", err)
+	}
+	return n, nil
+}
+
 // ErrEmptyFilter is returned by Requeue for a filter that names no IDs, no
 // type and not All.
 var ErrEmptyFilter = errors.New("sqlstore: requeue: empty filter (set IDs, Type, or All)")

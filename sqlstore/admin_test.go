@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -138,6 +140,60 @@ func TestRequeue(t *testing.T) {
 		if err != nil || st.Dead != 0 {
 			t.Fatalf("stats %+v, %v", st, err)
 		}
+	})
+}
+
+func TestCountDead(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		count := func(what, typ string, want int64) {
+			t.Helper()
+			n, err := b.store.CountDead(ctx, typ)
+			if err != nil || n != want {
+				t.Fatalf("CountDead(%q) %s: %d, %v; want %d", typ, what, n, err, want)
+			}
+		}
+		count("on an empty table", "", 0)
+
+		// Three buried updates, two buried reservations; a pending update
+		// and a synced reservation are not counted.
+		var updated, reserved []*outbox.Event
+		for i := range 4 {
+			updated = append(updated, b.event(fmt.Sprintf("U%d", i), 0))
+		}
+		for i := range 3 {
+			e := b.event(fmt.Sprintf("R%d", i), 0)
+			e.Type = "stock.reserved"
+			reserved = append(reserved, e)
+		}
+		b.save(t, append(slices.Clone(updated), reserved...)...)
+		c := b.claim(t, 10)
+		if len(c.Events) != 7 {
+			t.Fatalf("claimed %d events, want 7", len(c.Events))
+		}
+		var failures []outbox.Failure
+		for _, e := range append(slices.Clone(updated[:3]), reserved[:2]...) {
+			failures = append(failures, outbox.Failure{ID: e.ID, Err: "poison", Dead: true})
+		}
+		n, err := b.store.Fail(ctx, c.Token, failures)
+		wantN(t, "Fail", n, err, 5)
+		b.mark(t, c, reserved[2])
+		n, err = b.store.Release(ctx, c.Token, []string{updated[3].ID})
+		wantN(t, "Release", n, err, 1)
+
+		count("in all", "", 5)
+		count("of a type", "stock.updated", 3)
+		count("of the other type", "stock.reserved", 2)
+		count("of an unknown type", "stock.none", 0)
+		st, err := b.store.Stats(ctx, 0)
+		if err != nil || st.Dead != 5 {
+			t.Fatalf("Stats: %+v, %v; want 5 dead like CountDead", st, err)
+		}
+
+		n, err = b.store.Requeue(ctx, RequeueFilter{Type: "stock.updated"})
+		wantN(t, "Requeue by type", n, err, 3)
+		count("after re-queuing the type", "stock.updated", 0)
+		count("in all after re-queuing a type", "", 2)
 	})
 }
 

@@ -266,6 +266,11 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// maxBatch is the most events requeue --rate re-queues in one batch: a
+// batch is listed first, and List returns at most sqlstore.MaxListLimit
+// events. A variable so that tests can go past it with few events.
+var maxBatch = sqlstore.MaxListLimit
+
 func runRequeue(ctx context.Context, e *env, args []string) error {
 	fs := e.flags()
 	var ids stringsFlag
@@ -274,7 +279,7 @@ func runRequeue(ctx context.Context, e *env, args []string) error {
 	all := fs.Bool("all", false, "every buried event")
 	dryRun := fs.Bool("dry-run", false, "show what would be re-queued, change nothing")
 	rate := fs.Float64("rate", 0, "re-queue at most this many events per second (0: all at once)")
-	batch := fs.Int("batch", 500, "events per statement with --rate")
+	batch := fs.Int("batch", min(500, maxBatch), fmt.Sprintf("events per statement with --rate (up to %d)", maxBatch))
 	rest, err := e.parse(fs, args)
 	if err != nil {
 		return err
@@ -287,8 +292,8 @@ func runRequeue(ctx context.Context, e *env, args []string) error {
 		return usagef("say what to re-queue: --id ID, --type TYPE or --all")
 	case *rate < 0:
 		return usagef("--rate %v is negative", *rate)
-	case *batch < 1 || *batch > sqlstore.MaxListLimit:
-		return usagef("--batch %d is outside 1..%d", *batch, sqlstore.MaxListLimit)
+	case *batch < 1 || *batch > maxBatch:
+		return usagef("--batch %d is outside 1..%d", *batch, maxBatch)
 	}
 	if err := e.open(ctx); err != nil {
 		return err
@@ -309,8 +314,10 @@ func runRequeue(ctx context.Context, e *env, args []string) error {
 	return requeueAtRate(ctx, e, f, *rate, *batch)
 }
 
-// deadSelection returns the buried events f selects, at most limit of
-// them, and the IDs of f that are not buried (with their status).
+// deadSelection returns the buried events f selects, and the IDs of f
+// that are not buried (with their status). Without IDs it returns the
+// newest limit buried events (of f.Type, if set); limit does not apply
+// to IDs.
 func deadSelection(ctx context.Context, e *env, f sqlstore.RequeueFilter, limit int) ([]*outbox.Event, []string, error) {
 	if len(f.IDs) == 0 {
 		lctx, cancel := e.ctx(ctx)
@@ -341,35 +348,56 @@ func deadSelection(ctx context.Context, e *env, f sqlstore.RequeueFilter, limit 
 }
 
 func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error {
-	evs, skipped, err := deadSelection(ctx, e, f, sqlstore.MaxListLimit)
+	const shown = 50
+	if len(f.IDs) > 0 {
+		evs, skipped, err := deadSelection(ctx, e, f, 0)
+		if err != nil {
+			return err
+		}
+		e.printf("dry run: would requeue %d events\n", len(evs))
+		printEvents(e, evs[:min(len(evs), shown)])
+		if len(evs) > shown {
+			e.printf("… and %d more\n", len(evs)-shown)
+		}
+		for _, s := range skipped {
+			e.printf("skipped, not buried: %s\n", s)
+		}
+		return nil
+	}
+	// By type or all: count them all, show the newest few.
+	cctx, cancel := e.ctx(ctx)
+	n, err := e.store.CountDead(cctx, f.Type)
+	cancel()
 	if err != nil {
 		return err
 	}
-	more := ""
-	if len(f.IDs) == 0 && len(evs) == sqlstore.MaxListLimit {
-		more = " at least"
+	evs, _, err := deadSelection(ctx, e, f, shown)
+	if err != nil {
+		return err
 	}
-	e.printf("dry run: would requeue%s %d events\n", more, len(evs))
-	printEvents(e, evs[:min(len(evs), 50)])
-	if len(evs) > 50 {
-		e.printf("… and %d more\n", len(evs)-50)
-	}
-	for _, s := range skipped {
-		e.printf("skipped, not buried: %s\n", s)
+	e.printf("dry run: would requeue %d events\n", n)
+	printEvents(e, evs)
+	if more := n - int64(len(evs)); more > 0 {
+		e.printf("… and %d more\n", more)
 	}
 	return nil
 }
 
 // requeueAtRate re-queues the selection a batch at a time, pausing so as
-// to stay under rate events per second. It stops once it has re-queued as
-// many events as were buried when it started, so events buried again
-// meanwhile are not re-queued in a loop.
+// to stay under rate events per second. With IDs it goes through them;
+// by type or all it counts the buried events first (no limit) and goes
+// on, a batch of the newest buried at a time, until it has re-queued as
+// many as that count, so that events buried again meanwhile are not
+// re-queued in a loop. If buried events of the selection remain at the
+// end (buried since it started, or re-queued and buried again), it says
+// how many.
 func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate float64, batch int) error {
 	step := max(1, min(batch, int(rate)))
-	target := -1
-	if len(f.IDs) == 0 {
-		sctx, cancel := e.ctx(ctx)
-		n, err := countDead(sctx, e, f.Type)
+	byIDs := len(f.IDs) > 0
+	var target int64
+	if !byIDs {
+		cctx, cancel := e.ctx(ctx)
+		n, err := e.store.CountDead(cctx, f.Type)
 		cancel()
 		if err != nil {
 			return err
@@ -377,42 +405,45 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		target = n
 	}
 	ids := f.IDs
-	total := 0
-	for {
+	var total int64
+	more := func() bool {
+		if byIDs {
+			return len(ids) > 0
+		}
+		return total < target
+	}
+	for more() {
 		var chunk []string
-		if target >= 0 {
-			if total >= target {
-				break
-			}
-			evs, _, err := deadSelection(ctx, e, sqlstore.RequeueFilter{Type: f.Type}, min(step, target-total))
+		if byIDs {
+			n := min(step, len(ids))
+			chunk, ids = ids[:n], ids[n:]
+		} else {
+			evs, _, err := deadSelection(ctx, e, sqlstore.RequeueFilter{Type: f.Type}, int(min(int64(step), target-total)))
 			if err != nil {
 				return err
 			}
 			for _, ev := range evs {
 				chunk = append(chunk, ev.ID)
 			}
-		} else {
-			n := min(step, len(ids))
-			chunk, ids = ids[:n], ids[n:]
-		}
-		if len(chunk) == 0 {
-			break
+			if len(chunk) == 0 {
+				break // re-queued meanwhile by someone else: nothing left
+			}
 		}
 		start := time.Now()
 		rctx, cancel := e.ctx(ctx)
 		n, err := e.store.Requeue(rctx, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
 		cancel()
-		total += n
+		total += int64(n)
 		if err != nil {
 			e.printf("requeued %d events before the error\n", total)
 			return err
 		}
 		e.printf("requeued %d (%d so far)\n", n, total)
-		if n == 0 && target >= 0 {
+		if n == 0 && !byIDs {
 			break // raced with another operator: nothing left to do
 		}
 		pause := time.Duration(float64(len(chunk))/rate*float64(time.Second)) - time.Since(start)
-		if pause > 0 && (target < 0 && len(ids) > 0 || target >= 0 && total < target) {
+		if pause > 0 && more() {
 			select {
 			case <-ctx.Done():
 				e.printf("requeued %d events, interrupted\n", total)
@@ -422,17 +453,18 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		}
 	}
 	e.printf("requeued %d events\n", total)
-	return nil
-}
-
-// countDead counts the buried events of a type ("" for all).
-func countDead(ctx context.Context, e *env, typ string) (int, error) {
-	if typ == "" {
-		st, err := e.store.Stats(ctx, 0)
-		return int(st.Dead), err
+	if !byIDs {
+		// The re-queue is done: a failed count only loses the reminder.
+		cctx, cancel := e.ctx(ctx)
+		left, err := e.store.CountDead(cctx, f.Type)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(e.stderr, "outbox requeue: cannot count the buried events left: %v\n", err)
+		} else if left > 0 {
+			e.printf("%d buried events of this selection remain (buried again, or since the count): run again to re-queue them\n", left)
+		}
 	}
-	evs, err := e.store.List(ctx, sqlstore.ListFilter{Status: outbox.StatusDead, Type: typ, Limit: sqlstore.MaxListLimit})
-	return len(evs), err
+	return nil
 }
 
 func runPurge(ctx context.Context, e *env, args []string) error {
