@@ -407,3 +407,285 @@ func TestPurgeBacklogDoesNotStarveDelivery(t *testing.T) {
 		t.Errorf("%d purge batches per relay pass, want at most %d", per, maxPurgeBatches)
 	}
 }
+
+// outagePublisher reports a broker outage as the kafka and natsjs
+// publishers do: not as one error for the batch but as a *PublishError in
+// which every event failed as Unavailable. While up it acknowledges every
+// event. It records the size of each batch it was given.
+type outagePublisher struct {
+	up      atomic.Bool
+	mu      sync.Mutex
+	batches []int
+}
+
+func (p *outagePublisher) Publish(_ context.Context, evs []*Event) error {
+	p.mu.Lock()
+	p.batches = append(p.batches, len(evs))
+	p.mu.Unlock()
+	if p.up.Load() {
+		return nil
+	}
+	failed := make(map[string]error, len(evs))
+	for _, e := range evs {
+		failed[e.ID] = Unavailable(fmt.Errorf("kafka: send %s: client has run out of available brokers", e.ID))
+	}
+	return &PublishError{Failed: failed}
+}
+
+// sizes returns the sizes of the batches published since the first n.
+func (p *outagePublisher) sizes(from int) []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.batches[from:]...)
+}
+
+// pingingOutagePublisher is an outagePublisher that can be probed with
+// Ping, as the natsjs publisher can.
+type pingingOutagePublisher struct{ outagePublisher }
+
+func (p *pingingOutagePublisher) Ping(context.Context) error {
+	if !p.up.Load() {
+		return Unavailable(errors.New("nats: timeout"))
+	}
+	return nil
+}
+
+// requeueStore is a fakeStore in which failed and released events are due
+// again at once, ahead of the rest, as the broker's failures are in a real
+// store: it keeps a backlog through an outage.
+type requeueStore struct {
+	fakeStore
+	claimed map[string]*Event
+}
+
+func (s *requeueStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	c, err := s.fakeStore.Claim(ctx, req)
+	if err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.claimed == nil {
+		s.claimed = map[string]*Event{}
+	}
+	for _, e := range c.Events {
+		s.claimed[e.ID] = e
+	}
+	return c, nil
+}
+
+func (s *requeueStore) Fail(ctx context.Context, token string, fs []Failure) (int, error) {
+	n, _ := s.fakeStore.Fail(ctx, token, fs)
+	ids := make([]string, 0, len(fs))
+	for _, f := range fs {
+		if !f.Dead {
+			ids = append(ids, f.ID)
+		}
+	}
+	s.requeue(ids)
+	return n, nil
+}
+
+func (s *requeueStore) Release(ctx context.Context, token string, ids []string) (int, error) {
+	n, _ := s.fakeStore.Release(ctx, token, ids)
+	s.requeue(ids)
+	return n, nil
+}
+
+func (s *requeueStore) requeue(ids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	back := make([]*Event, 0, len(ids)+len(s.pending))
+	for _, id := range ids {
+		back = append(back, s.claimed[id])
+	}
+	s.pending = append(back, s.pending...)
+}
+
+func (s *requeueStore) markedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.marked)
+}
+
+// A batch in which every event failed as Unavailable is the broker's
+// failure as a whole: SyncResult.BrokerErr is set and the breaker counts
+// it, while each event's failed attempt is recorded as before (due again
+// at once, never buried). Events held back behind such a failure do not
+// make it the events' fault; one event that failed for its own sake does.
+func TestUnavailableBatchIsABrokerFailure(t *testing.T) {
+	t.Parallel()
+	dropped := Unavailable(errors.New("nats: timeout"))
+	s := &fakeStore{pending: events(3)}
+	s.pending[0].Delivery.Attempts = 50 // far past MaxAttempts
+	pub := PublisherFunc(func(context.Context, []*Event) error {
+		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": dropped, "e2": ErrHeldBack}}
+	})
+	w := newTestWorker(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Hour, time.Hour))
+	res, err := w.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pe *PublishError
+	if !errors.As(res.BrokerErr, &pe) || len(pe.Failed) != 3 {
+		t.Fatalf("BrokerErr = %v, want the *PublishError", res.BrokerErr)
+	}
+	if res.Failed != 2 || res.Buried != 0 || res.Released != 1 || fmt.Sprint(s.released) != "[e2]" {
+		t.Fatalf("result %+v, released %v", res, s.released)
+	}
+	for _, f := range s.failed {
+		if f.Dead || f.Delay != 0 || f.Err != "nats: timeout" {
+			t.Errorf("failure recorded as %+v; want due at once, not dead", f)
+		}
+	}
+	if !w.Breaker().Open {
+		t.Error("breaker stayed closed although the broker failed every event")
+	}
+
+	s2 := &fakeStore{pending: events(2)}
+	pub2 := PublisherFunc(func(context.Context, []*Event) error {
+		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": errors.New("invalid record")}}
+	})
+	w2 := newTestWorker(t, s2, pub2, WithBreaker(1, time.Hour, time.Hour))
+	res, err = w2.SyncPending(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BrokerErr != nil || w2.Breaker().Open {
+		t.Errorf("an event that failed for its own sake made the batch a broker failure: %+v", res)
+	}
+}
+
+// With a publisher that reports an outage event by event, the relay still
+// retries soon, opens the breaker, stops sending while it is open, and,
+// once a probe finds the broker back, drains the backlog at once rather
+// than an interval (here an hour) later. Both probe paths: a Ping (as
+// natsjs) and a batch of one event (as kafka, which has no Ping).
+func TestRunRecoversFromAnOutageReportedEventByEvent(t *testing.T) {
+	t.Parallel()
+	for _, ping := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ping=%v", ping), func(t *testing.T) {
+			t.Parallel()
+			var pub Publisher
+			var p *outagePublisher
+			if ping {
+				pp := &pingingOutagePublisher{}
+				pub, p = pp, &pp.outagePublisher
+			} else {
+				p = &outagePublisher{}
+				pub = p
+			}
+			const backlog = 30
+			s := &requeueStore{fakeStore: fakeStore{pending: events(backlog)}}
+			w := newTestWorker(t, s, pub, WithInterval(time.Hour), WithBatchSize(10),
+				WithBreaker(2, 5*time.Millisecond, 20*time.Millisecond))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx) }()
+
+			waitFor(t, func() bool { return w.Breaker().Open }) // two passes, not two hours
+			sent := len(p.sizes(0))
+			time.Sleep(60 * time.Millisecond) // several probe delays
+			for _, n := range p.sizes(sent) {
+				if ping || n != 1 {
+					t.Fatalf("batches %v published while the breaker was open; want probes only", p.sizes(sent))
+				}
+			}
+
+			up := time.Now()
+			p.up.Store(true)
+			waitFor(t, func() bool { return s.markedCount() == backlog })
+			drained := time.Since(up)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			// The last probe delay is at most 20ms and the backlog is three
+			// batches: a second leaves room for a loaded machine and is
+			// still far from the interval.
+			if drained > time.Second {
+				t.Errorf("backlog drained %v after the broker came back; want well under the interval", drained)
+			}
+			if w.Breaker().Open {
+				t.Error("breaker still open after the backlog drained")
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for _, f := range s.failed {
+				if f.Dead || f.Delay != 0 {
+					t.Fatalf("outage failure recorded as %+v; want due at once, not dead", f)
+				}
+			}
+			if len(s.failed) == 0 {
+				t.Error("no failed attempt recorded during the outage")
+			}
+		})
+	}
+}
+
+// Publish that meets an outage reported event by event kicks the relay,
+// which retries soon and opens the breaker, instead of sleeping through
+// its interval; so does a Publish whose own claim failed.
+func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
+	t.Parallel()
+	t.Run("outage", func(t *testing.T) {
+		t.Parallel()
+		s := &requeueStore{}
+		p := &outagePublisher{}
+		o, err := New(s, p, WithInterval(time.Hour), WithBreaker(3, 5*time.Millisecond, 20*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.requests) == 1 }) // the first, empty pass
+		s.mu.Lock()
+		s.pending = events(1)
+		s.mu.Unlock()
+		res, err := o.Publish(context.Background(), &Event{ID: "e0"})
+		if err == nil || res.BrokerErr == nil {
+			t.Fatalf("Publish = %+v, %v; want a broker failure", res, err)
+		}
+		waitFor(t, func() bool { return o.Worker().Breaker().Open })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("claim failure", func(t *testing.T) {
+		t.Parallel()
+		s := &idClaimFailStore{}
+		o, err := New(s, Noop, WithInterval(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		waitFor(t, func() bool { return s.relayClaims.Load() == 1 })
+		if _, err := o.Publish(context.Background(), &Event{ID: "e0"}); err == nil {
+			t.Fatal("Publish succeeded although its claim failed")
+		}
+		waitFor(t, func() bool { return s.relayClaims.Load() == 2 }) // kicked, not an hour later
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// idClaimFailStore fails the claims of Publish (by ID) and has nothing for
+// the relay's.
+type idClaimFailStore struct {
+	fakeStore
+	relayClaims atomic.Int32
+}
+
+func (s *idClaimFailStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	if req.IDs != nil {
+		return nil, errors.New("deadlock detected")
+	}
+	s.relayClaims.Add(1)
+	return &Claim{Token: "t"}, nil
+}

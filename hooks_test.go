@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,7 +130,8 @@ func TestAlertsFireAndClear(t *testing.T) {
 	if _, err := NewWorker(&fakeStore{}, Noop, WithAlerts(Alerts{Pending: 1})); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("alerts over a store without stats: %v", err)
 	}
-	w := newTestWorker(t, s, Noop, WithHooks(h), WithInterval(time.Millisecond),
+	logs := &logRecorder{}
+	w := newTestWorker(t, s, Noop, WithHooks(h), WithInterval(time.Millisecond), WithLogger(slog.New(logs)),
 		WithAlerts(Alerts{Pending: 100, OldestAge: time.Minute, Every: time.Millisecond}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -150,6 +152,46 @@ func TestAlertsFireAndClear(t *testing.T) {
 	if !strings.Contains(got[0].Reason, "101 events pending") || !strings.Contains(got[0].Reason, "oldest pending event is 2m0s old") {
 		t.Errorf("reason %q", got[0].Reason)
 	}
+	// A slog warning when the alert fires and again when it clears.
+	var records []slog.Record
+	for _, r := range logs.all() {
+		if strings.HasPrefix(r.Message, "outbox: alert") {
+			records = append(records, r)
+		}
+	}
+	if len(records) != 2 {
+		t.Fatalf("%d alert log records, want 2", len(records))
+	}
+	if r := records[0]; r.Level != slog.LevelWarn || !strings.Contains(r.Message, "101 events pending") {
+		t.Errorf("alert logged at %v: %q; want a warning with the reason", r.Level, r.Message)
+	}
+	if r := records[1]; r.Level != slog.LevelWarn || r.Message != "outbox: alert cleared" {
+		t.Errorf("clearance logged at %v: %q; want a warning", r.Level, r.Message)
+	}
+}
+
+// logRecorder is a slog.Handler that keeps every record.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecorder) all() []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]slog.Record(nil), l.records...)
 }
 
 func TestReadiness(t *testing.T) {

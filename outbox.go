@@ -90,6 +90,7 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, err
 	defer cancel()
 	claim, err := o.store.Claim(ctx, o.worker.claimRequest(len(ids), ids))
 	if err != nil {
+		o.worker.Kick() // the events are committed and due: let the relay try them now, not an interval later
 		return SyncResult{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
 	if len(claim.Events) < len(ids) {
@@ -101,7 +102,10 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, err
 	}
 	res, err := o.worker.deliver(ctx, ctx, claim, true)
 	if res.BrokerErr != nil {
-		o.worker.Kick() // due again at once: let the relay retry and count toward the breaker
+		// The broker failed the batch, as a whole or event by event: the
+		// events are due again at once; let the relay retry them and count
+		// toward the breaker.
+		o.worker.Kick()
 	}
 	if err != nil {
 		return res, err

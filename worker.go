@@ -48,8 +48,11 @@ type SyncResult struct {
 	Released int // given back unattempted (the pass was stopped, or held back)
 
 	// BrokerErr is set when the publisher failed the whole batch (the
-	// broker unreachable or timing out). Such a failure counts an attempt
-	// but never buries an event; the circuit breaker paces the retries.
+	// broker unreachable or timing out): with a plain error, or with a
+	// *PublishError in which no event was acknowledged and every failure
+	// is Unavailable or held back behind one (ErrHeldBack). Such a failure
+	// counts an attempt but never buries an event; the circuit breaker
+	// paces the retries.
 	BrokerErr error
 }
 
@@ -238,16 +241,19 @@ func (w *Worker) deliver(ctx, passCtx context.Context, claim *Claim, immediate b
 	done := PublishDone{Events: claim.Events, Immediate: immediate, Duration: time.Since(start), AckedAt: time.Now()}
 	failed := failuresOf(claim.Events, perr)
 	var pe *PublishError
-	switch {
-	case perr != nil && !errors.As(perr, &pe):
+	if perr != nil && (!errors.As(perr, &pe) || outage(claim.Events, failed)) {
+		// The whole batch failed, reported as one error or event by event
+		// (as the kafka and natsjs publishers report a broker that is
+		// down): the breaker counts it and the relay retries soon.
 		res.BrokerErr = perr
+	}
+	switch {
+	case res.BrokerErr != nil:
 		if ctx.Err() == nil { // a stop is not the broker's failure
-			w.brokerFailed(ctx, perr)
+			w.brokerFailed(ctx, res.BrokerErr)
 		}
 	case len(failed) < len(claim.Events):
 		w.brokerOK(ctx)
-	case allUnavailable(failed) && ctx.Err() == nil:
-		w.brokerFailed(ctx, firstError(failed)) // nothing acknowledged, and the broker's fault
 	}
 
 	stopping := ctx.Err() != nil
@@ -410,7 +416,7 @@ func (w *Worker) checkAlerts(ctx context.Context) {
 		w.cfg.logger.Warn("outbox: alert: "+a.Reason, "pending", st.Pending, "oldest_pending_seconds", st.OldestPendingAge.Seconds())
 	} else {
 		a.Reason = "back under the thresholds"
-		w.cfg.logger.Info("outbox: alert cleared", "pending", st.Pending, "oldest_pending_seconds", st.OldestPendingAge.Seconds())
+		w.cfg.logger.Warn("outbox: alert cleared", "pending", st.Pending, "oldest_pending_seconds", st.OldestPendingAge.Seconds())
 	}
 	for _, h := range w.cfg.hooks.alert {
 		h.Alert(ctx, a)
@@ -525,13 +531,25 @@ func errorText(err error) string {
 	return s
 }
 
-func allUnavailable(m map[string]error) bool {
-	for _, err := range m {
-		if !IsUnavailable(err) {
+// outage reports whether a partly failed batch was in fact an outage:
+// the broker acknowledged none of the events, at least one failed as
+// Unavailable, and every other one either did too or was held back
+// behind such a failure (ErrHeldBack), so that none failed for its own
+// sake.
+func outage(events []*Event, failed map[string]error) bool {
+	unavailable := false
+	for _, e := range events {
+		err, bad := failed[e.ID]
+		switch {
+		case !bad:
+			return false // acknowledged
+		case IsUnavailable(err):
+			unavailable = true
+		case !errors.Is(err, ErrHeldBack):
 			return false
 		}
 	}
-	return len(m) > 0
+	return unavailable
 }
 
 func firstError(m map[string]error) error {

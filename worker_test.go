@@ -27,9 +27,15 @@ type fakeStore struct {
 	marked    []string
 	failed    []Failure
 	released  []string
+	inserts   int // calls of Insert
 }
 
-func (s *fakeStore) Insert(context.Context, Executor, []*Event) error { return nil }
+func (s *fakeStore) Insert(context.Context, Executor, []*Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inserts++
+	return nil
+}
 
 func (s *fakeStore) Claim(_ context.Context, req ClaimRequest) (*Claim, error) {
 	s.mu.Lock()
@@ -236,7 +242,8 @@ func TestRunDrainsKicksAndStops(t *testing.T) {
 
 func TestSaveRefusesBadInput(t *testing.T) {
 	t.Parallel()
-	o, err := New(&fakeStore{}, Noop)
+	s := &fakeStore{}
+	o, err := New(s, Noop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,6 +258,59 @@ func TestSaveRefusesBadInput(t *testing.T) {
 	cancel()
 	if err := o.Save(cctx, &fakeExec{}, &Event{Topic: "t", Type: "x"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Save with a cancelled context = %v", err)
+	}
+	if s.inserts != 0 {
+		t.Errorf("%d inserts after refused Saves", s.inserts)
+	}
+}
+
+// Save refuses an invalid event with a typed error before anything is
+// written: the store's Insert is never called, not even for the valid
+// events of the same call, and no SaveHook sees them.
+func TestSaveRefusesInvalidEventsAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	const limit = 16
+	for _, tc := range []struct {
+		name  string
+		bad   *Event
+		field string
+	}{
+		{"missing topic", &Event{Type: "x", Payload: []byte("{}")}, "Topic"},
+		{"missing type", &Event{Topic: "t", Payload: []byte("{}")}, "Type"},
+		{"payload over the limit", &Event{Topic: "t", Type: "x", Payload: make([]byte, limit+1)}, "Payload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := &fakeStore{}
+			h := &recordingHook{}
+			o, err := New(s, Noop, WithMaxPayloadBytes(limit), WithHooks(h))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := &Event{Topic: "t", Type: "x", Payload: make([]byte, limit)}
+			err = o.Save(context.Background(), &fakeExec{}, good, tc.bad)
+			if !errors.Is(err, ErrInvalidEvent) {
+				t.Fatalf("Save = %v, want an error wrapping ErrInvalidEvent", err)
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Index != 1 || ve.Field != tc.field {
+				t.Fatalf("Save = %#v, want a *ValidationError for event 1, field %s", err, tc.field)
+			}
+			if s.inserts != 0 || h.saved != 0 {
+				t.Errorf("%d inserts and %d events seen by BeforeSave after a refused Save; want none", s.inserts, h.saved)
+			}
+			if good.ID != "" || !good.CreatedAt.IsZero() {
+				t.Errorf("the valid event of a refused Save was given ID %q, CreatedAt %v", good.ID, good.CreatedAt)
+			}
+
+			// The same call without the bad event goes through: one insert.
+			if err := o.Save(context.Background(), &fakeExec{}, good); err != nil {
+				t.Fatalf("Save of a payload at the limit: %v", err)
+			}
+			if s.inserts != 1 {
+				t.Errorf("%d inserts for a valid Save, want 1", s.inserts)
+			}
+		})
 	}
 }
 
