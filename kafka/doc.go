@@ -42,7 +42,7 @@
 //	Producer.Compression           none                 events are small; set snappy, lz4 or zstd if yours are not (see Compression)
 //	Version                        sarama's (2.8.0)     headers need at least 0.11
 //	ClientID                       "outbox"
-//	Metadata.AllowAutoTopicCreation sarama's (true)     the broker's auto.create.topics.enable still decides
+//	Metadata.AllowAutoTopicCreation sarama's (true)     an unknown topic is retried; false buries its events at once (see Errors)
 //
 // A config you pass is checked, not changed: Producer.Return.Successes and
 // Producer.Return.Errors must be true, RequiredAcks must not be
@@ -124,7 +124,7 @@
 // the relay buries those events at once:
 //
 //	MESSAGE_TOO_LARGE and a record over Producer.MaxMessageBytes (checked before sending)
-//	UNKNOWN_TOPIC_OR_PARTITION (the topic does not exist and is not auto-created)
+//	UNKNOWN_TOPIC_OR_PARTITION, when Metadata.AllowAutoTopicCreation is false
 //	INVALID_TOPIC_EXCEPTION, TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED,
 //	TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_RECORD, INVALID_TIMESTAMP,
 //	POLICY_VIOLATION, UNSUPPORTED_FOR_MESSAGE_FORMAT, UNSUPPORTED_COMPRESSION_TYPE,
@@ -138,9 +138,35 @@
 // authentication failures (bad credentials affect every event; fix them and
 // the backlog flows instead of being buried).
 //
-// Unknown topics: sarama asks the broker to create a missing topic unless
-// Metadata.AllowAutoTopicCreation is false; a broker that auto-creates
-// answers with a transient leader error until the topic is ready. When it
-// does not, the event is buried, so create topics before publishing to
-// them.
+// Of those, the failures that say the cluster could not be reached are
+// also marked with outbox.Unavailable: sarama.ErrOutOfBrokers,
+// ErrNotConnected, ErrClosedClient and ErrShuttingDown, network errors and
+// a broker connection closed under a request (io.EOF, which is what sarama
+// reports for each message in flight when a broker goes away), sarama's
+// circuit breakers open ("circuit breaker is open": after three failed
+// lookups of a topic or partition, sarama fails its messages unsent for
+// 10 seconds), and context ends. The relay never counts these toward
+// burying an event, and a batch that fails only so is an outage to it: its
+// circuit breaker counts it and it tries again soon, so a cluster that
+// comes back is used within moments rather than an interval later. The
+// sarama breakers above add up to 10 seconds to that: a partition whose
+// leader sarama could not look up during the outage is written again once
+// its breaker lets a lookup through.
+//
+// Unknown topics: how an event to a topic that does not exist fails
+// depends on the producer's Metadata.AllowAutoTopicCreation. When it is
+// false, nothing will create the topic on the producer's behalf, so
+// UNKNOWN_TOPIC_OR_PARTITION is permanent and the relay buries the event
+// at once. When it is true (sarama's default, and what NewFromProducer
+// assumes, since it cannot see the producer's config), sarama asks the
+// broker to create the topic: a broker that auto-creates answers with a
+// transient leader error until the topic is ready, and one that does not
+// (auto.create.topics.enable=false) answers UNKNOWN_TOPIC_OR_PARTITION,
+// which is then transient too, since the topic may be about to appear (an
+// operator or a deployment creating it). Such failures count as attempts,
+// so an event whose topic never appears is buried after the relay's
+// maximum number of attempts (outbox.WithMaxAttempts) rather than at once.
+// Either way, create topics before publishing to them; set
+// AllowAutoTopicCreation to false to bury events to a mistyped topic
+// without retrying.
 package kafka

@@ -3,6 +3,8 @@ package kafka
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 
 	"github.com/IBM/sarama"
 	"github.com/eventsync/outbox"
@@ -17,10 +19,11 @@ var (
 )
 
 // permanentKErrors are the broker answers that retrying the same record
-// can never fix.
+// can never fix. UNKNOWN_TOPIC_OR_PARTITION is among them only when the
+// producer does not ask for topics to be created (see classify).
 var permanentKErrors = []sarama.KError{
 	sarama.ErrMessageSizeTooLarge,                // record over the broker's or topic's size limit
-	sarama.ErrUnknownTopicOrPartition,            // topic does not exist and the broker will not create it
+	sarama.ErrUnknownTopicOrPartition,            // topic does not exist and the producer will not have it created
 	sarama.ErrInvalidTopic,                       // illegal topic name, or an internal topic
 	sarama.ErrTopicAuthorizationFailed,           // no WRITE (or DESCRIBE) ACL on the topic
 	sarama.ErrClusterAuthorizationFailed,         // no IDEMPOTENT_WRITE / cluster ACL
@@ -37,19 +40,30 @@ var permanentKErrors = []sarama.KError{
 // the permanentKErrors, and a sarama.ConfigurationError (sarama refused the
 // message itself, for example over Producer.MaxMessageBytes). Everything
 // else is transient: leader elections, not enough replicas, timeouts,
-// brokers down or unreachable, a producer shutting down, an open circuit
-// breaker, a failed SASL handshake (fix the credentials and the backlog
-// flows again instead of being buried) and any error it does not know.
+// brokers down or unreachable, a producer shutting down, one of sarama's
+// circuit breakers open, a failed SASL handshake (fix the credentials and
+// the backlog flows again instead of being buried) and any error it does
+// not know.
+//
+// autoCreate is the producer's Metadata.AllowAutoTopicCreation. When it is
+// true, UNKNOWN_TOPIC_OR_PARTITION is transient too: sarama asks the broker
+// to create the topic, which may be appearing (being auto-created, or
+// created by an operator or a deployment), so the relay retries with
+// backoff and buries the event only after its maximum number of attempts.
+// When it is false, nothing will create the topic on the producer's behalf
+// and the error is permanent.
 //
 // Of the transient errors, those that say the cluster could not be reached
-// or the producer stopped (transientSentinels) are also marked
+// or the producer stopped (see isUnreachable) are also marked
 // outbox.Unavailable: the record is not at fault, so the relay does not
-// count them toward burying it.
-func classify(err error) error {
+// count them toward burying it, and treats a batch that failed only so as
+// the broker's failure (its circuit breaker counts it, and it retries
+// soon instead of after its interval).
+func classify(err error, autoCreate bool) error {
 	if err == nil || outbox.IsPermanent(err) || outbox.IsUnavailable(err) {
 		return err
 	}
-	if isPermanent(err) {
+	if isPermanent(err, autoCreate) {
 		return outbox.Permanent(err)
 	}
 	if isUnreachable(err) {
@@ -58,9 +72,36 @@ func classify(err error) error {
 	return err
 }
 
+// isUnreachable reports whether err says that the cluster could not be
+// reached or the producer stopped: one of the transientSentinels, a
+// network error (a refused, reset or timed out connection, a failed dial
+// or name lookup), which is what sarama reports for each message in flight
+// when a broker connection breaks, or one of sarama's circuit breakers
+// open (see breakerOpen).
 func isUnreachable(err error) bool {
 	for _, t := range transientSentinels {
 		if errors.Is(err, t) {
+			return true
+		}
+	}
+	var nerr net.Error
+	return errors.As(err, &nerr) || breakerOpen(err)
+}
+
+// breakerOpenText is the message of the error
+// (github.com/eapache/go-resiliency/breaker.ErrBreakerOpen) with which
+// sarama fails a message, unsent, while the circuit breaker of its topic
+// or partition is open: for 10 seconds after three metadata or leader
+// lookups in a row failed, as they do while the cluster is unreachable.
+const breakerOpenText = "circuit breaker is open"
+
+// breakerOpen reports whether err, or an error it wraps, is sarama's
+// circuit breaker refusing to look up a topic or partition. It compares
+// the message, so that the package needs no import of the breaker's
+// module for one sentinel.
+func breakerOpen(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == breakerOpenText {
 			return true
 		}
 	}
@@ -69,22 +110,29 @@ func isUnreachable(err error) bool {
 
 // transientSentinels say that the cluster could not be reached or the
 // producer stopped; whatever they wrap (sarama joins each broker's error
-// under ErrOutOfBrokers), the record itself may be fine.
+// under ErrOutOfBrokers), the record itself may be fine. io.EOF and
+// io.ErrUnexpectedEOF are a broker connection closed under a request.
 var transientSentinels = []error{
 	sarama.ErrOutOfBrokers,
 	sarama.ErrNotConnected,
 	sarama.ErrClosedClient,
 	sarama.ErrShuttingDown,
+	io.EOF,
+	io.ErrUnexpectedEOF,
+	net.ErrClosed,
 	context.Canceled,
 	context.DeadlineExceeded,
 }
 
-func isPermanent(err error) bool {
+func isPermanent(err error, autoCreate bool) bool {
 	if isUnreachable(err) {
 		return false
 	}
 	var kerr sarama.KError
 	if errors.As(err, &kerr) {
+		if kerr == sarama.ErrUnknownTopicOrPartition && autoCreate {
+			return false
+		}
 		for _, p := range permanentKErrors {
 			if kerr == p {
 				return true

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/eventsync/outbox"
@@ -15,6 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// TestClassify checks the mapping with the producer's topic
+// auto-creation off and on: the setting changes the answer for an unknown
+// topic only.
 func TestClassify(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -22,7 +27,7 @@ func TestClassify(t *testing.T) {
 		permanent bool
 	}{
 		{sarama.ErrMessageSizeTooLarge, true},
-		{sarama.ErrUnknownTopicOrPartition, true},
+		{sarama.ErrUnknownTopicOrPartition, true}, // with auto-creation off; see below
 		{sarama.ErrInvalidTopic, true},
 		{sarama.ErrTopicAuthorizationFailed, true},
 		{sarama.ErrClusterAuthorizationFailed, true},
@@ -50,16 +55,32 @@ func TestClassify(t *testing.T) {
 		{context.DeadlineExceeded, false},
 		{errors.New("circuit breaker is open"), false},
 	}
-	for _, tt := range tests {
-		if got := outbox.IsPermanent(classify(tt.err)); got != tt.permanent {
-			t.Errorf("classify(%v): permanent = %v, want %v", tt.err, got, tt.permanent)
+	for _, autoCreate := range []bool{false, true} {
+		for _, tt := range tests {
+			want := tt.permanent
+			if autoCreate && errors.Is(tt.err, sarama.ErrUnknownTopicOrPartition) {
+				want = false // the topic may be appearing
+			}
+			got := classify(tt.err, autoCreate)
+			if outbox.IsPermanent(got) != want {
+				t.Errorf("classify(%v, autoCreate %v): permanent = %v, want %v", tt.err, autoCreate, outbox.IsPermanent(got), want)
+			}
+			if !errors.Is(got, tt.err) {
+				t.Errorf("classify(%v, autoCreate %v) lost the error", tt.err, autoCreate)
+			}
 		}
-		if !errors.Is(classify(tt.err), tt.err) {
-			t.Errorf("classify(%v) lost the error", tt.err)
+		if classify(nil, autoCreate) != nil {
+			t.Errorf("classify(nil, autoCreate %v) != nil", autoCreate)
 		}
 	}
-	if classify(nil) != nil {
-		t.Error("classify(nil) != nil")
+	wrapped := fmt.Errorf("kafka: event 1 to topic %q: %w", "t", sarama.ErrUnknownTopicOrPartition)
+	if got := classify(wrapped, true); outbox.IsPermanent(got) || outbox.IsUnavailable(got) {
+		// The topic is the record's problem, not the cluster's: the
+		// attempts count, and the event is buried after the last one.
+		t.Errorf("unknown topic with auto-creation on = %v, want transient and not unavailable", got)
+	}
+	if got := classify(wrapped, false); !outbox.IsPermanent(got) {
+		t.Errorf("unknown topic with auto-creation off = %v, want permanent", got)
 	}
 }
 
@@ -68,8 +89,8 @@ func TestClassify(t *testing.T) {
 // Publish, after its own retries.
 func TestClassifyBrokerErrors(t *testing.T) {
 	t.Parallel()
-	if newCluster(t).fake == nil {
-		t.Skip("injects broker answers into kfake; TestClassify covers the mapping")
+	if os.Getenv(envKafka) != "" {
+		t.Skip("needs kfake: it makes the broker answer produce requests with chosen error codes, which a real cluster cannot be made to do; TestClassify covers the mapping")
 	}
 	tests := []struct {
 		code      sarama.KError
@@ -129,14 +150,102 @@ func TestClassifyBrokerErrors(t *testing.T) {
 // them. A broker's answer about the record is not.
 func TestClassifyUnavailable(t *testing.T) {
 	t.Parallel()
-	for _, err := range []error{sarama.ErrOutOfBrokers, sarama.ErrNotConnected, sarama.ErrClosedClient, context.DeadlineExceeded} {
-		if got := classify(fmt.Errorf("send: %w", err)); !outbox.IsUnavailable(got) || outbox.IsPermanent(got) {
+	for _, err := range []error{
+		sarama.ErrOutOfBrokers, sarama.ErrNotConnected, sarama.ErrClosedClient, sarama.ErrShuttingDown,
+		context.DeadlineExceeded, context.Canceled,
+		// What sarama reports per message when a broker connection breaks.
+		io.EOF, io.ErrUnexpectedEOF, net.ErrClosed,
+		&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED},
+		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET},
+		&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE},
+		&net.DNSError{Err: "no such host", Name: "kafka-1", IsNotFound: true},
+		// sarama's breaker, open after three failed lookups in a row.
+		errors.New("circuit breaker is open"),
+	} {
+		if got := classify(fmt.Errorf("send: %w", err), false); !outbox.IsUnavailable(got) || outbox.IsPermanent(got) {
 			t.Errorf("classify(%v) = %v, want unavailable", err, got)
 		}
 	}
-	for _, err := range []error{sarama.ErrLeaderNotAvailable, sarama.ErrMessageSizeTooLarge} {
-		if got := classify(err); outbox.IsUnavailable(got) {
+	for _, err := range []error{sarama.ErrLeaderNotAvailable, sarama.ErrMessageSizeTooLarge, sarama.ErrUnknownTopicOrPartition, errors.New("something else")} {
+		if got := classify(err, true); outbox.IsUnavailable(got) {
 			t.Errorf("classify(%v) marked unavailable", err)
 		}
 	}
+}
+
+// TestUnknownTopic publishes to a topic that does not exist. With the
+// producer's Metadata.AllowAutoTopicCreation off nothing will create it,
+// and the event fails permanently; with it on the topic may be appearing,
+// so the failure is transient and a later Publish delivers the event once
+// the topic exists.
+func TestUnknownTopic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("auto-create off", func(t *testing.T) {
+		t.Parallel()
+		// The cluster would create the topic if asked: the producer's
+		// config alone makes the failure permanent.
+		c := newCluster(t, kfake.AllowAutoTopicCreation())
+		p := openPublisher(t, c.brokers, testConfig())
+		missing := topicName(t)
+		e := event(missing, "a", "t", "x")
+		err := failedOf(t, p.Publish(ctx, []*outbox.Event{e}))[e.ID]
+		if !errors.Is(err, sarama.ErrUnknownTopicOrPartition) || !outbox.IsPermanent(err) {
+			t.Fatalf("error %v, want a permanent ErrUnknownTopicOrPartition", err)
+		}
+	})
+
+	t.Run("auto-create on, topic created later", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t) // kfake does not create topics unless told to
+		cfg := testConfig()
+		cfg.Metadata.AllowAutoTopicCreation = true
+		p := openPublisher(t, c.brokers, cfg)
+		missing := topicName(t)
+		c.deleteTopicLater(t, missing)
+		e := event(missing, "a", "t", "x")
+		err := p.Publish(ctx, []*outbox.Event{e})
+		switch {
+		case err == nil && c.fake == nil:
+			t.Log("the cluster created the topic when asked (auto.create.topics.enable): no failure to check")
+		case err == nil:
+			t.Fatal("Publish to a topic kfake does not create: nil error")
+		default:
+			ferr := failedOf(t, err)[e.ID]
+			if !errors.Is(ferr, sarama.ErrUnknownTopicOrPartition) || outbox.IsPermanent(ferr) || outbox.IsUnavailable(ferr) {
+				t.Fatalf("error %v, want a transient ErrUnknownTopicOrPartition, not unavailable (its attempts count)", ferr)
+			}
+			c.createTopic(t, missing, 1, nil)
+			deadline := time.Now().Add(30 * time.Second)
+			for err := p.Publish(ctx, []*outbox.Event{e}); err != nil; err = p.Publish(ctx, []*outbox.Event{e}) {
+				if time.Now().After(deadline) {
+					t.Fatalf("Publish once the topic exists: %v", err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if got := decodeKgo(t, consume(t, c.brokers, missing, 1)[0]); got.ID != e.ID {
+			t.Errorf("consumed %s, want %s", got.ID, e.ID)
+		}
+	})
+
+	t.Run("auto-create on, broker creates", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t, kfake.AllowAutoTopicCreation())
+		if c.fake == nil {
+			t.Skip("needs a cluster known to create topics when asked; the subtest above covers a real one either way")
+		}
+		cfg := testConfig()
+		cfg.Metadata.AllowAutoTopicCreation = true
+		p := openPublisher(t, c.brokers, cfg)
+		missing := topicName(t)
+		e := event(missing, "a", "t", "x")
+		if err := p.Publish(ctx, []*outbox.Event{e}); err != nil {
+			t.Fatalf("Publish to a topic the broker creates: %v", err)
+		}
+		if got := decodeKgo(t, consume(t, c.brokers, missing, 1)[0]); got.ID != e.ID {
+			t.Errorf("consumed %s, want %s", got.ID, e.ID)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -57,6 +58,11 @@ var topicSeq struct {
 // the test ends.
 func (c *cluster) topic(t testing.TB, partitions int32) string {
 	t.Helper()
+	return c.createTopic(t, topicName(t), partitions, nil)
+}
+
+// topicName returns a topic name unique to the test. Nothing creates it.
+func topicName(t testing.TB) string {
 	topicSeq.Lock()
 	topicSeq.n++
 	n := topicSeq.n
@@ -71,28 +77,42 @@ func (c *cluster) topic(t testing.TB, partitions int32) string {
 	if len(name) > 200 {
 		name = name[len(name)-200:]
 	}
+	return name
+}
+
+// createTopic creates the topic name with the given topic configs (nil
+// for the broker's defaults) and deletes it when the test ends.
+func (c *cluster) createTopic(t testing.TB, name string, partitions int32, configs map[string]*string) string {
+	t.Helper()
 	admin, err := sarama.NewClusterAdmin(c.brokers, sarama.NewConfig())
 	if err != nil {
 		t.Fatalf("cluster admin: %v", err)
 	}
 	defer admin.Close()
-	if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false); err != nil {
+	if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1, ConfigEntries: configs}, false); err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
-	if c.fake == nil {
-		t.Cleanup(func() {
-			admin, err := sarama.NewClusterAdmin(c.brokers, sarama.NewConfig())
-			if err != nil {
-				t.Errorf("cluster admin: %v", err)
-				return
-			}
-			defer admin.Close()
-			if err := admin.DeleteTopic(name); err != nil {
-				t.Errorf("delete topic %s: %v", name, err)
-			}
-		})
-	}
+	c.deleteTopicLater(t, name)
 	return name
+}
+
+// deleteTopicLater deletes the topic name, if it exists, when the test
+// ends. A kfake cluster is thrown away with its topics.
+func (c *cluster) deleteTopicLater(t testing.TB, name string) {
+	if c.fake != nil {
+		return
+	}
+	t.Cleanup(func() {
+		admin, err := sarama.NewClusterAdmin(c.brokers, sarama.NewConfig())
+		if err != nil {
+			t.Errorf("cluster admin: %v", err)
+			return
+		}
+		defer admin.Close()
+		if err := admin.DeleteTopic(name); err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			t.Errorf("delete topic %s: %v", name, err)
+		}
+	})
 }
 
 // testConfig is NewConfig with short retries, so that failures show

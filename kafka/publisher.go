@@ -15,7 +15,10 @@ import (
 type Publisher struct {
 	opts     options
 	maxBytes int
-	connect  func() (sarama.SyncProducer, func() error, error)
+	// autoCreate is the producer's Metadata.AllowAutoTopicCreation: when
+	// set, an unknown topic is a transient failure (see classify).
+	autoCreate bool
+	connect    func() (sarama.SyncProducer, func() error, error)
 
 	mu       sync.Mutex
 	producer sarama.SyncProducer
@@ -40,6 +43,13 @@ var _ outbox.Publisher = (*Publisher)(nil)
 // returns an error wrapping outbox.ErrInvalidConfig that names the field.
 // New does not change cfg. Unless WithLazyConnect is given, New connects
 // at once and returns the error if the cluster cannot be reached.
+//
+// cfg.Metadata.AllowAutoTopicCreation also decides how an event to a topic
+// that does not exist fails: permanently when it is false (nothing will
+// create the topic, so the relay buries the event at once), transiently
+// when it is true, sarama's default (the topic may be appearing, so the
+// relay retries and buries the event only after its maximum number of
+// attempts).
 func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, error) {
 	if len(brokers) == 0 {
 		return nil, fmt.Errorf("%w: kafka: no broker addresses", outbox.ErrInvalidConfig)
@@ -51,7 +61,7 @@ func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, erro
 		return nil, err
 	}
 	brokers = append([]string(nil), brokers...)
-	return newPublisher(opts, cfg.Producer.MaxMessageBytes, func() (sarama.SyncProducer, func() error, error) {
+	return newPublisher(opts, cfg.Producer.MaxMessageBytes, cfg.Metadata.AllowAutoTopicCreation, func() (sarama.SyncProducer, func() error, error) {
 		client, err := sarama.NewClient(brokers, cfg)
 		if err != nil {
 			return nil, nil, err
@@ -65,8 +75,10 @@ func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, erro
 }
 
 // NewFromClient returns a Publisher that makes its producer on client. The
-// client's config is checked as in New. Close closes the producer it made
-// and leaves client open: the caller closes it, after the Publisher.
+// client's config is checked, and its Metadata.AllowAutoTopicCreation
+// decides how an unknown topic fails, as in New. Close closes the producer
+// it made and leaves client open: the caller closes it, after the
+// Publisher.
 func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: kafka: nil client", outbox.ErrInvalidConfig)
@@ -75,7 +87,7 @@ func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
 	if err := validateConfig(cfg); err != nil {
 		return nil, err
 	}
-	return newPublisher(opts, cfg.Producer.MaxMessageBytes, func() (sarama.SyncProducer, func() error, error) {
+	return newPublisher(opts, cfg.Producer.MaxMessageBytes, cfg.Metadata.AllowAutoTopicCreation, func() (sarama.SyncProducer, func() error, error) {
 		prod, err := sarama.NewSyncProducerFromClient(client)
 		if err != nil {
 			return nil, nil, err
@@ -87,12 +99,15 @@ func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
 // NewFromProducer returns a Publisher that sends through producer. Close
 // leaves producer open: the caller closes it, after the Publisher. The
 // publisher cannot see the producer's config, so give WithMaxMessageBytes
-// if its Producer.MaxMessageBytes is not DefaultMaxMessageBytes.
+// if its Producer.MaxMessageBytes is not DefaultMaxMessageBytes. It takes
+// Metadata.AllowAutoTopicCreation to be sarama's default, true: an event to
+// a topic that does not exist fails transiently and is buried only after
+// the relay's maximum number of attempts.
 func NewFromProducer(producer sarama.SyncProducer, opts ...Option) (*Publisher, error) {
 	if producer == nil {
 		return nil, fmt.Errorf("%w: kafka: nil producer", outbox.ErrInvalidConfig)
 	}
-	p, err := newPublisher(append([]Option{WithLazyConnect()}, opts...), DefaultMaxMessageBytes, nil)
+	p, err := newPublisher(append([]Option{WithLazyConnect()}, opts...), DefaultMaxMessageBytes, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +115,8 @@ func NewFromProducer(producer sarama.SyncProducer, opts ...Option) (*Publisher, 
 	return p, nil
 }
 
-func newPublisher(opts []Option, maxBytes int, connect func() (sarama.SyncProducer, func() error, error)) (*Publisher, error) {
-	p := &Publisher{opts: newOptions(opts), maxBytes: maxBytes, connect: connect}
+func newPublisher(opts []Option, maxBytes int, autoCreate bool, connect func() (sarama.SyncProducer, func() error, error)) (*Publisher, error) {
+	p := &Publisher{opts: newOptions(opts), maxBytes: maxBytes, autoCreate: autoCreate, connect: connect}
 	if p.opts.maxMessageBytes < 0 {
 		return nil, fmt.Errorf("%w: kafka: WithMaxMessageBytes(%d) must not be negative", outbox.ErrInvalidConfig, p.opts.maxMessageBytes)
 	}
@@ -253,7 +268,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 	var perrs sarama.ProducerErrors
 	if !errors.As(err, &perrs) {
 		for _, e := range sent {
-			failed[e.ID] = classify(fmt.Errorf("kafka: send: %w", err))
+			failed[e.ID] = classify(fmt.Errorf("kafka: send: %w", err), p.autoCreate)
 		}
 		return
 	}
@@ -267,7 +282,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 			return
 		}
 		e := sent[i]
-		failed[e.ID] = classify(fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err))
+		failed[e.ID] = classify(fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err), p.autoCreate)
 	}
 }
 

@@ -190,16 +190,14 @@ func TestPartialFailure(t *testing.T) {
 
 // TestBrokerSizeLimit: a record under the producer's limit but over the
 // broker's is refused by the broker with MESSAGE_TOO_LARGE, which is
-// permanent.
+// permanent. The limit is the topic's max.message.bytes, which overrides
+// the broker's message.max.bytes, so the test runs on a real cluster too
+// whatever its brokers allow.
 func TestBrokerSizeLimit(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	if c.fake == nil {
-		t.Skip("needs a broker whose message.max.bytes is known; covered with kfake")
-	}
-	c.fake.Close()
-	c = newCluster(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "10000"}))
-	topic := c.topic(t, 1)
+	limit := "10000"
+	topic := c.createTopic(t, topicName(t), 1, map[string]*string{"max.message.bytes": &limit})
 	p := openPublisher(t, c.brokers, testConfig())
 	big := event(topic, "a", "t", strings.Repeat("y", 20000))
 	small := event(topic, "b", "t", "ok")
@@ -272,7 +270,7 @@ func TestClusterRestart(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, kfake.NumBrokers(1))
 	if c.fake == nil {
-		t.Skip("restarts an in-process cluster; TestClusterOutage covers a real one")
+		t.Skip("needs kfake: it stops the cluster and starts a new one on the same ports, which a test cannot do to a real cluster; TestClusterOutage covers a real one behind proxies")
 	}
 	topic := c.topic(t, 2)
 	p := openPublisher(t, c.brokers, testConfig())
