@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -45,8 +46,10 @@ import (
 // candidate, and leases the candidates of the aggregates whose count
 // equals their number of candidates (rows that other relays are claiming
 // at that moment are invisible to the lock but not to the count). MySQL
-// and MariaDB, without UPDATE ... RETURNING, run the same three steps as
-// one short READ COMMITTED transaction. Dropped candidates stay
+// and MariaDB, without UPDATE ... RETURNING, run the same steps as one
+// short READ COMMITTED transaction: the locking read also reads each
+// candidate's aggregate head, which settles a lone candidate (most of a
+// drain's), and only aggregates with several candidates are counted. Dropped candidates stay
 // claimable. Without order, Postgres claims in one UPDATE ... RETURNING.
 // SQLite has one writer at a time, so one UPDATE ... RETURNING, whose
 // subquery takes only rows with no earlier blocking event, is exact.
@@ -152,6 +155,18 @@ type claimRun struct {
 	passDead   bool
 }
 
+// seqList writes the rows' seqs as a comma-separated list of literals.
+func seqList(rows []eventRow) string {
+	b := make([]byte, 0, len(rows)*8)
+	for i, r := range rows {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = strconv.AppendInt(b, r.Seq, 10)
+	}
+	return string(b)
+}
+
 func cmpInt64(a, b int64) int {
 	switch {
 	case a < b:
@@ -187,7 +202,15 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 	// An earlier undelivered event e of the aggregate blocks c unless it
 	// could be claimed with c: due, not leased, not dead (unless passed),
 	// of c's priority and, for a claim by IDs, one of them.
-	q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
+	q.sql(" AND (c.aggregate_id = '' OR ")
+	if !s.d.returning {
+		// MySQL reads a dependent subquery's index by aggregate only, not
+		// by the seq bound, so NOT EXISTS walks the aggregate's whole
+		// undelivered tail; the head of an aggregate (most candidates of
+		// a drain) is told by one index entry instead.
+		q.sql(s.headOf(cr), " = c.seq OR ")
+	}
+	q.sql("NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
 		" e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND (")
 	if cr.passDead {
 		q.sql("e.dead_at IS NULL AND (")
@@ -202,6 +225,17 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 		q.sql(")")
 	}
 	q.sql(")))")
+}
+
+// headOf is a subquery for the seq of the first undelivered event of c's
+// aggregate (buried ones left out with cr.passDead): the first entry of
+// the aggregate in the undelivered index.
+func (s *Store) headOf(cr claimRun) string {
+	h := "(SELECT h.seq FROM " + s.t.quoted + " h WHERE h.aggregate_id = c.aggregate_id AND h.synced_at IS NULL"
+	if cr.passDead {
+		h += " AND h.dead_at IS NULL"
+	}
+	return h + " ORDER BY h.seq LIMIT 1)"
 }
 
 // claim runs one claim statement (or transaction) for at most limit
@@ -226,6 +260,9 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
 	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d, ""))
+	if cr.ordered {
+		q.sql(", ", s.headOf(cr), " AS head")
+	}
 	s.candidates(q, cr, ids)
 	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED")
 	rows, err := claimRows(ctx, tx, q)
@@ -240,15 +277,12 @@ func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string)
 	if len(rows) == 0 {
 		return nil, tx.Commit() // nothing is changed; ending the transaction releases the locks
 	}
+	// The seqs are the store's own integers, written as literals: a
+	// thousand placeholders cost the driver's server-side prepare more
+	// than the update itself.
 	u := newQuery(s.d)
-	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(cr.token), ", locked_until = ", u.arg(s.d.timeArg(cr.until)), " WHERE seq IN (")
-	for i, r := range rows {
-		if i > 0 {
-			u.sql(", ")
-		}
-		u.sql(u.arg(r.Seq))
-	}
-	u.sql(")")
+	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(cr.token), ", locked_until = ", u.arg(s.d.timeArg(cr.until)),
+		" WHERE seq IN (", seqList(rows), ")")
 	if _, err := tx.ExecContext(ctx, u.String(), u.args...); err != nil {
 		return nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
@@ -384,76 +418,79 @@ func (s *Store) claimTx(ctx context.Context, q *query, byIDs bool) ([]eventRow, 
 
 // keepPrefixes (MySQL) returns the locked candidate rows that may be claimed
 // together: those without an aggregate, and an aggregate's k candidates
-// only if its undelivered events up to the last of them number k, that
-// is, if they are exactly the aggregate's first k undelivered events. The
-// count sees rows that other relays hold locked (their claims are not
-// committed yet), which the locking read skipped; that is what makes the
-// claim safe under SKIP LOCKED.
+// only if they are exactly its first k undelivered events. For a lone
+// candidate that is whether it is its aggregate's head (read with it, in
+// the locking statement); for k > 1, whether the aggregate's undelivered
+// events up to the last candidate number k, counted in one more
+// statement for those aggregates only. Both see rows that other relays
+// hold locked (their claims are not committed yet), which the locking
+// read skipped; that is what makes the claim safe under SKIP LOCKED.
 func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows []eventRow) ([]eventRow, error) {
 	type agg struct {
 		k      int64
 		maxSeq int64
+		ok     bool
 	}
 	aggs := map[string]*agg{}
-	var order []string
+	var several []string
 	for _, r := range rows {
 		if r.AggregateID == "" {
 			continue
 		}
 		a := aggs[r.AggregateID]
 		if a == nil {
-			a = &agg{}
+			a = &agg{ok: r.Head.Valid && r.Head.Int64 == r.Seq}
 			aggs[r.AggregateID] = a
-			order = append(order, r.AggregateID)
 		}
 		a.k++
 		a.maxSeq = max(a.maxSeq, r.Seq)
-	}
-	if len(order) == 0 {
-		return rows, nil
-	}
-	// One row per candidate aggregate (its ID and last candidate seq) with
-	// a count of its undelivered events up to that seq: one short index
-	// range scan per aggregate, where a WHERE of one OR term per aggregate
-	// made the planner scan far more.
-	q := newQuery(s.d)
-	q.sql("SELECT c.agg, (SELECT COUNT(*) FROM ", s.t.quoted, " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL")
-	if cr.passDead {
-		q.sql(" AND e.dead_at IS NULL")
-	}
-	q.sql(" AND e.seq <= c.maxseq) FROM (")
-	for i, id := range order {
-		if i > 0 {
-			q.sql(" UNION ALL ")
+		if a.k == 2 {
+			several = append(several, r.AggregateID)
 		}
-		q.sql("SELECT ", q.arg(id), " AS agg, ", q.arg(aggs[id].maxSeq), " AS maxseq")
 	}
-	q.sql(") c")
-	r, err := tx.QueryContext(ctx, q.String(), q.args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-	}
-	defer r.Close()
-	ok := make(map[string]bool, len(order))
-	for r.Next() {
-		var id string
-		var n int64
-		if err := r.Scan(&id, &n); err != nil {
+	if len(several) > 0 {
+		// One row per such aggregate (its ID and last candidate seq, the
+		// seq as a literal) with its count: one short index range scan
+		// each, where a WHERE of one OR term per aggregate made the
+		// planner scan far more.
+		q := newQuery(s.d)
+		q.sql("SELECT c.agg, (SELECT COUNT(*) FROM ", s.t.quoted, " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL")
+		if cr.passDead {
+			q.sql(" AND e.dead_at IS NULL")
+		}
+		q.sql(" AND e.seq <= c.maxseq) FROM (")
+		for i, id := range several {
+			if i > 0 {
+				q.sql(" UNION ALL ")
+			}
+			q.sql("SELECT ", q.arg(id), " AS agg, ", strconv.FormatInt(aggs[id].maxSeq, 10), " AS maxseq")
+		}
+		q.sql(") c")
+		r, err := tx.QueryContext(ctx, q.String(), q.args...)
+		if err != nil {
 			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
 		}
-		if a := aggs[id]; a != nil && a.k == n {
-			ok[id] = true
+		defer r.Close()
+		for r.Next() {
+			var id string
+			var n int64
+			if err := r.Scan(&id, &n); err != nil {
+				return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+			}
+			if a := aggs[id]; a != nil {
+				a.ok = a.k == n
+			}
 		}
-	}
-	if err := r.Err(); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-	}
-	if err := r.Close(); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+		if err := r.Err(); err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+		}
+		if err := r.Close(); err != nil {
+			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
+		}
 	}
 	kept := rows[:0:0]
 	for _, row := range rows {
-		if row.AggregateID == "" || ok[row.AggregateID] {
+		if row.AggregateID == "" || aggs[row.AggregateID].ok {
 			kept = append(kept, row)
 		}
 	}

@@ -259,6 +259,17 @@ func mockRows(d Dialect) *sqlmock.Rows {
 		AddRow(1, "e1", "stock", "stock.updated", "sku-1", 0, []byte{0, 1}, `{"a":"1"}`, tm(created), nil, 0, nil, tm(mockNow), nil)
 }
 
+// mockHeadRows are mockRows as the ordered lock read of MySQL returns
+// them, each with the head of its aggregate: e2 has none, and sku-1's
+// head is head (e1 is seq 1).
+func mockHeadRows(head int64) *sqlmock.Rows {
+	tm := func(t time.Time) driver.Value { return []byte(t.Format(sqlschema.TimeLayout)) }
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	return sqlmock.NewRows(append(slices.Clone(mockCols), "head")).
+		AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, tm(created), nil, 3, "last", tm(mockNow), nil, nil).
+		AddRow(1, "e1", "stock", "stock.updated", "sku-1", 0, []byte{0, 1}, `{"a":"1"}`, tm(created), nil, 0, nil, tm(mockNow), nil, head)
+}
+
 // claimSQL builds the statements of a claim as dialect d sends them; ids
 // is how many IDs the claim names (0: none).
 type claimSQL struct {
@@ -276,7 +287,11 @@ func (c claimSQL) candidates() string {
 	if !c.ordered {
 		return s
 	}
-	s += " AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM " + tbl + " e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND ("
+	s += " AND (c.aggregate_id = '' OR "
+	if c.d == MySQL {
+		s += c.head() + " = c.seq OR "
+	}
+	s += "NOT EXISTS (SELECT 1 FROM " + tbl + " e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND ("
 	if c.passDead {
 		s += "e.dead_at IS NULL AND ("
 	} else {
@@ -357,29 +372,50 @@ func (c claimSQL) settings() string {
 	return s
 }
 
-// lock, check and update are the statements of the claim transaction.
-func (c claimSQL) lock() string {
-	return ph(c.d, "SELECT "+columnsSQL(c.d)+c.candidates()+" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED")
+// head is the subquery of the first undelivered event of c's aggregate
+// (MySQL).
+func (c claimSQL) head() string {
+	s := "(SELECT h.seq FROM " + quotedTable(c.d) + " h WHERE h.aggregate_id = c.aggregate_id AND h.synced_at IS NULL"
+	if c.passDead {
+		s += " AND h.dead_at IS NULL"
+	}
+	return s + " ORDER BY h.seq LIMIT 1)"
 }
 
-func (c claimSQL) check(aggregates int) string {
+// lock, check and update are the statements of the claim transaction;
+// the ordered lock read also reads each row's head.
+func (c claimSQL) lock() string {
+	cols := columnsSQL(c.d)
+	if c.ordered {
+		cols += ", " + c.head() + " AS head"
+	}
+	return ph(c.d, "SELECT "+cols+c.candidates()+" ORDER BY c.priority DESC, c.seq LIMIT ? FOR UPDATE SKIP LOCKED")
+}
+
+// check counts the undelivered events of aggregates with several
+// candidates, each given with its last candidate seq (a literal).
+func (c claimSQL) check(maxSeqs ...int64) string {
 	s := "SELECT c.agg, (SELECT COUNT(*) FROM " + quotedTable(c.d) + " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL"
 	if c.passDead {
 		s += " AND e.dead_at IS NULL"
 	}
-	s += " AND e.seq <= c.maxseq) FROM (" +
-		strings.TrimSuffix(strings.Repeat("SELECT ? AS agg, ? AS maxseq UNION ALL ", aggregates), " UNION ALL ") + ") c"
-	return ph(c.d, s)
+	s += " AND e.seq <= c.maxseq) FROM ("
+	for i, m := range maxSeqs {
+		if i > 0 {
+			s += " UNION ALL "
+		}
+		s += fmt.Sprintf("SELECT ? AS agg, %d AS maxseq", m)
+	}
+	return ph(c.d, s+") c")
 }
 
-// checkArgs are the arguments of check for one aggregate.
-func (c claimSQL) checkArgs(agg string, maxSeq int64) []driver.Value {
-	return []driver.Value{agg, maxSeq}
-}
-
-func (c claimSQL) update(rows int) string {
-	return ph(c.d, "UPDATE "+quotedTable(c.d)+" SET claim_token = ?, locked_until = ? WHERE seq IN ("+
-		strings.TrimSuffix(strings.Repeat("?, ", rows), ", ")+")")
+// update leases the rows of seqs, written as literals.
+func (c claimSQL) update(seqs ...int64) string {
+	list := make([]string, len(seqs))
+	for i, seq := range seqs {
+		list[i] = fmt.Sprint(seq)
+	}
+	return ph(c.d, "UPDATE "+quotedTable(c.d)+" SET claim_token = ?, locked_until = ? WHERE seq IN ("+strings.Join(list, ", ")+")")
 }
 
 // lockTx reports whether the claim is the transaction of lock, check
@@ -396,9 +432,10 @@ func countRows(pairs ...any) *sqlmock.Rows {
 
 // expectClaim sets up a claim of mockRows with the candidates' arguments
 // lockArgs. A one-statement claim returns mockRows as leased; in the
-// transaction of MySQL the order check (if any) finds n undelivered
-// events of sku-1 up to e1, and the rows of seqs are leased.
-func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n int, seqs ...driver.Value) {
+// transaction of MySQL an ordered lock read finds sku-1's head at seq
+// head (e1, its one candidate, is seq 1), and the rows of seqs are
+// leased.
+func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, head int64, seqs ...int64) {
 	until := mockTime(c.d, mockNow.Add(time.Minute))
 	if !c.lockTx() {
 		if c.settingsTx() {
@@ -412,12 +449,15 @@ func expectClaim(mock sqlmock.Sqlmock, c claimSQL, lockArgs []driver.Value, n in
 		return
 	}
 	mock.ExpectBegin()
-	mock.ExpectQuery(c.lock()).WithArgs(lockArgs...).WillReturnRows(mockRows(c.d))
+	rows := mockRows(c.d)
 	if c.ordered {
-		mock.ExpectQuery(c.check(1)).WithArgs(c.checkArgs("sku-1", 1)...).WillReturnRows(countRows("sku-1", n))
+		rows = mockHeadRows(head)
 	}
-	mock.ExpectExec(c.update(len(seqs))).WithArgs(append([]driver.Value{sqlmock.AnyArg(), until}, seqs...)...).
-		WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
+	mock.ExpectQuery(c.lock()).WithArgs(lockArgs...).WillReturnRows(rows)
+	if len(seqs) > 0 {
+		mock.ExpectExec(c.update(seqs...)).WithArgs(sqlmock.AnyArg(), until).
+			WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
+	}
 	mock.ExpectCommit()
 }
 
@@ -463,15 +503,15 @@ func TestMockClaimUnordered(t *testing.T) {
 }
 
 // An aggregate whose candidates are not its first undelivered events (here
-// sku-1 has 3 undelivered events up to e1, of which only e1 was locked) is
+// sku-1's head is an earlier event than e1, its only locked candidate) is
 // dropped whole; events without an aggregate are kept. With PassDead the
-// count leaves buried events out.
+// head and the count leave buried events out.
 func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 	t.Run("mysql", func(t *testing.T) {
 		s, mock := mockStore(t, MySQL)
 		now := mockTime(MySQL, mockNow)
 		c := claimSQL{d: MySQL, ordered: true, passDead: true}
-		expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 3, 2)
+		expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 0, 2)
 		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
@@ -637,11 +677,17 @@ func TestMockClaimErrors(t *testing.T) {
 	} {
 		name := string(tc.c.d) + map[bool]string{true: "/ordered", false: "/unordered"}[tc.c.ordered]
 		c := tc.c
+		// Ordered, the lock read finds aggregate a with two candidates,
+		// which the check counts.
+		lockRows, seqs := func() *sqlmock.Rows { return mockRows(c.d) }, []int64{2, 1}
+		if c.ordered {
+			lockRows, seqs = severalRows, []int64{1, 2, 3}
+		}
 		lockOK := func(mock sqlmock.Sqlmock) {
 			mock.ExpectBegin()
-			mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
+			mock.ExpectQuery(c.lock()).WillReturnRows(lockRows())
 			if c.ordered {
-				mock.ExpectQuery(c.check(1)).WillReturnRows(countRows("sku-1", 1))
+				mock.ExpectQuery(c.check(3)).WillReturnRows(countRows("a", 2))
 			}
 		}
 		t.Run(name+"/begin", func(t *testing.T) {
@@ -667,16 +713,16 @@ func TestMockClaimErrors(t *testing.T) {
 			t.Run(name+"/check", func(t *testing.T) {
 				s, mock := mockStore(t, c.d)
 				mock.ExpectBegin()
-				mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
-				mock.ExpectQuery(c.check(1)).WillReturnError(errBoom)
+				mock.ExpectQuery(c.lock()).WillReturnRows(severalRows())
+				mock.ExpectQuery(c.check(3)).WillReturnError(errBoom)
 				mock.ExpectRollback()
 				check(t, s, tc.req)
 			})
 			t.Run(name+"/check rows", func(t *testing.T) {
 				s, mock := mockStore(t, c.d)
 				mock.ExpectBegin()
-				mock.ExpectQuery(c.lock()).WillReturnRows(mockRows(c.d))
-				mock.ExpectQuery(c.check(1)).WillReturnRows(countRows("sku-1", 1).RowError(0, errBoom))
+				mock.ExpectQuery(c.lock()).WillReturnRows(severalRows())
+				mock.ExpectQuery(c.check(3)).WillReturnRows(countRows("a", 2).RowError(0, errBoom))
 				mock.ExpectRollback()
 				check(t, s, tc.req)
 			})
@@ -684,14 +730,14 @@ func TestMockClaimErrors(t *testing.T) {
 		t.Run(name+"/update", func(t *testing.T) {
 			s, mock := mockStore(t, c.d)
 			lockOK(mock)
-			mock.ExpectExec(c.update(2)).WillReturnError(errBoom)
+			mock.ExpectExec(c.update(seqs...)).WillReturnError(errBoom)
 			mock.ExpectRollback()
 			check(t, s, tc.req)
 		})
 		t.Run(name+"/commit", func(t *testing.T) {
 			s, mock := mockStore(t, c.d)
 			lockOK(mock)
-			mock.ExpectExec(c.update(2)).WillReturnResult(sqlmock.NewResult(0, 2))
+			mock.ExpectExec(c.update(seqs...)).WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
 			mock.ExpectCommit().WillReturnError(errBoom)
 			check(t, s, tc.req)
 		})
@@ -822,5 +868,57 @@ func TestMockMarkFailsAfterPublish(t *testing.T) {
 	}
 	if published != 2 || res.Claimed != 2 || res.Synced != 0 {
 		t.Fatalf("published %d, result %+v", published, res)
+	}
+}
+
+// severalRows is what the ordered lock read of MySQL returns for e1 and
+// e3 of aggregate a (head e1) and e2 of aggregate b (head e2).
+func severalRows() *sqlmock.Rows {
+	tm := []byte(mockNow.Format(sqlschema.TimeLayout))
+	rows := sqlmock.NewRows(append(slices.Clone(mockCols), "head"))
+	for _, r := range []struct {
+		seq  int64
+		agg  string
+		head int64
+	}{{1, "a", 1}, {2, "b", 2}, {3, "a", 1}} {
+		rows.AddRow(r.seq, fmt.Sprintf("e%d", r.seq), "stock", "stock.updated", r.agg, 0, []byte{}, nil, tm, nil, 0, nil, tm, nil, r.head)
+	}
+	return rows
+}
+
+// On MySQL an aggregate with several candidates is kept only if its
+// undelivered events up to the last of them number as many as its
+// candidates, counted in one statement for such aggregates alone; a lone
+// candidate is judged by its head, without a count.
+func TestMockClaimCountsAggregatesWithSeveralCandidates(t *testing.T) {
+	for _, tc := range []struct {
+		count int
+		want  []string
+	}{
+		{2, []string{"e1", "e2", "e3"}}, // a and b kept
+		{5, []string{"e2"}},             // a has other undelivered events before e3: dropped
+	} {
+		t.Run(fmt.Sprintf("count=%d", tc.count), func(t *testing.T) {
+			s, mock := mockStore(t, MySQL)
+			now := mockTime(MySQL, mockNow)
+			c := claimSQL{d: MySQL, ordered: true}
+			mock.ExpectBegin()
+			mock.ExpectQuery(c.lock()).WithArgs(now, now, now, now, 10).WillReturnRows(severalRows())
+			mock.ExpectQuery(c.check(3)).WithArgs("a").WillReturnRows(countRows("a", tc.count))
+			var seqs []int64
+			for _, id := range tc.want {
+				var seq int64
+				fmt.Sscanf(id, "e%d", &seq)
+				seqs = append(seqs, seq)
+			}
+			mock.ExpectExec(c.update(seqs...)).WithArgs(sqlmock.AnyArg(), mockTime(MySQL, mockNow.Add(time.Minute))).
+				WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
+			mock.ExpectCommit()
+			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+			if err != nil {
+				t.Fatalf("Claim: %v", err)
+			}
+			equalIDs(t, "claimed", ids(claim.Events), tc.want)
+		})
 	}
 }

@@ -125,6 +125,10 @@ type eventRow struct {
 	LastError     sql.NullString `db:"last_error"`
 	NextAttemptAt dbTime         `db:"next_attempt_at"`
 	DeadAt        dbTime         `db:"dead_at"`
+
+	// Head is the seq of the first undelivered event of the row's
+	// aggregate, read only by the ordered claim of MySQL (headOf).
+	Head sql.NullInt64 `db:"head"`
 }
 
 func (r *eventRow) event() (*outbox.Event, error) {
