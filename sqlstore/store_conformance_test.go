@@ -57,6 +57,9 @@ func TestConformanceRealClock(t *testing.T) {
 			return outboxtest.StoreSetup{
 				Store: s,
 				Begin: func(ctx context.Context) (outboxtest.Tx, error) { return db.BeginTxx(ctx, nil) },
+				Requeue: func(ctx context.Context, ids []string) (int, error) {
+					return s.Requeue(ctx, RequeueFilter{IDs: ids})
+				},
 			}
 		},
 	})

@@ -110,6 +110,7 @@ func newBroker(t *testing.T) *broker {
 		}
 		addr = opt.Addr
 	} else {
+		t.Logf("Redis: an in-process miniredis; set OUTBOX_TEST_REDIS (e.g. %s) to run against a real server", "redis://127.0.0.1:6379/0")
 		mr := miniredis.RunT(t)
 		addr, opt = mr.Addr(), &redis.Options{Addr: mr.Addr()}
 	}
