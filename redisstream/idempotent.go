@@ -122,12 +122,19 @@ redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
 return {id, 0}
 `)
 
-// publishIdempotent is Publish with WithIdempotence: one EVALSHA of
-// dedupScript per event, pipelined in one round trip; events whose
-// EVALSHA found no script (NOSCRIPT: the server restarted or its script
-// cache was flushed) are sent again with EVAL, which loads it, in a second
-// round trip. Replies map to events as in Publish; a duplicate counts as
-// acknowledged.
+// publishIdempotent is Publish with WithIdempotence: one EVAL of
+// dedupScript per event, pipelined in one round trip. Replies map to
+// events as in Publish; a duplicate counts as acknowledged.
+//
+// EVAL, not EVALSHA: it carries the script's text (a few hundred bytes),
+// so it never fails with NOSCRIPT after a restart or a flushed script
+// cache. Falling back from EVALSHA could reorder a stream: in a pipeline
+// another client's EVAL can load the script between two of our commands,
+// so that an aggregate's first events fail with NOSCRIPT, a later one is
+// appended, and the first ones follow it when sent again. MULTI/EXEC
+// would rule that out on one node, but go-redis refuses transactions
+// across hash slots on a cluster. The server caches the compiled script
+// by its digest, so an EVAL costs a hash of the text more than EVALSHA.
 func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Event) error {
 	var failed map[string]error
 	fail := func(id string, err error) {
@@ -152,29 +159,13 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 		c := &call{keys: []string{keys[i], DedupKey(p.dedup.prefix, keys[i], events[i].ID)}}
 		c.args = append(make([]any, 0, len(xadds[i])-1), window)
 		c.args = append(c.args, xadds[i][2:]...) // after "xadd", key
-		c.cmd = dedupScript.EvalSha(ctx, pipe, c.keys, c.args...)
+		c.cmd = dedupScript.Eval(ctx, pipe, c.keys, c.args...)
 		calls[i] = c
 	}
 	if pipe.Len() == 0 {
 		return &outbox.PublishError{Failed: failed}
 	}
 	_, execErr := pipe.Exec(ctx)
-
-	// NOSCRIPT hits every EVALSHA sent to a node without the script, in
-	// order, so sending those again keeps the order within each stream.
-	var again []*call
-	for _, c := range calls {
-		if c != nil && c.cmd.Err() != nil && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
-			again = append(again, c)
-		}
-	}
-	if len(again) > 0 {
-		pipe := p.client.Pipeline()
-		for _, c := range again {
-			c.cmd = dedupScript.Eval(ctx, pipe, c.keys, c.args...)
-		}
-		_, execErr = pipe.Exec(ctx)
-	}
 
 	acked := 0
 	for i, c := range calls {
