@@ -142,10 +142,14 @@
 // also marked with outbox.Unavailable: sarama.ErrOutOfBrokers,
 // ErrNotConnected, ErrClosedClient and ErrShuttingDown, network errors and
 // a broker connection closed under a request (io.EOF, which is what sarama
-// reports for each message in flight when a broker goes away), sarama's
-// circuit breakers open ("circuit breaker is open": after three failed
-// lookups of a topic or partition, sarama fails its messages unsent for
-// 10 seconds), and context ends. The relay never counts these toward
+// reports for each message in flight when a broker goes away), and context
+// ends. sarama's circuit breaker ("circuit breaker is open": after three
+// failed lookups of a topic or partition, sarama fails its messages unsent
+// for 10 seconds) is classified as the last error a message to that topic
+// got before it, forgotten once a message to the topic is acknowledged: an
+// outage stays an outage, an unknown topic stays a counted (or permanent)
+// failure, and with no earlier error (the lookups failed within sarama's
+// own retries, as when no broker answers) it is Unavailable. The relay never counts these toward
 // burying an event, and a batch that fails only so is an outage to it: its
 // circuit breaker counts it and it tries again soon, so a cluster that
 // comes back is used within moments rather than an interval later. The

@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 
 	"github.com/IBM/sarama"
 	"github.com/eventsync/outbox"
@@ -73,11 +75,12 @@ func classify(err error, autoCreate bool) error {
 }
 
 // isUnreachable reports whether err says that the cluster could not be
-// reached or the producer stopped: one of the transientSentinels, a
+// reached or the producer stopped: one of the transientSentinels, or a
 // network error (a refused, reset or timed out connection, a failed dial
 // or name lookup), which is what sarama reports for each message in flight
-// when a broker connection breaks, or one of sarama's circuit breakers
-// open (see breakerOpen).
+// when a broker connection breaks. sarama's open circuit breaker is not
+// among them: it says only that lookups failed, for whatever reason (see
+// topicErrors).
 func isUnreachable(err error) bool {
 	for _, t := range transientSentinels {
 		if errors.Is(err, t) {
@@ -85,7 +88,7 @@ func isUnreachable(err error) bool {
 		}
 	}
 	var nerr net.Error
-	return errors.As(err, &nerr) || breakerOpen(err)
+	return errors.As(err, &nerr)
 }
 
 // breakerOpenText is the message of the error
@@ -142,4 +145,59 @@ func isPermanent(err error, autoCreate bool) bool {
 	}
 	var cerr sarama.ConfigurationError
 	return errors.As(err, &cerr)
+}
+
+// topicErrors remembers, per topic, the last error sarama reported for a
+// message to it other than its circuit breaker being open, until a message
+// to the topic is acknowledged. sarama opens a topic's breaker after three
+// failed lookups in a row and then fails the topic's messages unsent for
+// 10 seconds, whatever made the lookups fail: a cluster that is down (the
+// relay should wait for it without counting attempts), a topic that does
+// not exist (attempts should count, so that the event is buried in the
+// end), or one that never will (burial now). A breaker-open failure is
+// therefore classified as the last error a message to the topic got. If
+// none got one, the lookups failed within sarama's own retries of the
+// first send, as they do when no broker answers: the failure is
+// Unavailable.
+type topicErrors struct {
+	mu   sync.Mutex
+	last map[string]error
+}
+
+// classify classifies err, a failure of a message to topic; see the
+// package-level classify and topicErrors.
+func (t *topicErrors) classify(topic string, err error, autoCreate bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !breakerOpen(err) {
+		if t.last == nil {
+			t.last = make(map[string]error)
+		}
+		t.last[topic] = err
+		return classify(err, autoCreate)
+	}
+	cause := t.last[topic]
+	if cause == nil {
+		// The lookups failed inside sarama's own retries, before any
+		// message of the topic failed: the cluster could not be reached.
+		return outbox.Unavailable(err)
+	}
+	err = fmt.Errorf("%w (after: %v)", err, cause)
+	switch c := classify(cause, autoCreate); {
+	case outbox.IsPermanent(c):
+		return outbox.Permanent(err)
+	case outbox.IsUnavailable(c):
+		return outbox.Unavailable(err)
+	}
+	return err
+}
+
+// acknowledged forgets the failures of topics a message was acknowledged
+// to.
+func (t *topicErrors) acknowledged(topics map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for topic := range topics {
+		delete(t.last, topic)
+	}
 }

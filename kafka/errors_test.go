@@ -159,14 +159,15 @@ func TestClassifyUnavailable(t *testing.T) {
 		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET},
 		&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE},
 		&net.DNSError{Err: "no such host", Name: "kafka-1", IsNotFound: true},
-		// sarama's breaker, open after three failed lookups in a row.
-		errors.New("circuit breaker is open"),
 	} {
 		if got := classify(fmt.Errorf("send: %w", err), false); !outbox.IsUnavailable(got) || outbox.IsPermanent(got) {
 			t.Errorf("classify(%v) = %v, want unavailable", err, got)
 		}
 	}
-	for _, err := range []error{sarama.ErrLeaderNotAvailable, sarama.ErrMessageSizeTooLarge, sarama.ErrUnknownTopicOrPartition, errors.New("something else")} {
+	// sarama's breaker open says only that lookups failed: topicErrors
+	// tells why.
+	for _, err := range []error{sarama.ErrLeaderNotAvailable, sarama.ErrMessageSizeTooLarge, sarama.ErrUnknownTopicOrPartition,
+		errors.New("circuit breaker is open"), errors.New("something else")} {
 		if got := classify(err, true); outbox.IsUnavailable(got) {
 			t.Errorf("classify(%v) marked unavailable", err)
 		}
@@ -248,4 +249,54 @@ func TestUnknownTopic(t *testing.T) {
 			t.Errorf("consumed %s, want %s", got.ID, e.ID)
 		}
 	})
+}
+
+// sarama fails a topic's messages with "circuit breaker is open" for 10 s
+// after three failed lookups, whatever failed them. Such a failure is
+// classified as the error that opened the breaker: an outage stays an
+// outage (not counted), an unknown topic stays counted (so the event is
+// buried in the end, not retried forever at no cost), a topic that will
+// never exist stays permanent. An acknowledged message to the topic
+// forgets the cause; without one (the lookups failed inside sarama's own
+// retries, as when no broker answers), the breaker means an outage.
+func TestTopicErrorsClassifyBreakerByCause(t *testing.T) {
+	t.Parallel()
+	breaker := fmt.Errorf("kafka: event e to topic %q: %w", "t", errors.New("circuit breaker is open"))
+	kind := func(err error) string {
+		switch {
+		case outbox.IsPermanent(err):
+			return "permanent"
+		case outbox.IsUnavailable(err):
+			return "unavailable"
+		}
+		return "transient"
+	}
+	for _, tc := range []struct {
+		name       string
+		cause      error
+		autoCreate bool
+		want       string
+	}{
+		{"no cause seen", nil, true, "unavailable"},
+		{"cluster down", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true, "unavailable"},
+		{"out of brokers", sarama.ErrOutOfBrokers, false, "unavailable"},
+		{"unknown topic, auto-create on", sarama.ErrUnknownTopicOrPartition, true, "transient"},
+		{"unknown topic, auto-create off", sarama.ErrUnknownTopicOrPartition, false, "permanent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var te topicErrors
+			if tc.cause != nil {
+				te.classify("t", tc.cause, tc.autoCreate)
+				te.classify("other", io.EOF, tc.autoCreate) // another topic's cause changes nothing
+			}
+			got := te.classify("t", breaker, tc.autoCreate)
+			if kind(got) != tc.want || !errors.Is(got, breaker) {
+				t.Fatalf("breaker open after %v = %v (%s), want %s", tc.cause, got, kind(got), tc.want)
+			}
+			te.acknowledged(map[string]bool{"t": true})
+			if got := te.classify("t", breaker, tc.autoCreate); kind(got) != "unavailable" {
+				t.Fatalf("after an acknowledgement: %v (%s), want unavailable", got, kind(got))
+			}
+		})
+	}
 }

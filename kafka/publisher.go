@@ -19,6 +19,7 @@ type Publisher struct {
 	// set, an unknown topic is a transient failure (see classify).
 	autoCreate bool
 	connect    func() (sarama.SyncProducer, func() error, error)
+	topicErrs  topicErrors // what opened sarama's breaker of each topic
 
 	mu       sync.Mutex
 	producer sarama.SyncProducer
@@ -263,6 +264,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 		return
 	}
 	if err == nil {
+		p.topicErrs.acknowledged(topicsOf(msgs, nil))
 		return
 	}
 	var perrs sarama.ProducerErrors
@@ -272,6 +274,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 		}
 		return
 	}
+	bad := make(map[int]bool, len(perrs))
 	for _, pe := range perrs {
 		i, ok := pe.Msg.Metadata.(int)
 		if !ok || i < 0 || i >= len(sent) {
@@ -281,9 +284,22 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 			}
 			return
 		}
+		bad[i] = true
 		e := sent[i]
-		failed[e.ID] = classify(fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err), p.autoCreate)
+		failed[e.ID] = p.topicErrs.classify(pe.Msg.Topic, fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err), p.autoCreate)
 	}
+	p.topicErrs.acknowledged(topicsOf(msgs, bad))
+}
+
+// topicsOf returns the topics of the messages whose index is not in skip.
+func topicsOf(msgs []*sarama.ProducerMessage, skip map[int]bool) map[string]bool {
+	topics := make(map[string]bool)
+	for i, m := range msgs {
+		if !skip[i] {
+			topics[m.Topic] = true
+		}
+	}
+	return topics
 }
 
 // acquire returns the producer, connecting first if need be, and counts
