@@ -445,6 +445,7 @@ func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows
 		a.k++
 		a.maxSeq = max(a.maxSeq, r.Seq)
 		if a.k == 2 {
+			a.ok = false // only its count can tell
 			several = append(several, r.AggregateID)
 		}
 	}
