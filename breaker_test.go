@@ -673,6 +673,31 @@ func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("claim failure while the relay backs off", func(t *testing.T) {
+		t.Parallel()
+		s := &idClaimFailStore{relayFails: true}
+		o, err := New(s, Noop, WithInterval(time.Hour), WithBackoff(time.Hour, time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		waitFor(t, func() bool { return s.relayClaims.Load() == 1 && o.worker.storeFailing.Load() })
+		for range 5 {
+			if _, err := o.Publish(context.Background(), &Event{ID: "e0"}); err == nil {
+				t.Fatal("Publish succeeded although its claim failed")
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := s.relayClaims.Load(); n != 1 {
+			t.Errorf("the relay claimed %d times; failing Publish calls woke it from its backoff", n)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // idClaimFailStore fails the claims of Publish (by ID) and has nothing for
@@ -680,6 +705,7 @@ func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
 type idClaimFailStore struct {
 	fakeStore
 	relayClaims atomic.Int32
+	relayFails  bool // the relay's claims fail too
 }
 
 func (s *idClaimFailStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
@@ -687,5 +713,8 @@ func (s *idClaimFailStore) Claim(ctx context.Context, req ClaimRequest) (*Claim,
 		return nil, errors.New("deadlock detected")
 	}
 	s.relayClaims.Add(1)
+	if s.relayFails {
+		return nil, errors.New("connection refused")
+	}
 	return &Claim{Token: "t"}, nil
 }

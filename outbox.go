@@ -90,7 +90,13 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, err
 	defer cancel()
 	claim, err := o.store.Claim(ctx, o.worker.claimRequest(len(ids), ids))
 	if err != nil {
-		o.worker.Kick() // the events are committed and due: let the relay try them now, not an interval later
+		// The events are committed and due: let the relay try them now,
+		// not an interval later, unless it is already backing off after
+		// store errors of its own (waking it would retry a failing
+		// database at the rate of requests).
+		if !o.worker.storeFailing.Load() {
+			o.worker.Kick()
+		}
 		return SyncResult{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
 	if len(claim.Events) < len(ids) {

@@ -37,6 +37,9 @@ type Worker struct {
 	deferred atomic.Bool
 	firing   bool // an alert is firing; used by Run only
 	errRun   int  // store errors in a row; used by Run only
+	// storeFailing is set while Run backs off after store errors, so that
+	// Publish, whose own claim failed, does not wake it before its time.
+	storeFailing atomic.Bool
 }
 
 // SyncResult counts what one relay pass did.
@@ -148,11 +151,13 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 		// The database failed: retry with backoff, not a whole interval
 		// later, so a short outage does not delay the backlog.
 		w.errRun++
+		w.storeFailing.Store(true)
 		d := min(w.backoff(w.errRun), w.cfg.interval)
 		w.cfg.logger.Warn("outbox: relay pass failed", "err", err, "retry_in", d)
 		return d
 	}
 	w.errRun = 0
+	w.storeFailing.Store(false)
 	switch {
 	case res.BrokerErr != nil && w.breaker.isOpen():
 		return w.breaker.untilProbe(time.Now())
