@@ -17,9 +17,9 @@ import (
 // does not: function names and arities, metric and label names, and how
 // the table-wide gauges are aggregated.
 
-// promFunctions are PromQL's functions (Prometheus 3, without the
-// experimental ones), with their minimum and maximum number of arguments
-// (-1: any number).
+// promFunctions are PromQL's functions (Prometheus 3, the experimental
+// ones included, as its parser knows them), with their minimum and
+// maximum number of arguments (-1: any number).
 var promFunctions = map[string][2]int{
 	"abs": {1, 1}, "absent": {1, 1}, "absent_over_time": {1, 1}, "acos": {1, 1}, "acosh": {1, 1},
 	"asin": {1, 1}, "asinh": {1, 1}, "atan": {1, 1}, "atanh": {1, 1}, "avg_over_time": {1, 1},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -290,8 +291,8 @@ func runRequeue(ctx context.Context, e *env, args []string) error {
 		return usagef("--all selects every buried event; it cannot be combined with --id or --type")
 	case !f.All && len(f.IDs) == 0 && f.Type == "":
 		return usagef("say what to re-queue: --id ID, --type TYPE or --all")
-	case *rate < 0:
-		return usagef("--rate %v is negative", *rate)
+	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
+		return usagef("--rate %v is not a finite number of events per second, 0 or more", *rate)
 	case *batch < 1 || *batch > maxBatch:
 		return usagef("--batch %d is outside 1..%d", *batch, maxBatch)
 	}
@@ -392,7 +393,7 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 // end (buried since it started, or re-queued and buried again), it says
 // how many.
 func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate float64, batch int) error {
-	step := max(1, min(batch, int(rate)))
+	step := max(1, int(min(float64(batch), rate))) // rate may be far above any int
 	byIDs := len(f.IDs) > 0
 	var target int64
 	if !byIDs {
