@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,48 +20,12 @@ import (
 	_ "modernc.org/sqlite"
 )
 
-// envPostgres names a Postgres database for the end-to-end test, such as
-// postgres://user@127.0.0.1:5432/test?sslmode=disable.
-const envPostgres = "OUTBOX_TEST_POSTGRES"
-
 // TestRelayEndToEnd saves events with sqlstore, relays them with a Worker
-// over the kafka Publisher and reads them back from Kafka.
+// over the kafka Publisher and reads them back from Kafka, on SQLite and,
+// with OUTBOX_TEST_POSTGRES set, on Postgres.
 func TestRelayEndToEnd(t *testing.T) {
 	t.Parallel()
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		dsn := "file:" + filepath.Join(t.TempDir(), "outbox.db") + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)"
-		db, err := sqlx.Open("sqlite", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		db.SetMaxOpenConns(1)
-		t.Cleanup(func() { db.Close() })
-		testRelay(t, db, "outbox_events")
-	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv(envPostgres)
-		if dsn == "" {
-			t.Skip(envPostgres + " is not set")
-		}
-		t.Parallel()
-		db, err := sqlx.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		table := fmt.Sprintf("outbox_kafka_e2e_%08x", rand.Uint32())
-		t.Cleanup(func() {
-			store, err := sqlstore.New(db, sqlstore.WithTable(table))
-			if err == nil {
-				err = store.Drop(context.Background())
-			}
-			if err != nil {
-				t.Errorf("drop %s: %v", table, err)
-			}
-		})
-		testRelay(t, db, table)
-	})
+	kafka.EachStoreDB(t, "outbox_kafka_e2e_", testRelay)
 }
 
 func testRelay(t *testing.T, db *sqlx.DB, table string) {

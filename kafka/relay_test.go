@@ -28,6 +28,14 @@ import (
 // Postgres too when OUTBOX_TEST_POSTGRES is set.
 func TestRelayClusterOutage(t *testing.T) {
 	t.Parallel()
+	EachStoreDB(t, "outbox_kafka_outage_", testRelayOutage)
+}
+
+// EachStoreDB runs test in a subtest on an SQLite database of its own (a
+// file, WAL) with the table outbox_events, and when OUTBOX_TEST_POSTGRES
+// is set on Postgres with a table named prefix plus random hex, dropped at
+// cleanup. The relay tests of this package and of kafka_test share it.
+func EachStoreDB(t *testing.T, prefix string, test func(t *testing.T, db *sqlx.DB, table string)) {
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
 		dsn := "file:" + filepath.Join(t.TempDir(), "outbox.db") + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)"
@@ -37,12 +45,12 @@ func TestRelayClusterOutage(t *testing.T) {
 		}
 		db.SetMaxOpenConns(1)
 		t.Cleanup(func() { db.Close() })
-		testRelayOutage(t, db, "outbox_events")
+		test(t, db, "outbox_events")
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn := os.Getenv("OUTBOX_TEST_POSTGRES")
 		if dsn == "" {
-			t.Skip("OUTBOX_TEST_POSTGRES is not set")
+			t.Skip("Postgres skipped: set OUTBOX_TEST_POSTGRES, e.g. postgres://root@127.0.0.1:5432/test?sslmode=disable")
 		}
 		t.Parallel()
 		db, err := sqlx.Open("pgx", dsn)
@@ -50,7 +58,7 @@ func TestRelayClusterOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		table := fmt.Sprintf("outbox_kafka_outage_%08x", rand.Uint32())
+		table := fmt.Sprintf("%s%08x", prefix, rand.Uint32())
 		t.Cleanup(func() {
 			store, err := sqlstore.New(db, sqlstore.WithTable(table))
 			if err == nil {
@@ -60,7 +68,7 @@ func TestRelayClusterOutage(t *testing.T) {
 				t.Errorf("drop %s: %v", table, err)
 			}
 		})
-		testRelayOutage(t, db, table)
+		test(t, db, table)
 	})
 }
 

@@ -17,17 +17,7 @@ import (
 // through a proxy the test owns, so the outage test cuts the proxy, never
 // the server.
 func TestConformance(t *testing.T) {
-	for name, newHarness := range map[string]func(testing.TB) *harness{"miniredis": miniHarness, "redis": realHarness} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			if name == "redis" {
-				realHarness(t) // skips, naming the variable, when no server is configured
-			}
-			outboxtest.TestPublisher(t, outboxtest.PublisherHarness{
-				New: func(t *testing.T) outboxtest.PublisherSetup { return conformanceSetup(t, newHarness(t)) },
-			})
-		})
-	}
+	eachServer(t, func(h *harness) []Option { return nil })
 }
 
 // TestConformanceIdempotent runs the same suite with WithIdempotence, so
@@ -36,6 +26,15 @@ func TestConformance(t *testing.T) {
 // prefix, so tests do not see each other's keys and the real Redis's
 // cleanup deletes them.
 func TestConformanceIdempotent(t *testing.T) {
+	eachServer(t, func(h *harness) []Option {
+		return []Option{WithIdempotence(time.Minute), WithDedupKeyPrefix(h.key("dedup:"))}
+	})
+}
+
+// eachServer runs the publisher suite on miniredis and on the real Redis,
+// each subtest's publisher built with the options opts gives for its
+// harness.
+func eachServer(t *testing.T, opts func(h *harness) []Option) {
 	for name, newHarness := range map[string]func(testing.TB) *harness{"miniredis": miniHarness, "redis": realHarness} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -45,7 +44,7 @@ func TestConformanceIdempotent(t *testing.T) {
 			outboxtest.TestPublisher(t, outboxtest.PublisherHarness{
 				New: func(t *testing.T) outboxtest.PublisherSetup {
 					h := newHarness(t)
-					return conformanceSetup(t, h, WithIdempotence(time.Minute), WithDedupKeyPrefix(h.key("dedup:")))
+					return conformanceSetup(t, h, opts(h)...)
 				},
 			})
 		})
