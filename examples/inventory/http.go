@@ -231,7 +231,7 @@ func (a *api) getEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, j)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+	writeJSON(w, http.StatusOK, out) // a JSON list, newest first
 }
 
 // statsJSON is the body of GET /stats.

@@ -31,6 +31,21 @@ func do(t *testing.T, h http.Handler, method, target, body string) (int, map[str
 	return rec.Code, out
 }
 
+// events runs GET target on h and returns the JSON list it answers.
+func events(t *testing.T, h http.Handler, target string) []map[string]any {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", target, nil))
+	var out []map[string]any
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("GET %s: %d %s", target, rec.Code, rec.Body)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out == nil {
+		t.Fatalf("GET %s: answer is not a JSON list: %v: %s", target, err, rec.Body)
+	}
+	return out
+}
+
 // rows counts what is written: stock rows, reservations, events.
 func rows(t *testing.T, a *app) [3]int {
 	t.Helper()
@@ -184,16 +199,14 @@ func TestGetEventsAndStats(t *testing.T) {
 	}
 	pendingID := got["event_id"]
 
-	code, got = do(t, h, "GET", "/events", "")
-	if code != http.StatusOK || len(got["events"].([]any)) != 3 {
-		t.Fatalf("all events: %d %v", code, got)
+	if evs := events(t, h, "/events"); len(evs) != 3 {
+		t.Fatalf("all events: %v", evs)
 	}
-	code, got = do(t, h, "GET", "/events?status=synced&limit=1", "")
-	evs := got["events"].([]any)
-	if code != http.StatusOK || len(evs) != 1 || evs[0].(map[string]any)["type"] != "reservation.created" {
-		t.Errorf("synced, limit 1 (newest first): %d %v", code, got)
+	evs := events(t, h, "/events?status=synced&limit=1")
+	if len(evs) != 1 || evs[0]["type"] != "reservation.created" {
+		t.Fatalf("synced, limit 1 (newest first): %v", evs)
 	}
-	e := evs[0].(map[string]any)
+	e := evs[0]
 	for _, k := range []string{"id", "type", "aggregate_id", "created_at", "synced_at", "attempts", "last_error"} {
 		if _, ok := e[k]; !ok {
 			t.Errorf("event lacks %q: %v", k, e)
@@ -203,18 +216,16 @@ func TestGetEventsAndStats(t *testing.T) {
 		t.Errorf("synced event: %v", e)
 	}
 
-	code, got = do(t, h, "GET", "/events?status=pending", "")
-	evs = got["events"].([]any)
-	if code != http.StatusOK || len(evs) != 1 {
-		t.Fatalf("pending: %d %v", code, got)
+	evs = events(t, h, "/events?status=pending")
+	if len(evs) != 1 {
+		t.Fatalf("pending: %v", evs)
 	}
-	p := evs[0].(map[string]any)
+	p := evs[0]
 	if p["id"] != pendingID || p["synced_at"] != nil || p["attempts"] != 1.0 || p["last_error"] == "" {
 		t.Errorf("pending event: %v", p)
 	}
-	code, got = do(t, h, "GET", "/events?status=dead", "")
-	if code != http.StatusOK || len(got["events"].([]any)) != 0 {
-		t.Errorf("dead: %d %v", code, got)
+	if evs := events(t, h, "/events?status=dead"); len(evs) != 0 {
+		t.Errorf("dead: %v", evs)
 	}
 
 	code, got = do(t, h, "GET", "/stats", "")
