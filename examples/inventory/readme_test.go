@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -276,4 +277,45 @@ func TestReadmeMonitoringSQL(t *testing.T) {
 			t.Errorf("dead events: %+v, want %s alone", rows, buried.ID)
 		}
 	})
+}
+
+// The README shows the dashboard: every panel of
+// ../monitoring/dashboard.json has a row in its panel table and a place in
+// its layout sketch, so the two cannot drift apart.
+func TestReadmeShowsTheDashboard(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "monitoring", "dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title string `json:"title"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if len(dash.Panels) == 0 {
+		t.Fatal("the dashboard has no panels")
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## Dashboard and alerts\n")
+	sketch, table, ok := strings.Cut(section, "| panel | what it plots |")
+	if !ok {
+		t.Fatal(`README: no "| panel | what it plots |" table under "## Dashboard and alerts"`)
+	}
+	// The sketch writes "Published / s" as "Published/s": compare without
+	// spaces and box lines.
+	flat := strings.NewReplacer(" ", "", "│", "", "\n", "").Replace(sketch)
+	for _, p := range dash.Panels {
+		if !strings.Contains(table, "\n| "+p.Title+" |") {
+			t.Errorf("README's panel table lacks %q", p.Title)
+		}
+		if !strings.Contains(flat, strings.ReplaceAll(strings.ReplaceAll(p.Title, " / s", "/s"), " ", "")) {
+			t.Errorf("README's dashboard sketch lacks %q", p.Title)
+		}
+	}
 }
