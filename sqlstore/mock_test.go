@@ -382,6 +382,22 @@ func (c claimSQL) head() string {
 	return s + " ORDER BY h.seq LIMIT 1)"
 }
 
+// oneID is the one-statement claim of a single event by ID (Postgres).
+func (c claimSQL) oneID() string {
+	tbl := quotedTable(c.d)
+	s := "UPDATE " + tbl + " t SET claim_token = ?, locked_until = ? WHERE t.id = ? AND t.synced_at IS NULL AND t.dead_at IS NULL" +
+		" AND t.next_attempt_at <= ? AND (t.locked_until IS NULL OR t.locked_until <= ?)"
+	if c.ordered {
+		s += " AND (t.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM " + tbl + " e WHERE e.aggregate_id = t.aggregate_id AND e.synced_at IS NULL"
+		if c.passDead {
+			s += " AND e.dead_at IS NULL"
+		}
+		s += " AND e.seq < t.seq))"
+	}
+	return ph(c.d, s+" AND current_setting('transaction_isolation') = 'read committed'"+
+		" AND set_config('synchronous_commit', 'off', true) IS NOT NULL RETURNING "+pgClaimColumns)
+}
+
 // lock, check and update are the statements of the claim transaction;
 // the ordered lock read also reads each row's head.
 func (c claimSQL) lock() string {
@@ -573,7 +589,7 @@ func TestMockClaimErrors(t *testing.T) {
 	}
 	ordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
 	unordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}
-	byID := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{"e1"}}
+	byID := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{"e1", "e2"}}
 	// One-statement claims.
 	for _, tc := range []struct {
 		c   claimSQL
@@ -582,7 +598,7 @@ func TestMockClaimErrors(t *testing.T) {
 		{claimSQL{d: SQLite, ordered: true}, ordered},
 		{claimSQL{d: SQLite}, unordered},
 		{claimSQL{d: Postgres}, unordered},
-		{claimSQL{d: Postgres, ordered: true, ids: 1}, byID},
+		{claimSQL{d: Postgres, ordered: true, ids: 2}, byID},
 	} {
 		name := string(tc.c.d) + map[bool]string{true: "/ordered", false: "/unordered"}[tc.c.ordered]
 		if tc.c.ids > 0 {
@@ -921,4 +937,60 @@ func TestMockClaimCountsAggregatesWithSeveralCandidates(t *testing.T) {
 			equalIDs(t, "claimed", ids(claim.Events), tc.want)
 		})
 	}
+}
+
+// A claim of one event by ID on Postgres is first one UPDATE outside any
+// transaction (oneIDClaim). What it returns is the claim; an error is the
+// claim's error; no row (not claimable, or a session not at READ
+// COMMITTED) hands over to the claim transaction, which decides.
+func TestMockClaimOneID(t *testing.T) {
+	now := mockTime(Postgres, mockNow)
+	until := mockTime(Postgres, mockNow.Add(time.Minute))
+	req := outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}}
+	one := claimSQL{d: Postgres, ordered: true}
+	oneArgs := []driver.Value{sqlmock.AnyArg(), until, "e1", now, now}
+	row := func() *sqlmock.Rows {
+		return sqlmock.NewRows(mockCols).AddRow(1, "e1", "stock", "stock.updated", "sku-1", 0, []byte{}, nil, mockNow, nil, 0, nil, mockNow, nil)
+	}
+	t.Run("claimed", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		mock.ExpectQuery(one.oneID()).WithArgs(oneArgs...).WillReturnRows(row())
+		claim, err := s.Claim(t.Context(), req)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		equalIDs(t, "claimed", ids(claim.Events), []string{"e1"})
+	})
+	t.Run("unordered, passing buried events", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		c := claimSQL{d: Postgres, passDead: true}
+		if strings.Contains(c.oneID(), "NOT EXISTS") {
+			t.Fatalf("unordered claim checks order: %s", c.oneID())
+		}
+		mock.ExpectQuery(c.oneID()).WithArgs(oneArgs...).WillReturnRows(row())
+		if _, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}, Unordered: true, PassDead: true}); err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+	})
+	t.Run("error", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		mock.ExpectQuery(one.oneID()).WillReturnError(errBoom)
+		if c, err := s.Claim(t.Context(), req); !errors.Is(err, errBoom) || c != nil {
+			t.Fatalf("Claim = %v, %v; want the driver's error", c, err)
+		}
+	})
+	t.Run("nothing, then the claim transaction", func(t *testing.T) {
+		s, mock := mockStore(t, Postgres)
+		mock.ExpectQuery(one.oneID()).WithArgs(oneArgs...).WillReturnRows(sqlmock.NewRows(mockCols))
+		c := claimSQL{d: Postgres, ordered: true, ids: 1}
+		mock.ExpectBegin()
+		mock.ExpectExec(c.settings()).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+		mock.ExpectQuery(c.stmt()).WillReturnRows(row())
+		mock.ExpectCommit()
+		claim, err := s.Claim(t.Context(), req)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		equalIDs(t, "claimed", ids(claim.Events), []string{"e1"})
+	})
 }
