@@ -421,8 +421,9 @@ const (
 //     one costs about 4 µs. No claim statement gains from a bitmap: each
 //     reads a short index range or a list of IDs.
 //
-// A claim by IDs (the immediate path after a commit, a few events) also
-// sets plan_cache_mode to force_generic_plan. Its statement text is the
+// A claim by IDs (the immediate path after a commit of several events;
+// one event goes through oneIDClaim first) also sets plan_cache_mode to
+// force_generic_plan. Its statement text is the
 // same for any list of IDs (one array parameter), so with a driver that
 // caches prepared statements (pgx does) each connection keeps one plan
 // (the ID index, then the order check) and runs it without planning
