@@ -69,22 +69,8 @@ func TestPostgresClaimPinsReadCommitted(t *testing.T) {
 		{"unordered", outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := pgx.ParseConfig(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.RuntimeParams["default_transaction_isolation"] = "repeatable read"
-			cfg.Tracer = pauseTracer{}
-			raw := stdlib.OpenDB(*cfg)
-			db := sqlx.NewDb(raw, "pgx")
-			t.Cleanup(func() { _ = db.Close() })
-			s := newStore(t, db, randomName("outbox_iso_"))
-			clock := newTestClock()
-			s.now = clock.Now
-			if err := s.Migrate(t.Context()); err != nil {
-				t.Fatalf("migrate: %v", err)
-			}
-			b := &bundle{store: s, db: db, clock: clock}
+			b := isolationBundle(t, dsn, "repeatable read", pauseTracer{}, 0)
+			s := b.store
 			events := b.run("A", 2)
 			b.save(t, events...)
 
@@ -194,23 +180,9 @@ func TestPostgresOneIDClaim(t *testing.T) {
 	}
 	for _, isolation := range []string{"read committed", "repeatable read"} {
 		t.Run(isolation, func(t *testing.T) {
-			cfg, err := pgx.ParseConfig(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.RuntimeParams["default_transaction_isolation"] = isolation
 			var seen statements
-			cfg.Tracer = &seen
-			db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
-			t.Cleanup(func() { _ = db.Close() })
-			db.SetMaxOpenConns(1)
-			s := newStore(t, db, randomName("outbox_one_"))
-			clock := newTestClock()
-			s.now = clock.Now
-			if err := s.Migrate(t.Context()); err != nil {
-				t.Fatalf("migrate: %v", err)
-			}
-			b := &bundle{store: s, db: db, clock: clock}
+			b := isolationBundle(t, dsn, isolation, &seen, 1)
+			db := b.db
 			events := b.run("A", 2)
 			b.save(t, events...)
 			var syncCommit string
@@ -263,3 +235,28 @@ func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEnd
 func (s *statements) reset() { s.mu.Lock(); s.begin = false; s.mu.Unlock() }
 
 func (s *statements) began() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.begin }
+
+// isolationBundle opens a pool on dsn whose sessions default to
+// isolation, traced by tracer (with at most maxConns connections if not
+// 0), and a migrated store of its own on it with a test clock.
+func isolationBundle(t *testing.T, dsn, isolation string, tracer pgx.QueryTracer, maxConns int) *bundle {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["default_transaction_isolation"] = isolation
+	cfg.Tracer = tracer
+	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+	t.Cleanup(func() { _ = db.Close() })
+	if maxConns > 0 {
+		db.SetMaxOpenConns(maxConns)
+	}
+	s := newStore(t, db, randomName("outbox_iso_"))
+	clock := newTestClock()
+	s.now = clock.Now
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return &bundle{store: s, db: db, clock: clock}
+}
