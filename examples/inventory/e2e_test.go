@@ -42,17 +42,25 @@ func TestEndToEnd(t *testing.T) {
 		endToEnd(t, db, redisURL)
 	})
 	t.Run("mysql", func(t *testing.T) {
-		dsn := os.Getenv("OUTBOX_TEST_MYSQL")
-		if dsn == "" {
-			t.Skip("set OUTBOX_TEST_MYSQL (user@tcp(host:3306)/db) to run against MySQL/MariaDB too")
-		}
-		mc, err := mysql.ParseDSN(dsn)
-		if err != nil {
-			t.Fatalf("OUTBOX_TEST_MYSQL: %v", err)
-		}
-		mc.ParseTime, mc.Loc = true, time.UTC
-		endToEnd(t, dbConfig{Driver: "mysql", DSN: mc.FormatDSN(), Safe: "mysql"}, redisURL)
+		endToEnd(t, mysqlTestConfig(t), redisURL)
 	})
+}
+
+// mysqlTestConfig is the database of OUTBOX_TEST_MYSQL (a go-sql-driver
+// DSN) as the service opens it, times parsed in UTC; without the variable
+// it skips t, naming it.
+func mysqlTestConfig(t *testing.T) dbConfig {
+	t.Helper()
+	dsn := os.Getenv("OUTBOX_TEST_MYSQL")
+	if dsn == "" {
+		t.Skip("set OUTBOX_TEST_MYSQL (user@tcp(host:3306)/db) to run against MySQL/MariaDB")
+	}
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("OUTBOX_TEST_MYSQL: %v", err)
+	}
+	mc.ParseTime, mc.Loc = true, time.UTC
+	return dbConfig{Driver: "mysql", DSN: mc.FormatDSN(), Safe: "mysql"}
 }
 
 func endToEnd(t *testing.T, db dbConfig, redisURL string) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
@@ -74,18 +73,7 @@ func eachReadmeDatabase(t *testing.T, fn func(t *testing.T, db *sqlx.DB, store *
 			}
 			return c
 		},
-		"mysql": func(t *testing.T) dbConfig {
-			dsn := os.Getenv("OUTBOX_TEST_MYSQL")
-			if dsn == "" {
-				t.Skip("set OUTBOX_TEST_MYSQL (user@tcp(host:3306)/db) to run against MySQL/MariaDB")
-			}
-			mc, err := mysql.ParseDSN(dsn)
-			if err != nil {
-				t.Fatalf("OUTBOX_TEST_MYSQL: %v", err)
-			}
-			mc.ParseTime, mc.Loc = true, time.UTC
-			return dbConfig{Driver: "mysql", DSN: mc.FormatDSN(), Safe: "mysql"}
-		},
+		"mysql": mysqlTestConfig,
 	}
 	for _, name := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(name, func(t *testing.T) {
