@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eventsync/outbox/storage"
 )
 
 func TestBrokerOutageNeverBuries(t *testing.T) {
@@ -15,12 +17,12 @@ func TestBrokerOutageNeverBuries(t *testing.T) {
 	s := &fakeStore{pending: events(2)}
 	s.pending[0].Delivery.Attempts = 50 // far past MaxAttempts
 	down := errors.New("dial tcp: connection refused")
-	w := newTestWorker(t, s, PublisherFunc(func(context.Context, []*Event) error { return down }), WithMaxAttempts(3))
+	w := newTestOutbox(t, s, PublisherFunc(func(context.Context, []*Event) error { return down }), WithMaxAttempts(3))
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.BrokerErr != down || res.Buried != 0 || res.Failed != 2 {
+	if res.BrokerErr != down || res.Dead != 0 || res.Failed != 2 {
 		t.Fatalf("result %+v", res)
 	}
 	for _, f := range s.failed {
@@ -94,7 +96,7 @@ func TestRunStopsSendingWhileOpenAndDrainsAfterProbe(t *testing.T) {
 	s := &refillStore{fakeStore: fakeStore{}}
 	s.refill = func() []*Event { return events(1) }
 	pub := &pingPublisher{}
-	w := newTestWorker(t, s, pub, WithInterval(time.Millisecond), WithBreaker(2, 5*time.Millisecond, 20*time.Millisecond))
+	w := newTestOutbox(t, s, pub, WithInterval(time.Millisecond), WithBreaker(2, 5*time.Millisecond, 20*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -122,7 +124,7 @@ type refillStore struct {
 	refill func() []*Event
 }
 
-func (s *refillStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+func (s *refillStore) Claim(ctx context.Context, req storage.ClaimRequest) (*Claim, error) {
 	s.mu.Lock()
 	if len(s.pending) == 0 {
 		s.pending = s.refill()
@@ -134,12 +136,12 @@ func (s *refillStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, erro
 func TestPublishSkipsWhileBreakerOpen(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{}
-	o, err := New(s, Noop)
+	o, err := New(s, Noop{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range DefaultBreakerThreshold {
-		o.worker.breaker.failure(time.Now())
+		o.breaker.failure(time.Now())
 	}
 	if _, err := o.Publish(context.Background(), &Event{ID: "x"}); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("Publish = %v, want ErrBreakerOpen", err)
@@ -164,23 +166,28 @@ func TestBuryPublishesDeadLetterAndCallsHook(t *testing.T) {
 		return &PublishError{Failed: map[string]error{"e1": Permanent(errors.New("message too large"))}}
 	})
 	var hooked []string
-	w := newTestWorker(t, s, pub, WithDeadLetterTopic("dlq"), WithOnDead(func(_ context.Context, e *Event, err error) {
+	w := newTestOutbox(t, s, pub, WithDeadLetterTopic("dlq"), WithHooks(deadHookFunc(func(_ context.Context, e *Event, err error) {
 		hooked = append(hooked, fmt.Sprintf("%s: %v", e.ID, err))
-	}))
+	})))
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Buried != 1 || res.Synced != 1 {
+	if res.Dead != 1 || res.Synced != 1 {
 		t.Fatalf("result %+v", res)
 	}
 	if len(sent) != 1 || sent[0].ID != "e1" || sent[0].Headers[HeaderDeadTopic] != "t" || sent[0].Headers[HeaderDeadError] != "message too large" {
 		t.Fatalf("dead-letter copies %+v", sent)
 	}
 	if len(hooked) != 1 || hooked[0] != "e1: message too large" {
-		t.Errorf("OnDead calls %v", hooked)
+		t.Errorf("DeadHook calls %v", hooked)
 	}
 }
+
+// deadHookFunc adapts a function to DeadHook.
+type deadHookFunc func(ctx context.Context, e *Event, err error)
+
+func (f deadHookFunc) EventDead(ctx context.Context, e *Event, err error) { f(ctx, e, err) }
 
 func TestDeadLetterFailurePostponesBurial(t *testing.T) {
 	t.Parallel()
@@ -191,9 +198,9 @@ func TestDeadLetterFailurePostponesBurial(t *testing.T) {
 		}
 		return &PublishError{Failed: map[string]error{"e0": Permanent(errors.New("bad"))}}
 	})
-	w := newTestWorker(t, s, pub, WithDeadLetterTopic("dlq"))
+	w := newTestOutbox(t, s, pub, WithDeadLetterTopic("dlq"))
 	res, _ := w.SyncPending(context.Background(), 10)
-	if res.Buried != 0 || res.Failed != 1 || s.failed[0].Dead {
+	if res.Dead != 0 || res.Failed != 1 || s.failed[0].Dead {
 		t.Fatalf("buried although its dead-letter copy was lost: %+v %+v", res, s.failed)
 	}
 }
@@ -204,7 +211,7 @@ func TestHeldBackEventsAreReleased(t *testing.T) {
 	pub := PublisherFunc(func(context.Context, []*Event) error {
 		return &PublishError{Failed: map[string]error{"e1": errors.New("rejected"), "e2": ErrHeldBack}}
 	})
-	w := newTestWorker(t, s, pub)
+	w := newTestOutbox(t, s, pub)
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -217,25 +224,25 @@ func TestHeldBackEventsAreReleased(t *testing.T) {
 func TestClaimRequestCarriesOrdering(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{}
-	w := newTestWorker(t, s, Noop)
+	w := newTestOutbox(t, s, Noop{})
 	w.SyncPending(context.Background(), 5)
-	w2 := newTestWorker(t, s, Noop, WithPerAggregateOrder(false), WithDeadBlocksAggregate(false))
+	w2 := newTestOutbox(t, s, Noop{}, WithPerAggregateOrder(false), WithSkipDead(true))
 	w2.SyncPending(context.Background(), 5)
-	if r := s.requests[0]; r.Unordered || r.PassDead {
+	if r := s.requests[0]; r.Unordered || r.SkipDead {
 		t.Errorf("default request %+v, want ordered, dead holds", r)
 	}
-	if r := s.requests[1]; !r.Unordered || !r.PassDead {
+	if r := s.requests[1]; !r.Unordered || !r.SkipDead {
 		t.Errorf("request %+v, want unordered, dead passes", r)
 	}
 }
 
 func TestRetentionNeedsAPurger(t *testing.T) {
 	t.Parallel()
-	if _, err := NewWorker(&fakeStore{}, Noop, WithRetention(time.Hour)); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(&fakeStore{}, Noop{}, WithRetention(time.Hour)); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("err = %v", err)
 	}
 	p := &purgingStore{}
-	w := newTestWorker(t, p, Noop, WithRetention(time.Hour), WithBatchSize(10))
+	w := newTestOutbox(t, p, Noop{}, WithRetention(time.Hour), WithBatchSize(10))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -273,7 +280,7 @@ func (n *notifyingStore) Listen(ctx context.Context, wake func()) error {
 func TestRunWakesOnNotifications(t *testing.T) {
 	t.Parallel()
 	s := &notifyingStore{wake: make(chan func(), 1)}
-	w := newTestWorker(t, s, Noop, WithInterval(time.Hour))
+	w := newTestOutbox(t, s, Noop{}, WithInterval(time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -298,12 +305,12 @@ func TestUnavailablePerEventFailuresAreTheBrokersFault(t *testing.T) {
 	pub := PublisherFunc(func(context.Context, []*Event) error {
 		return &PublishError{Failed: map[string]error{"e1": dropped, "e2": dropped}}
 	})
-	w := newTestWorker(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Second, time.Second))
+	w := newTestOutbox(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Second, time.Second))
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Synced != 1 || res.Failed != 2 || res.Buried != 0 {
+	if res.Synced != 1 || res.Failed != 2 || res.Dead != 0 {
 		t.Fatalf("result %+v", res)
 	}
 	for _, f := range s.failed {
@@ -320,7 +327,7 @@ func TestUnavailablePerEventFailuresAreTheBrokersFault(t *testing.T) {
 	pub2 := PublisherFunc(func(context.Context, []*Event) error {
 		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": dropped}}
 	})
-	w2 := newTestWorker(t, s, pub2, WithBreaker(1, time.Second, time.Second))
+	w2 := newTestOutbox(t, s, pub2, WithBreaker(1, time.Second, time.Second))
 	w2.SyncPending(context.Background(), 10)
 	if !w2.Breaker().Open {
 		t.Error("breaker stayed closed although the broker failed every event")
@@ -338,7 +345,7 @@ func TestRunRetriesSoonAfterABrokerFailure(t *testing.T) {
 	s := &refillStore{}
 	s.refill = func() []*Event { return events(1) }
 	pub := &pingPublisher{}
-	w := newTestWorker(t, s, pub, WithInterval(time.Hour), WithBreaker(3, 5*time.Millisecond, 20*time.Millisecond))
+	w := newTestOutbox(t, s, pub, WithInterval(time.Hour), WithBreaker(3, 5*time.Millisecond, 20*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -355,7 +362,7 @@ type countingStore struct {
 	claims atomic.Int64
 }
 
-func (s *countingStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+func (s *countingStore) Claim(ctx context.Context, req storage.ClaimRequest) (*Claim, error) {
 	s.claims.Add(1)
 	return &Claim{Token: "t"}, nil
 }
@@ -366,7 +373,7 @@ func (s *countingStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, er
 func TestProbeWithNothingToClaimWaits(t *testing.T) {
 	t.Parallel()
 	s := &countingStore{}
-	w := newTestWorker(t, s, Noop, WithInterval(time.Hour), WithBreaker(1, 50*time.Millisecond, 50*time.Millisecond))
+	w := newTestOutbox(t, s, Noop{}, WithInterval(time.Hour), WithBreaker(1, 50*time.Millisecond, 50*time.Millisecond))
 	w.breaker.failure(time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -396,7 +403,7 @@ func (p *endlessPurger) Purge(_ context.Context, _ time.Duration, limit int) (in
 func TestPurgeBacklogDoesNotStarveDelivery(t *testing.T) {
 	t.Parallel()
 	p := &endlessPurger{}
-	w := newTestWorker(t, p, Noop, WithRetention(time.Hour), WithInterval(time.Hour))
+	w := newTestOutbox(t, p, Noop{}, WithRetention(time.Hour), WithInterval(time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -458,7 +465,7 @@ type requeueStore struct {
 	claimed map[string]*Event
 }
 
-func (s *requeueStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+func (s *requeueStore) Claim(ctx context.Context, req storage.ClaimRequest) (*Claim, error) {
 	c, err := s.fakeStore.Claim(ctx, req)
 	if err != nil {
 		return c, err
@@ -474,7 +481,7 @@ func (s *requeueStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, err
 	return c, nil
 }
 
-func (s *requeueStore) Fail(ctx context.Context, token string, fs []Failure) (int, error) {
+func (s *requeueStore) Fail(ctx context.Context, token string, fs []storage.Failure) (int, error) {
 	n, _ := s.fakeStore.Fail(ctx, token, fs)
 	ids := make([]string, 0, len(fs))
 	for _, f := range fs {
@@ -509,7 +516,7 @@ func (s *requeueStore) markedCount() int {
 }
 
 // A batch in which every event failed as Unavailable is the broker's
-// failure as a whole: SyncResult.BrokerErr is set and the breaker counts
+// failure as a whole: Result.BrokerErr is set and the breaker counts
 // it, while each event's failed attempt is recorded as before (due again
 // at once, never buried). Events held back behind such a failure do not
 // make it the events' fault; one event that failed for its own sake does.
@@ -521,7 +528,7 @@ func TestUnavailableBatchIsABrokerFailure(t *testing.T) {
 	pub := PublisherFunc(func(context.Context, []*Event) error {
 		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": dropped, "e2": ErrHeldBack}}
 	})
-	w := newTestWorker(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Hour, time.Hour))
+	w := newTestOutbox(t, s, pub, WithMaxAttempts(3), WithBreaker(1, time.Hour, time.Hour))
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -530,7 +537,7 @@ func TestUnavailableBatchIsABrokerFailure(t *testing.T) {
 	if !errors.As(res.BrokerErr, &pe) || len(pe.Failed) != 3 {
 		t.Fatalf("BrokerErr = %v, want the *PublishError", res.BrokerErr)
 	}
-	if res.Failed != 2 || res.Buried != 0 || res.Released != 1 || fmt.Sprint(s.released) != "[e2]" {
+	if res.Failed != 2 || res.Dead != 0 || res.Released != 1 || fmt.Sprint(s.released) != "[e2]" {
 		t.Fatalf("result %+v, released %v", res, s.released)
 	}
 	for _, f := range s.failed {
@@ -546,7 +553,7 @@ func TestUnavailableBatchIsABrokerFailure(t *testing.T) {
 	pub2 := PublisherFunc(func(context.Context, []*Event) error {
 		return &PublishError{Failed: map[string]error{"e0": dropped, "e1": errors.New("invalid record")}}
 	})
-	w2 := newTestWorker(t, s2, pub2, WithBreaker(1, time.Hour, time.Hour))
+	w2 := newTestOutbox(t, s2, pub2, WithBreaker(1, time.Hour, time.Hour))
 	res, err = w2.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +584,7 @@ func TestRunRecoversFromAnOutageReportedEventByEvent(t *testing.T) {
 			}
 			const backlog = 30
 			s := &requeueStore{fakeStore: fakeStore{pending: events(backlog)}}
-			w := newTestWorker(t, s, pub, WithInterval(time.Hour), WithBatchSize(10),
+			w := newTestOutbox(t, s, pub, WithInterval(time.Hour), WithBatchSize(10),
 				WithBreaker(2, 5*time.Millisecond, 20*time.Millisecond))
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -647,7 +654,7 @@ func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
 		if err == nil || res.BrokerErr == nil {
 			t.Fatalf("Publish = %+v, %v; want a broker failure", res, err)
 		}
-		waitFor(t, func() bool { return o.Worker().Breaker().Open })
+		waitFor(t, func() bool { return o.Breaker().Open })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -656,7 +663,7 @@ func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
 	t.Run("claim failure", func(t *testing.T) {
 		t.Parallel()
 		s := &idClaimFailStore{}
-		o, err := New(s, Noop, WithInterval(time.Hour))
+		o, err := New(s, Noop{}, WithInterval(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -676,14 +683,14 @@ func TestPublishKicksTheRelayOnOutageAndClaimFailure(t *testing.T) {
 	t.Run("claim failure while the relay backs off", func(t *testing.T) {
 		t.Parallel()
 		s := &idClaimFailStore{relayFails: true}
-		o, err := New(s, Noop, WithInterval(time.Hour), WithBackoff(time.Hour, time.Hour))
+		o, err := New(s, Noop{}, WithInterval(time.Hour), WithBackoff(time.Hour, time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- o.Run(ctx) }()
-		waitFor(t, func() bool { return s.relayClaims.Load() == 1 && o.worker.storeFailing.Load() })
+		waitFor(t, func() bool { return s.relayClaims.Load() == 1 && o.storeFailing.Load() })
 		for range 5 {
 			if _, err := o.Publish(context.Background(), &Event{ID: "e0"}); err == nil {
 				t.Fatal("Publish succeeded although its claim failed")
@@ -708,7 +715,7 @@ type idClaimFailStore struct {
 	relayFails  bool // the relay's claims fail too
 }
 
-func (s *idClaimFailStore) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+func (s *idClaimFailStore) Claim(ctx context.Context, req storage.ClaimRequest) (*Claim, error) {
 	if req.IDs != nil {
 		return nil, errors.New("deadlock detected")
 	}

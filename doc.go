@@ -43,7 +43,8 @@
 // reschedules the rest with exponential backoff and jitter. An event that
 // fails MaxAttempts times, or with an error marked Permanent, is buried:
 // kept in the table as dead, with its last error. Several relays, in one
-// process or many, may share one table. Worker.SyncPending runs one pass.
+// process or many, may share one table. SyncPending runs one pass (the
+// call to make from a cron job or a test).
 //
 // # Guarantees
 //
@@ -59,7 +60,7 @@
 // immediate path never publish an event twice while nothing crashes.
 // Events with the same AggregateID reach the broker in the order they were
 // saved; a failing event holds back the later events of its aggregate only
-// (WithPerAggregateOrder, WithDeadBlocksAggregate). Higher Priority events
+// (WithPerAggregateOrder, WithSkipDead). Higher Priority events
 // are claimed first, never ahead of an earlier event of their aggregate.
 //
 // # Failures
@@ -71,22 +72,27 @@
 // outage and never buried for). When the broker fails whole batches, the
 // circuit breaker (WithBreaker) stops sending and probes it, with the
 // publisher's Ping if it is a Pinger; the first good probe drains the
-// backlog at full speed. Buried events can go to a dead-letter topic
-// (WithDeadLetterTopic) and to a hook (WithOnDead); sqlstore re-queues
-// them.
+// backlog at full speed. Dead events can go to a dead-letter topic
+// (WithDeadLetterTopic) and to a DeadHook; sqlstore re-queues them.
 //
 // # Observing
 //
 // WithHooks takes values implementing SaveHook, PublishHook, BreakerHook
-// or AlertHook, so metrics and tracing live in their own packages
-// (outboxprom, outboxotel). WithAlerts checks a StatsReader store's
-// figures; Worker.Ready and ReadyHandler serve a readiness probe.
+// or DeadHook, so metrics and tracing live in their own packages
+// (outboxprom, outboxotel, with alert rules and a dashboard beside them).
+// Ready tells a readiness probe whether the relay keeps up.
 //
 // # Configuration
 //
 // Options have visible defaults (DefaultInterval, DefaultBatchSize,
-// DefaultTimeout, ...) and are checked when New or NewWorker is called.
-// EnvOptions reads EVENT_SYNC_INTERVAL, EVENT_SYNC_BATCH_SIZE and
-// EVENT_SYNC_TIMEOUT for services configured by environment; the package
-// never reads the environment on its own.
+// DefaultTimeout, ...) and are checked when New is called: an invalid one
+// is an error wrapping ErrInvalidConfig that names it. The package never
+// reads the environment on its own.
+//
+// # Writing a store or a publisher
+//
+// A Store implementation works with the types of package storage and can
+// check itself against the outboxtest store suite. A Publisher reports a
+// partly failed batch as a *PublishError; the outboxtest publisher suite
+// checks one against a real broker.
 package outbox

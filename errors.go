@@ -17,11 +17,14 @@ var (
 	ErrNilExecutor = errors.New("outbox: nil executor (pass the caller's *sql.Tx or *sqlx.Tx)")
 
 	// ErrInvalidConfig is wrapped by every option that fails validation in
-	// New or NewWorker, and by EnvOptions for a malformed variable.
-	ErrInvalidConfig = errors.New("outbox: invalid configuration")
+	// New, and by the adapters' constructors for theirs. Its text has no
+	// package prefix: the message that wraps it starts with the package
+	// ("outbox: invalid configuration: ...", "kafka: invalid configuration: ...").
+	ErrInvalidConfig = errors.New("invalid configuration")
 
-	// ErrRunning is returned by Run when the same Worker is already running.
-	ErrRunning = errors.New("outbox: worker already running")
+	// ErrRunning is returned by Run when the same Outbox is already running
+	// its relay.
+	ErrRunning = errors.New("outbox: relay already running")
 
 	// ErrBreakerOpen is returned by Publish while the circuit breaker is
 	// open: the broker is known to be down, so the events are left, due at

@@ -8,7 +8,7 @@ import (
 
 // Hooks observe the outbox as data, so that metrics and tracing live
 // outside this package (see WithHooks). A hook implements any of SaveHook,
-// PublishHook, BreakerHook and AlertHook. Hooks run on the goroutine that
+// PublishHook, BreakerHook and DeadHook. Hooks run on the goroutine that
 // does the work: keep them fast and never block.
 
 // SaveHook is called by Save after validation, before the insert. It may
@@ -41,7 +41,7 @@ type PublishDone struct {
 	Duration  time.Duration    // spent in Publisher.Publish
 	AckedAt   time.Time        // when the publisher returned
 	Failed    map[string]error // events not acknowledged, by ID; the rest were
-	Buried    []string         // IDs of the events buried now
+	Dead      []string         // IDs of the events that this batch made dead
 	BrokerErr error            // set when the broker failed the whole batch
 }
 
@@ -50,42 +50,17 @@ type BreakerHook interface {
 	BreakerChanged(ctx context.Context, s BreakerState)
 }
 
-// AlertHook is told when a threshold of WithAlerts is crossed, and again
-// when it clears.
-type AlertHook interface {
-	Alert(ctx context.Context, a Alert)
-}
-
-// Alert is a change of an alert's state.
-type Alert struct {
-	Firing bool   // crossed (true) or cleared (false)
-	Reason string // which threshold, with the figures
-	Stats  Stats  // what the store reported
-}
-
-// Stats are the figures operators watch. A Store that can compute them
-// implements StatsReader.
-type Stats struct {
-	Pending          int64            // committed, not yet acknowledged, not buried
-	PendingByType    map[string]int64 // Pending by event type
-	OldestPendingAge time.Duration    // age of the oldest pending event; 0 with none
-	Dead             int64            // buried events
-	Synced           int64            // events acknowledged within the window asked for
-	AvgSyncLatency   time.Duration    // mean created → synced within the window
-	P99SyncLatency   time.Duration    // 99th percentile of the same
-}
-
-// StatsReader is implemented by a Store that computes Stats. window bounds
-// Synced and the latencies to events synced in the last window.
-type StatsReader interface {
-	Stats(ctx context.Context, window time.Duration) (Stats, error)
+// DeadHook is told of each event the relay made dead (buried), with the
+// error that did it, once that is recorded in the store.
+type DeadHook interface {
+	EventDead(ctx context.Context, e *Event, err error)
 }
 
 type hooks struct {
 	save    []SaveHook
 	publish []PublishHook
 	breaker []BreakerHook
-	alert   []AlertHook
+	dead    []DeadHook
 }
 
 func (h *hooks) add(v any) error {
@@ -99,11 +74,11 @@ func (h *hooks) add(v any) error {
 	if x, is := v.(BreakerHook); is {
 		h.breaker, ok = append(h.breaker, x), true
 	}
-	if x, is := v.(AlertHook); is {
-		h.alert, ok = append(h.alert, x), true
+	if x, is := v.(DeadHook); is {
+		h.dead, ok = append(h.dead, x), true
 	}
 	if !ok {
-		return fmt.Errorf("%w: hook %T implements none of SaveHook, PublishHook, BreakerHook, AlertHook", ErrInvalidConfig, v)
+		return fmt.Errorf("outbox: %w: hook %T implements none of SaveHook, PublishHook, BreakerHook, DeadHook", ErrInvalidConfig, v)
 	}
 	return nil
 }
@@ -124,5 +99,11 @@ func (h *hooks) afterPublish(ctx context.Context, d PublishDone) {
 func (h *hooks) breakerChanged(ctx context.Context, s BreakerState) {
 	for _, x := range h.breaker {
 		x.BreakerChanged(ctx, s)
+	}
+}
+
+func (h *hooks) eventDead(ctx context.Context, e *Event, err error) {
+	for _, x := range h.dead {
+		x.EventDead(ctx, e, err)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +19,6 @@ type recordingHook struct {
 	started  []PublishStart
 	done     []PublishDone
 	breakers []BreakerState
-	alerts   []Alert
 	sawCtx   bool
 }
 
@@ -56,12 +53,6 @@ func (h *recordingHook) BreakerChanged(ctx context.Context, s BreakerState) {
 	h.breakers = append(h.breakers, s)
 }
 
-func (h *recordingHook) Alert(ctx context.Context, a Alert) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.alerts = append(h.alerts, a)
-}
-
 func TestHooksSeeSavePublishAndBreaker(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{}
@@ -88,22 +79,22 @@ func TestHooksSeeSavePublishAndBreaker(t *testing.T) {
 		t.Fatalf("BeforeSave saw %d events; headers %v", h.saved, evs[0].Headers)
 	}
 	s.pending = evs
-	if _, err := o.Worker().SyncPending(context.Background(), 10); err != nil {
+	if _, err := o.SyncPending(context.Background(), 10); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.done) != 1 || h.done[0].Immediate || len(h.done[0].Failed) != 1 || len(h.done[0].Buried) != 1 || h.done[0].Buried[0] != evs[1].ID {
+	if len(h.done) != 1 || h.done[0].Immediate || len(h.done[0].Failed) != 1 || len(h.done[0].Dead) != 1 || h.done[0].Dead[0] != evs[1].ID {
 		t.Fatalf("AfterPublish got %+v", h.done)
 	}
 	down = true
 	s.pending = []*Event{{ID: "z", Topic: "t", Type: "x"}}
-	o.Worker().SyncPending(context.Background(), 10)
+	o.SyncPending(context.Background(), 10)
 	if len(h.breakers) != 1 || !h.breakers[0].Open {
 		t.Fatalf("breaker changes %+v, want it opened", h.breakers)
 	}
 	if d := h.done[len(h.done)-1]; d.BrokerErr == nil {
 		t.Error("AfterPublish was not told the broker failed the batch")
 	}
-	if _, err := New(s, Noop, WithHooks(struct{}{})); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(s, Noop{}, WithHooks(struct{}{})); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("a hook implementing nothing was accepted: %v", err)
 	}
 }
@@ -122,53 +113,6 @@ func (s *statsStore) Stats(context.Context, time.Duration) (Stats, error) {
 }
 
 func (s *statsStore) set(st Stats) { s.smu.Lock(); s.stats = st; s.smu.Unlock() }
-
-func TestAlertsFireAndClear(t *testing.T) {
-	t.Parallel()
-	s := &statsStore{}
-	h := &recordingHook{}
-	if _, err := NewWorker(&fakeStore{}, Noop, WithAlerts(Alerts{Pending: 1})); !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("alerts over a store without stats: %v", err)
-	}
-	logs := &logRecorder{}
-	w := newTestWorker(t, s, Noop, WithHooks(h), WithInterval(time.Millisecond), WithLogger(slog.New(logs)),
-		WithAlerts(Alerts{Pending: 100, OldestAge: time.Minute, Every: time.Millisecond}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	alerts := func() []Alert { h.mu.Lock(); defer h.mu.Unlock(); return append([]Alert(nil), h.alerts...) }
-
-	s.set(Stats{Pending: 101, OldestPendingAge: 2 * time.Minute})
-	waitFor(t, func() bool { return len(alerts()) == 1 })
-	s.set(Stats{Pending: 5})
-	waitFor(t, func() bool { return len(alerts()) == 2 })
-	time.Sleep(20 * time.Millisecond) // no repeats while nothing changes
-	cancel()
-	<-done
-	got := alerts()
-	if len(got) != 2 || !got[0].Firing || got[1].Firing {
-		t.Fatalf("alerts %+v", got)
-	}
-	if !strings.Contains(got[0].Reason, "101 events pending") || !strings.Contains(got[0].Reason, "oldest pending event is 2m0s old") {
-		t.Errorf("reason %q", got[0].Reason)
-	}
-	// A slog warning when the alert fires and again when it clears.
-	var records []slog.Record
-	for _, r := range logs.all() {
-		if strings.HasPrefix(r.Message, "outbox: alert") {
-			records = append(records, r)
-		}
-	}
-	if len(records) != 2 {
-		t.Fatalf("%d alert log records, want 2", len(records))
-	}
-	if r := records[0]; r.Level != slog.LevelWarn || !strings.Contains(r.Message, "101 events pending") {
-		t.Errorf("alert logged at %v: %q; want a warning with the reason", r.Level, r.Message)
-	}
-	if r := records[1]; r.Level != slog.LevelWarn || r.Message != "outbox: alert cleared" {
-		t.Errorf("clearance logged at %v: %q; want a warning", r.Level, r.Message)
-	}
-}
 
 // logRecorder is a slog.Handler that keeps every record.
 type logRecorder struct {
@@ -197,7 +141,7 @@ func (l *logRecorder) all() []slog.Record {
 func TestReadiness(t *testing.T) {
 	t.Parallel()
 	s := &statsStore{}
-	w := newTestWorker(t, s, Noop, WithBreaker(1, time.Hour, time.Hour))
+	w := newTestOutbox(t, s, Noop{}, WithBreaker(1, time.Hour, time.Hour))
 	r := Readiness{MaxPendingAge: time.Minute, MaxBreakerOpen: 10 * time.Millisecond}
 	ctx := context.Background()
 	if err := w.Ready(ctx, r); err != nil {
@@ -207,11 +151,6 @@ func TestReadiness(t *testing.T) {
 	if err := w.Ready(ctx, r); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "oldest pending") {
 		t.Fatalf("old backlog: %v", err)
 	}
-	rec := httptest.NewRecorder()
-	w.ReadyHandler(r).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"ready":false`) {
-		t.Fatalf("handler: %d %s", rec.Code, rec.Body)
-	}
 	s.set(Stats{})
 	w.breaker.failure(time.Now())
 	time.Sleep(20 * time.Millisecond)
@@ -219,9 +158,7 @@ func TestReadiness(t *testing.T) {
 		t.Fatalf("breaker open too long: %v", err)
 	}
 	w.breaker.success()
-	rec = httptest.NewRecorder()
-	w.ReadyHandler(r).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("handler after recovery: %d %s", rec.Code, rec.Body)
+	if err := w.Ready(ctx, r); err != nil {
+		t.Fatalf("ready after recovery: %v", err)
 	}
 }

@@ -1,11 +1,8 @@
 package outbox
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -34,19 +31,9 @@ const (
 	DefaultProbeMin         = 100 * time.Millisecond // WithBreaker
 	DefaultProbeMax         = 5 * time.Second        // WithBreaker
 	MaxProbe                = time.Hour              // the longest probe delay WithBreaker accepts
-
-	RetentionEvery = time.Minute // how often the relay purges, with WithRetention
 )
 
-// The environment variables read by EnvOptions, named as in the system the
-// outbox grew out of.
-const (
-	EnvInterval  = "EVENT_SYNC_INTERVAL"   // a Go duration ("10s") or whole seconds ("10")
-	EnvBatchSize = "EVENT_SYNC_BATCH_SIZE" // a whole number
-	EnvTimeout   = "EVENT_SYNC_TIMEOUT"    // a Go duration or whole seconds
-)
-
-// Option configures New and NewWorker.
+// Option configures New.
 type Option func(*config)
 
 type config struct {
@@ -61,35 +48,21 @@ type config struct {
 	logger      *slog.Logger
 
 	unordered bool // per-aggregate order off
-	passDead  bool // a buried event does not hold its aggregate
+	skipDead  bool // a dead event does not hold its aggregate
 
 	breakerThreshold int
 	probeMin         time.Duration
 	probeMax         time.Duration
 
 	deadLetterTopic string
-	onDead          func(ctx context.Context, e *Event, err error)
 	retention       time.Duration
 
 	hooks   hooks
 	hookErr error
-	alerts  Alerts
 }
-
-// Alerts are thresholds on the store's figures (see WithAlerts). A zero
-// threshold is not checked.
-type Alerts struct {
-	Pending   int64         // fire when more events than this are pending
-	OldestAge time.Duration // fire when the oldest pending event is older
-	Every     time.Duration // how often to check; defaults to DefaultAlertEvery
-}
-
-// DefaultAlertEvery is how often WithAlerts checks, unless Alerts.Every
-// says otherwise.
-const DefaultAlertEvery = 30 * time.Second
 
 // WithHooks adds hooks that observe the outbox: values implementing any
-// of SaveHook, PublishHook, BreakerHook and AlertHook (a metrics or a
+// of SaveHook, PublishHook, BreakerHook and DeadHook (a metrics or a
 // tracing adapter, say). A value implementing none is a construction
 // error.
 func WithHooks(hs ...any) Option {
@@ -101,12 +74,6 @@ func WithHooks(hs ...any) Option {
 		}
 	}
 }
-
-// WithAlerts makes Run check the store's figures every a.Every and, when a
-// threshold is crossed, log a warning and tell the AlertHooks; once it
-// clears, log and tell them again. The store must implement StatsReader.
-// Defaults to no alerts.
-func WithAlerts(a Alerts) Option { return func(c *config) { c.alerts = a } }
 
 // WithInterval sets how often the relay looks for due events when nothing
 // wakes it sooner. Defaults to DefaultInterval (10s); at least MinInterval.
@@ -151,10 +118,10 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // relay, for throughput when consumers do not care about order.
 func WithPerAggregateOrder(on bool) Option { return func(c *config) { c.unordered = !on } }
 
-// WithDeadBlocksAggregate says what a buried event does to later events of
-// its aggregate: hold them until it is re-queued (true, the default, so
-// order is never broken) or let them go past it (false).
-func WithDeadBlocksAggregate(block bool) Option { return func(c *config) { c.passDead = !block } }
+// WithSkipDead says what a dead event does to the later events of its
+// aggregate: with skip false, the default, it holds them until it is
+// re-queued, so order is never broken; with skip true they go past it.
+func WithSkipDead(skip bool) Option { return func(c *config) { c.skipDead = skip } }
 
 // WithBreaker configures the circuit breaker around the publisher. After
 // threshold passes in a row in which the broker failed a whole batch
@@ -174,16 +141,9 @@ func WithBreaker(threshold int, probeMin, probeMax time.Duration) Option {
 // not buried yet but retried later. Defaults to no dead-letter topic.
 func WithDeadLetterTopic(topic string) Option { return func(c *config) { c.deadLetterTopic = topic } }
 
-// WithOnDead sets a function called for each event the relay buried, with
-// the error that buried it. It runs on the relay's goroutine: keep it
-// short. Defaults to none (burials are logged at Error).
-func WithOnDead(f func(ctx context.Context, e *Event, err error)) Option {
-	return func(c *config) { c.onDead = f }
-}
-
-// WithRetention makes Run delete events synced longer than age ago, every
-// RetentionEvery, in batches of the batch size so the table is never
-// locked for long. The store must implement Purger. Defaults to 0: synced
+// WithRetention makes Run delete events synced longer than age ago, once a
+// minute, in batches of the batch size so the table is never
+// locked for long. The store must implement storage.Purger. Defaults to 0: synced
 // events are kept, and the table doubles as an audit log.
 func WithRetention(age time.Duration) Option { return func(c *config) { c.retention = age } }
 
@@ -218,15 +178,12 @@ func newConfig(opts []Option) (config, error) {
 	}
 	def(&c.probeMin, DefaultProbeMin)
 	def(&c.probeMax, DefaultProbeMax)
-	if c.alerts != (Alerts{}) && c.alerts.Every == 0 {
-		c.alerts.Every = DefaultAlertEvery
-	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 
 	bad := func(format string, args ...any) (config, error) {
-		return config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+		return config{}, fmt.Errorf("outbox: %w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
 	case c.interval < MinInterval:
@@ -249,60 +206,10 @@ func newConfig(opts []Option) (config, error) {
 		return bad("Breaker probe delays %v..%v are not a range of positive durations up to MaxProbe (%v)", c.probeMin, c.probeMax, MaxProbe)
 	case c.hookErr != nil:
 		return config{}, c.hookErr
-	case c.alerts.Pending < 0 || c.alerts.OldestAge < 0 || c.alerts.Every < 0:
-		return bad("Alerts thresholds must not be negative")
 	case c.retention < 0:
 		return bad("Retention %v is negative", c.retention)
 	case c.deadLetterTopic != "" && (len(c.deadLetterTopic) > MaxNameLength || !utf8.ValidString(c.deadLetterTopic)):
 		return bad("DeadLetterTopic must be valid UTF-8 of at most %d bytes", MaxNameLength)
 	}
 	return c, nil
-}
-
-// EnvOptions reads EVENT_SYNC_INTERVAL, EVENT_SYNC_BATCH_SIZE and
-// EVENT_SYNC_TIMEOUT through lookup (pass os.LookupEnv) and returns the
-// options they set; unset or empty variables set nothing. The outbox never
-// reads the environment on its own. A malformed value is an error naming
-// the variable; limits are checked by New and NewWorker.
-func EnvOptions(lookup func(string) (string, bool)) ([]Option, error) {
-	var opts []Option
-	get := func(name string) (string, bool) {
-		v, ok := lookup(name)
-		v = strings.TrimSpace(v)
-		return v, ok && v != ""
-	}
-	if v, ok := get(EnvInterval); ok {
-		d, err := parseSeconds(EnvInterval, v)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, WithInterval(d))
-	}
-	if v, ok := get(EnvBatchSize); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%w: %s=%q is not a positive whole number", ErrInvalidConfig, EnvBatchSize, v)
-		}
-		opts = append(opts, WithBatchSize(n))
-	}
-	if v, ok := get(EnvTimeout); ok {
-		d, err := parseSeconds(EnvTimeout, v)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, WithTimeout(d))
-	}
-	return opts, nil
-}
-
-// parseSeconds accepts a Go duration ("1m30s") or whole seconds ("90").
-func parseSeconds(name, v string) (time.Duration, error) {
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < 1<<31 {
-		return time.Duration(n) * time.Second, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%w: %s=%q is not a positive duration such as \"10s\" or \"10\"", ErrInvalidConfig, name, v)
-	}
-	return d, nil
 }

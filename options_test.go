@@ -46,57 +46,7 @@ func TestInvalidOptions(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewWorker(nil, Noop); !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("NewWorker(nil store) = %v", err)
+	if _, err := New(nil, Noop{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("New(nil store) = %v", err)
 	}
-}
-
-func TestEnvOptions(t *testing.T) {
-	t.Parallel()
-	env := func(m map[string]string) func(string) (string, bool) {
-		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-	}
-	opts, err := EnvOptions(env(map[string]string{
-		EnvInterval: "250ms", EnvBatchSize: " 500 ", EnvTimeout: "7",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := newConfig(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.interval != 250*time.Millisecond || c.batchSize != 500 || c.timeout != 7*time.Second {
-		t.Errorf("got interval %v batch %d timeout %v", c.interval, c.batchSize, c.timeout)
-	}
-
-	if opts, err := EnvOptions(env(map[string]string{EnvInterval: ""})); err != nil || len(opts) != 0 {
-		t.Errorf("empty variable: %v %d options", err, len(opts))
-	}
-	for name, bad := range map[string]string{EnvInterval: "soon", EnvBatchSize: "1.5", EnvTimeout: "-3s"} {
-		_, err := EnvOptions(env(map[string]string{name: bad}))
-		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), name) {
-			t.Errorf("%s=%q: err = %v, want ErrInvalidConfig naming the variable", name, bad, err)
-		}
-	}
-	// Limits are checked at construction, naming the option.
-	opts, _ = EnvOptions(env(map[string]string{EnvBatchSize: "1000000"}))
-	if _, err := newConfig(opts); !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("batch size 1000000 accepted: %v", err)
-	}
-}
-
-func FuzzParseSeconds(f *testing.F) {
-	for _, s := range []string{"10", "10s", "1m30s", "0", "-1", "abc", "9999999999999"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		d, err := parseSeconds("X", s)
-		if err == nil && d <= 0 {
-			t.Fatalf("parseSeconds(%q) = %v without error", s, d)
-		}
-		if err != nil && !errors.Is(err, ErrInvalidConfig) {
-			t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
-		}
-	})
 }

@@ -6,26 +6,71 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"time"
+
+	"github.com/eventsync/outbox/storage"
 )
 
-// Outbox ties the pieces together: Save writes events in the caller's
-// transaction, Publish sends them at once after commit, and the relay
-// (Run) delivers whatever that left pending. It is safe for concurrent use.
+// Outbox is the SDK's one entry point. Save writes events in the caller's
+// transaction, Publish sends them at once after commit, and the relay (Run,
+// or one pass with SyncPending) delivers whatever that left pending, with
+// retries, backoff, a circuit breaker and burial of poison events. Any
+// number of Outboxes, in one process or many, may share one Store. It is
+// safe for concurrent use.
 type Outbox struct {
-	store  Store
-	worker *Worker
-	cfg    config
+	store   Store
+	pub     Publisher
+	cfg     config
+	breaker *breaker
+	kick    chan struct{}
+	running atomic.Bool
+	// deferred is set when Publish left events for the relay (held behind
+	// an earlier event of their aggregate that was in flight); the next
+	// mark kicks the relay so they follow at once, not an interval later.
+	deferred atomic.Bool
+	errRun   int // store errors in a row; used by Run only
+	// storeFailing is set while Run backs off after store errors, so that
+	// Publish, whose own claim failed, does not wake it before its time.
+	storeFailing atomic.Bool
+}
+
+// Result counts what one publication or relay pass did.
+type Result struct {
+	Claimed  int // events claimed
+	Synced   int // acknowledged by the broker and marked synced
+	Failed   int // not acknowledged; rescheduled
+	Dead     int // not acknowledged and made dead (buried)
+	Released int // given back unattempted (the pass was stopped, or held back)
+
+	// BrokerErr is set when the publisher failed the whole batch (the
+	// broker unreachable or timing out): with a plain error, or with a
+	// *PublishError in which no event was acknowledged and every failure
+	// is Unavailable or held back behind one (ErrHeldBack). Such a failure
+	// counts an attempt but never makes an event dead; the circuit breaker
+	// paces the retries.
+	BrokerErr error
 }
 
 // New returns an Outbox over store and pub. See the With* options for its
-// settings and their defaults.
+// settings and their defaults; an invalid one is an error wrapping
+// ErrInvalidConfig that names it.
 func New(store Store, pub Publisher, opts ...Option) (*Outbox, error) {
-	w, err := NewWorker(store, pub, opts...)
+	if isNil(store) || isNil(pub) {
+		return nil, fmt.Errorf("outbox: %w: store and publisher are required", ErrInvalidConfig)
+	}
+	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Outbox{store: store, worker: w, cfg: w.cfg}, nil
+	if _, ok := store.(storage.Purger); cfg.retention > 0 && !ok {
+		return nil, fmt.Errorf("outbox: %w: Retention is set but the store (%T) cannot purge", ErrInvalidConfig, store)
+	}
+	return &Outbox{
+		store: store, pub: pub, cfg: cfg,
+		breaker: newBreaker(cfg.breakerThreshold, cfg.probeMin, cfg.probeMax),
+		kick:    make(chan struct{}, 1),
+	}, nil
 }
 
 // Save validates events, gives each an ID (a UUIDv7) and CreatedAt when
@@ -67,13 +112,12 @@ func (o *Outbox) Save(ctx context.Context, exec Executor, events ...*Event) erro
 // The result counts what it claimed and published; events it did not claim
 // were left for the relay. A non-nil error means some events were not
 // published now. They are safe in the table and the relay delivers them
-// with backoff: it is never a reason to fail the business operation. Publish runs on its own timeout
-// (WithTimeout), detached from ctx's cancellation, so a request that ends
-// right after commit does not abort its own publication.
-func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, error) {
-	if len(events) == 0 {
-		return SyncResult{}, nil
-	}
+// with backoff: it is never a reason to fail the business operation.
+// Publish runs on its own timeout (WithTimeout), detached from ctx's
+// cancellation, so a request that ends right after commit does not abort
+// its own publication; an immediate publication that runs out of time
+// gives its events back to the relay without counting an attempt.
+func (o *Outbox) Publish(ctx context.Context, events ...*Event) (Result, error) {
 	ids := make([]string, 0, len(events))
 	for _, e := range events {
 		if e != nil && e.ID != "" {
@@ -81,42 +125,42 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (SyncResult, err
 		}
 	}
 	if len(ids) == 0 {
-		return SyncResult{}, nil
+		return Result{}, nil
 	}
-	if o.worker.breaker.isOpen() {
-		return SyncResult{}, ErrBreakerOpen
+	if o.breaker.isOpen() {
+		return Result{}, ErrBreakerOpen
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.timeout)
+	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), o.cfg.timeout, errImmediateTimeout)
 	defer cancel()
-	claim, err := o.store.Claim(ctx, o.worker.claimRequest(len(ids), ids))
+	claim, err := o.store.Claim(ctx, o.claimRequest(len(ids), ids))
 	if err != nil {
 		// The events are committed and due: let the relay try them now,
 		// not an interval later, unless it is already backing off after
 		// store errors of its own (waking it would retry a failing
 		// database at the rate of requests).
-		if !o.worker.storeFailing.Load() {
-			o.worker.Kick()
+		if !o.storeFailing.Load() {
+			o.Kick()
 		}
-		return SyncResult{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
+		return Result{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
 	if len(claim.Events) < len(ids) {
 		// Some were not claimable: most likely held behind an earlier event
 		// of their aggregate that is being published right now. Wake the
 		// relay now and again after the next mark, whichever comes first.
-		o.worker.deferred.Store(true)
-		o.worker.Kick()
+		o.deferred.Store(true)
+		o.Kick()
 	}
-	res, err := o.worker.deliver(ctx, ctx, claim, true)
+	res, err := o.deliver(ctx, claim, true)
 	if res.BrokerErr != nil {
 		// The broker failed the batch, as a whole or event by event: the
 		// events are due again at once; let the relay retry them and count
 		// toward the breaker.
-		o.worker.Kick()
+		o.Kick()
 	}
 	if err != nil {
 		return res, err
 	}
-	if n := res.Failed + res.Buried + res.Released; n > 0 {
+	if n := res.Failed + res.Dead + res.Released; n > 0 {
 		return res, fmt.Errorf("outbox: publish: %d of %d events not acknowledged; the relay will retry them", n, len(claim.Events))
 	}
 	return res, nil
@@ -182,12 +226,6 @@ func (o *Outbox) Transact(ctx context.Context, db TxBeginner, fn func(tx *Tx) er
 	}
 	return nil
 }
-
-// Run runs the relay until ctx ends; see Worker.Run.
-func (o *Outbox) Run(ctx context.Context) error { return o.worker.Run(ctx) }
-
-// Worker returns the Outbox's relay, for SyncPending or Kick.
-func (o *Outbox) Worker() *Worker { return o.worker }
 
 // isNil reports whether v is nil or a nil pointer in an interface.
 func isNil(v any) bool {

@@ -27,7 +27,10 @@ func (f PublisherFunc) Publish(ctx context.Context, events []*Event) error { ret
 
 // Noop is a Publisher that acknowledges every event without sending it
 // anywhere: a relay over it marks the whole backlog synced.
-var Noop Publisher = PublisherFunc(func(context.Context, []*Event) error { return nil })
+type Noop struct{}
+
+// Publish acknowledges events without sending them.
+func (Noop) Publish(context.Context, []*Event) error { return nil }
 
 // Pinger is implemented by a Publisher that can check its broker cheaply
 // (a Redis PING, a Kafka metadata request). The circuit breaker probes

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"testing"
+
+	"github.com/eventsync/outbox/storage"
 )
 
 // benchNopStore accepts every insert and claims nothing: what is left is
@@ -11,12 +13,12 @@ import (
 type benchNopStore struct{}
 
 func (benchNopStore) Insert(context.Context, Executor, []*Event) error { return nil }
-func (benchNopStore) Claim(context.Context, ClaimRequest) (*Claim, error) {
+func (benchNopStore) Claim(context.Context, storage.ClaimRequest) (*Claim, error) {
 	return &Claim{}, nil
 }
-func (benchNopStore) MarkSynced(context.Context, string, []string) (int, error) { return 0, nil }
-func (benchNopStore) Fail(context.Context, string, []Failure) (int, error)      { return 0, nil }
-func (benchNopStore) Release(context.Context, string, []string) (int, error)    { return 0, nil }
+func (benchNopStore) MarkSynced(context.Context, string, []string) (int, error)    { return 0, nil }
+func (benchNopStore) Fail(context.Context, string, []storage.Failure) (int, error) { return 0, nil }
+func (benchNopStore) Release(context.Context, string, []string) (int, error)       { return 0, nil }
 
 type benchNopExec struct{}
 
@@ -25,7 +27,7 @@ func (benchNopExec) ExecContext(context.Context, string, ...any) (sql.Result, er
 // BenchmarkSave measures Save's work in front of the store for one event
 // and for a batch of 100.
 func BenchmarkSave(b *testing.B) {
-	ob, err := New(benchNopStore{}, Noop)
+	ob, err := New(benchNopStore{}, Noop{})
 	if err != nil {
 		b.Fatal(err)
 	}

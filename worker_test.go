@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventsync/outbox/storage"
 	"go.uber.org/goleak"
 )
 
@@ -20,12 +21,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeStore struct {
 	mu        sync.Mutex
 	pending   []*Event
-	requests  []ClaimRequest
+	requests  []storage.ClaimRequest
 	claimErr  error
 	markErr   error
 	markFails int // the next markFails marks fail with a passing error
 	marked    []string
-	failed    []Failure
+	failed    []storage.Failure
 	released  []string
 	inserts   int // calls of Insert
 }
@@ -37,7 +38,7 @@ func (s *fakeStore) Insert(context.Context, Executor, []*Event) error {
 	return nil
 }
 
-func (s *fakeStore) Claim(_ context.Context, req ClaimRequest) (*Claim, error) {
+func (s *fakeStore) Claim(_ context.Context, req storage.ClaimRequest) (*Claim, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, req)
@@ -64,7 +65,7 @@ func (s *fakeStore) MarkSynced(_ context.Context, token string, ids []string) (i
 	return len(ids), nil
 }
 
-func (s *fakeStore) Fail(_ context.Context, token string, f []Failure) (int, error) {
+func (s *fakeStore) Fail(_ context.Context, token string, f []storage.Failure) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failed = append(s.failed, f...)
@@ -86,9 +87,9 @@ func events(n int) []*Event {
 	return out
 }
 
-func newTestWorker(t *testing.T, s Store, p Publisher, opts ...Option) *Worker {
+func newTestOutbox(t *testing.T, s Store, p Publisher, opts ...Option) *Outbox {
 	t.Helper()
-	w, err := NewWorker(s, p, opts...)
+	w, err := New(s, p, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestPartialFailureMarksOnlyAcknowledged(t *testing.T) {
 			"e3": errors.New("again"),
 		}}
 	})
-	w := newTestWorker(t, s, pub, WithMaxAttempts(5), WithBackoff(time.Second, time.Minute))
+	w := newTestOutbox(t, s, pub, WithMaxAttempts(5), WithBackoff(time.Second, time.Minute))
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func TestPartialFailureMarksOnlyAcknowledged(t *testing.T) {
 	if fmt.Sprint(s.marked) != "[e0]" {
 		t.Errorf("marked %v, want only e0", s.marked)
 	}
-	if res != (SyncResult{Claimed: 4, Synced: 1, Failed: 1, Buried: 2}) {
+	if res != (Result{Claimed: 4, Synced: 1, Failed: 1, Dead: 2}) {
 		t.Errorf("result %+v", res)
 	}
 	want := map[string]bool{"e1": false, "e2": true, "e3": true} // dead?
@@ -135,7 +136,7 @@ func TestWholeBatchFailure(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{pending: events(3)}
 	down := errors.New("connection refused")
-	w := newTestWorker(t, s, PublisherFunc(func(context.Context, []*Event) error { return down }))
+	w := newTestOutbox(t, s, PublisherFunc(func(context.Context, []*Event) error { return down }))
 	res, err := w.SyncPending(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +152,7 @@ func TestWholeBatchFailure(t *testing.T) {
 func TestMarkFailureIsReported(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{pending: events(2), markErr: errors.New("db gone")}
-	w := newTestWorker(t, s, Noop)
+	w := newTestOutbox(t, s, Noop{})
 	_, err := w.SyncPending(context.Background(), 10)
 	if err == nil || !errors.Is(err, s.markErr) {
 		t.Fatalf("err = %v, want the mark failure", err)
@@ -164,7 +165,7 @@ func TestMarkFailureIsReported(t *testing.T) {
 func TestClaimFailureIsReported(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{claimErr: errors.New("db gone")}
-	w := newTestWorker(t, s, Noop)
+	w := newTestOutbox(t, s, Noop{})
 	if _, err := w.SyncPending(context.Background(), 10); !errors.Is(err, s.claimErr) {
 		t.Fatalf("err = %v", err)
 	}
@@ -178,7 +179,7 @@ func TestStopReleasesInsteadOfCountingAttempt(t *testing.T) {
 		cancel() // the relay is stopped mid-publish; e0 was already acknowledged
 		return &PublishError{Failed: map[string]error{"e1": ctx.Err(), "e2": ctx.Err()}}
 	})
-	w := newTestWorker(t, s, pub)
+	w := newTestOutbox(t, s, pub)
 	res, err := w.SyncPending(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +194,7 @@ func TestStopReleasesInsteadOfCountingAttempt(t *testing.T) {
 
 func TestBackoffDoublesWithJitterAndCap(t *testing.T) {
 	t.Parallel()
-	w := newTestWorker(t, &fakeStore{}, Noop, WithBackoff(time.Second, 10*time.Second))
+	w := newTestOutbox(t, &fakeStore{}, Noop{}, WithBackoff(time.Second, 10*time.Second))
 	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 60: 10 * time.Second} {
 		for range 50 {
 			d := w.backoff(attempt)
@@ -207,7 +208,7 @@ func TestBackoffDoublesWithJitterAndCap(t *testing.T) {
 func TestRunDrainsKicksAndStops(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{pending: events(25)}
-	w := newTestWorker(t, s, Noop, WithBatchSize(10), WithInterval(time.Hour))
+	w := newTestOutbox(t, s, Noop{}, WithBatchSize(10), WithInterval(time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -243,7 +244,7 @@ func TestRunDrainsKicksAndStops(t *testing.T) {
 func TestSaveRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{}
-	o, err := New(s, Noop)
+	o, err := New(s, Noop{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +284,7 @@ func TestSaveRefusesInvalidEventsAndWritesNothing(t *testing.T) {
 			t.Parallel()
 			s := &fakeStore{}
 			h := &recordingHook{}
-			o, err := New(s, Noop, WithMaxPayloadBytes(limit), WithHooks(h))
+			o, err := New(s, Noop{}, WithMaxPayloadBytes(limit), WithHooks(h))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,7 +333,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestPassingMarkFailureIsRetried(t *testing.T) {
 	t.Parallel()
 	s := &fakeStore{pending: events(2), markFails: 2}
-	w := newTestWorker(t, s, Noop)
+	w := newTestOutbox(t, s, Noop{})
 	res, err := w.SyncPending(context.Background(), 10)
 	if err != nil || res.Synced != 2 || len(s.marked) != 2 {
 		t.Fatalf("after two passing mark failures: %+v %v, marked %v", res, err, s.marked)

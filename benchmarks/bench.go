@@ -253,7 +253,7 @@ func fill(ctx context.Context, db *sqlx.DB, ob *outbox.Outbox, n, aggregates int
 // aggregates aggregates, then has the database gather the table's
 // statistics.
 func fillStore(ctx context.Context, db *sqlx.DB, st *sqlstore.Store, n, aggregates int, topic string) error {
-	ob, err := outbox.New(st, outbox.Noop)
+	ob, err := outbox.New(st, outbox.Noop{})
 	if err != nil {
 		return err
 	}

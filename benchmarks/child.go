@@ -69,7 +69,7 @@ func childMain(args []string) int {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range *relays {
-		w, err := outbox.NewWorker(cs, pub, outbox.WithBatchSize(*batch))
+		w, err := outbox.New(cs, pub, outbox.WithBatchSize(*batch))
 		if err != nil {
 			return fail(err)
 		}

@@ -75,9 +75,9 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	}
 	defer closePub()
 	cs := newCountingStore(st, o.n)
-	ws := make([]*outbox.Worker, o.relays)
+	ws := make([]*outbox.Outbox, o.relays)
 	for i := range ws {
-		if ws[i], err = outbox.NewWorker(cs, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
+		if ws[i], err = outbox.New(cs, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
 			return nil, err
 		}
 	}

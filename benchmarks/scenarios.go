@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/kafka"
+	"github.com/eventsync/outbox/storage"
 )
 
 // runKafkaRelay measures the relay from Postgres to an in-process Kafka
@@ -138,7 +139,7 @@ func (b *bench) latency(ctx context.Context, mode string, n int) (*Result, error
 	if err != nil {
 		return nil, err
 	}
-	_, notifies := any(st).(outbox.Notifier)
+	_, notifies := any(st).(storage.Notifier)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if mode == "relay_notify" {
@@ -254,7 +255,7 @@ func (b *bench) saveCost(ctx context.Context, n int) (plain, save *Result, err e
 	if _, err := b.pg.ExecContext(ctx, "CREATE TABLE "+plainTable+" (LIKE "+table+" INCLUDING ALL)"); err != nil {
 		return nil, nil, err
 	}
-	ob, err := outbox.New(st, outbox.Noop)
+	ob, err := outbox.New(st, outbox.Noop{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -305,7 +306,7 @@ func (b *bench) saveRoundTrips(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer b.drop(b.pg, table)
-	ob, err := outbox.New(st, outbox.Noop)
+	ob, err := outbox.New(st, outbox.Noop{})
 	if err != nil {
 		return nil, err
 	}

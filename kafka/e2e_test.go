@@ -74,11 +74,11 @@ func testRelay(t *testing.T, db *sqlx.DB, table string) {
 		t.Fatal(err)
 	}
 
-	res, err := ob.Worker().SyncPending(ctx, 1000)
+	res, err := ob.SyncPending(ctx, 1000)
 	if err != nil {
 		t.Fatalf("SyncPending: %v", err)
 	}
-	if res.Claimed != n+1 || res.Synced != n || res.Buried != 1 || res.Failed != 0 {
+	if res.Claimed != n+1 || res.Synced != n || res.Dead != 1 || res.Failed != 0 {
 		t.Fatalf("SyncPending = %+v, want %d synced and the event to a missing topic buried", res, n)
 	}
 	stats, err := store.Stats(ctx, time.Hour)

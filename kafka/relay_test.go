@@ -135,11 +135,11 @@ func testRelayOutage(t *testing.T, db *sqlx.DB, table string) {
 	// nothing, and counts an attempt on each event it tried (the first of
 	// each aggregate; the later ones are held back behind it, unattempted).
 	px.cut()
-	res, err := ob.Worker().SyncPending(ctx, 0)
+	res, err := ob.SyncPending(ctx, 0)
 	if err != nil {
 		t.Fatalf("SyncPending with the cluster cut off: %v", err)
 	}
-	if res.Claimed != n || res.Synced != 0 || res.Buried != 0 || res.Failed == 0 || res.Failed+res.Released != n {
+	if res.Claimed != n || res.Synced != 0 || res.Dead != 0 || res.Failed == 0 || res.Failed+res.Released != n {
 		t.Fatalf("SyncPending with the cluster cut off = %+v, want all %d claimed, some failed, the rest released, none synced or buried", res, n)
 	}
 	stats, err := store.Stats(ctx, time.Hour)

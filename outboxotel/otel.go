@@ -188,7 +188,7 @@ func (t *Tracing) AfterPublish(ctx context.Context, d outbox.PublishDone) {
 	span.SetAttributes(
 		attribute.Int("outbox.published", len(d.Events)-len(d.Failed)),
 		attribute.Int("outbox.failed", len(d.Failed)),
-		attribute.Int("outbox.buried", len(d.Buried)),
+		attribute.Int("outbox.buried", len(d.Dead)),
 	)
 	switch {
 	case d.BrokerErr != nil:

@@ -247,7 +247,7 @@ func TestRelaySpanLinksEachEvent(t *testing.T) {
 	second := b.request(t, func(ctx context.Context) { b.save(t, ctx, stream) })
 	b.save(t, context.Background(), stream) // untraced: no header, no link
 
-	res, err := b.ob.Worker().SyncPending(context.Background(), 0)
+	res, err := b.ob.SyncPending(context.Background(), 0)
 	if err != nil || res.Synced != 3 {
 		t.Fatalf("SyncPending: %+v, %v", res, err)
 	}
@@ -350,7 +350,7 @@ func TestPublishSpanRecordsFailure(t *testing.T) {
 		return context.DeadlineExceeded
 	}))
 	b.save(t, context.Background(), "stock")
-	if _, err := b.ob.Worker().SyncPending(context.Background(), 0); err != nil {
+	if _, err := b.ob.SyncPending(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	s := b.publishSpan(t)

@@ -50,7 +50,7 @@ func newAssetChecker(t *testing.T) *assetChecker {
 	m := outboxprom.New()
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "a", Topic: "t", Type: "x"}}})
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "b", Topic: "t", Type: "x"}},
-		Failed: map[string]error{"b": os.ErrClosed}, Buried: []string{"b"}})
+		Failed: map[string]error{"b": os.ErrClosed}, Dead: []string{"b"}})
 	stats := outboxprom.NewStatsCollector(&fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})
 	c := &assetChecker{kinds: map[string]dto.MetricType{}, tableWide: map[string]bool{}}
 	for _, mf := range gather(m, stats) {

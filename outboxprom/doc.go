@@ -5,7 +5,7 @@
 // Two collectors, registered separately:
 //
 //   - Metrics counts what a relay and the immediate publications of one
-//     process do. It is a hook: pass it to outbox.New or outbox.NewWorker
+//     process do. It is a hook: pass it to outbox.New
 //     with outbox.WithHooks, and register it.
 //
 //   - StatsCollector reads the store's figures (pending, oldest pending

@@ -117,8 +117,8 @@ func (m *Metrics) AfterPublish(_ context.Context, d outbox.PublishDone) {
 	if d.BrokerErr != nil {
 		m.brokerFailures.Inc()
 	}
-	buried := make(map[string]bool, len(d.Buried))
-	for _, id := range d.Buried {
+	buried := make(map[string]bool, len(d.Dead))
+	for _, id := range d.Dead {
 		buried[id] = true
 	}
 	for _, e := range d.Events {

@@ -115,9 +115,9 @@ func (b *bundle) save(t *testing.T, types ...string) []*outbox.Event {
 	return events
 }
 
-func (b *bundle) sync(t *testing.T) outbox.SyncResult {
+func (b *bundle) sync(t *testing.T) outbox.Result {
 	t.Helper()
-	res, err := b.ob.Worker().SyncPending(t.Context(), 0)
+	res, err := b.ob.SyncPending(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 		t.Errorf("outbox_oldest_pending_age_seconds = %v", age)
 	}
 
-	if res := b.sync(t); res.Synced != 2 || res.Failed != 1 || res.Buried != 1 {
+	if res := b.sync(t); res.Synced != 2 || res.Failed != 1 || res.Dead != 1 {
 		t.Fatalf("first pass: %+v", res)
 	}
 	want := map[string]map[string]float64{

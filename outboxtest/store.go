@@ -71,7 +71,7 @@ type StoreHarness struct {
 // what was acknowledged, partial batch failure, attempts and backoff,
 // burial and re-queue, release, claims by ID (nil versus empty),
 // per-aggregate order and priority, bad input, context cancellation,
-// concurrent relays, and a relay (outbox.Worker) that delivers through the
+// concurrent relays, and a relay (outbox.Outbox.Run) that delivers through the
 // store and stops cleanly. Every subtest gets a store of its own from
 // h.New.
 //

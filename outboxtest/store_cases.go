@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 func noOrder(f StoreFeatures) string {
@@ -68,11 +69,11 @@ func testSaveCommitAndRollback(s *storeT) {
 	if err := tx.Rollback(); err != nil {
 		s.Fatalf("rollback after Insert: %v (did Insert end the caller's transaction?)", err)
 	}
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after rollback")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after rollback")
 
 	committed := s.events("", 3)
 	s.save(committed...) // fails if Insert committed on its own
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after commit", committed...)
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after commit", committed...)
 
 	tx, err = s.setup.Begin(ctx)
 	if err != nil {
@@ -85,7 +86,7 @@ func testSaveCommitAndRollback(s *storeT) {
 	if err := s.store.Insert(ctx, tx, late); err == nil {
 		s.Fatal("Insert through a committed transaction returned nil")
 	}
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after an Insert on an ended transaction")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after an Insert on an ended transaction")
 }
 
 // Every field Save sets comes back from Claim unchanged, with a fresh
@@ -133,12 +134,12 @@ func testRoundTrip(s *storeT) {
 func testClaimLeases(s *storeT) {
 	events := s.events("", 5)
 	s.save(events...)
-	c1 := s.wantClaim(outbox.ClaimRequest{Limit: 3}, "first claim", events[:3]...)
-	c2 := s.wantClaim(outbox.ClaimRequest{Limit: 3}, "second claim", events[3:]...)
+	c1 := s.wantClaim(storage.ClaimRequest{Limit: 3}, "first claim", events[:3]...)
+	c2 := s.wantClaim(storage.ClaimRequest{Limit: 3}, "second claim", events[3:]...)
 	if c1.Token == c2.Token {
 		s.Fatalf("two claims share the token %q", c1.Token)
 	}
-	s.wantClaim(outbox.ClaimRequest{Limit: 3}, "claim with everything leased")
+	s.wantClaim(storage.ClaimRequest{Limit: 3}, "claim with everything leased")
 }
 
 // An expired lease can be claimed again under a new token; the old token
@@ -146,21 +147,21 @@ func testClaimLeases(s *storeT) {
 func testLeaseExpiryAndFencing(s *storeT) {
 	events := s.events("", 2)
 	s.save(events...)
-	old := s.wantClaim(outbox.ClaimRequest{Limit: 10, Lease: s.unit}, "first claim", events...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim while leased")
+	old := s.wantClaim(storage.ClaimRequest{Limit: 10, Lease: s.unit}, "first claim", events...)
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim while leased")
 	s.pastUnit()
-	cur := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after the lease ended", events...)
+	cur := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after the lease ended", events...)
 	if cur.Token == old.Token {
 		s.Fatal("a re-claim kept the expired claim's token")
 	}
 	s.mark(old.Token, 0, events...)
-	s.fail(old.Token, 0, outbox.Failure{ID: events[0].ID, Err: "stale", Dead: true})
+	s.fail(old.Token, 0, storage.Failure{ID: events[0].ID, Err: "stale", Dead: true})
 	s.release(old.Token, 0, events...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after the stale token's writes")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after the stale token's writes")
 	s.mark(cur.Token, 2, events...)
 	s.mark(cur.Token, 0, events...)
 	s.pastUnit()
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after everything was marked")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after everything was marked")
 }
 
 // Only the acknowledged events of a batch are marked; the others are
@@ -168,11 +169,11 @@ func testLeaseExpiryAndFencing(s *storeT) {
 func testMarkOnlyAcknowledged(s *storeT) {
 	events := []*outbox.Event{s.event("a"), s.event("b"), s.event("c"), s.event("d")}
 	s.save(events...)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 4}, "claim", events...)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 4}, "claim", events...)
 	s.mark(c.Token, 2, events[0], events[2])
-	s.fail(c.Token, 1, outbox.Failure{ID: events[1].ID, Err: "broker said no"})
+	s.fail(c.Token, 1, storage.Failure{ID: events[1].ID, Err: "broker said no"})
 	s.release(c.Token, 1, events[3])
-	got := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after a partial batch", events[1], events[3])
+	got := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after a partial batch", events[1], events[3])
 	if d := got.Events[0].Delivery; d.Attempts != 1 || d.LastError != "broker said no" {
 		s.Fatalf("failed event has delivery %+v, want 1 attempt and its error", d)
 	}
@@ -191,17 +192,17 @@ func testMarkOnlyAcknowledged(s *storeT) {
 func testFailCountsAttempts(s *storeT) {
 	e := s.event("")
 	s.save(e)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim", e)
-	s.fail(c.Token, 1, outbox.Failure{ID: e.ID, Err: "first", Delay: s.unit})
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim while backing off")
+	c := s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim", e)
+	s.fail(c.Token, 1, storage.Failure{ID: e.ID, Err: "first", Delay: s.unit})
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim while backing off")
 	s.pastUnit()
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim after the delay", e)
+	c = s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim after the delay", e)
 	d := c.Events[0].Delivery
 	if d.Attempts != 1 || d.LastError != "first" {
 		s.Fatalf("after one failure: delivery %+v, want 1 attempt, last error %q", d, "first")
 	}
-	s.fail(c.Token, 1, outbox.Failure{ID: e.ID, Err: "second"}) // no delay: due at once
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim after a failure without delay", e)
+	s.fail(c.Token, 1, storage.Failure{ID: e.ID, Err: "second"}) // no delay: due at once
+	c = s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim after a failure without delay", e)
 	if d := c.Events[0].Delivery; d.Attempts != 2 || d.LastError != "second" {
 		s.Fatalf("after two failures: delivery %+v, want 2 attempts, last error %q", d, "second")
 	}
@@ -211,14 +212,14 @@ func testFailCountsAttempts(s *storeT) {
 func testBury(s *storeT) {
 	dead, live := s.event(""), s.event("")
 	s.save(dead, live)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim", dead, live)
-	s.fail(c.Token, 1, outbox.Failure{ID: dead.ID, Err: "poison", Dead: true})
+	c := s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim", dead, live)
+	s.fail(c.Token, 1, storage.Failure{ID: dead.ID, Err: "poison", Dead: true})
 	s.release(c.Token, 1, live)
 	s.pastUnit()
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after burial", live)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, PassDead: true}, "claim with PassDead after burial")
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, Unordered: true}, "unordered claim after burial")
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: []string{dead.ID}}, "claim of the buried event by ID")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after burial", live)
+	s.wantClaim(storage.ClaimRequest{Limit: 10, SkipDead: true}, "claim with SkipDead after burial")
+	s.wantClaim(storage.ClaimRequest{Limit: 10, Unordered: true}, "unordered claim after burial")
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: []string{dead.ID}}, "claim of the buried event by ID")
 }
 
 // Release gives events back at once without counting an attempt; a wrong
@@ -226,11 +227,11 @@ func testBury(s *storeT) {
 func testRelease(s *storeT) {
 	events := s.events("", 2)
 	s.save(events...)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim", events...)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim", events...)
 	s.release("not-the-token", 0, events...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim after a release with a wrong token")
+	s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim after a release with a wrong token")
 	s.release(c.Token, 2, events...)
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim after release", events...)
+	c = s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim after release", events...)
 	for _, e := range c.Events {
 		if e.Delivery.Attempts != 0 {
 			s.Fatalf("released event %s has %d attempts, want 0", e.ID, e.Delivery.Attempts)
@@ -243,11 +244,11 @@ func testRelease(s *storeT) {
 func testClaimByIDs(s *storeT) {
 	events := s.events("", 3)
 	s.save(events...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: []string{}}, "claim with empty, non-nil IDs")
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: []string{events[1].ID, "no-such-event", events[1].ID}}, "claim by IDs", events[1])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: []string{events[1].ID}}, "claim of a leased event by ID")
-	s.wantClaim(outbox.ClaimRequest{Limit: 1, IDs: idsOf(events)}, "claim by IDs with a limit", events[0])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim with nil IDs", events[2])
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: []string{}}, "claim with empty, non-nil IDs")
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: []string{events[1].ID, "no-such-event", events[1].ID}}, "claim by IDs", events[1])
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: []string{events[1].ID}}, "claim of a leased event by ID")
+	s.wantClaim(storage.ClaimRequest{Limit: 1, IDs: idsOf(events)}, "claim by IDs with a limit", events[0])
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim with nil IDs", events[2])
 }
 
 // The default claim takes an aggregate's events only as a gapless prefix
@@ -257,12 +258,12 @@ func testOrderGaplessPrefix(s *storeT) {
 	y := s.event("y")
 	free := s.event("")
 	s.save(x[0], x[1], y, x[2], free)
-	c1 := s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim of two", x[0], x[1])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim while x's first events are leased", y, free)
+	c1 := s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim of two", x[0], x[1])
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim while x's first events are leased", y, free)
 	s.mark(c1.Token, 1, x[0])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim while x's second event is leased")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim while x's second event is leased")
 	s.release(c1.Token, 1, x[1])
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after x's lease was released", x[1], x[2])
+	c := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after x's lease was released", x[1], x[2])
 	s.mark(c.Token, 2, x[1], x[2])
 }
 
@@ -273,29 +274,29 @@ func testOrderBackoff(s *storeT) {
 	y := s.events("y", 2)
 	free := s.events("", 2)
 	s.save(x[0], free[0], x[1], y[0], free[1], y[1])
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 2}, "claim", x[0], free[0])
+	c := s.wantClaim(storage.ClaimRequest{Limit: 2}, "claim", x[0], free[0])
 	s.fail(c.Token, 2,
-		outbox.Failure{ID: x[0].ID, Err: "down", Delay: s.unit},
-		outbox.Failure{ID: free[0].ID, Err: "down", Delay: s.unit})
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim while x's first event backs off", y[0], free[1], y[1])
+		storage.Failure{ID: x[0].ID, Err: "down", Delay: s.unit},
+		storage.Failure{ID: free[0].ID, Err: "down", Delay: s.unit})
+	c = s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim while x's first event backs off", y[0], free[1], y[1])
 	s.mark(c.Token, 3, c.Events...)
 	s.pastUnit()
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after the backoff", x[0], free[0], x[1])
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after the backoff", x[0], free[0], x[1])
 }
 
-// A buried event holds its aggregate unless PassDead; Unordered passes it
+// A buried event holds its aggregate unless SkipDead; Unordered passes it
 // too.
 func testOrderDead(s *storeT) {
 	x := s.events("x", 3)
 	s.save(x...)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim", x[0])
-	s.fail(c.Token, 1, outbox.Failure{ID: x[0].ID, Err: "poison", Dead: true})
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim behind a buried event")
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 1, PassDead: true}, "claim with PassDead", x[1])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, PassDead: true}, "claim with PassDead while x's second event is leased")
+	c := s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim", x[0])
+	s.fail(c.Token, 1, storage.Failure{ID: x[0].ID, Err: "poison", Dead: true})
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim behind a buried event")
+	c = s.wantClaim(storage.ClaimRequest{Limit: 1, SkipDead: true}, "claim with SkipDead", x[1])
+	s.wantClaim(storage.ClaimRequest{Limit: 10, SkipDead: true}, "claim with SkipDead while x's second event is leased")
 	s.mark(c.Token, 1, x[1])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim behind a buried event, after a later one was synced")
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, PassDead: true}, "claim with PassDead of the rest", x[2])
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim behind a buried event, after a later one was synced")
+	s.wantClaim(storage.ClaimRequest{Limit: 10, SkipDead: true}, "claim with SkipDead of the rest", x[2])
 }
 
 // A claim by IDs keeps order too: an event whose earlier undelivered event
@@ -303,8 +304,8 @@ func testOrderDead(s *storeT) {
 func testOrderByIDs(s *storeT) {
 	x := s.events("x", 2)
 	s.save(x...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: []string{x[1].ID}}, "claim of x's second event alone")
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, IDs: idsOf(x)}, "claim of both by IDs", x...)
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: []string{x[1].ID}}, "claim of x's second event alone")
+	s.wantClaim(storage.ClaimRequest{Limit: 10, IDs: idsOf(x)}, "claim of both by IDs", x...)
 }
 
 // Unordered may claim any due event, even past a leased earlier event of
@@ -312,8 +313,8 @@ func testOrderByIDs(s *storeT) {
 func testUnordered(s *storeT) {
 	x := s.events("x", 2)
 	s.save(x...)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim", x[0])
-	s.wantClaim(outbox.ClaimRequest{Limit: 10, Unordered: true}, "unordered claim", x[1])
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim", x[0])
+	s.wantClaim(storage.ClaimRequest{Limit: 10, Unordered: true}, "unordered claim", x[1])
 }
 
 // Higher priority is claimed first; within a claim events are in save
@@ -322,10 +323,10 @@ func testPriority(s *storeT) {
 	low, high, mid, highFree := s.event("a"), s.event("b"), s.event("c"), s.event("")
 	low.Priority, high.Priority, mid.Priority, highFree.Priority = 0, 5, 1, 5
 	s.save(low, high, mid, highFree)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "first claim", high)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "second claim", highFree)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "third claim", mid)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "fourth claim", low)
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "first claim", high)
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "second claim", highFree)
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "third claim", mid)
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "fourth claim", low)
 
 	before, urgent := s.event("x"), s.event("x")
 	urgent.Priority = 9
@@ -334,14 +335,14 @@ func testPriority(s *storeT) {
 	top := s.event("")
 	top.Priority = outbox.MaxPriority
 	s.save(neg, before, urgent, top)
-	s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim of the highest priority", top)
+	s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim of the highest priority", top)
 	if s.features.NoOrder {
-		s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim of the rest", neg, before, urgent)
+		s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim of the rest", neg, before, urgent)
 		return
 	}
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim with an urgent event behind a normal one", before)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim with an urgent event behind a normal one", before)
 	s.mark(c.Token, 1, before)
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim of the rest", neg, urgent)
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim of the rest", neg, urgent)
 }
 
 // A buried event re-queued is due at once, and its aggregate follows it.
@@ -351,8 +352,8 @@ func testRequeue(s *storeT) {
 	}
 	x := s.events("x", 2)
 	s.save(x...)
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 1}, "claim", x[0])
-	s.fail(c.Token, 1, outbox.Failure{ID: x[0].ID, Err: "poison", Dead: true})
+	c := s.wantClaim(storage.ClaimRequest{Limit: 1}, "claim", x[0])
+	s.fail(c.Token, 1, storage.Failure{ID: x[0].ID, Err: "poison", Dead: true})
 	n, err := s.setup.Requeue(s.Context(), []string{"no-such-event"})
 	wantCount(s.T, "Requeue of an unknown ID", n, err, 0)
 	n, err = s.setup.Requeue(s.Context(), []string{x[0].ID})
@@ -360,9 +361,9 @@ func testRequeue(s *storeT) {
 	want := x
 	if s.features.NoOrder {
 		want = x[:1]
-		s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim", x[1])
+		s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim", x[1])
 	}
-	c = s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after Requeue", want...)
+	c = s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after Requeue", want...)
 	if st := c.Events[0].Delivery.Status(); st != outbox.StatusPending {
 		s.Fatalf("re-queued event has status %s, want pending", st)
 	}
@@ -376,7 +377,7 @@ func testBadInput(s *storeT) {
 	ctx := s.Context()
 	e := s.event("")
 	s.save(e)
-	for _, req := range []outbox.ClaimRequest{{Limit: 0, Lease: time.Minute}, {Limit: -1, Lease: time.Minute}, {Limit: 10, Lease: 0}, {Limit: 10, Lease: -time.Second}} {
+	for _, req := range []storage.ClaimRequest{{Limit: 0, Lease: time.Minute}, {Limit: -1, Lease: time.Minute}, {Limit: 10, Lease: 0}, {Limit: 10, Lease: -time.Second}} {
 		if c, err := s.store.Claim(ctx, req); err == nil {
 			s.Fatalf("Claim(%+v) returned no error (%d events)", req, len(c.Events))
 		}
@@ -384,12 +385,12 @@ func testBadInput(s *storeT) {
 	for _, token := range []string{"", "not-a-token"} {
 		n, err := s.store.MarkSynced(ctx, token, []string{e.ID})
 		wantCount(s.T, fmt.Sprintf("MarkSynced with token %q", token), n, err, 0)
-		n, err = s.store.Fail(ctx, token, []outbox.Failure{{ID: e.ID, Err: "x"}})
+		n, err = s.store.Fail(ctx, token, []storage.Failure{{ID: e.ID, Err: "x"}})
 		wantCount(s.T, fmt.Sprintf("Fail with token %q", token), n, err, 0)
 		n, err = s.store.Release(ctx, token, []string{e.ID})
 		wantCount(s.T, fmt.Sprintf("Release with token %q", token), n, err, 0)
 	}
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after bad requests", e)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after bad requests", e)
 	n, err := s.store.Fail(ctx, c.Token, nil)
 	wantCount(s.T, "Fail of no failures", n, err, 0)
 	n, err = s.store.Release(ctx, c.Token, []string{})
@@ -402,14 +403,14 @@ func testContextCancelled(s *storeT) {
 	events := s.events("", 2)
 	s.save(events...)
 	dead := cancelled(s.Context())
-	if c, err := s.store.Claim(dead, outbox.ClaimRequest{Limit: 10, Lease: longLease}); err == nil {
+	if c, err := s.store.Claim(dead, storage.ClaimRequest{Limit: 10, Lease: longLease}); err == nil {
 		s.Fatalf("Claim with an ended context returned no error (%d events)", len(c.Events))
 	}
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after a cancelled claim", events...)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after a cancelled claim", events...)
 	if _, err := s.store.MarkSynced(dead, c.Token, idsOf(events)); err == nil {
 		s.Fatal("MarkSynced with an ended context returned no error")
 	}
-	if _, err := s.store.Fail(dead, c.Token, []outbox.Failure{{ID: events[0].ID, Err: "x", Dead: true}}); err == nil {
+	if _, err := s.store.Fail(dead, c.Token, []storage.Failure{{ID: events[0].ID, Err: "x", Dead: true}}); err == nil {
 		s.Fatal("Fail with an ended context returned no error")
 	}
 	if _, err := s.store.Release(dead, c.Token, idsOf(events)); err == nil {
@@ -427,7 +428,7 @@ func testContextCancelled(s *storeT) {
 	if err := tx.Commit(); err != nil && !errors.Is(err, context.Canceled) {
 		s.Logf("commit after a cancelled Insert: %v", err)
 	}
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after the cancelled calls", events...)
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after the cancelled calls", events...)
 }
 
 // Several relays claiming and marking at once deliver every event exactly
@@ -462,7 +463,7 @@ func testConcurrentRelays(s *storeT) {
 		wg.Go(func() {
 			limit := 3 + r*2
 			for ctx.Err() == nil {
-				c, err := s.store.Claim(ctx, outbox.ClaimRequest{Limit: limit, Lease: longLease})
+				c, err := s.store.Claim(ctx, storage.ClaimRequest{Limit: limit, Lease: longLease})
 				if err != nil {
 					if ctx.Err() == nil {
 						mu.Lock()
@@ -550,7 +551,7 @@ func testWorkerPartialFailure(s *storeT) {
 		}
 		return nil
 	})
-	w, err := outbox.NewWorker(s.store, pub, outbox.WithBackoff(s.unit/2, s.unit/2), outbox.WithLease(longLease))
+	w, err := outbox.New(s.store, pub, outbox.WithBackoff(s.unit/2, s.unit/2), outbox.WithLease(longLease))
 	if err != nil {
 		s.Fatal(err)
 	}
@@ -572,7 +573,7 @@ func testWorkerPartialFailure(s *storeT) {
 	}
 	sameIDs(s.T, "published", idsOf(pub.Published()), []string{events[0].ID, events[2].ID, events[1].ID, events[3].ID})
 	s.pastUnit()
-	s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim after everything was delivered")
+	s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim after everything was delivered")
 }
 
 // A relay stopped while it waits on the broker releases its batch: the
@@ -589,7 +590,7 @@ func testWorkerCleanStop(s *storeT) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	w, err := outbox.NewWorker(s.store, pub, outbox.WithLease(longLease), outbox.WithTimeout(time.Minute), outbox.WithInterval(time.Hour))
+	w, err := outbox.New(s.store, pub, outbox.WithLease(longLease), outbox.WithTimeout(time.Minute), outbox.WithInterval(time.Hour))
 	if err != nil {
 		s.Fatal(err)
 	}
@@ -611,7 +612,7 @@ func testWorkerCleanStop(s *storeT) {
 	case <-time.After(30 * time.Second):
 		s.Fatal("Run did not return within 30s of its context ending")
 	}
-	c := s.wantClaim(outbox.ClaimRequest{Limit: 10}, "claim right after the relay stopped", events...)
+	c := s.wantClaim(storage.ClaimRequest{Limit: 10}, "claim right after the relay stopped", events...)
 	for _, e := range c.Events {
 		if e.Delivery.Attempts != 0 {
 			s.Fatalf("event %s has %d attempts after a stop, want 0", e.ID, e.Delivery.Attempts)

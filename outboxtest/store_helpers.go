@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // storeT is what a store subtest works with.
@@ -87,7 +88,7 @@ func (s *storeT) save(events ...*outbox.Event) {
 }
 
 // claim claims with req and fails the test on error.
-func (s *storeT) claim(req outbox.ClaimRequest) *outbox.Claim {
+func (s *storeT) claim(req storage.ClaimRequest) *outbox.Claim {
 	s.Helper()
 	if req.Lease == 0 {
 		req.Lease = longLease
@@ -111,11 +112,11 @@ func (s *storeT) claim(req outbox.ClaimRequest) *outbox.Claim {
 // claimN claims up to limit events in default (ordered) mode.
 func (s *storeT) claimN(limit int) *outbox.Claim {
 	s.Helper()
-	return s.claim(outbox.ClaimRequest{Limit: limit})
+	return s.claim(storage.ClaimRequest{Limit: limit})
 }
 
 // wantClaim claims up to limit events and checks which it got, in order.
-func (s *storeT) wantClaim(req outbox.ClaimRequest, what string, want ...*outbox.Event) *outbox.Claim {
+func (s *storeT) wantClaim(req storage.ClaimRequest, what string, want ...*outbox.Event) *outbox.Claim {
 	s.Helper()
 	c := s.claim(req)
 	sameIDs(s.T, what, idsOf(c.Events), idsOf(want))
@@ -134,7 +135,7 @@ func (s *storeT) release(token string, want int, events ...*outbox.Event) {
 	wantCount(s.T, "Release", n, err, want)
 }
 
-func (s *storeT) fail(token string, want int, failures ...outbox.Failure) {
+func (s *storeT) fail(token string, want int, failures ...storage.Failure) {
 	s.Helper()
 	n, err := s.store.Fail(s.Context(), token, failures)
 	wantCount(s.T, "Fail", n, err, want)

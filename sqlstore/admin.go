@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
-var _ outbox.Purger = (*Store)(nil)
+var _ storage.Purger = (*Store)(nil)
 
-// Purge implements outbox.Purger: it deletes at most limit events synced
+// Purge implements storage.Purger: it deletes at most limit events synced
 // more than olderThan ago (by the store's clock), oldest first, in one
 // statement that finds them through the synced_at index and deletes them
 // by seq. Pending and dead events are never touched. It returns how many

@@ -14,6 +14,7 @@ import (
 	"github.com/DATA-DOG/go-sqlmock"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 func TestMockPurge(t *testing.T) {
@@ -78,7 +79,7 @@ func TestPurge(t *testing.T) {
 		pending, dead := b.event("P", 0), b.event("D", 0)
 		b.save(t, pending, dead)
 		c = b.claim(t, 10, dead.ID)
-		n, err := b.store.Fail(ctx, c.Token, []outbox.Failure{{ID: dead.ID, Err: "x", Dead: true}})
+		n, err := b.store.Fail(ctx, c.Token, []storage.Failure{{ID: dead.ID, Err: "x", Dead: true}})
 		wantN(t, "Fail", n, err, 1)
 		b.clock.Advance(2 * time.Hour)
 		recent := b.run("B", 1)
@@ -113,7 +114,7 @@ func TestRequeue(t *testing.T) {
 		b.save(t, append(a, other, third)...)
 		c := b.claim(t, 10)
 		equalIDs(t, "claimed", ids(c.Events), []string{a[0].ID, a[1].ID, other.ID, third.ID})
-		n, err := b.store.Fail(ctx, c.Token, []outbox.Failure{
+		n, err := b.store.Fail(ctx, c.Token, []storage.Failure{
 			{ID: a[0].ID, Err: "poison", Dead: true}, {ID: other.ID, Err: "bad", Dead: true}, {ID: third.ID, Err: "bad", Dead: true}})
 		wantN(t, "Fail", n, err, 3)
 		n, err = b.store.Release(ctx, c.Token, []string{a[1].ID}) // held back behind a[0]
@@ -171,9 +172,9 @@ func TestCountDead(t *testing.T) {
 		if len(c.Events) != 7 {
 			t.Fatalf("claimed %d events, want 7", len(c.Events))
 		}
-		var failures []outbox.Failure
+		var failures []storage.Failure
 		for _, e := range append(slices.Clone(updated[:3]), reserved[:2]...) {
-			failures = append(failures, outbox.Failure{ID: e.ID, Err: "poison", Dead: true})
+			failures = append(failures, storage.Failure{ID: e.ID, Err: "poison", Dead: true})
 		}
 		n, err := b.store.Fail(ctx, c.Token, failures)
 		wantN(t, "Fail", n, err, 5)

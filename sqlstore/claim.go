@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // Claim leases up to req.Limit due events for req.Lease under a fresh
@@ -26,7 +27,7 @@ import (
 // that is, together with or after every event of the aggregate with a
 // lower seq that is not yet synced, and never while such an event is
 // leased elsewhere, backing off, or buried (buried ones are passed over
-// when req.PassDead is set). A run claimed together has one priority: an
+// when req.SkipDead is set). A run claimed together has one priority: an
 // event whose earlier undelivered events have another priority waits
 // until they are delivered. Events with an empty aggregate ID are
 // unordered.
@@ -53,7 +54,7 @@ import (
 // claimable. Without order, Postgres claims in one UPDATE ... RETURNING.
 // SQLite has one writer at a time, so one UPDATE ... RETURNING, whose
 // subquery takes only rows with no earlier blocking event, is exact.
-func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
+func (s *Store) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Claim, error) {
 	if req.Limit <= 0 {
 		return nil, fmt.Errorf("sqlstore: claim: limit %d is not positive", req.Limit)
 	}
@@ -65,7 +66,7 @@ func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Cla
 		token:    claim.Token,
 		now:      s.now(),
 		ordered:  !req.Unordered,
-		passDead: req.PassDead,
+		passDead: req.SkipDead,
 	}
 	cr.until = cr.now.Add(req.Lease).Truncate(time.Microsecond)
 
@@ -116,7 +117,7 @@ func (s *Store) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Cla
 // the error returned.
 func (s *Store) decodeClaimed(ctx context.Context, cr claimRun, rows []eventRow) ([]*outbox.Event, error) {
 	events := make([]*outbox.Event, 0, len(rows))
-	var buried []outbox.Failure
+	var buried []storage.Failure
 	var held []eventRow
 	blocked := map[string]bool{}
 	for i := range rows {
@@ -126,7 +127,7 @@ func (s *Store) decodeClaimed(ctx context.Context, cr claimRun, rows []eventRow)
 		}
 		e, err := rows[i].event()
 		if err != nil {
-			buried = append(buried, outbox.Failure{ID: rows[i].ID, Err: err.Error(), Dead: true})
+			buried = append(buried, storage.Failure{ID: rows[i].ID, Err: err.Error(), Dead: true})
 			if rows[i].AggregateID != "" {
 				blocked[rows[i].AggregateID] = true
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // A row whose headers are not a JSON object of strings (written by hand or
@@ -40,7 +41,7 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 			}
 		}
 
-		c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+		c, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute})
 		if err != nil {
 			t.Fatalf("claim with malformed headers in the table: %v", err)
 		}
@@ -65,15 +66,15 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 		}
 
 		// The buried event holds back the rest of its aggregate, which is
-		// not leased: it goes with PassDead.
+		// not leased: it goes with SkipDead.
 		if again := b.claim(t, 10); len(again.Events) != 0 {
 			t.Fatalf("second claim got %v, want nothing", ids(again.Events))
 		}
-		passed, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+		passed, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute, SkipDead: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		equalIDs(t, "with PassDead", ids(passed.Events), ids([]*outbox.Event{after}))
+		equalIDs(t, "with SkipDead", ids(passed.Events), ids([]*outbox.Event{after}))
 
 		st, err := b.store.Stats(ctx, 24*time.Hour)
 		if err != nil {
@@ -85,7 +86,7 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 	})
 }
 
-// With PassDead the events after a buried one in the same claim are
+// With SkipDead the events after a buried one in the same claim are
 // returned.
 func TestClaimBuriesUndecodableHeadersPassDead(t *testing.T) {
 	eachDialect(t, func(t *testing.T, b *bundle) {
@@ -100,7 +101,7 @@ func TestClaimBuriesUndecodableHeadersPassDead(t *testing.T) {
 		if _, err := b.db.ExecContext(ctx, q.String(), q.args...); err != nil {
 			t.Fatal(err)
 		}
-		c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+		c, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute, SkipDead: true})
 		if err != nil {
 			t.Fatal(err)
 		}

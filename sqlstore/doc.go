@@ -57,12 +57,12 @@
 //
 // # Order and priority
 //
-// By default (outbox.ClaimRequest.Unordered false) a claim keeps
+// By default (storage.ClaimRequest.Unordered false) a claim keeps
 // per-aggregate order: an event with a non-empty aggregate ID is claimed
 // only together with, or after the delivery of, every earlier (lower seq)
 // undelivered event of its aggregate. While one of those is leased by
 // another relay, backing off after a failure, or buried (unless
-// ClaimRequest.PassDead), the aggregate's later events wait; other
+// ClaimRequest.SkipDead), the aggregate's later events wait; other
 // aggregates never do. Among claimable events, higher Event.Priority goes
 // first, then lower seq; an event behind earlier events of its aggregate
 // with another priority waits for them, so priority never reorders an

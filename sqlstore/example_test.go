@@ -41,7 +41,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	o, err := outbox.New(store, outbox.Noop)
+	o, err := outbox.New(store, outbox.Noop{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func Example() {
 
 	st, _ := store.Stats(ctx, time.Hour)
 	fmt.Println("pending before the relay:", st.Pending)
-	res, err := o.Worker().SyncPending(ctx, 0)
+	res, err := o.SyncPending(ctx, 0)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // The environment variables that point the integration tests at servers.
@@ -200,7 +201,7 @@ func (b *bundle) save(t *testing.T, events ...*outbox.Event) {
 // claim claims up to limit events for a minute and fails the test on error.
 func (b *bundle) claim(t *testing.T, limit int, ids ...string) *outbox.Claim {
 	t.Helper()
-	c, err := b.store.Claim(t.Context(), outbox.ClaimRequest{Limit: limit, Lease: time.Minute, IDs: ids})
+	c, err := b.store.Claim(t.Context(), storage.ClaimRequest{Limit: limit, Lease: time.Minute, IDs: ids})
 	if err != nil {
 		t.Fatalf("claim: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 func TestAtomicWrite(t *testing.T) {
@@ -168,7 +169,7 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 		// The relay that lost its lease changes nothing.
 		n, err := b.store.MarkSynced(ctx, old.Token, ids(events))
 		wantN(t, "MarkSynced with old token", n, err, 0)
-		n, err = b.store.Fail(ctx, old.Token, []outbox.Failure{{ID: events[0].ID, Err: "x", Delay: time.Hour}, {ID: events[1].ID, Err: "y", Dead: true}})
+		n, err = b.store.Fail(ctx, old.Token, []storage.Failure{{ID: events[0].ID, Err: "x", Delay: time.Hour}, {ID: events[1].ID, Err: "y", Dead: true}})
 		wantN(t, "Fail with old token", n, err, 0)
 		n, err = b.store.Release(ctx, old.Token, ids(events))
 		wantN(t, "Release with old token", n, err, 0)
@@ -206,7 +207,7 @@ func TestFailReschedules(t *testing.T) {
 		events := b.newEvents(3)
 		b.save(t, events...)
 		c := b.claim(t, 10)
-		n, err := b.store.Fail(ctx, c.Token, []outbox.Failure{
+		n, err := b.store.Fail(ctx, c.Token, []storage.Failure{
 			{ID: events[0].ID, Err: "broker down", Delay: 10 * time.Second},
 			{ID: events[1].ID, Err: "timeout", Delay: time.Hour},
 		})
@@ -227,7 +228,7 @@ func TestFailReschedules(t *testing.T) {
 			t.Fatalf("delivery after one failure: %+v", d)
 		}
 
-		n, err = b.store.Fail(ctx, retry.Token, []outbox.Failure{{ID: events[0].ID, Err: "still down", Delay: time.Minute}})
+		n, err = b.store.Fail(ctx, retry.Token, []storage.Failure{{ID: events[0].ID, Err: "still down", Delay: time.Minute}})
 		wantN(t, "second Fail", n, err, 1)
 		b.clock.Advance(time.Hour)
 		later := b.claim(t, 10) // the third event's lease has ended too
@@ -247,7 +248,7 @@ func TestFailDeadBuries(t *testing.T) {
 		events := b.newEvents(2)
 		b.save(t, events...)
 		c := b.claim(t, 10)
-		n, err := b.store.Fail(ctx, c.Token, []outbox.Failure{
+		n, err := b.store.Fail(ctx, c.Token, []storage.Failure{
 			{ID: events[0].ID, Err: "poison", Dead: true},
 			{ID: events[1].ID, Err: "flaky", Delay: time.Second},
 		})
@@ -336,7 +337,7 @@ func TestConcurrentClaimers(t *testing.T) {
 		for range workers {
 			wg.Go(func() {
 				for {
-					c, err := b.store.Claim(t.Context(), outbox.ClaimRequest{Limit: 25, Lease: time.Minute})
+					c, err := b.store.Claim(t.Context(), storage.ClaimRequest{Limit: 25, Lease: time.Minute})
 					if err != nil {
 						errs <- err
 						return
@@ -469,13 +470,13 @@ func TestCancelledContext(t *testing.T) {
 		if err := b.store.Insert(ctx, tx, b.newEvents(1)); !errors.Is(err, context.Canceled) {
 			t.Errorf("Insert: %v, want context.Canceled", err)
 		}
-		if _, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute}); !errors.Is(err, context.Canceled) {
+		if _, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute}); !errors.Is(err, context.Canceled) {
 			t.Errorf("Claim: %v, want context.Canceled", err)
 		}
 		if _, err := b.store.MarkSynced(ctx, "token", ids(events)); !errors.Is(err, context.Canceled) {
 			t.Errorf("MarkSynced: %v, want context.Canceled", err)
 		}
-		if _, err := b.store.Fail(ctx, "token", []outbox.Failure{{ID: events[0].ID}}); !errors.Is(err, context.Canceled) {
+		if _, err := b.store.Fail(ctx, "token", []storage.Failure{{ID: events[0].ID}}); !errors.Is(err, context.Canceled) {
 			t.Errorf("Fail: %v, want context.Canceled", err)
 		}
 		if err := b.store.Migrate(ctx); !errors.Is(err, context.Canceled) {
@@ -496,7 +497,7 @@ func TestReadAPI(t *testing.T) {
 		c := b.claim(t, 3) // events 0, 1, 2
 		n, err := b.store.MarkSynced(ctx, c.Token, ids(events[:2]))
 		wantN(t, "MarkSynced", n, err, 2)
-		n, err = b.store.Fail(ctx, c.Token, []outbox.Failure{{ID: events[2].ID, Err: "bad", Dead: true}})
+		n, err = b.store.Fail(ctx, c.Token, []storage.Failure{{ID: events[2].ID, Err: "bad", Dead: true}})
 		wantN(t, "Fail", n, err, 1)
 
 		if _, err := b.store.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) {
@@ -566,7 +567,7 @@ func TestAwkwardIDs(t *testing.T) {
 		equalIDs(t, "claim by awkward IDs", ids(c.Events), awkward)
 		n, err := b.store.Release(ctx, c.Token, awkward[:3])
 		wantN(t, "Release", n, err, 3)
-		n, err = b.store.Fail(ctx, c.Token, []outbox.Failure{{ID: awkward[3], Err: "x", Delay: time.Hour}, {ID: awkward[4], Err: "y", Dead: true}})
+		n, err = b.store.Fail(ctx, c.Token, []storage.Failure{{ID: awkward[3], Err: "x", Delay: time.Hour}, {ID: awkward[4], Err: "y", Dead: true}})
 		wantN(t, "Fail", n, err, 2)
 		n, err = b.store.MarkSynced(ctx, c.Token, awkward[5:])
 		wantN(t, "MarkSynced", n, err, len(awkward)-5)

@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // pauseKey marks the context of a Claim that must stop right after the
@@ -63,10 +64,10 @@ func TestPostgresClaimPinsReadCommitted(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		req  outbox.ClaimRequest
+		req  storage.ClaimRequest
 	}{
-		{"ordered", outbox.ClaimRequest{Limit: 10, Lease: time.Minute}},
-		{"unordered", outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}},
+		{"ordered", storage.ClaimRequest{Limit: 10, Lease: time.Minute}},
+		{"unordered", storage.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := isolationBundle(t, dsn, "repeatable read", pauseTracer{}, 0)
@@ -145,12 +146,12 @@ func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
 	events := b.newEvents(3)
 	b.save(t, events...)
 	for _, unordered := range []bool{false, true} {
-		if c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, Unordered: unordered}); err != nil || len(c.Events) != 1 {
+		if c, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute, Unordered: unordered}); err != nil || len(c.Events) != 1 {
 			t.Fatalf("claim: %v, %v", c, err)
 		}
 		check("a claim")
 	}
-	if c, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[2].ID}}); err != nil || len(c.Events) != 1 {
+	if c, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[2].ID}}); err != nil || len(c.Events) != 1 {
 		t.Fatalf("claim by ID: %v, %v", c, err)
 	}
 	check("a claim by IDs")
@@ -158,7 +159,7 @@ func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
 	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token TO claim_token_gone"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.Claim(ctx, outbox.ClaimRequest{Limit: 1, Lease: time.Minute}); err == nil {
+	if _, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute}); err == nil {
 		t.Fatal("a claim without its claim_token column succeeded")
 	}
 	check("a failed claim")
@@ -191,11 +192,11 @@ func TestPostgresOneIDClaim(t *testing.T) {
 			}
 
 			seen.reset()
-			if c := b.claimReq(t, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[1].ID}}); len(c.Events) != 0 {
+			if c := b.claimReq(t, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[1].ID}}); len(c.Events) != 0 {
 				t.Fatalf("claimed %v behind the undelivered %s", ids(c.Events), events[0].ID)
 			}
 			seen.reset()
-			c := b.claimReq(t, outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[0].ID}})
+			c := b.claimReq(t, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{events[0].ID}})
 			equalIDs(t, "claimed", ids(c.Events), []string{events[0].ID})
 			tx := seen.began()
 			if isolation == "read committed" && tx {

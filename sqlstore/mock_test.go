@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/sqlschema"
+	"github.com/eventsync/outbox/storage"
 )
 
 // Unit tests of the exact statements each dialect sends, and of every
@@ -483,7 +484,7 @@ func TestMockClaim(t *testing.T) {
 		c := claimSQL{d: d, ordered: true}
 		args := []driver.Value{now, now, now, now, 10}
 		expectClaim(mock, c, args, 1, 2, 1)
-		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+		claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -510,7 +511,7 @@ func TestMockClaimUnordered(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
 		now := mockTime(d, mockNow)
 		expectClaim(mock, claimSQL{d: d}, []driver.Value{now, now, 10}, 0, 2, 1)
-		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true})
+		claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -520,7 +521,7 @@ func TestMockClaimUnordered(t *testing.T) {
 
 // An aggregate whose candidates are not its first undelivered events (here
 // sku-1's head is an earlier event than e1, its only locked candidate) is
-// dropped whole; events without an aggregate are kept. With PassDead the
+// dropped whole; events without an aggregate are kept. With SkipDead the
 // head and the count leave buried events out.
 func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 	t.Run("mysql", func(t *testing.T) {
@@ -528,7 +529,7 @@ func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 		now := mockTime(MySQL, mockNow)
 		c := claimSQL{d: MySQL, ordered: true, passDead: true}
 		expectClaim(mock, c, []driver.Value{now, now, now, now, 10}, 0, 2)
-		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: true})
+		claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute, SkipDead: true})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -536,7 +537,7 @@ func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 	})
 	// On Postgres the count and the drop are inside the statement, which
 	// the mock cannot run: check the statement, with the count passing
-	// buried events only with PassDead.
+	// buried events only with SkipDead.
 	const count = `(SELECT COUNT(*) FROM "outbox_events" e WHERE e.aggregate_id = a.aggregate_id AND e.synced_at IS NULL ` +
 		`AND e.dead_at IS NULL AND e.seq <= a.maxseq)`
 	for _, passDead := range []bool{true, false} {
@@ -553,7 +554,7 @@ func TestMockClaimDropsAggregateBehindOthers(t *testing.T) {
 				WillReturnRows(sqlmock.NewRows(mockCols).
 					AddRow(2, "e2", "stock", "stock.updated", "", 5, []byte{}, nil, mockNow, nil, 0, nil, mockNow, nil))
 			mock.ExpectCommit()
-			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute, PassDead: passDead})
+			claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute, SkipDead: passDead})
 			if err != nil {
 				t.Fatalf("Claim: %v", err)
 			}
@@ -571,7 +572,7 @@ func TestMockClaimByIDs(t *testing.T) {
 		in := idArgs(d, "e1", "e2")
 		expectClaim(mock, c, concat([]driver.Value{now, now}, in, []driver.Value{now, now}, in, []driver.Value{2}), 1, 2, 1)
 		// Duplicates are dropped; the limit is the caller's.
-		claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
+		claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 2, Lease: time.Minute, IDs: []string{"e1", "e2", "e1"}})
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -580,20 +581,20 @@ func TestMockClaimByIDs(t *testing.T) {
 }
 
 func TestMockClaimErrors(t *testing.T) {
-	check := func(t *testing.T, s *Store, req outbox.ClaimRequest) {
+	check := func(t *testing.T, s *Store, req storage.ClaimRequest) {
 		t.Helper()
 		c, err := s.Claim(t.Context(), req)
 		if !errors.Is(err, errBoom) || c != nil || !strings.HasPrefix(err.Error(), "sqlstore: claim") {
 			t.Fatalf("Claim = %v, %v; want nil and an error wrapping the driver's", c, err)
 		}
 	}
-	ordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute}
-	unordered := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}
-	byID := outbox.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{"e1", "e2"}}
+	ordered := storage.ClaimRequest{Limit: 10, Lease: time.Minute}
+	unordered := storage.ClaimRequest{Limit: 10, Lease: time.Minute, Unordered: true}
+	byID := storage.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{"e1", "e2"}}
 	// One-statement claims.
 	for _, tc := range []struct {
 		c   claimSQL
-		req outbox.ClaimRequest
+		req storage.ClaimRequest
 	}{
 		{claimSQL{d: SQLite, ordered: true}, ordered},
 		{claimSQL{d: SQLite}, unordered},
@@ -686,7 +687,7 @@ func TestMockClaimErrors(t *testing.T) {
 	// back.
 	for _, tc := range []struct {
 		c   claimSQL
-		req outbox.ClaimRequest
+		req storage.ClaimRequest
 	}{
 		{claimSQL{d: MySQL, ordered: true}, ordered},
 		{claimSQL{d: MySQL}, unordered},
@@ -770,7 +771,7 @@ func TestMockClaimErrors(t *testing.T) {
 	}
 	t.Run("invalid request", func(t *testing.T) {
 		s, _ := mockStore(t, SQLite)
-		for _, r := range []outbox.ClaimRequest{{Limit: 0, Lease: time.Second}, {Limit: 1, Lease: 0}} {
+		for _, r := range []storage.ClaimRequest{{Limit: 0, Lease: time.Second}, {Limit: 1, Lease: 0}} {
 			if _, err := s.Claim(t.Context(), r); err == nil {
 				t.Errorf("Claim(%+v) succeeded", r)
 			}
@@ -834,7 +835,7 @@ func TestMockFail(t *testing.T) {
 		)
 		mock.ExpectExec(stmt).WithArgs(args...).WillReturnResult(sqlmock.NewResult(0, 3))
 		mock.ExpectExec(stmt).WithArgs(args...).WillReturnError(errBoom)
-		failures := []outbox.Failure{
+		failures := []storage.Failure{
 			{ID: "e1", Err: "down", Delay: 10 * time.Second},
 			{ID: "e2", Err: "poison", Dead: true, Delay: time.Minute},
 			{ID: "e3", Err: "slow", Delay: time.Hour},
@@ -854,7 +855,7 @@ func TestMockFailOnlyDead(t *testing.T) {
 		`WHERE claim_token = ? AND id IN (?)`).
 		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(sqlschema.TimeLayout), "tok", "e1").
 		WillReturnResult(sqlmock.NewResult(0, 1))
-	n, err := s.Fail(t.Context(), "tok", []outbox.Failure{{ID: "e1", Err: strings.Repeat("x", maxLastError+10), Dead: true}})
+	n, err := s.Fail(t.Context(), "tok", []storage.Failure{{ID: "e1", Err: strings.Repeat("x", maxLastError+10), Dead: true}})
 	wantN(t, "Fail", n, err, 1)
 }
 
@@ -874,7 +875,7 @@ func TestMockMarkFailsAfterPublish(t *testing.T) {
 		published += len(events)
 		return nil
 	})
-	w, err := outbox.NewWorker(s, pub)
+	w, err := outbox.New(s, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -930,7 +931,7 @@ func TestMockClaimCountsAggregatesWithSeveralCandidates(t *testing.T) {
 			mock.ExpectExec(c.update(seqs...)).WithArgs(sqlmock.AnyArg(), mockTime(MySQL, mockNow.Add(time.Minute))).
 				WillReturnResult(sqlmock.NewResult(0, int64(len(seqs))))
 			mock.ExpectCommit()
-			claim, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 10, Lease: time.Minute})
+			claim, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute})
 			if err != nil {
 				t.Fatalf("Claim: %v", err)
 			}
@@ -946,7 +947,7 @@ func TestMockClaimCountsAggregatesWithSeveralCandidates(t *testing.T) {
 func TestMockClaimOneID(t *testing.T) {
 	now := mockTime(Postgres, mockNow)
 	until := mockTime(Postgres, mockNow.Add(time.Minute))
-	req := outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}}
+	req := storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}}
 	one := claimSQL{d: Postgres, ordered: true}
 	oneArgs := []driver.Value{sqlmock.AnyArg(), until, "e1", now, now}
 	row := func() *sqlmock.Rows {
@@ -968,7 +969,7 @@ func TestMockClaimOneID(t *testing.T) {
 			t.Fatalf("unordered claim checks order: %s", c.oneID())
 		}
 		mock.ExpectQuery(c.oneID()).WithArgs(oneArgs...).WillReturnRows(row())
-		if _, err := s.Claim(t.Context(), outbox.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}, Unordered: true, PassDead: true}); err != nil {
+		if _, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{"e1"}, Unordered: true, SkipDead: true}); err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
 	})

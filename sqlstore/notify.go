@@ -9,9 +9,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
-var _ outbox.Notifier = (*Store)(nil)
+var _ storage.Notifier = (*Store)(nil)
 
 // Reconnect delays of Listen after a lost connection: the first, doubled
 // up to the cap.
@@ -27,7 +28,7 @@ const (
 // relays for nothing.
 func (s *Store) Channel() string { return "outbox." + s.t.name }
 
-// Listen implements outbox.Notifier: it calls wake each time a transaction
+// Listen implements storage.Notifier: it calls wake each time a transaction
 // that inserted events commits, until ctx ends, then returns nil and
 // leaves no goroutine behind.
 //

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // event returns a valid event of aggregate agg with priority prio.
@@ -28,7 +29,7 @@ func (b *bundle) run(agg string, n int) []*outbox.Event {
 	return out
 }
 
-func (b *bundle) claimReq(t *testing.T, req outbox.ClaimRequest) *outbox.Claim {
+func (b *bundle) claimReq(t *testing.T, req storage.ClaimRequest) *outbox.Claim {
 	t.Helper()
 	if req.Lease == 0 {
 		req.Lease = time.Minute
@@ -68,7 +69,7 @@ func TestOrderedClaimWaitsForBackoff(t *testing.T) {
 		a, x := b.run("A", 2), b.run("B", 2)
 		b.save(t, cat(a, x)...)
 		c := b.claim(t, 1)
-		n, err := b.store.Fail(t.Context(), c.Token, []outbox.Failure{{ID: a[0].ID, Err: "down", Delay: 10 * time.Second}})
+		n, err := b.store.Fail(t.Context(), c.Token, []storage.Failure{{ID: a[0].ID, Err: "down", Delay: 10 * time.Second}})
 		wantN(t, "Fail", n, err, 1)
 		other := b.claim(t, 10)
 		equalIDs(t, "while A's head backs off", ids(other.Events), ids(x))
@@ -83,15 +84,15 @@ func TestOrderedClaimDeadHoldsAggregate(t *testing.T) {
 		a, x := b.run("A", 3), b.run("B", 1)
 		b.save(t, cat(a, x)...)
 		c := b.claim(t, 1)
-		n, err := b.store.Fail(t.Context(), c.Token, []outbox.Failure{{ID: a[0].ID, Err: "poison", Dead: true}})
+		n, err := b.store.Fail(t.Context(), c.Token, []storage.Failure{{ID: a[0].ID, Err: "poison", Dead: true}})
 		wantN(t, "Fail", n, err, 1)
 		held := b.claim(t, 10)
 		equalIDs(t, "behind a dead event", ids(held.Events), ids(x))
 		if c := b.claim(t, 10); len(c.Events) != 0 {
 			t.Fatalf("claimed %v behind a dead event", ids(c.Events))
 		}
-		passed := b.claimReq(t, outbox.ClaimRequest{Limit: 10, PassDead: true})
-		equalIDs(t, "with PassDead", ids(passed.Events), ids(a[1:]))
+		passed := b.claimReq(t, storage.ClaimRequest{Limit: 10, SkipDead: true})
+		equalIDs(t, "with SkipDead", ids(passed.Events), ids(a[1:]))
 	})
 }
 
@@ -102,7 +103,7 @@ func TestOrderedClaimGaplessPrefix(t *testing.T) {
 		first := b.claim(t, 3)
 		equalIDs(t, "limited claim", ids(first.Events), ids(a[:3]))
 		// The prefix's second event fails: the rest of A waits for it.
-		n, err := b.store.Fail(t.Context(), first.Token, []outbox.Failure{{ID: a[1].ID, Err: "x", Delay: time.Hour}})
+		n, err := b.store.Fail(t.Context(), first.Token, []storage.Failure{{ID: a[1].ID, Err: "x", Delay: time.Hour}})
 		wantN(t, "Fail", n, err, 1)
 		b.mark(t, first, a[0], a[2]) // acknowledged, as a broker may do
 		if c := b.claim(t, 10); len(c.Events) != 0 {
@@ -161,7 +162,7 @@ func TestClaimEmptyAggregateIsUnordered(t *testing.T) {
 		free := []*outbox.Event{b.event("", 0), b.event("", 0), b.event("", 0)}
 		b.save(t, free...)
 		c := b.claim(t, 1)
-		n, err := b.store.Fail(t.Context(), c.Token, []outbox.Failure{{ID: free[0].ID, Err: "x", Dead: true}})
+		n, err := b.store.Fail(t.Context(), c.Token, []storage.Failure{{ID: free[0].ID, Err: "x", Dead: true}})
 		wantN(t, "Fail", n, err, 1)
 		held := b.claim(t, 1)
 		equalIDs(t, "past a leased or dead event without aggregate", ids(held.Events), ids(free[1:2]))
@@ -191,7 +192,7 @@ func TestOrderedClaimBehindInFlightClaim(t *testing.T) {
 			}
 			c := b.claim(t, 10)
 			equalIDs(t, "while A's head is locked by another claim", ids(c.Events), ids(x))
-			c = b.claimReq(t, outbox.ClaimRequest{Limit: 10, IDs: ids(a[1:])})
+			c = b.claimReq(t, storage.ClaimRequest{Limit: 10, IDs: ids(a[1:])})
 			if len(c.Events) != 0 {
 				t.Fatalf("claimed %v by ID behind a locked head", ids(c.Events))
 			}
@@ -247,7 +248,7 @@ func TestOrderedClaimStress(t *testing.T) {
 					if finished {
 						return
 					}
-					c, err := b.store.Claim(t.Context(), outbox.ClaimRequest{Limit: 1 + rng.IntN(30), Lease: time.Minute})
+					c, err := b.store.Claim(t.Context(), storage.ClaimRequest{Limit: 1 + rng.IntN(30), Lease: time.Minute})
 					if err != nil {
 						fail("claim: %v", err)
 						return
@@ -268,7 +269,7 @@ func TestOrderedClaimStress(t *testing.T) {
 					// "Publish": acknowledge in batch order until an event
 					// fails; later events of its aggregate are held back.
 					var ok, release []*outbox.Event
-					var fails []outbox.Failure
+					var fails []storage.Failure
 					bad := map[string]bool{}
 					for _, e := range c.Events {
 						switch {
@@ -276,7 +277,7 @@ func TestOrderedClaimStress(t *testing.T) {
 							release = append(release, e)
 						case rng.IntN(10) == 0:
 							bad[e.AggregateID] = true
-							fails = append(fails, outbox.Failure{ID: e.ID, Err: "nack"})
+							fails = append(fails, storage.Failure{ID: e.ID, Err: "nack"})
 						default:
 							ok = append(ok, e)
 							acked[e.AggregateID] = append(acked[e.AggregateID], seqOf[e.ID])

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // TestStatsWindow syncs 100 events with latencies of 1 to 100 ms, after
@@ -43,7 +43,7 @@ func TestStatsWindow(t *testing.T) {
 		dead[0].AggregateID = "sku-poison"
 		b.save(t, dead...)
 		c = b.claim(t, 10, dead[0].ID)
-		n, err = b.store.Fail(ctx, c.Token, []outbox.Failure{{ID: dead[0].ID, Err: "poison", Dead: true}})
+		n, err = b.store.Fail(ctx, c.Token, []storage.Failure{{ID: dead[0].ID, Err: "poison", Dead: true}})
 		wantN(t, "bury", n, err, 1)
 
 		st, err := b.store.Stats(ctx, time.Hour)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/sqlschema"
+	"github.com/eventsync/outbox/storage"
 )
 
 // Store is an outbox.Store in a SQL database. It is safe for concurrent
@@ -184,7 +185,7 @@ const maxLastError = 8 << 10
 // so a batch with different delays is still one UPDATE (more only past the
 // bind-parameter limit). Only rows still held by token change; it returns
 // how many did. Error texts are cut to 8 KiB.
-func (s *Store) Fail(ctx context.Context, token string, failures []outbox.Failure) (int, error) {
+func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failure) (int, error) {
 	if token == "" || len(failures) == 0 {
 		return 0, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // benchStore opens a migrated store for a benchmark: SQLite in a
@@ -119,7 +120,7 @@ func BenchmarkClaimMark(b *testing.B) {
 					refill()
 					b.StartTimer()
 					t0 := time.Now()
-					c, err := s.Claim(ctx, outbox.ClaimRequest{Limit: batch, Lease: time.Minute, Unordered: unordered})
+					c, err := s.Claim(ctx, storage.ClaimRequest{Limit: batch, Lease: time.Minute, Unordered: unordered})
 					if err != nil {
 						b.Fatal(err)
 					}

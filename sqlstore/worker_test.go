@@ -55,12 +55,12 @@ func saveEvents(t *testing.T, o *outbox.Outbox, db *sqlx.DB, n int) []*outbox.Ev
 // The seed's no-op publisher case: one relay pass marks everything.
 func TestWorkerNoopSyncsEverything(t *testing.T) {
 	s, db := openSQLite(t)
-	o, err := outbox.New(s, outbox.Noop)
+	o, err := outbox.New(s, outbox.Noop{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	saveEvents(t, o, db, 25)
-	res, err := o.Worker().SyncPending(t.Context(), 0)
+	res, err := o.SyncPending(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestWorkerPartialFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	saveEvents(t, o, db, 4)
-	res, err := o.Worker().SyncPending(t.Context(), 0)
+	res, err := o.SyncPending(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

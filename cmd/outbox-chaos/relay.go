@@ -37,7 +37,7 @@ func (a relayArgs) flags() []string {
 		fmt.Sprintf("-idempotent=%t", a.idempotent), "-broker", a.broker, "-kafka-via", a.kafkaVia}
 }
 
-// relayMain is a relay process: an outbox.Worker over the run's table,
+// relayMain is a relay process: an outbox.Outbox relay over the run's table,
 // publishing to the run's streams, until SIGTERM or SIGINT.
 func relayMain(args []string) int {
 	var a relayArgs
@@ -110,7 +110,7 @@ func relay(ctx context.Context, a relayArgs) error {
 	}
 
 	timeout := a.lease / 2
-	worker, err := outbox.NewWorker(store, pub,
+	worker, err := outbox.New(store, pub,
 		outbox.WithInterval(200*time.Millisecond),
 		outbox.WithBatchSize(100),
 		outbox.WithTimeout(timeout),

@@ -178,8 +178,8 @@ func (tg *target) seed(t *testing.T) map[string][]*outbox.Event {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ob.Worker().SyncPending(t.Context(), 0)
-	if err != nil || res.Synced != 3 || res.Buried != 2 || res.Failed != 1 {
+	res, err := ob.SyncPending(t.Context(), 0)
+	if err != nil || res.Synced != 3 || res.Dead != 2 || res.Failed != 1 {
 		t.Fatalf("seed: %+v, %v", res, err)
 	}
 	return byType

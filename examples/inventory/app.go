@@ -86,7 +86,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (a *app, err erro
 		db:           a.db,
 		log:          log,
 		metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}),
-		ready:        a.ob.Worker().ReadyHandler(readiness),
+		ready:        readyHandler(a.ob, readiness, 5*time.Second),
 	}
 	return a, nil
 }
@@ -127,7 +127,7 @@ func (a *app) publisher(ctx context.Context) (outbox.Publisher, error) {
 	switch a.cfg.Publisher {
 	case publisherNoop:
 		a.log.Info("publisher: noop (events are marked synced without being sent)")
-		return outbox.Noop, nil
+		return outbox.Noop{}, nil
 	case publisherKafka:
 		return a.kafkaPublisher(ctx)
 	case publisherRedis:

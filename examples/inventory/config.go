@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 )
@@ -150,29 +151,28 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 	return c, nil
 }
 
-// relayOptions reads the outbox's EVENT_SYNC_* variables with
-// outbox.EnvOptions and checks their limits now, one variable at a time,
-// so that an out-of-range value is reported with the variable's name
-// before anything is opened.
+// relayOptions reads the relay's EVENT_SYNC_* variables and checks their
+// limits now, one variable at a time, so that an out-of-range value is
+// reported with the variable's name before anything is opened.
 func relayOptions(lookup func(string) (string, bool)) ([]outbox.Option, error) {
-	opts, err := outbox.EnvOptions(lookup)
+	s, err := readRelaySettings(lookup)
 	if err != nil {
 		return nil, err // already names the variable
 	}
-	for _, name := range []string{outbox.EnvInterval, outbox.EnvBatchSize, outbox.EnvTimeout} {
-		only := func(n string) (string, bool) {
-			if n != name {
-				return "", false
-			}
-			return lookup(n)
-		}
-		one, _ := outbox.EnvOptions(only)
-		if _, err := outbox.NewWorker(nopStore{}, outbox.Noop, one...); err != nil {
-			v, _ := lookup(name)
-			return nil, fmt.Errorf("%s=%q: %w", name, v, err)
+	for _, one := range []struct {
+		name string
+		opts []outbox.Option
+	}{
+		{envInterval, relaySettings{Interval: s.Interval}.options()},
+		{envBatchSize, relaySettings{BatchSize: s.BatchSize}.options()},
+		{envTimeout, relaySettings{Timeout: s.Timeout}.options()},
+	} {
+		if _, err := outbox.New(nopStore{}, outbox.Noop{}, one.opts...); err != nil {
+			v, _ := lookup(one.name)
+			return nil, fmt.Errorf("%s=%q: %w", one.name, v, err)
 		}
 	}
-	return opts, nil
+	return s.options(), nil
 }
 
 // parseDatabaseURL turns DATABASE_URL into a driver name and DSN:
@@ -265,16 +265,16 @@ func redactURLError(err error) error {
 	return err
 }
 
-// nopStore lets relayOptions check options with outbox.NewWorker; it is
+// nopStore lets relayOptions check options with outbox.New; it is
 // never called.
 type nopStore struct{}
 
 func (nopStore) Insert(context.Context, outbox.Executor, []*outbox.Event) error { return nil }
-func (nopStore) Claim(context.Context, outbox.ClaimRequest) (*outbox.Claim, error) {
+func (nopStore) Claim(context.Context, storage.ClaimRequest) (*outbox.Claim, error) {
 	return &outbox.Claim{}, nil
 }
 func (nopStore) MarkSynced(context.Context, string, []string) (int, error) { return 0, nil }
-func (nopStore) Fail(context.Context, string, []outbox.Failure) (int, error) {
+func (nopStore) Fail(context.Context, string, []storage.Failure) (int, error) {
 	return 0, nil
 }
 func (nopStore) Release(context.Context, string, []string) (int, error) { return 0, nil }

@@ -85,22 +85,22 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
-// alerts records the alerts a relay raises.
+// alerts records the alerts watchAlerts raises.
 type alerts struct {
 	mu  sync.Mutex
-	got []outbox.Alert
+	got []alert
 }
 
-func (r *alerts) Alert(_ context.Context, a outbox.Alert) {
+func (r *alerts) add(a alert) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, a)
 }
 
-func (r *alerts) list() []outbox.Alert {
+func (r *alerts) list() []alert {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]outbox.Alert(nil), r.got...)
+	return append([]alert(nil), r.got...)
 }
 
 // syncBuffer is a bytes.Buffer safe for the logger's goroutine.
@@ -122,8 +122,8 @@ func (s *syncBuffer) String() string {
 }
 
 // TestAlertsEndToEnd: with the broker down, the backlog in the service's
-// sqlstore crosses the pending threshold and the relay fires an alert
-// (hook and slog warning); once the broker is back and the backlog
+// sqlstore crosses the pending threshold and watchAlerts fires an alert
+// (callback and slog warning); once the broker is back and the backlog
 // drained, it clears.
 func TestAlertsEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -140,10 +140,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 	})
 	rec := &alerts{}
 	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	ob, err := outbox.New(a.store, pub,
-		outbox.WithAlerts(outbox.Alerts{Pending: 2, Every: 20 * time.Millisecond}),
-		outbox.WithHooks(rec),
-		outbox.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
+		outbox.WithLogger(log),
 		outbox.WithInterval(10*time.Millisecond),
 		outbox.WithBreaker(-1, time.Millisecond, time.Millisecond),
 		outbox.WithBackoff(time.Millisecond, time.Millisecond))
@@ -166,11 +165,17 @@ func TestAlertsEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ob.Run(ctx) }()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchAlerts(ctx, a.store, alertRules{Pending: 2, Every: 20 * time.Millisecond}, log, rec.add)
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+		<-watched
 	}()
 	wait := func(what string, cond func() bool) {
 		t.Helper()

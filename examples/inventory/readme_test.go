@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/sqlstore"
+	"github.com/eventsync/outbox/storage"
 )
 
 // readmeMonitoringSQL returns the statement of each SQL block of the
@@ -227,14 +228,14 @@ func TestReadmeMonitoringSQL(t *testing.T) {
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
-		c, err := store.Claim(ctx, outbox.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{synced.ID, old.ID, buried.ID}})
+		c, err := store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute, IDs: []string{synced.ID, old.ID, buried.ID}})
 		if err != nil || len(c.Events) != 3 {
 			t.Fatalf("claim: %v, %v", c, err)
 		}
 		if n, err := store.MarkSynced(ctx, c.Token, []string{synced.ID, old.ID}); err != nil || n != 2 {
 			t.Fatalf("mark synced: %d, %v", n, err)
 		}
-		if n, err := store.Fail(ctx, c.Token, []outbox.Failure{{ID: buried.ID, Err: "out of stock", Dead: true}}); err != nil || n != 1 {
+		if n, err := store.Fail(ctx, c.Token, []storage.Failure{{ID: buried.ID, Err: "out of stock", Dead: true}}); err != nil || n != 1 {
 			t.Fatalf("bury: %d, %v", n, err)
 		}
 		shift := map[sqlstore.Dialect]string{

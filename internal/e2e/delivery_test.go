@@ -17,6 +17,7 @@ import (
 	"github.com/eventsync/outbox/outboxtest"
 	"github.com/eventsync/outbox/redisstream"
 	"github.com/eventsync/outbox/sqlstore"
+	"github.com/eventsync/outbox/storage"
 )
 
 func newEvents(topic string, n int) []*outbox.Event {
@@ -86,7 +87,7 @@ func TestSeedFailedPublishStaysPendingThenRelayMarks(t *testing.T) {
 
 		pub.SetDown(nil)
 		time.Sleep(5 * time.Millisecond) // past the 1ms backoff
-		res, err := ob.Worker().SyncPending(ctx, 100)
+		res, err := ob.SyncPending(ctx, 100)
 		mustNoErr(t, err, "sync")
 		if res.Synced != 1 || status(t, store, ev.ID).Delivery.Status() != outbox.StatusSynced {
 			t.Fatalf("second pass: %+v", res)
@@ -107,7 +108,7 @@ func TestSeedTwoOfFourFail(t *testing.T) {
 			}
 			return nil
 		})
-		res, err := ob.Worker().SyncPending(context.Background(), 100)
+		res, err := ob.SyncPending(context.Background(), 100)
 		mustNoErr(t, err, "sync")
 		if res.Claimed != 4 || res.Synced != 2 || res.Failed != 2 {
 			t.Fatalf("result %+v", res)
@@ -124,9 +125,9 @@ func TestSeedTwoOfFourFail(t *testing.T) {
 // one pass.
 func TestSeedNoopMarksAllInOnePass(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
-		ob := newOutbox(t, store, outbox.Noop)
+		ob := newOutbox(t, store, outbox.Noop{})
 		saveCommitted(t, db, ob, newEvents("inventory", 50)...)
-		res, err := ob.Worker().SyncPending(context.Background(), 100)
+		res, err := ob.SyncPending(context.Background(), 100)
 		mustNoErr(t, err, "sync")
 		st, err := store.Stats(context.Background(), time.Hour)
 		mustNoErr(t, err, "stats")
@@ -140,7 +141,7 @@ func TestSeedNoopMarksAllInOnePass(t *testing.T) {
 func TestAtomicWrite(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
 		ctx := context.Background()
-		ob := newOutbox(t, store, outbox.Noop)
+		ob := newOutbox(t, store, outbox.Noop{})
 		exists := func(id string) bool {
 			_, err := store.Get(ctx, id)
 			if err != nil && !errors.Is(err, sqlstore.ErrNotFound) {
@@ -297,17 +298,17 @@ func TestMarkFailsAfterPublish(t *testing.T) {
 		ev := newEvents(stream, 1)[0]
 		saveCommitted(t, db, ob, ev)
 
-		if _, err := ob.Worker().SyncPending(ctx, 10); err == nil {
+		if _, err := ob.SyncPending(ctx, 10); err == nil {
 			t.Fatal("a failed mark was not reported")
 		}
 		if d := status(t, store, ev.ID).Delivery; d.Status() != outbox.StatusPending {
 			t.Fatalf("event marked although the mark failed: %+v", d)
 		}
-		if res, _ := ob.Worker().SyncPending(ctx, 10); res.Claimed != 0 {
+		if res, _ := ob.SyncPending(ctx, 10); res.Claimed != 0 {
 			t.Fatalf("event claimed again while its lease holds: %+v", res)
 		}
 		time.Sleep(lease + 50*time.Millisecond)
-		res, err := ob.Worker().SyncPending(ctx, 10)
+		res, err := ob.SyncPending(ctx, 10)
 		mustNoErr(t, err, "sync after the lease")
 		if res.Synced != 1 || status(t, store, ev.ID).Delivery.Status() != outbox.StatusSynced {
 			t.Fatalf("after the lease: %+v", res)
@@ -332,18 +333,18 @@ func TestRelayKilledMidBatch(t *testing.T) {
 		}
 		saveCommitted(t, db, ob, evs...)
 
-		dead, err := store.Claim(ctx, outbox.ClaimRequest{Limit: 3, Lease: lease}) // then the process dies
+		dead, err := store.Claim(ctx, storage.ClaimRequest{Limit: 3, Lease: lease}) // then the process dies
 		mustNoErr(t, err, "claim")
 		if len(dead.Events) != 3 {
 			t.Fatalf("claimed %d", len(dead.Events))
 		}
-		res, err := ob.Worker().SyncPending(ctx, 10)
+		res, err := ob.SyncPending(ctx, 10)
 		mustNoErr(t, err, "sync")
 		if res.Synced != 2 {
 			t.Fatalf("while the dead relay's lease holds, synced %d, want the 2 unclaimed", res.Synced)
 		}
 		time.Sleep(lease + 50*time.Millisecond)
-		res, err = ob.Worker().SyncPending(ctx, 10)
+		res, err = ob.SyncPending(ctx, 10)
 		mustNoErr(t, err, "sync")
 		if res.Synced != 3 {
 			t.Fatalf("after the lease, synced %d, want 3", res.Synced)
@@ -388,8 +389,8 @@ func TestStopReleasesBatch(t *testing.T) {
 				t.Errorf("event %s after stop: %+v", e.ID, d)
 			}
 		}
-		next := newOutbox(t, store, outbox.Noop)
-		res, err := next.Worker().SyncPending(ctx, 10)
+		next := newOutbox(t, store, outbox.Noop{})
+		res, err := next.SyncPending(ctx, 10)
 		mustNoErr(t, err, "sync")
 		if res.Synced != 4 {
 			t.Fatalf("the next relay synced %d of the released events, want 4", res.Synced)

@@ -1,4 +1,4 @@
 // Package e2e holds the end-to-end tests of the outbox: the root package's
-// Outbox and Worker over the real SQL stores and the real Redis publisher,
+// Outbox (Save, Publish and the relay) over the real SQL stores and the real Redis publisher,
 // with the broker taken away and given back through a proxy.
 package e2e

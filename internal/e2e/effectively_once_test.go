@@ -44,11 +44,11 @@ func crashBetweenAckAndMark(t *testing.T, db *sqlx.DB, store *sqlstore.Store, pu
 	ob := newOutbox(t, flaky, pub, outbox.WithTimeout(timeout), outbox.WithLease(lease))
 	ev := newEvents(topic, 1)[0]
 	saveCommitted(t, db, ob, ev)
-	if _, err := ob.Worker().SyncPending(ctx, 10); err == nil {
+	if _, err := ob.SyncPending(ctx, 10); err == nil {
 		t.Fatal("a failed mark was not reported")
 	}
 	time.Sleep(lease + 50*time.Millisecond)
-	res, err := ob.Worker().SyncPending(ctx, 10)
+	res, err := ob.SyncPending(ctx, 10)
 	mustNoErr(t, err, "sync after the lease")
 	if res.Synced != 1 || status(t, store, ev.ID).Delivery.Status() != outbox.StatusSynced {
 		t.Fatalf("after the lease: %+v", res)

@@ -50,11 +50,11 @@ func stripComments(s string) string {
 func TestReadmeMonitoringSQL(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
 		ctx := context.Background()
-		ob := newOutbox(t, store, outbox.Noop)
+		ob := newOutbox(t, store, outbox.Noop{})
 		old := newEvents("monitoring", 2)
 		old[0].CreatedAt = time.Now().Add(-90 * time.Second)
 		saveCommitted(t, db, ob, old...)
-		res, err := ob.Worker().SyncPending(ctx, 1) // one synced, one pending
+		res, err := ob.SyncPending(ctx, 1) // one synced, one pending
 		mustNoErr(t, err, "sync")
 		if res.Synced != 1 {
 			t.Fatalf("synced %d", res.Synced)

@@ -15,6 +15,7 @@ import (
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/redisstream"
 	"github.com/eventsync/outbox/sqlstore"
+	"github.com/eventsync/outbox/storage"
 )
 
 // timeline records what the relay did from the first probe that found the
@@ -83,7 +84,7 @@ type timingStore struct {
 	tl *timeline
 }
 
-func (s timingStore) Claim(ctx context.Context, req outbox.ClaimRequest) (*outbox.Claim, error) {
+func (s timingStore) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Claim, error) {
 	start := time.Now()
 	c, err := s.Store.Claim(ctx, req)
 	n := 0
@@ -147,7 +148,7 @@ func TestRecoveryAfterOutage(t *testing.T) {
 			mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, evs...) }), "transact while Redis is down")
 			saved = append(saved, evs...)
 		}
-		waitFor(t, "the breaker to open", func() bool { return ob.Worker().Breaker().Open })
+		waitFor(t, "the breaker to open", func() bool { return ob.Breaker().Open })
 		time.Sleep(120 * time.Millisecond) // a few failed probes
 		tl.mu.Lock()
 		failedProbes := tl.probes

@@ -40,7 +40,7 @@ func TestNoConnectionHeldWhilePublishing(t *testing.T) {
 		mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, newEvents("t", 3)...) }), "transact")
 		// The relay.
 		saveCommitted(t, db, ob, newEvents("t", 5)...)
-		res, err := ob.Worker().SyncPending(ctx, 100)
+		res, err := ob.SyncPending(ctx, 100)
 		mustNoErr(t, err, "sync")
 
 		if publishes.Load() != 2 || blocked.Load() != 0 {

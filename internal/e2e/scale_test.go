@@ -61,7 +61,7 @@ func startRelays(t *testing.T, n int, store outbox.Store, pub outbox.Publisher, 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range n {
-		w, err := outbox.NewWorker(store, pub, relayOptions(opts...)...)
+		w, err := outbox.New(store, pub, relayOptions(opts...)...)
 		mustNoErr(t, err, "NewWorker")
 		wg.Go(func() {
 			if err := w.Run(ctx); err != nil {

@@ -1,0 +1,64 @@
+// Package storage holds what an implementation of outbox.Store works
+// with: the claim request, the record of a failed attempt, and the
+// optional capabilities the relay looks for by type assertion. Services
+// that use the outbox never need it; whoever writes a Store does. The
+// sqlstore package is the implementation for PostgreSQL, MySQL/MariaDB and
+// SQLite, and outboxtest's store suite tells whether another one is right.
+//
+// Like the outbox package, it imports only the standard library.
+package storage
+
+import (
+	"context"
+	"time"
+)
+
+// MaxErrorLength is how many bytes of a publish error the relay keeps as an
+// event's last error (Failure.Err is never longer, and is valid UTF-8).
+const MaxErrorLength = 1000
+
+// ClaimRequest says what to claim. Its zero value keeps per-aggregate
+// order and lets a dead event hold back its aggregate.
+type ClaimRequest struct {
+	Limit int           // at most this many events; must be positive
+	Lease time.Duration // how long the claim holds them; must be positive
+	IDs   []string      // if non-nil, claim only these events (an empty, non-nil slice claims none)
+
+	// Unordered drops per-aggregate order for throughput: any due event
+	// may be claimed. By default an aggregate's events are claimed only
+	// from its earliest undelivered event on, as a run with no gap, and
+	// not at all while that event is leased elsewhere or backing off.
+	// Events with an empty aggregate ID belong to no aggregate and are
+	// never held back by others.
+	Unordered bool
+
+	// SkipDead lets later events of an aggregate go past a dead one. By
+	// default a dead event holds its aggregate until it is re-queued.
+	SkipDead bool
+}
+
+// Failure is one failed publish attempt.
+type Failure struct {
+	ID    string
+	Err   string        // the error text, kept as the event's last error; at most MaxErrorLength bytes
+	Delay time.Duration // when to try again, from now (ignored if Dead)
+	Dead  bool          // bury the event: it will not be retried
+}
+
+// Notifier is implemented by a Store that can tell relays at once that
+// events were committed (sqlstore on PostgreSQL, through LISTEN/NOTIFY). A
+// running relay finds it by type assertion and wakes on it.
+type Notifier interface {
+	// Listen calls wake each time events were committed, until ctx ends,
+	// then returns nil. It reconnects by itself after a lost connection and
+	// returns an error only if it cannot listen at all.
+	Listen(ctx context.Context, wake func()) error
+}
+
+// Purger is implemented by a Store that can delete synced events, for
+// outbox.WithRetention.
+type Purger interface {
+	// Purge deletes at most limit events synced longer than olderThan ago
+	// and returns how many it deleted.
+	Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+}
