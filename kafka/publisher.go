@@ -164,56 +164,41 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 	}
 	defer p.wg.Done()
 
-	failed := make(map[string]error)
-	blocked := make(map[string]string) // aggregate ID -> ID of the event that failed first
+	var b outbox.BatchErrors
 	for _, round := range rounds(events) {
 		if err := ctx.Err(); err != nil {
 			cause := outbox.Unavailable(fmt.Errorf("kafka: not sent: %w", context.Cause(ctx)))
 			for _, e := range round {
-				failed[e.ID] = cause
+				b.Fail(e, cause)
 			}
 			continue
 		}
 		msgs := make([]*sarama.ProducerMessage, 0, len(round))
 		sent := make([]*outbox.Event, 0, len(round))
 		for _, e := range round {
-			if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
-				failed[e.ID] = fmt.Errorf("kafka: event %s: %w (earlier event %s of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID)
+			if b.HeldBack(e) {
 				continue
 			}
 			topic := p.opts.topic(e)
 			if topic == "" {
-				failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s has no topic", e.ID))
-				blocked[e.AggregateID] = e.ID
+				b.Fail(e, outbox.Permanent(fmt.Errorf("kafka: event %s has no topic", e.ID)))
 				continue
 			}
 			m := message(e, topic)
 			if size := m.ByteSize(2); size > p.maxBytes {
-				failed[e.ID] = outbox.Permanent(fmt.Errorf("kafka: event %s is %d bytes as a record, over the limit of %d (Producer.MaxMessageBytes): %w",
-					e.ID, size, p.maxBytes, sarama.ErrMessageSizeTooLarge))
-				blocked[e.AggregateID] = e.ID
+				b.Fail(e, outbox.Permanent(fmt.Errorf("kafka: event %s is %d bytes as a record, over the limit of %d (Producer.MaxMessageBytes): %w",
+					e.ID, size, p.maxBytes, sarama.ErrMessageSizeTooLarge)))
 				continue
 			}
 			m.Metadata = len(sent)
 			sent = append(sent, e)
 			msgs = append(msgs, m)
 		}
-		if len(msgs) == 0 {
-			continue
-		}
-		p.send(ctx, prod, msgs, sent, failed)
-		for _, e := range sent {
-			if _, bad := failed[e.ID]; bad && e.AggregateID != "" {
-				if _, ok := blocked[e.AggregateID]; !ok {
-					blocked[e.AggregateID] = e.ID
-				}
-			}
+		if len(msgs) > 0 {
+			p.send(ctx, prod, msgs, sent, &b)
 		}
 	}
-	if len(failed) == 0 {
-		return nil
-	}
-	return &outbox.PublishError{Failed: failed}
+	return b.Err()
 }
 
 // rounds splits a batch so that no SendMessages call carries two events
@@ -244,9 +229,9 @@ func rounds(events []*outbox.Event) [][]*outbox.Event {
 	return out
 }
 
-// send runs one SendMessages call and records in failed every event Kafka
-// did not acknowledge.
-func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*sarama.ProducerMessage, sent []*outbox.Event, failed map[string]error) {
+// send runs one SendMessages call and fails in b every event Kafka did
+// not acknowledge, which holds back the later rounds of its aggregate.
+func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*sarama.ProducerMessage, sent []*outbox.Event, b *outbox.BatchErrors) {
 	done := make(chan error, 1)
 	p.wg.Add(1)
 	go func() {
@@ -259,7 +244,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 	case <-ctx.Done():
 		cause := outbox.Unavailable(fmt.Errorf("kafka: outcome unknown, the record may still be written: %w", context.Cause(ctx)))
 		for _, e := range sent {
-			failed[e.ID] = cause
+			b.Fail(e, cause)
 		}
 		return
 	}
@@ -270,7 +255,7 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 	var perrs sarama.ProducerErrors
 	if !errors.As(err, &perrs) {
 		for _, e := range sent {
-			failed[e.ID] = classify(fmt.Errorf("kafka: send: %w", err), p.autoCreate)
+			b.Fail(e, classify(fmt.Errorf("kafka: send: %w", err), p.autoCreate))
 		}
 		return
 	}
@@ -280,13 +265,13 @@ func (p *Publisher) send(ctx context.Context, prod sarama.SyncProducer, msgs []*
 		if !ok || i < 0 || i >= len(sent) {
 			// Not a message of ours: trust nothing of this batch.
 			for _, e := range sent {
-				failed[e.ID] = fmt.Errorf("kafka: send: unexpected error report: %w", err)
+				b.Fail(e, fmt.Errorf("kafka: send: unexpected error report: %w", err))
 			}
 			return
 		}
 		bad[i] = true
 		e := sent[i]
-		failed[e.ID] = p.topicErrs.classify(pe.Msg.Topic, fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err), p.autoCreate)
+		b.Fail(e, p.topicErrs.classify(pe.Msg.Topic, fmt.Errorf("kafka: event %s to topic %q: %w", e.ID, pe.Msg.Topic, pe.Err), p.autoCreate))
 	}
 	p.topicErrs.acknowledged(topicsOf(msgs, bad))
 }

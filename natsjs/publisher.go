@@ -89,16 +89,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		return fmt.Errorf("natsjs: publish %d events: nothing was sent: %w", len(events), context.Cause(ctx))
 	}
 
-	failed := make(map[string]error)
-	blocked := make(map[string]string) // aggregate ID -> the event that failed first
-	block := func(e *outbox.Event, err error) {
-		failed[e.ID] = err
-		if e.AggregateID != "" {
-			if _, ok := blocked[e.AggregateID]; !ok {
-				blocked[e.AggregateID] = e.ID
-			}
-		}
-	}
+	var b outbox.BatchErrors
 	type inflight struct {
 		e   *outbox.Event
 		f   jetstream.PubAckFuture
@@ -107,30 +98,29 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 	sent := make([]inflight, 0, len(events))
 	maxPayload := p.nc.MaxPayload()
 	for _, e := range events {
-		if first, ok := blocked[e.AggregateID]; ok && e.AggregateID != "" {
-			failed[e.ID] = fmt.Errorf("natsjs: event %s: %w (earlier event %s of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID)
+		if b.HeldBack(e) {
 			continue
 		}
 		subject := p.cfg.subject(e)
 		if !validSubject(subject) {
-			block(e, outbox.Permanent(fmt.Errorf("natsjs: event %s (type %q) maps to the invalid subject %q", e.ID, e.Type, subject)))
+			b.Fail(e, outbox.Permanent(fmt.Errorf("natsjs: event %s (type %q) maps to the invalid subject %q", e.ID, e.Type, subject)))
 			continue
 		}
 		m, err := message(e, subject)
 		if err != nil {
-			block(e, outbox.Permanent(fmt.Errorf("natsjs: event %s: %w", e.ID, err)))
+			b.Fail(e, outbox.Permanent(fmt.Errorf("natsjs: event %s: %w", e.ID, err)))
 			continue
 		}
 		if maxPayload > 0 {
 			if size := msgSize(m); size > maxPayload {
-				block(e, outbox.Permanent(fmt.Errorf("natsjs: event %s is %d bytes as a message, over the server's max_payload of %d: %w",
+				b.Fail(e, outbox.Permanent(fmt.Errorf("natsjs: event %s is %d bytes as a message, over the server's max_payload of %d: %w",
 					e.ID, size, maxPayload, nats.ErrMaxPayload)))
 				continue
 			}
 		}
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
-			block(e, unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", e.ID, subject, err)))
+			b.Fail(e, unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", e.ID, subject, err)))
 			continue
 		}
 		sent = append(sent, inflight{e: e, f: f, sub: subject})
@@ -145,7 +135,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 			case <-s.f.Ok():
 				acked++
 			default:
-				failed[s.e.ID] = ctxErr
+				b.Fail(s.e, ctxErr)
 			}
 			continue
 		}
@@ -153,16 +143,13 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		case <-s.f.Ok():
 			acked++
 		case err := <-s.f.Err():
-			failed[s.e.ID] = unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", s.e.ID, s.sub, err))
+			b.Fail(s.e, unreachable(fmt.Errorf("natsjs: publish %s to %q: %w", s.e.ID, s.sub, err)))
 		case <-ctx.Done():
 			ctxErr = outbox.Unavailable(fmt.Errorf("natsjs: outcome unknown, the message may still be stored: %w", context.Cause(ctx)))
-			failed[s.e.ID] = ctxErr
+			b.Fail(s.e, ctxErr)
 		}
 	}
-	if len(failed) == 0 {
-		return nil
-	}
-	return &outbox.PublishError{Failed: failed}
+	return b.Err()
 }
 
 // unreachable marks err outbox.Unavailable when it says the server or the

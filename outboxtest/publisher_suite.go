@@ -50,7 +50,8 @@ type PublisherSetup struct {
 type PublisherFeatures struct {
 	// NoHoldBack: an event that fails before it is sent does not hold
 	// back the later events of its aggregate in the batch (they should
-	// fail with outbox.ErrHeldBack).
+	// fail with outbox.ErrHeldBack; an outbox.BatchErrors does this for
+	// a publisher that asks it before sending each event).
 	NoHoldBack bool
 	// NoConcurrentPublish: Publish is not safe for concurrent use.
 	NoConcurrentPublish bool
@@ -296,7 +297,7 @@ func testNoTopic(p *pubT) {
 		if _, held := failed[after.ID]; !held {
 			p.Errorf("event %s was acknowledged although the earlier event %s of its aggregate failed (want outbox.ErrHeldBack)", after.ID, bad.ID)
 		} else if !errors.Is(failed[after.ID], outbox.ErrHeldBack) {
-			p.Logf("held-back event failed with %v (outbox.ErrHeldBack lets the relay give it back without an attempt)", failed[after.ID])
+			p.Logf("held-back event failed with %v (outbox.ErrHeldBack, as outbox.BatchErrors reports it, lets the relay give it back without an attempt)", failed[after.ID])
 		}
 	}
 	var acked []*outbox.Event

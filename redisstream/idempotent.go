@@ -136,13 +136,7 @@ return {id, 0}
 // across hash slots on a cluster. The server caches the compiled script
 // by its digest, so an EVAL costs a hash of the text more than EVALSHA.
 func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Event) error {
-	var failed map[string]error
-	fail := func(id string, err error) {
-		if failed == nil {
-			failed = make(map[string]error)
-		}
-		failed[id] = err
-	}
+	var b outbox.BatchErrors
 	window := strconv.FormatInt(p.dedup.window.Milliseconds(), 10)
 	type call struct {
 		keys []string
@@ -151,7 +145,7 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 	}
 	calls := make([]*call, len(events))
 	pipe := p.client.Pipeline()
-	keys, xadds := p.plan(events, fail)
+	keys, xadds := p.plan(events, &b)
 	for i := range events {
 		if xadds[i] == nil {
 			continue
@@ -163,7 +157,7 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 		calls[i] = c
 	}
 	if pipe.Len() == 0 {
-		return &outbox.PublishError{Failed: failed}
+		return b.Err()
 	}
 	_, execErr := pipe.Exec(ctx)
 
@@ -173,7 +167,7 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 			continue
 		}
 		if err := scriptReply(c.cmd); err != nil {
-			fail(events[i].ID, replyError(fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err)))
+			b.Fail(events[i], replyError(fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err)))
 			continue
 		}
 		acked++
@@ -181,10 +175,7 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 	if acked == 0 && execErr != nil && !isReply(execErr) {
 		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
 	}
-	if len(failed) > 0 {
-		return &outbox.PublishError{Failed: failed}
-	}
-	return nil
+	return b.Err()
 }
 
 // scriptReply checks dedupScript's answer. Only an answer carrying an

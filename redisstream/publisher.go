@@ -84,15 +84,8 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		return p.publishIdempotent(ctx, events)
 	}
 
-	var failed map[string]error
-	fail := func(id string, err error) {
-		if failed == nil {
-			failed = make(map[string]error)
-		}
-		failed[id] = err
-	}
-
-	keys, args := p.plan(events, fail)
+	var b outbox.BatchErrors
+	keys, args := p.plan(events, &b)
 	pipe := p.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(events))
 	for i := range events {
@@ -102,7 +95,7 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		}
 	}
 	if pipe.Len() == 0 {
-		return &outbox.PublishError{Failed: failed}
+		return b.Err()
 	}
 	_, execErr := pipe.Exec(ctx)
 
@@ -114,9 +107,9 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		// Only a reply carrying an entry ID acknowledges an event.
 		switch err := cmd.Err(); {
 		case err != nil:
-			fail(events[i].ID, replyError(fmt.Errorf("redisstream: XADD %s: %w", keys[i], err)))
+			b.Fail(events[i], replyError(fmt.Errorf("redisstream: XADD %s: %w", keys[i], err)))
 		case cmd.Val() == "":
-			fail(events[i].ID, fmt.Errorf("redisstream: XADD %s: no entry ID in the reply", keys[i]))
+			b.Fail(events[i], fmt.Errorf("redisstream: XADD %s: no entry ID in the reply", keys[i]))
 		default:
 			acked++
 		}
@@ -126,44 +119,28 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		// unknown, so the batch fails as a whole.
 		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
 	}
-	if len(failed) > 0 {
-		return &outbox.PublishError{Failed: failed}
-	}
-	return nil
+	return b.Err()
 }
 
 // plan maps each event to its stream key and XADD arguments. An event that
-// cannot be sent (no stream, a payload the codec refused) fails through
-// fail and holds back the later events of its aggregate, which fail with
+// cannot be sent (no stream, a payload the codec refused) fails in b and
+// holds back the later events of its aggregate, which fail with
 // outbox.ErrHeldBack; its arguments are nil.
-func (p *Publisher) plan(events []*outbox.Event, fail func(id string, err error)) (keys []string, args [][]any) {
+func (p *Publisher) plan(events []*outbox.Event, b *outbox.BatchErrors) (keys []string, args [][]any) {
 	keys = make([]string, len(events))
 	args = make([][]any, len(events))
-	var blocked map[string]string // aggregate -> the event that failed before sending
-	block := func(e *outbox.Event) {
-		if e.AggregateID == "" {
-			return
-		}
-		if blocked == nil {
-			blocked = map[string]string{}
-		}
-		blocked[e.AggregateID] = e.ID
-	}
 	for i, e := range events {
-		if first, ok := blocked[e.AggregateID]; ok {
-			fail(e.ID, fmt.Errorf("redisstream: event %q: %w (event %q of aggregate %q failed)", e.ID, outbox.ErrHeldBack, first, e.AggregateID))
+		if b.HeldBack(e) {
 			continue
 		}
 		key := p.stream(e)
 		if key == "" {
-			fail(e.ID, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
-			block(e)
+			b.Fail(e, outbox.Permanent(fmt.Errorf("redisstream: event %q (type %q) maps to an empty stream key", e.ID, e.Type)))
 			continue
 		}
 		a, err := p.xaddArgs(key, e)
 		if err != nil {
-			fail(e.ID, err)
-			block(e)
+			b.Fail(e, err)
 			continue
 		}
 		keys[i], args[i] = key, a
