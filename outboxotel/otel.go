@@ -17,7 +17,8 @@
 //
 // Wiring it up:
 //
-//	tr := outboxotel.New() // the global TracerProvider, W3C propagation
+//	tr, err := outboxotel.New() // the global TracerProvider, W3C propagation
+//	if err != nil { ... }
 //	ob, err := outbox.New(store, pub, outbox.WithHooks(tr))
 package outboxotel
 
@@ -46,36 +47,35 @@ const SpanName = "outbox publish"
 const MaxLinks = 128
 
 // Option configures New.
-type Option func(*Tracing)
+type Option func(*config)
+
+type config struct {
+	tp      trace.TracerProvider
+	prop    propagation.TextMapPropagator
+	nilTP   bool // WithTracerProvider(nil)
+	nilProp bool // WithPropagator(nil)
+}
 
 // WithTracerProvider sets where spans go. Defaults to the global
-// TracerProvider (otel.GetTracerProvider) at the time New is called.
+// TracerProvider (otel.GetTracerProvider) at the time New is called; nil
+// is refused.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(t *Tracing) {
-		if tp != nil {
-			t.tp = tp
-		}
-	}
+	return func(c *config) { c.tp, c.nilTP = tp, tp == nil }
 }
 
 // WithPropagator sets how trace context is written to and read from event
 // headers. Defaults to propagation.TraceContext (W3C traceparent and
 // tracestate), not the global propagator, which is a no-op unless the
 // application sets one. Pass otel.GetTextMapPropagator() to follow the
-// application's choice.
+// application's choice; nil is refused.
 func WithPropagator(p propagation.TextMapPropagator) Option {
-	return func(t *Tracing) {
-		if p != nil {
-			t.prop = p
-		}
-	}
+	return func(c *config) { c.prop, c.nilProp = p, p == nil }
 }
 
 // Tracing is an outbox.SaveHook and outbox.PublishHook that propagates
 // trace context through events and traces publication. It is safe for
 // concurrent use.
 type Tracing struct {
-	tp     trace.TracerProvider
 	prop   propagation.TextMapPropagator
 	tracer trace.Tracer
 }
@@ -89,19 +89,28 @@ var (
 	_ outbox.PublishHook = (*Tracing)(nil)
 )
 
-// New returns the tracing hook.
-func New(opts ...Option) *Tracing {
-	t := &Tracing{prop: propagation.TraceContext{}}
+// New returns the tracing hook. An invalid option is an error wrapping
+// outbox.ErrInvalidConfig.
+func New(opts ...Option) (*Tracing, error) {
+	var c config
 	for _, o := range opts {
 		if o != nil {
-			o(t)
+			o(&c)
 		}
 	}
-	if t.tp == nil {
-		t.tp = otel.GetTracerProvider()
+	switch {
+	case c.nilTP:
+		return nil, fmt.Errorf("outboxotel: %w: WithTracerProvider: the TracerProvider is nil", outbox.ErrInvalidConfig)
+	case c.nilProp:
+		return nil, fmt.Errorf("outboxotel: %w: WithPropagator: the propagator is nil", outbox.ErrInvalidConfig)
 	}
-	t.tracer = t.tp.Tracer(ScopeName)
-	return t
+	if c.tp == nil {
+		c.tp = otel.GetTracerProvider()
+	}
+	if c.prop == nil {
+		c.prop = propagation.TraceContext{}
+	}
+	return &Tracing{prop: c.prop, tracer: c.tp.Tracer(ScopeName)}, nil
 }
 
 // BeforeSave implements outbox.SaveHook: it writes ctx's trace context
@@ -188,7 +197,7 @@ func (t *Tracing) AfterPublish(ctx context.Context, d outbox.PublishDone) {
 	span.SetAttributes(
 		attribute.Int("outbox.published", len(d.Events)-len(d.Failed)),
 		attribute.Int("outbox.failed", len(d.Failed)),
-		attribute.Int("outbox.buried", len(d.Dead)),
+		attribute.Int("outbox.dead", len(d.Dead)),
 	)
 	switch {
 	case d.BrokerErr != nil:

@@ -60,7 +60,7 @@ func setup(t *testing.T, pub outbox.Publisher) *bundle {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := outboxotel.New(outboxotel.WithTracerProvider(tp))
+	tr := newTracing(t, outboxotel.WithTracerProvider(tp))
 	ob, err := outbox.New(store, pub, outbox.WithHooks(tr))
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestSaveKeepsOwnTraceContext(t *testing.T) {
 	t.Parallel()
 	tp := sdktrace.NewTracerProvider()
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := outboxotel.New(outboxotel.WithTracerProvider(tp))
+	tr := newTracing(t, outboxotel.WithTracerProvider(tp))
 	own := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	e1 := &outbox.Event{Headers: map[string]string{"traceparent": own}}
 	e2 := &outbox.Event{}

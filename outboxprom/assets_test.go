@@ -14,7 +14,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/eventsync/outbox"
-	"github.com/eventsync/outbox/outboxprom"
 )
 
 // The monitoring assets this package's metrics are documented with.
@@ -47,16 +46,16 @@ func newAssetChecker(t *testing.T) *assetChecker {
 		}
 		return mfs
 	}
-	m := outboxprom.New()
+	m := newMetrics(t)
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "a", Topic: "t", Type: "x"}}})
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "b", Topic: "t", Type: "x"}},
 		Failed: map[string]error{"b": os.ErrClosed}, Dead: []string{"b"}})
-	stats := outboxprom.NewStatsCollector(&fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})
+	stats := newStats(t, &fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})
 	c := &assetChecker{kinds: map[string]dto.MetricType{}, tableWide: map[string]bool{}}
 	for _, mf := range gather(m, stats) {
 		c.kinds[mf.GetName()] = mf.GetType()
 	}
-	for _, mf := range gather(outboxprom.NewStatsCollector(&fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})) {
+	for _, mf := range gather(newStats(t, &fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})) {
 		if mf.GetName() != "outbox_stats_up" { // says whether this instance could read the table
 			c.tableWide[mf.GetName()] = true
 		}
@@ -301,7 +300,7 @@ func TestMonitoringAssetsChecker(t *testing.T) {
 		`sum by (job) (max by (job, type) (outbox_events_pending)) > 1000`,
 		`sum(max by (job, type) (outbox_events_pending{job=~"$job"})) or vector(0)`,
 		`sum by (job, instance) (outbox_events_pending)`, // per instance: no double count
-		`max without (instance) (outbox_events_buried) > 0`,
+		`max without (instance) (outbox_events_dead) > 0`,
 		`histogram_quantile(0.5, sum by (le) (rate(outbox_sync_lag_seconds_bucket{job=~"$job"}[$__rate_interval])))`,
 		`sum(rate(outbox_relay_batch_size_sum[5m])) / sum(rate(outbox_relay_batch_size_count[5m]))`,
 		"sum by (job) (rate(outbox_events_failed_total[5m]))\n  / clamp_min(sum by (job) (rate(outbox_events_published_total[5m])), 1e-9) > 0.05",
@@ -322,10 +321,10 @@ func TestMonitoringAssetsChecker(t *testing.T) {
 		`sum by (job) (outbox_events_pending) > 1000`:                                                                "table-wide outbox_events_pending",
 		`sum(outbox_events_pending{job=~"$job"}) or vector(0)`:                                                       "table-wide outbox_events_pending",
 		`sum by (type) (outbox_events_pending{job=~"$job"})`:                                                         "table-wide outbox_events_pending",
-		`count(max by (job, instance) (outbox_events_buried))`:                                                       "table-wide outbox_events_buried",
+		`count(max by (job, instance) (outbox_events_dead))`:                                                         "table-wide outbox_events_dead",
 		`sum(rate(outbox_events_published_total[5m])`:                                                                "unclosed",
 		`sum(rate(outbox_events_published_total[5m)))`:                                                               "unbalanced",
-		`max(outbox_events_buried{job=~"$job})`:                                                                      "unterminated",
+		`max(outbox_events_dead{job=~"$job})`:                                                                        "unterminated",
 		`rat(outbox_events_published_total[5m])`:                                                                     `unknown function "rat"`,
 		`histogram_quantile(outbox_sync_lag_seconds_bucket)`:                                                         "takes 2 arguments, got 1",
 		`rate(outbox_events_published_total)`:                                                                        "wants a range vector",

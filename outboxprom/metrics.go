@@ -39,9 +39,13 @@ const (
 
 // New returns the metrics of publication, all at zero. See the package
 // documentation for their names. Options: WithConstLabels,
-// WithPublishBuckets, WithLagBuckets, WithBatchBuckets.
-func New(opts ...Option) *Metrics {
-	c := newConfig(opts)
+// WithPublishBuckets, WithLagBuckets, WithBatchBuckets. An invalid option
+// is an error wrapping outbox.ErrInvalidConfig.
+func New(opts ...Option) (*Metrics, error) {
+	c, err := newConfig(forMetrics, opts)
+	if err != nil {
+		return nil, err
+	}
 	byEvent := []string{"topic", "type"}
 	return &Metrics{
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,11 +54,11 @@ func New(opts ...Option) *Metrics {
 		}, byEvent),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_events_failed_total", ConstLabels: c.constLabels,
-			Help: "Failed publish attempts; each such event is retried or, past the limit, buried.",
+			Help: "Failed publish attempts; each such event is retried or, past the limit, dead.",
 		}, byEvent),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_events_dead_total", ConstLabels: c.constLabels,
-			Help: "Events buried (dead-lettered) after too many or a permanent failure.",
+			Help: "Events declared dead (dead-lettered) after too many attempts or a permanent failure.",
 		}, byEvent),
 		publishSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "outbox_publish_duration_seconds", ConstLabels: c.constLabels, Buckets: c.publishBuckets,
@@ -76,7 +80,7 @@ func New(opts ...Option) *Metrics {
 			Name: "outbox_circuit_breaker_open", ConstLabels: c.constLabels,
 			Help: "1 while the relay's circuit breaker is open (the broker is considered down), else 0.",
 		}),
-	}
+	}, nil
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
@@ -103,7 +107,7 @@ func (m *Metrics) BeforePublish(ctx context.Context, _ outbox.PublishStart) cont
 }
 
 // AfterPublish implements outbox.PublishHook: it counts the acknowledged,
-// failed and buried events and observes the batch. An event held back
+// failed and dead events and observes the batch. An event held back
 // behind a failed event of its aggregate (outbox.ErrHeldBack) was not
 // attempted and is not counted as failed.
 func (m *Metrics) AfterPublish(_ context.Context, d outbox.PublishDone) {
@@ -117,9 +121,9 @@ func (m *Metrics) AfterPublish(_ context.Context, d outbox.PublishDone) {
 	if d.BrokerErr != nil {
 		m.brokerFailures.Inc()
 	}
-	buried := make(map[string]bool, len(d.Dead))
+	dead := make(map[string]bool, len(d.Dead))
 	for _, id := range d.Dead {
-		buried[id] = true
+		dead[id] = true
 	}
 	for _, e := range d.Events {
 		if e == nil {
@@ -132,7 +136,7 @@ func (m *Metrics) AfterPublish(_ context.Context, d outbox.PublishDone) {
 			if !e.CreatedAt.IsZero() && !d.AckedAt.IsZero() {
 				m.lag.Observe(max(d.AckedAt.Sub(e.CreatedAt).Seconds(), 0))
 			}
-		case buried[e.ID]:
+		case dead[e.ID]:
 			m.failed.WithLabelValues(e.Topic, e.Type).Inc()
 			m.dead.WithLabelValues(e.Topic, e.Type).Inc()
 		case !errors.Is(err, outbox.ErrHeldBack):

@@ -81,8 +81,8 @@ func setup(t *testing.T, opts ...outbox.Option) *bundle {
 	if err := store.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	bd := &bundle{db: db, store: store, pub: &broker{}, reg: prometheus.NewRegistry(), m: outboxprom.New()}
-	bd.reg.MustRegister(bd.m, outboxprom.NewStatsCollector(store, outboxprom.WithStatsCacheFor(-1)))
+	bd := &bundle{db: db, store: store, pub: &broker{}, reg: prometheus.NewRegistry(), m: newMetrics(t)}
+	bd.reg.MustRegister(bd.m, newStats(t, store, outboxprom.WithStatsCacheFor(outboxprom.NoStatsCache)))
 	opts = append([]outbox.Option{
 		outbox.WithHooks(bd.m),
 		outbox.WithBackoff(time.Microsecond, time.Microsecond),
@@ -200,7 +200,7 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 	}
 	wantGauges("after saving", map[string]float64{
 		"outbox_events_pending/ok": 2, "outbox_events_pending/flaky": 1, "outbox_events_pending/poison": 1,
-		"outbox_events_buried": 0, "outbox_events_synced_window": 0, "outbox_stats_up": 1,
+		"outbox_events_dead": 0, "outbox_events_synced_window": 0, "outbox_stats_up": 1,
 	})
 	if age := gauge(t, b.reg, "outbox_oldest_pending_age_seconds"); age < 0 || age > 60 {
 		t.Errorf("outbox_oldest_pending_age_seconds = %v", age)
@@ -227,7 +227,7 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 	check("after the first pass")
 	wantGauges("after the first pass", map[string]float64{
 		"outbox_events_pending/ok": 0, "outbox_events_pending/flaky": 1, "outbox_events_pending/poison": 0,
-		"outbox_events_buried": 1, "outbox_events_synced_window": 2,
+		"outbox_events_dead": 1, "outbox_events_synced_window": 2,
 	})
 	if h := histogram(t, b, "outbox_relay_batch_size"); h.count != 1 || h.sum != 4 {
 		t.Errorf("outbox_relay_batch_size: %+v, want one batch of 4", h)
@@ -248,7 +248,7 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 	want["outbox_events_published_total"]["flaky"] = 1
 	check("after the retry")
 	wantGauges("after the retry", map[string]float64{
-		"outbox_events_pending/flaky": 0, "outbox_events_buried": 1, "outbox_events_synced_window": 3,
+		"outbox_events_pending/flaky": 0, "outbox_events_dead": 1, "outbox_events_synced_window": 3,
 		"outbox_oldest_pending_age_seconds": 0,
 	})
 	if h := histogram(t, b, "outbox_relay_batch_size"); h.count != 2 || h.sum != 5 {
@@ -324,7 +324,7 @@ func TestMetricsImmediate(t *testing.T) {
 // aggregate failed is no failed attempt.
 func TestMetricsHeldBack(t *testing.T) {
 	t.Parallel()
-	m := outboxprom.New()
+	m := newMetrics(t)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
 	a := &outbox.Event{ID: "a", Topic: "t", Type: "x", CreatedAt: time.Now()}
@@ -341,7 +341,7 @@ func TestMetricsHeldBack(t *testing.T) {
 // TestMetricsLint runs client_golang's linter over the exposition.
 func TestMetricsLint(t *testing.T) {
 	t.Parallel()
-	m := outboxprom.New(outboxprom.WithConstLabels(prometheus.Labels{"table": "outbox_events"}))
+	m := newMetrics(t, outboxprom.WithConstLabels(prometheus.Labels{"table": "outbox_events"}))
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "a", Topic: "t", Type: "x"}}})
 	problems, err := testutil.CollectAndLint(m)
 	if err != nil {

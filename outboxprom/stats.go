@@ -21,7 +21,7 @@ type StatsCollector struct {
 	r   outbox.StatsReader
 	cfg config
 
-	up, pending, oldest, buried, synced, avg, p99 *prometheus.Desc
+	up, pending, oldest, dead, synced, avg, p99 *prometheus.Desc
 
 	mu      sync.Mutex // one read at a time; guards the fields below
 	readAt  time.Time
@@ -33,26 +33,34 @@ var _ prometheus.Collector = (*StatsCollector)(nil)
 
 // NewStatsCollector returns a collector of r's figures. Options:
 // WithConstLabels, WithStatsTimeout, WithStatsCacheFor, WithStatsWindow.
-func NewStatsCollector(r outbox.StatsReader, opts ...Option) *StatsCollector {
-	c := newConfig(opts)
+// A nil r or an invalid option is an error wrapping
+// outbox.ErrInvalidConfig.
+func NewStatsCollector(r outbox.StatsReader, opts ...Option) (*StatsCollector, error) {
+	if r == nil {
+		return nil, invalid("the StatsReader is nil")
+	}
+	c, err := newConfig(forStats, opts)
+	if err != nil {
+		return nil, err
+	}
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, c.constLabels)
 	}
 	return &StatsCollector{
 		r: r, cfg: c,
 		up:      desc("outbox_stats_up", "1 if the last read of the outbox store's figures succeeded, else 0."),
-		pending: desc("outbox_events_pending", "Events committed but not yet acknowledged by the broker (not buried), by type.", "type"),
+		pending: desc("outbox_events_pending", "Events committed but not yet acknowledged by the broker (not dead), by type.", "type"),
 		oldest:  desc("outbox_oldest_pending_age_seconds", "Age of the oldest pending event; 0 when none is pending."),
-		buried:  desc("outbox_events_buried", "Buried (dead) events in the table, waiting for an operator."),
+		dead:    desc("outbox_events_dead", "Dead events in the table, waiting for an operator to re-queue them."),
 		synced:  desc("outbox_events_synced_window", "Events synced within the stats window."),
 		avg:     desc("outbox_sync_latency_avg_seconds", "Mean time from creation to acknowledgement of the events synced within the stats window."),
 		p99:     desc("outbox_sync_latency_p99_seconds", "99th percentile of the time from creation to acknowledgement within the stats window."),
-	}
+	}, nil
 }
 
 // Describe implements prometheus.Collector.
 func (s *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.up, s.pending, s.oldest, s.buried, s.synced, s.avg, s.p99} {
+	for _, d := range []*prometheus.Desc{s.up, s.pending, s.oldest, s.dead, s.synced, s.avg, s.p99} {
 		ch <- d
 	}
 }
@@ -70,7 +78,7 @@ func (s *StatsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.pending, prometheus.GaugeValue, float64(n), typ)
 	}
 	ch <- prometheus.MustNewConstMetric(s.oldest, prometheus.GaugeValue, st.OldestPendingAge.Seconds())
-	ch <- prometheus.MustNewConstMetric(s.buried, prometheus.GaugeValue, float64(st.Dead))
+	ch <- prometheus.MustNewConstMetric(s.dead, prometheus.GaugeValue, float64(st.Dead))
 	ch <- prometheus.MustNewConstMetric(s.synced, prometheus.GaugeValue, float64(st.Synced))
 	ch <- prometheus.MustNewConstMetric(s.avg, prometheus.GaugeValue, st.AvgSyncLatency.Seconds())
 	ch <- prometheus.MustNewConstMetric(s.p99, prometheus.GaugeValue, st.P99SyncLatency.Seconds())

@@ -56,12 +56,12 @@ func TestStatsCollectorExports(t *testing.T) {
 		AvgSyncLatency:   20 * time.Millisecond,
 		P99SyncLatency:   1500 * time.Millisecond,
 	}}
-	c := outboxprom.NewStatsCollector(f, outboxprom.WithStatsWindow(time.Hour))
+	c := newStats(t, f, outboxprom.WithStatsWindow(time.Hour))
 	want := `
-# HELP outbox_events_buried Buried (dead) events in the table, waiting for an operator.
-# TYPE outbox_events_buried gauge
-outbox_events_buried 4
-# HELP outbox_events_pending Events committed but not yet acknowledged by the broker (not buried), by type.
+# HELP outbox_events_dead Dead events in the table, waiting for an operator to re-queue them.
+# TYPE outbox_events_dead gauge
+outbox_events_dead 4
+# HELP outbox_events_pending Events committed but not yet acknowledged by the broker (not dead), by type.
 # TYPE outbox_events_pending gauge
 outbox_events_pending{type="reservation.created"} 2
 outbox_events_pending{type="stock.updated"} 3
@@ -102,7 +102,7 @@ func TestStatsCollectorCaches(t *testing.T) {
 	t.Parallel()
 	f := &fakeStats{st: outbox.Stats{Pending: 1, PendingByType: map[string]int64{"a": 1}}}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(outboxprom.NewStatsCollector(f, outboxprom.WithStatsCacheFor(time.Hour)))
+	reg.MustRegister(newStats(t, f, outboxprom.WithStatsCacheFor(time.Hour)))
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -123,7 +123,7 @@ func TestStatsCollectorCaches(t *testing.T) {
 	// Without a cache every scrape reads.
 	g := &fakeStats{st: outbox.Stats{}}
 	reg2 := prometheus.NewRegistry()
-	reg2.MustRegister(outboxprom.NewStatsCollector(g, outboxprom.WithStatsCacheFor(-1)))
+	reg2.MustRegister(newStats(t, g, outboxprom.WithStatsCacheFor(outboxprom.NoStatsCache)))
 	for range 3 {
 		if _, err := reg2.Gather(); err != nil {
 			t.Fatal(err)
@@ -140,7 +140,7 @@ func TestStatsCollectorDown(t *testing.T) {
 	t.Parallel()
 	f := &fakeStats{err: errors.New("connection refused")}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(outboxprom.NewStatsCollector(f, outboxprom.WithStatsCacheFor(-1), outboxprom.WithStatsTimeout(50*time.Millisecond)))
+	reg.MustRegister(newStats(t, f, outboxprom.WithStatsCacheFor(outboxprom.NoStatsCache), outboxprom.WithStatsTimeout(50*time.Millisecond)))
 	check := func() {
 		t.Helper()
 		mfs, err := reg.Gather()

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"maps"
 	"math"
@@ -32,30 +33,26 @@ type statusJSON struct {
 	P99SyncLatencySeconds float64          `json:"p99_sync_latency_seconds"`
 }
 
-func runStatus(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func statusCommand(fs *flag.FlagSet) body {
 	window := fs.Duration("window", time.Hour, "the synced figures cover events synced within this window")
 	asJSON := fs.Bool("json", false, "print JSON")
-	rest, err := e.parse(fs, args)
+	return body{
+		check: func(*env, []string) error {
+			if *window <= 0 {
+				return usagef("--window %v is not positive", *window)
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *env, _ []string) error { return status(ctx, e, *window, *asJSON) },
+	}
+}
+
+func status(ctx context.Context, e *env, window time.Duration, asJSON bool) error {
+	st, err := call(ctx, e, e.store.Stats, window)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usagef("unexpected arguments %q", rest)
-	}
-	if *window <= 0 {
-		return usagef("--window %v is not positive", *window)
-	}
-	if err := e.open(ctx); err != nil {
-		return err
-	}
-	sctx, cancel := e.ctx(ctx)
-	defer cancel()
-	st, err := e.store.Stats(sctx, *window)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
+	if asJSON {
 		return writeJSON(e, statusJSON{
 			Table: e.table, Pending: st.Pending, PendingByType: st.PendingByType,
 			OldestPendingSeconds: st.OldestPendingAge.Seconds(), Dead: st.Dead,
@@ -71,7 +68,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(w, "oldest pending\t%s\n", roundDuration(st.OldestPendingAge))
 	fmt.Fprintf(w, "dead\t%d\n", st.Dead)
-	fmt.Fprintf(w, "synced (last %s)\t%d\n", *window, st.Synced)
+	fmt.Fprintf(w, "synced (last %s)\t%d\n", window, st.Synced)
 	fmt.Fprintf(w, "avg sync latency\t%s\n", roundDuration(st.AvgSyncLatency))
 	fmt.Fprintf(w, "p99 sync latency\t%s\n", roundDuration(st.P99SyncLatency))
 	return w.Flush()
@@ -147,36 +144,34 @@ func parseStatus(s string) (outbox.Status, error) {
 	return "", usagef("--status %q: want pending, dead, synced or all", s)
 }
 
-func runList(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func listCommand(fs *flag.FlagSet) body {
 	status := fs.String("status", "pending", "pending (oldest first), dead, synced or all (newest first)")
 	typ := fs.String("type", "", "only events of this type")
 	limit := fs.Int("limit", sqlstore.DefaultListLimit, fmt.Sprintf("at most this many events (up to %d)", sqlstore.MaxListLimit))
 	asJSON := fs.Bool("json", false, "print JSON, one array")
-	rest, err := e.parse(fs, args)
+	var f sqlstore.ListFilter
+	return body{
+		check: func(*env, []string) error {
+			st, err := parseStatus(*status)
+			if err != nil {
+				return err
+			}
+			if *limit < 1 || *limit > sqlstore.MaxListLimit {
+				return usagef("--limit %d is outside 1..%d", *limit, sqlstore.MaxListLimit)
+			}
+			f = sqlstore.ListFilter{Status: st, Type: *typ, Limit: *limit}
+			return nil
+		},
+		run: func(ctx context.Context, e *env, _ []string) error { return list(ctx, e, f, *asJSON) },
+	}
+}
+
+func list(ctx context.Context, e *env, f sqlstore.ListFilter, asJSON bool) error {
+	events, err := call(ctx, e, e.store.List, f)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usagef("unexpected arguments %q", rest)
-	}
-	st, err := parseStatus(*status)
-	if err != nil {
-		return err
-	}
-	if *limit < 1 || *limit > sqlstore.MaxListLimit {
-		return usagef("--limit %d is outside 1..%d", *limit, sqlstore.MaxListLimit)
-	}
-	if err := e.open(ctx); err != nil {
-		return err
-	}
-	lctx, cancel := e.ctx(ctx)
-	defer cancel()
-	events, err := e.store.List(lctx, sqlstore.ListFilter{Status: st, Type: *typ, Limit: *limit})
-	if err != nil {
-		return err
-	}
-	if *asJSON {
+	if asJSON {
 		out := make([]eventJSON, len(events))
 		for i, ev := range events {
 			out[i] = toJSON(ev, false)
@@ -211,26 +206,26 @@ func oneLine(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func runShow(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func showCommand(fs *flag.FlagSet) body {
 	asJSON := fs.Bool("json", false, "print JSON")
-	rest, err := e.parse(fs, args)
+	return body{
+		takesArgs: true,
+		check: func(_ *env, args []string) error {
+			if len(args) != 1 {
+				return usagef("want one event ID, got %d arguments", len(args))
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *env, args []string) error { return show(ctx, e, args[0], *asJSON) },
+	}
+}
+
+func show(ctx context.Context, e *env, id string, asJSON bool) error {
+	ev, err := call(ctx, e, e.store.Get, id)
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
-		return usagef("want one event ID, got %d arguments", len(rest))
-	}
-	if err := e.open(ctx); err != nil {
-		return err
-	}
-	gctx, cancel := e.ctx(ctx)
-	defer cancel()
-	ev, err := e.store.Get(gctx, rest[0])
-	if err != nil {
-		return err
-	}
-	if *asJSON {
+	if asJSON {
 		return writeJSON(e, toJSON(ev, true))
 	}
 	d := ev.Delivery
@@ -272,66 +267,61 @@ func runShow(ctx context.Context, e *env, args []string) error {
 // events. A variable so that tests can go past it with few events.
 var maxBatch = sqlstore.MaxListLimit
 
-func runRequeue(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func requeueCommand(fs *flag.FlagSet) body {
 	var ids stringsFlag
-	fs.Var(&ids, "id", "a buried event's ID (repeatable, or comma-separated; IDs may also follow the flags)")
-	typ := fs.String("type", "", "buried events of this type")
-	all := fs.Bool("all", false, "every buried event")
+	fs.Var(&ids, "id", "a dead event's ID (repeatable, or comma-separated; IDs may also follow the flags)")
+	typ := fs.String("type", "", "dead events of this type")
+	all := fs.Bool("all", false, "every dead event")
 	dryRun := fs.Bool("dry-run", false, "show what would be re-queued, change nothing")
 	rate := fs.Float64("rate", 0, "re-queue at most this many events per second (0: all at once)")
 	batch := fs.Int("batch", min(500, maxBatch), fmt.Sprintf("events per statement with --rate (up to %d)", maxBatch))
-	rest, err := e.parse(fs, args)
-	if err != nil {
-		return err
+	var f sqlstore.RequeueFilter
+	return body{
+		takesArgs: true,
+		check: func(_ *env, args []string) error {
+			f = sqlstore.RequeueFilter{IDs: splitList(append(ids, args...)), Type: *typ, All: *all}
+			switch {
+			case f.All && (len(f.IDs) > 0 || f.Type != ""):
+				return usagef("--all selects every dead event; it cannot be combined with --id or --type")
+			case !f.All && len(f.IDs) == 0 && f.Type == "":
+				return usagef("say what to re-queue: --id ID, --type TYPE or --all")
+			case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
+				return usagef("--rate %v is not a finite number of events per second, 0 or more", *rate)
+			case *batch < 1 || *batch > maxBatch:
+				return usagef("--batch %d is outside 1..%d", *batch, maxBatch)
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *env, _ []string) error {
+			switch {
+			case *dryRun:
+				return requeueDryRun(ctx, e, f)
+			case *rate > 0:
+				return requeueAtRate(ctx, e, f, *rate, *batch)
+			}
+			n, err := call(ctx, e, e.store.Requeue, f)
+			if err != nil {
+				return err
+			}
+			e.printf("requeued %d events\n", n)
+			return nil
+		},
 	}
-	f := sqlstore.RequeueFilter{IDs: splitList(append(ids, rest...)), Type: *typ, All: *all}
-	switch {
-	case f.All && (len(f.IDs) > 0 || f.Type != ""):
-		return usagef("--all selects every buried event; it cannot be combined with --id or --type")
-	case !f.All && len(f.IDs) == 0 && f.Type == "":
-		return usagef("say what to re-queue: --id ID, --type TYPE or --all")
-	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
-		return usagef("--rate %v is not a finite number of events per second, 0 or more", *rate)
-	case *batch < 1 || *batch > maxBatch:
-		return usagef("--batch %d is outside 1..%d", *batch, maxBatch)
-	}
-	if err := e.open(ctx); err != nil {
-		return err
-	}
-	if *dryRun {
-		return requeueDryRun(ctx, e, f)
-	}
-	if *rate == 0 {
-		rctx, cancel := e.ctx(ctx)
-		defer cancel()
-		n, err := e.store.Requeue(rctx, f)
-		if err != nil {
-			return err
-		}
-		e.printf("requeued %d events\n", n)
-		return nil
-	}
-	return requeueAtRate(ctx, e, f, *rate, *batch)
 }
 
-// deadSelection returns the buried events f selects, and the IDs of f
-// that are not buried (with their status). Without IDs it returns the
-// newest limit buried events (of f.Type, if set); limit does not apply
+// deadSelection returns the dead events f selects, and the IDs of f
+// that are not dead (with their status). Without IDs it returns the
+// newest limit dead events (of f.Type, if set); limit does not apply
 // to IDs.
 func deadSelection(ctx context.Context, e *env, f sqlstore.RequeueFilter, limit int) ([]*outbox.Event, []string, error) {
 	if len(f.IDs) == 0 {
-		lctx, cancel := e.ctx(ctx)
-		defer cancel()
-		evs, err := e.store.List(lctx, sqlstore.ListFilter{Status: outbox.StatusDead, Type: f.Type, Limit: limit})
+		evs, err := call(ctx, e, e.store.List, sqlstore.ListFilter{Status: outbox.StatusDead, Type: f.Type, Limit: limit})
 		return evs, nil, err
 	}
 	var dead []*outbox.Event
 	var skipped []string
 	for _, id := range f.IDs {
-		gctx, cancel := e.ctx(ctx)
-		ev, err := e.store.Get(gctx, id)
-		cancel()
+		ev, err := call(ctx, e, e.store.Get, id)
 		switch {
 		case errors.Is(err, sqlstore.ErrNotFound):
 			skipped = append(skipped, id+" (not found)")
@@ -361,14 +351,12 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 			e.printf("… and %d more\n", len(evs)-shown)
 		}
 		for _, s := range skipped {
-			e.printf("skipped, not buried: %s\n", s)
+			e.printf("skipped, not dead: %s\n", s)
 		}
 		return nil
 	}
 	// By type or all: count them all, show the newest few.
-	cctx, cancel := e.ctx(ctx)
-	n, err := e.store.CountDead(cctx, f.Type)
-	cancel()
+	n, err := call(ctx, e, e.store.CountDead, f.Type)
 	if err != nil {
 		return err
 	}
@@ -386,20 +374,18 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 
 // requeueAtRate re-queues the selection a batch at a time, pausing so as
 // to stay under rate events per second. With IDs it goes through them;
-// by type or all it counts the buried events first (no limit) and goes
-// on, a batch of the newest buried at a time, until it has re-queued as
-// many as that count, so that events buried again meanwhile are not
-// re-queued in a loop. If buried events of the selection remain at the
-// end (buried since it started, or re-queued and buried again), it says
+// by type or all it counts the dead events first (no limit) and goes
+// on, a batch of the newest dead at a time, until it has re-queued as
+// many as that count, so that events that died again meanwhile are not
+// re-queued in a loop. If dead events of the selection remain at the
+// end (dead since it started, or re-queued and dead again), it says
 // how many.
 func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate float64, batch int) error {
 	step := max(1, int(min(float64(batch), rate))) // rate may be far above any int
 	byIDs := len(f.IDs) > 0
 	var target int64
 	if !byIDs {
-		cctx, cancel := e.ctx(ctx)
-		n, err := e.store.CountDead(cctx, f.Type)
-		cancel()
+		n, err := call(ctx, e, e.store.CountDead, f.Type)
 		if err != nil {
 			return err
 		}
@@ -431,9 +417,7 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 			}
 		}
 		start := time.Now()
-		rctx, cancel := e.ctx(ctx)
-		n, err := e.store.Requeue(rctx, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
-		cancel()
+		n, err := call(ctx, e, e.store.Requeue, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
 		total += int64(n)
 		if err != nil {
 			e.printf("requeued %d events before the error\n", total)
@@ -456,53 +440,50 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 	e.printf("requeued %d events\n", total)
 	if !byIDs {
 		// The re-queue is done: a failed count only loses the reminder.
-		cctx, cancel := e.ctx(ctx)
-		left, err := e.store.CountDead(cctx, f.Type)
-		cancel()
+		left, err := call(ctx, e, e.store.CountDead, f.Type)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "outbox requeue: cannot count the buried events left: %v\n", err)
+			fmt.Fprintf(e.stderr, "outbox requeue: cannot count the dead events left: %v\n", err)
 		} else if left > 0 {
-			e.printf("%d buried events of this selection remain (buried again, or since the count): run again to re-queue them\n", left)
+			e.printf("%d dead events of this selection remain (dead again, or since the count): run again to re-queue them\n", left)
 		}
 	}
 	return nil
 }
 
-func runPurge(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func purgeCommand(fs *flag.FlagSet) body {
 	olderThan := fs.String("older-than", "", "delete events synced longer ago than this: a Go duration (720h) or days (30d); required")
 	batch := fs.Int("batch", 1000, "events deleted per statement")
-	rest, err := e.parse(fs, args)
-	if err != nil {
-		return err
+	var age time.Duration
+	return body{
+		check: func(*env, []string) error {
+			if *olderThan == "" {
+				return usagef("--older-than is required (e.g. 720h or 30d)")
+			}
+			var err error
+			if age, err = parseAge(*olderThan); err != nil {
+				return err
+			}
+			if *batch < 1 {
+				return usagef("--batch %d is not positive", *batch)
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *env, _ []string) error { return purge(ctx, e, age, *batch, *olderThan) },
 	}
-	if len(rest) > 0 {
-		return usagef("unexpected arguments %q", rest)
-	}
-	if *olderThan == "" {
-		return usagef("--older-than is required (e.g. 720h or 30d)")
-	}
-	age, err := parseAge(*olderThan)
-	if err != nil {
-		return err
-	}
-	if *batch < 1 {
-		return usagef("--batch %d is not positive", *batch)
-	}
-	if err := e.open(ctx); err != nil {
-		return err
-	}
+}
+
+// purge deletes the events synced longer than age ago, batch at a time;
+// asked is age as the operator wrote it.
+func purge(ctx context.Context, e *env, age time.Duration, batch int, asked string) error {
 	total := 0
 	for {
-		pctx, cancel := e.ctx(ctx)
-		n, err := e.store.Purge(pctx, age, *batch)
-		cancel()
+		n, err := bounded(ctx, e, func(ctx context.Context) (int, error) { return e.store.Purge(ctx, age, batch) })
 		total += n
 		if err != nil {
 			e.printf("purged %d events before the error\n", total)
 			return err
 		}
-		if n < *batch {
+		if n < batch {
 			break
 		}
 		if ctx.Err() != nil {
@@ -510,7 +491,7 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 			return ctx.Err()
 		}
 	}
-	e.printf("purged %d events synced more than %s ago\n", total, *olderThan)
+	e.printf("purged %d events synced more than %s ago\n", total, asked)
 	return nil
 }
 
@@ -529,48 +510,51 @@ func parseAge(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func runMigrate(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
+func migrateCommand(fs *flag.FlagSet) body {
 	printSQL := fs.Bool("print", false, "print the schema's SQL instead of applying it")
 	dialect := fs.String("dialect", "", "with --print and no --db: postgres, mysql or sqlite")
-	rest, err := e.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usagef("unexpected arguments %q", rest)
-	}
-	if *printSQL {
-		d := sqlstore.Dialect(*dialect)
-		switch {
-		case d == "" && e.dbURL == "":
-			return usagef("--print needs --dialect or --db")
-		case d == "":
-			db, err := parseDB(e.dbURL)
-			if err != nil {
+	var sql string
+	return body{
+		offline: printSQL,
+		check: func(e *env, _ []string) error {
+			if !*printSQL {
+				if *dialect != "" {
+					return usagef("--dialect goes with --print; to apply, the --db URL names the database")
+				}
+				return nil
+			}
+			d := sqlstore.Dialect(*dialect)
+			switch {
+			case d == "" && e.dbURL == "":
+				return usagef("--print needs --dialect or --db")
+			case d == "":
+				db, err := parseDB(e.dbURL)
+				if err != nil {
+					return usageError{err.Error()}
+				}
+				d = db.dialect
+			}
+			var err error
+			if sql, err = sqlstore.Schema(d, e.table); err != nil {
 				return usageError{err.Error()}
 			}
-			d = db.dialect
-		}
-		sql, err := sqlstore.Schema(d, e.table)
-		if err != nil {
-			return usageError{err.Error()}
-		}
-		e.printf("%s\n", sql)
-		return nil
+			return nil
+		},
+		run: func(ctx context.Context, e *env, _ []string) error {
+			if *printSQL {
+				e.printf("%s\n", sql)
+				return nil
+			}
+			return migrate(ctx, e)
+		},
 	}
-	if *dialect != "" {
-		return usagef("--dialect goes with --print; to apply, the --db URL names the database")
-	}
-	if err := e.open(ctx); err != nil {
+}
+
+func migrate(ctx context.Context, e *env) error {
+	if err := do(ctx, e, e.store.Migrate); err != nil {
 		return err
 	}
-	mctx, cancel := e.ctx(ctx)
-	defer cancel()
-	if err := e.store.Migrate(mctx); err != nil {
-		return err
-	}
-	v, err := e.store.Version(mctx)
+	v, err := bounded(ctx, e, e.store.Version)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
 // Command outbox inspects and operates the outbox table of a service:
-// the figures operators watch, the pending and buried events, re-queueing
-// buried events, purging old synced ones, and the schema.
+// the figures operators watch, the pending and dead events, re-queueing
+// dead events, purging old synced ones, and the schema.
 //
 //	outbox status   --db URL [--window 1h] [--json]
 //	outbox list     --db URL [--status pending|dead|synced|all] [--type T] [--limit N] [--json]
@@ -54,10 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 const usage = `usage: outbox COMMAND [flags]
 
 Commands:
-  status    pending (by type), oldest pending age, buried, synced and sync latency
-  list      list pending, buried or synced events
+  status    pending (by type), oldest pending age, dead, synced and sync latency
+  list      list pending, dead or synced events
   show      show one event with its payload, headers and delivery state
-  requeue   give buried events back to the relay
+  requeue   give dead events back to the relay
   purge     delete events synced longer ago than a duration, in batches
   migrate   create or upgrade the outbox table, or print its schema
 
@@ -72,19 +72,39 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// command is one subcommand. Every command goes through env.start: parse
+// the flags and arguments, check them, open the database, then run.
 type command struct {
-	run func(ctx context.Context, e *env, args []string) error
-	// needsTable: connect and check the schema version first.
+	// define declares the command's own flags on fs (beside --db, --table
+	// and --timeout, which every command has) and returns its body.
+	define func(fs *flag.FlagSet) body
+	// needsTable: after connecting, check that the table is at the schema
+	// version this tool knows.
 	needsTable bool
 }
 
+// body is a command whose flags are declared.
+type body struct {
+	// takesArgs lets arguments follow the flags, for check to judge;
+	// otherwise any argument is a usage error.
+	takesArgs bool
+	// check, if set, judges the parsed flags and arguments before the
+	// database is opened; its errors are usage errors.
+	check func(e *env, args []string) error
+	// offline, if set, points to a flag that, when true, has the command
+	// run without opening the database (migrate --print).
+	offline *bool
+	// run does the work, with e.store open unless offline.
+	run func(ctx context.Context, e *env, args []string) error
+}
+
 var commands = map[string]command{
-	"status":  {runStatus, true},
-	"list":    {runList, true},
-	"show":    {runShow, true},
-	"requeue": {runRequeue, true},
-	"purge":   {runPurge, true},
-	"migrate": {runMigrate, false},
+	"status":  {statusCommand, true},
+	"list":    {listCommand, true},
+	"show":    {showCommand, true},
+	"requeue": {requeueCommand, true},
+	"purge":   {purgeCommand, true},
+	"migrate": {migrateCommand, false},
 }
 
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -103,7 +123,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	e := &env{name: name, stdout: stdout, stderr: stderr, needsTable: cmd.needsTable}
-	err := cmd.run(ctx, e, args[1:])
+	err := e.start(ctx, cmd, args[1:])
 	e.close()
 	switch {
 	case err == nil:
@@ -134,18 +154,39 @@ type env struct {
 	store *sqlstore.Store
 }
 
-// flags returns a flag set with the flags every command shares.
-func (e *env) flags() *flag.FlagSet {
+// start runs cmd with args: it parses them, flags and arguments in any
+// order, has the command check them, opens the database and runs the
+// command.
+func (e *env) start(ctx context.Context, cmd command, args []string) error {
 	fs := flag.NewFlagSet("outbox "+e.name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.StringVar(&e.dbURL, "db", os.Getenv(EnvDatabaseURL), "database URL: "+urlForms+" (default $"+EnvDatabaseURL+")")
 	fs.StringVar(&e.table, "table", sqlstore.DefaultTable, "the outbox table")
 	fs.DurationVar(&e.timeout, "timeout", 30*time.Second, "time limit of each database statement")
-	return fs
+	b := cmd.define(fs)
+	rest, err := parseAnyOrder(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 && !b.takesArgs {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if b.check != nil {
+		if err := b.check(e, rest); err != nil {
+			return err
+		}
+	}
+	if b.offline == nil || !*b.offline {
+		if err := e.open(ctx); err != nil {
+			return err
+		}
+	}
+	return b.run(ctx, e, rest)
 }
 
-// parse parses args, flags and arguments in any order.
-func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// parseAnyOrder parses args into fs, flags and arguments in any order,
+// and returns the arguments.
+func parseAnyOrder(fs *flag.FlagSet, args []string) ([]string, error) {
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -182,9 +223,7 @@ func (e *env) open(ctx context.Context) error {
 		return fmt.Errorf("open %s: %w", redact(e.dbURL), err)
 	}
 	e.db = db
-	pctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
+	if err := do(ctx, e, db.PingContext); err != nil {
 		return fmt.Errorf("cannot connect to %s: %w", redact(e.dbURL), err)
 	}
 	s, err := sqlstore.New(db, sqlstore.WithDialect(d.dialect), sqlstore.WithTable(e.table))
@@ -199,9 +238,7 @@ func (e *env) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	vctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	v, err := s.Version(vctx)
+	v, err := bounded(ctx, e, s.Version)
 	switch {
 	case err != nil:
 		return fmt.Errorf("table %s is not set up in this database (run \"outbox migrate\"): %w", e.table, err)
@@ -219,9 +256,23 @@ func (e *env) close() {
 	}
 }
 
-// ctx bounds one statement.
-func (e *env) ctx(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, e.timeout)
+// bounded runs one database statement, f, within --timeout. Every
+// statement a command makes goes through it (or call, or do).
+func bounded[T any](ctx context.Context, e *env, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// call runs f(ctx, a), a store method of one argument, within --timeout.
+func call[A, T any](ctx context.Context, e *env, f func(context.Context, A) (T, error), a A) (T, error) {
+	return bounded(ctx, e, func(ctx context.Context) (T, error) { return f(ctx, a) })
+}
+
+// do runs f, a statement with no result, within --timeout.
+func do(ctx context.Context, e *env, f func(context.Context) error) error {
+	_, err := bounded(ctx, e, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
+	return err
 }
 
 func (e *env) printf(format string, args ...any) { fmt.Fprintf(e.stdout, format, args...) }

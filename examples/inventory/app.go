@@ -69,11 +69,22 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (a *app, err erro
 	// read (and cached) on scrape. Tracing: trace context in the event
 	// headers, spans to the global TracerProvider (a no-op until the
 	// service installs an SDK).
-	metrics := outboxprom.New()
+	metrics, err := outboxprom.New()
+	if err != nil {
+		return nil, err
+	}
+	stats, err := outboxprom.NewStatsCollector(a.store)
+	if err != nil {
+		return nil, err
+	}
+	tracing, err := outboxotel.New()
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics, outboxprom.NewStatsCollector(a.store),
+	reg.MustRegister(metrics, stats,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opts := append([]outbox.Option{outbox.WithLogger(log), outbox.WithHooks(metrics, outboxotel.New())}, cfg.Outbox...)
+	opts := append([]outbox.Option{outbox.WithLogger(log), outbox.WithHooks(metrics, tracing)}, cfg.Outbox...)
 	a.ob, err = outbox.New(a.store, pub, opts...)
 	if err != nil {
 		return nil, err

@@ -40,7 +40,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`outbox_events_published_total{topic="` + defaultTopic + `",type="stock.created"} 1`,
 		`outbox_publish_duration_seconds_count{mode="immediate"} 1`,
 		"outbox_oldest_pending_age_seconds 0",
-		"outbox_events_buried 0",
+		"outbox_events_dead 0",
 		"outbox_stats_up 1",
 		"outbox_circuit_breaker_open 0",
 		"go_goroutines",
