@@ -47,13 +47,13 @@ func (o *Outbox) classify(events []*Event, perr error, stopping bool) outcome {
 		out.brokerErr = perr
 	}
 	out.acked = make([]string, 0, len(events)-len(out.failed))
-	var failedAggregates map[string]bool
+	var order BatchErrors // which aggregates had an event fail before
 	for _, e := range events {
 		ferr, bad := out.failed[e.ID]
 		switch {
 		case !bad:
 			out.acked = append(out.acked, e.ID)
-			if e.AggregateID != "" && failedAggregates[e.AggregateID] && !o.cfg.unordered {
+			if order.HeldBack(e) && !o.cfg.unordered {
 				out.outOfOrder = append(out.outOfOrder, e)
 			}
 			continue
@@ -72,10 +72,7 @@ func (o *Outbox) classify(events []*Event, perr error, stopping bool) outcome {
 			} // the broker's fault: due again at once, the breaker paces it
 			out.fails = append(out.fails, f)
 		}
-		if failedAggregates == nil {
-			failedAggregates = map[string]bool{}
-		}
-		failedAggregates[e.AggregateID] = true
+		order.Fail(e, ferr)
 	}
 	return out
 }

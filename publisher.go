@@ -12,9 +12,9 @@ import "context"
 // failure, never an acknowledgement. Events of one aggregate must reach the
 // broker in the order of the slice; an event that fails before it is sent
 // holds back the later events of its aggregate in the batch (report them
-// with ErrHeldBack). Mark errors that retrying cannot fix with Permanent,
-// and per-event errors that the broker or the connection caused (not the
-// event) with Unavailable.
+// with ErrHeldBack); BatchErrors does both for a publisher. Mark errors
+// that retrying cannot fix with Permanent, and per-event errors that the
+// broker or the connection caused (not the event) with Unavailable.
 type Publisher interface {
 	Publish(ctx context.Context, events []*Event) error
 }
