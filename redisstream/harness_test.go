@@ -59,7 +59,10 @@ func eachBackend(t *testing.T, f func(t *testing.T, h *harness)) {
 func miniHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := miniredis.RunT(t)
-	h := &harness{addr: srv.Addr(), prefix: randomPrefix(t)}
+	// miniredis runs scripts in this process, under the race detector: a
+	// large batch of idempotent writes can take longer than go-redis's
+	// default 3 s read timeout on a loaded machine.
+	h := &harness{addr: srv.Addr(), prefix: randomPrefix(t), base: redis.Options{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
 	h.client = h.newClient(t, srv.Addr(), nil)
 	return h
 }
