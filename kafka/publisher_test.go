@@ -54,7 +54,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		wantNames := map[string]string{
 			"id": want.ID, "type": want.Type, "aggregate_id": want.AggregateID,
-			"created_at": want.CreatedAt.Format("2006-01-02T15:04:05.999999999Z07:00"),
+			"created_at": want.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000000Z"),
 		}
 		for k, v := range want.Headers {
 			wantNames["header:"+k] = v

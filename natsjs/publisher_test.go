@@ -54,7 +54,7 @@ func TestPublishBatchInOrderWithWireFormat(t *testing.T) {
 	if got := msgs[0].Header.Get("header.traceparent"); got != "00-abc-def-01" {
 		t.Errorf("header.traceparent = %q", got)
 	}
-	if got := msgs[0].Header.Get(HeaderCreatedAt); got != evs[0].CreatedAt.Format(TimeFormat) {
+	if got := msgs[0].Header.Get(HeaderCreatedAt); got != evs[0].CreatedAt.UTC().Format("2006-01-02T15:04:05.000000000Z") {
 		t.Errorf("created_at = %q", got)
 	}
 }
