@@ -50,8 +50,9 @@
 // must be at least 0.11, and it must pass sarama's own Validate. A failure
 // wraps outbox.ErrInvalidConfig and names the field. Options: WithTopic
 // maps an event to its topic (default: Event.Topic), WithMaxMessageBytes
-// overrides the size limit, WithLazyConnect lets New succeed while Kafka is
-// down.
+// overrides the size limit (up to the config's), WithLazyConnect lets New
+// succeed while Kafka is down. An invalid option is an error of the
+// constructor too, never of a later Publish.
 //
 // # Compression
 //
