@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +95,41 @@ func TestCheck(t *testing.T) {
 		_, err := Check(errBad, "field", tc.id, tc.typ, tc.created, tc.has)
 		if !errors.Is(err, errBad) || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 200 {
 			t.Errorf("Check(%q, %q, %.10q, %v) = %v, want an error wrapping the sentinel with %q", tc.id, tc.typ, tc.created, tc.has, err, tc.want)
+		}
+	}
+}
+
+// TestReadme checks the README's wire-format section against this
+// package: it names every field, and its created_at examples are in
+// TimeLayout (or, for the Kafka records written before v1, decode).
+func TestReadme(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Wire format\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Wire format" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, name := range []string{ID, Type, AggregateID, CreatedAt, Payload, HeaderPrefix + "<key>"} {
+		if !strings.Contains(section, "`"+name+"`") {
+			t.Errorf("the README's wire format does not name the field `%s`", name)
+		}
+	}
+	times := regexp.MustCompile("`(\\d{4}-\\d\\d-\\d\\dT[^`]*)`").FindAllStringSubmatch(section, -1)
+	if len(times) < 2 {
+		t.Fatalf("the README's wire format has %d example times, want the current layout and the old Kafka one", len(times))
+	}
+	for i, m := range times {
+		got, err := ParseTime(m[1])
+		if err != nil {
+			t.Errorf("README example time %s: %v", m[1], err)
+			continue
+		}
+		if i == 0 && FormatTime(got) != m[1] {
+			t.Errorf("README example time %s is not in TimeLayout (%s)", m[1], FormatTime(got))
 		}
 	}
 }
