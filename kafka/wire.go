@@ -12,11 +12,11 @@ import (
 // The record header names, the same as the field names of the redisstream
 // adapter. The record key is the aggregate ID and the value is the payload.
 const (
-	HeaderID          = wire.ID           // the event ID (a UUIDv7 unless the service set its own)
-	HeaderType        = wire.Type         // the event type, such as "stock.updated"
-	HeaderAggregateID = wire.AggregateID  // the aggregate ID, also the record key
-	HeaderCreatedAt   = wire.CreatedAt    // when the event was saved: RFC 3339 in UTC with all nine fractional digits
-	HeaderPrefix      = wire.HeaderPrefix // prefix of each of the event's own headers: "header:<key>"
+	HeaderID          = wire.ID           // "id": the event ID (a UUIDv7 unless the service set its own)
+	HeaderType        = wire.Type         // "type": the event type, such as "stock.updated"
+	HeaderAggregateID = wire.AggregateID  // "aggregate_id": the aggregate ID, also the record key
+	HeaderCreatedAt   = wire.CreatedAt    // "created_at": when the event was saved: RFC 3339 in UTC with all nine fractional digits
+	HeaderPrefix      = wire.HeaderPrefix // "header:": prefix of each of the event's own headers: "header:<key>"
 )
 
 // Header is one Kafka record header, independent of the client library,

@@ -15,10 +15,10 @@ import (
 // Header names of a message. The first four are those of the redisstream
 // fields and the kafka headers; the data is the payload.
 const (
-	HeaderID          = wire.ID          // the event ID; also sent as Nats-Msg-Id
-	HeaderType        = wire.Type        // the event type, such as "stock.updated"
-	HeaderAggregateID = wire.AggregateID // the aggregate ID, possibly empty
-	HeaderCreatedAt   = wire.CreatedAt   // when the event was saved: RFC 3339 in UTC with all nine fractional digits
+	HeaderID          = wire.ID          // "id": the event ID; also sent as Nats-Msg-Id
+	HeaderType        = wire.Type        // "type": the event type, such as "stock.updated"
+	HeaderAggregateID = wire.AggregateID // "aggregate_id": the aggregate ID, possibly empty
+	HeaderCreatedAt   = wire.CreatedAt   // "created_at": when the event was saved: RFC 3339 in UTC with all nine fractional digits
 	// HeaderPrefix starts the name of each of the event's own headers. It
 	// is "header." where the other adapters use "header:", because a NATS
 	// header name cannot hold a colon.

@@ -24,7 +24,7 @@ const (
 )
 
 // dedupConfig is the configuration of idempotent publication; a zero
-// window means it is off (newConfig sets it when on).
+// window means it is off (newConfig gives it a window when on).
 type dedupConfig struct {
 	on     bool // WithIdempotence was given
 	window time.Duration

@@ -49,12 +49,6 @@ func newConfig(opts []Option) (config, error) {
 	case c.dedup.prefix == "" || strings.ContainsAny(c.dedup.prefix, "{}"):
 		return config{}, invalid("WithDedupKeyPrefix: %q must be non-empty and hold no '{' or '}'", c.dedup.prefix)
 	}
-	if !c.compress {
-		c.codec = ""
-	}
-	if !c.dedup.on {
-		c.dedup.window = 0
-	}
 	return c, nil
 }
 

@@ -13,21 +13,23 @@ import (
 // Values are Redis bulk strings. The names are those of the kafka and
 // natsjs headers.
 const (
-	// FieldID holds the event ID; consumers drop duplicates by it.
+	// FieldID, "id", holds the event ID; consumers drop duplicates by it.
 	FieldID = wire.ID
-	// FieldType holds the event type, such as "stock.updated".
+	// FieldType, "type", holds the event type, such as "stock.updated".
 	FieldType = wire.Type
-	// FieldAggregateID holds the aggregate ID; it may be empty.
+	// FieldAggregateID, "aggregate_id", holds the aggregate ID; it may be
+	// empty.
 	FieldAggregateID = wire.AggregateID
-	// FieldCreatedAt holds when the event was saved: RFC 3339 in UTC with
-	// all nine fractional digits ("2026-01-02T03:04:05.120000000Z"), so
-	// values have a fixed width and sort as text.
+	// FieldCreatedAt, "created_at", holds when the event was saved: RFC
+	// 3339 in UTC with all nine fractional digits
+	// ("2026-01-02T03:04:05.120000000Z"), so values have a fixed width and
+	// sort as text.
 	FieldCreatedAt = wire.CreatedAt
-	// FieldPayload holds the payload bytes exactly as saved (binary-safe,
-	// possibly empty).
+	// FieldPayload, "payload", holds the payload bytes exactly as saved
+	// (binary-safe, possibly empty).
 	FieldPayload = wire.Payload
-	// HeaderPrefix starts the field name of each header: the header
-	// "traceparent" travels as the field "header:traceparent".
+	// HeaderPrefix, "header:", starts the field name of each header: the
+	// header "traceparent" travels as the field "header:traceparent".
 	HeaderPrefix = wire.HeaderPrefix
 )
 
