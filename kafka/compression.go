@@ -1,18 +1,14 @@
 package kafka
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/IBM/sarama"
-	"github.com/eventsync/outbox"
 )
 
-// Compressions are the producer compression codecs by the names
-// ParseCompression accepts. Kafka compresses whole record batches, so a
-// codec saves more the larger the batches and the more alike the
-// payloads; consumers decompress transparently in every client library.
-var Compressions = map[string]sarama.CompressionCodec{
+// compressions are the producer compression codecs by the names
+// ParseCompression accepts.
+var compressions = map[string]sarama.CompressionCodec{
 	"none":   sarama.CompressionNone,
 	"gzip":   sarama.CompressionGZIP,
 	"snappy": sarama.CompressionSnappy,
@@ -22,14 +18,17 @@ var Compressions = map[string]sarama.CompressionCodec{
 
 // ParseCompression returns the producer compression codec named by s
 // ("none", "gzip", "snappy", "lz4" or "zstd", in any case), for a
-// setting read from a flag or the environment. Set the result as
+// setting read from a flag or the environment. Kafka compresses whole
+// record batches, so a codec saves more the larger the batches and the
+// more alike the payloads; consumers decompress transparently in every
+// client library. Set the result as
 // Producer.Compression of the config you pass to New. The default,
 // DefaultCompression, is none. An unknown name is an error wrapping
 // outbox.ErrInvalidConfig.
 func ParseCompression(s string) (sarama.CompressionCodec, error) {
-	c, ok := Compressions[strings.ToLower(strings.TrimSpace(s))]
+	c, ok := compressions[strings.ToLower(strings.TrimSpace(s))]
 	if !ok {
-		return sarama.CompressionNone, fmt.Errorf("%w: kafka: unknown compression %q (want none, gzip, snappy, lz4 or zstd)", outbox.ErrInvalidConfig, s)
+		return sarama.CompressionNone, invalid("unknown compression %q (want none, gzip, snappy, lz4 or zstd)", s)
 	}
 	return c, nil
 }

@@ -76,7 +76,7 @@ func validateConfig(c *sarama.Config) error {
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: kafka: %w", outbox.ErrInvalidConfig, errors.Join(problems...))
+		return fmt.Errorf("kafka: %w: %w", outbox.ErrInvalidConfig, errors.Join(problems...))
 	}
 	return nil
 }

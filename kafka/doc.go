@@ -50,8 +50,9 @@
 // must be at least 0.11, and it must pass sarama's own Validate. A failure
 // wraps outbox.ErrInvalidConfig and names the field. Options: WithTopic
 // maps an event to its topic (default: Event.Topic), WithMaxMessageBytes
-// overrides the size limit, WithLazyConnect lets New succeed while Kafka is
-// down.
+// overrides the size limit (up to the config's), WithLazyConnect lets New
+// succeed while Kafka is down. An invalid option is an error of the
+// constructor too, never of a later Publish.
 //
 // # Compression
 //
@@ -80,8 +81,8 @@
 //	Headers  id            the event ID
 //	         type          the event type
 //	         aggregate_id  the aggregate ID (also the key)
-//	         created_at    when the event was saved, RFC 3339 with nanoseconds, UTC
-//	                       (2006-01-02T15:04:05.999999999Z)
+//	         created_at    when the event was saved: RFC 3339, UTC, nine
+//	                       fractional digits (2026-01-02T03:04:05.120000000Z)
 //	         header:<key>  one per event header, value as is
 //
 // The names are the same as the redisstream adapter's fields and are
@@ -89,7 +90,9 @@
 // HeaderPrefix. The record timestamp is the time of sending. Go consumers
 // turn a record back into an outbox.Event with Decode (sarama) or
 // DecodeRecord (any client); malformed records are errors wrapping
-// ErrMalformed. Delivery is at least once: drop duplicates by event ID.
+// ErrMalformed. Records written before v1 carry created_at without the
+// trailing zeros of its fraction (2026-01-02T03:04:05.12Z); they decode
+// too, as does any RFC 3339 time. Delivery is at least once: drop duplicates by event ID.
 //
 // # Ordering
 //

@@ -17,7 +17,7 @@ var (
 	ErrClosed = errors.New("kafka: publisher closed")
 
 	// ErrMalformed is wrapped by every error of Decode and DecodeRecord.
-	ErrMalformed = errors.New("kafka: malformed outbox record")
+	ErrMalformed = errors.New("kafka: malformed message")
 )
 
 // permanentKErrors are the broker answers that retrying the same record

@@ -68,7 +68,7 @@ func Example() {
 	// id: 01900000-0000-7000-8000-000000000001
 	// type: stock.updated
 	// aggregate_id: sku-42
-	// created_at: 2026-01-02T03:04:05Z
+	// created_at: 2026-01-02T03:04:05.000000000Z
 	// header:tenant: acme
 	// stock.updated sku-42 acme
 }

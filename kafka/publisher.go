@@ -53,7 +53,7 @@ var _ outbox.Publisher = (*Publisher)(nil)
 // attempts).
 func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, error) {
 	if len(brokers) == 0 {
-		return nil, fmt.Errorf("%w: kafka: no broker addresses", outbox.ErrInvalidConfig)
+		return nil, invalid("no broker addresses")
 	}
 	if cfg == nil {
 		cfg = NewConfig()
@@ -82,7 +82,7 @@ func New(brokers []string, cfg *sarama.Config, opts ...Option) (*Publisher, erro
 // Publisher.
 func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
 	if client == nil {
-		return nil, fmt.Errorf("%w: kafka: nil client", outbox.ErrInvalidConfig)
+		return nil, invalid("the client is nil")
 	}
 	cfg := client.Config()
 	if err := validateConfig(cfg); err != nil {
@@ -106,9 +106,9 @@ func NewFromClient(client sarama.Client, opts ...Option) (*Publisher, error) {
 // the relay's maximum number of attempts.
 func NewFromProducer(producer sarama.SyncProducer, opts ...Option) (*Publisher, error) {
 	if producer == nil {
-		return nil, fmt.Errorf("%w: kafka: nil producer", outbox.ErrInvalidConfig)
+		return nil, invalid("the producer is nil")
 	}
-	p, err := newPublisher(append([]Option{WithLazyConnect()}, opts...), DefaultMaxMessageBytes, true, nil)
+	p, err := newPublisher(append([]Option{WithLazyConnect()}, opts...), 0, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -116,11 +116,17 @@ func NewFromProducer(producer sarama.SyncProducer, opts ...Option) (*Publisher, 
 	return p, nil
 }
 
+// newPublisher checks opts and connects unless lazy. maxBytes is the
+// producer's Producer.MaxMessageBytes, or 0 when it is not known.
 func newPublisher(opts []Option, maxBytes int, autoCreate bool, connect func() (sarama.SyncProducer, func() error, error)) (*Publisher, error) {
-	p := &Publisher{opts: newOptions(opts), maxBytes: maxBytes, autoCreate: autoCreate, connect: connect}
-	if p.opts.maxMessageBytes < 0 {
-		return nil, fmt.Errorf("%w: kafka: WithMaxMessageBytes(%d) must not be negative", outbox.ErrInvalidConfig, p.opts.maxMessageBytes)
+	o, err := newOptions(opts, maxBytes)
+	if err != nil {
+		return nil, err
 	}
+	if maxBytes == 0 {
+		maxBytes = DefaultMaxMessageBytes
+	}
+	p := &Publisher{opts: o, maxBytes: maxBytes, autoCreate: autoCreate, connect: connect}
 	if p.opts.maxMessageBytes > 0 {
 		p.maxBytes = p.opts.maxMessageBytes
 	}

@@ -54,7 +54,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		wantNames := map[string]string{
 			"id": want.ID, "type": want.Type, "aggregate_id": want.AggregateID,
-			"created_at": want.CreatedAt.Format("2006-01-02T15:04:05.999999999Z07:00"),
+			"created_at": want.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000000Z"),
 		}
 		for k, v := range want.Headers {
 			wantNames["header:"+k] = v
@@ -475,26 +475,41 @@ func TestConfigValidation(t *testing.T) {
 			cfg := NewConfig()
 			tt.change(cfg)
 			_, err := New([]string{"127.0.0.1:1"}, cfg)
-			if !errors.Is(err, outbox.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("New = %v, want ErrInvalidConfig naming %s", err, tt.want)
+			if !errors.Is(err, outbox.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "kafka: ") {
+				t.Fatalf("New = %v, want a kafka: error wrapping ErrInvalidConfig naming %s", err, tt.want)
 			}
 		})
 	}
 	if err := validateConfig(NewConfig()); err != nil {
 		t.Errorf("NewConfig does not validate: %v", err)
 	}
-	for name, f := range map[string]func() error{
-		"no brokers":   func() error { _, err := New(nil, nil); return err },
-		"nil client":   func() error { _, err := NewFromClient(nil); return err },
-		"nil producer": func() error { _, err := NewFromProducer(nil); return err },
-		"negative max": func() error {
-			_, err := New([]string{"127.0.0.1:1"}, nil, WithLazyConnect(), WithMaxMessageBytes(-1))
+	lazy := func(opts ...Option) func() error {
+		return func() error {
+			p, err := New([]string{"127.0.0.1:1"}, nil, append([]Option{WithLazyConnect()}, opts...)...)
+			if err == nil {
+				p.Close()
+			}
 			return err
-		},
-	} {
-		if err := f(); !errors.Is(err, outbox.ErrInvalidConfig) {
-			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
+	}
+	for name, tc := range map[string]struct {
+		f    func() error
+		want string
+	}{
+		"no brokers":     {func() error { _, err := New(nil, nil); return err }, "no broker addresses"},
+		"nil client":     {func() error { _, err := NewFromClient(nil); return err }, "client is nil"},
+		"nil producer":   {func() error { _, err := NewFromProducer(nil); return err }, "producer is nil"},
+		"negative max":   {lazy(WithMaxMessageBytes(-1)), "WithMaxMessageBytes: -1 is negative"},
+		"max over limit": {lazy(WithMaxMessageBytes(DefaultMaxMessageBytes + 1)), "WithMaxMessageBytes: 1048577 is over the config's Producer.MaxMessageBytes (1048576)"},
+		"nil topic":      {lazy(WithTopic(nil)), "WithTopic: the topic function is nil"},
+	} {
+		err := tc.f()
+		if !errors.Is(err, outbox.ErrInvalidConfig) || !strings.HasPrefix(err.Error(), "kafka: ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a kafka: error wrapping ErrInvalidConfig with %q", name, err, tc.want)
+		}
+	}
+	if err := lazy(WithMaxMessageBytes(DefaultMaxMessageBytes), WithTopic(nil), WithTopic(func(*outbox.Event) string { return "t" }))(); err != nil {
+		t.Errorf("valid options: %v", err)
 	}
 }
 

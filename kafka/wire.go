@@ -1,29 +1,23 @@
 package kafka
 
 import (
-	"fmt"
-	"maps"
-	"slices"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/IBM/sarama"
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/wire"
 )
 
 // The record header names, the same as the field names of the redisstream
 // adapter. The record key is the aggregate ID and the value is the payload.
 const (
-	HeaderID          = "id"           // the event ID (a UUIDv7 unless the service set its own)
-	HeaderType        = "type"         // the event type, such as "stock.updated"
-	HeaderAggregateID = "aggregate_id" // the aggregate ID, also the record key
-	HeaderCreatedAt   = "created_at"   // when the event was saved: RFC 3339 with nanoseconds, UTC
-	HeaderPrefix      = "header:"      // prefix of each of the event's own headers: "header:<key>"
+	HeaderID          = wire.ID           // "id": the event ID (a UUIDv7 unless the service set its own)
+	HeaderType        = wire.Type         // "type": the event type, such as "stock.updated"
+	HeaderAggregateID = wire.AggregateID  // "aggregate_id": the aggregate ID, also the record key
+	HeaderCreatedAt   = wire.CreatedAt    // "created_at": when the event was saved: RFC 3339 in UTC with all nine fractional digits
+	HeaderPrefix      = wire.HeaderPrefix // "header:": prefix of each of the event's own headers: "header:<key>"
 )
-
-// CreatedAtLayout is the layout of the created_at header.
-const CreatedAtLayout = time.RFC3339Nano
 
 // Header is one Kafka record header, independent of the client library,
 // for DecodeRecord.
@@ -41,9 +35,9 @@ func message(e *outbox.Event, topic string) *sarama.ProducerMessage {
 		sarama.RecordHeader{Key: []byte(HeaderID), Value: []byte(e.ID)},
 		sarama.RecordHeader{Key: []byte(HeaderType), Value: []byte(e.Type)},
 		sarama.RecordHeader{Key: []byte(HeaderAggregateID), Value: []byte(e.AggregateID)},
-		sarama.RecordHeader{Key: []byte(HeaderCreatedAt), Value: []byte(e.CreatedAt.UTC().Format(CreatedAtLayout))},
+		sarama.RecordHeader{Key: []byte(HeaderCreatedAt), Value: []byte(wire.FormatTime(e.CreatedAt))},
 	)
-	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
+	for _, k := range wire.AppendSortedKeys(nil, e.Headers) {
 		hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderPrefix + k), Value: []byte(e.Headers[k])})
 	}
 	m := &sarama.ProducerMessage{Topic: topic, Headers: hs}
@@ -61,10 +55,12 @@ func message(e *outbox.Event, topic string) *sarama.ProducerMessage {
 // not know (added by other tools) are ignored. A record that lacks the id,
 // type or created_at header, repeats one, has a malformed created_at or an
 // aggregate_id header that disagrees with the key, is an error wrapping
-// ErrMalformed.
+// ErrMalformed. created_at may be any RFC 3339 time: records written
+// before v1, whose created_at has no trailing zeros in its fraction, still
+// decode.
 func Decode(msg *sarama.ConsumerMessage) (*outbox.Event, error) {
 	if msg == nil {
-		return nil, fmt.Errorf("%w: nil message", ErrMalformed)
+		return nil, wire.Malformed(ErrMalformed, "", "nil message")
 	}
 	hs := make([]Header, 0, len(msg.Headers))
 	for _, h := range msg.Headers {
@@ -82,6 +78,7 @@ func DecodeRecord(topic string, key, value []byte, headers []Header) (*outbox.Ev
 	e := &outbox.Event{Topic: topic, Payload: value}
 	seen := make(map[string]bool, len(headers))
 	var hasAgg bool
+	var created string
 	for _, h := range headers {
 		if seen[h.Key] {
 			return nil, malformed(e, "header %q appears more than once", h.Key)
@@ -95,11 +92,7 @@ func DecodeRecord(topic string, key, value []byte, headers []Header) (*outbox.Ev
 		case h.Key == HeaderAggregateID:
 			e.AggregateID, hasAgg = string(h.Value), true
 		case h.Key == HeaderCreatedAt:
-			t, err := time.Parse(CreatedAtLayout, string(h.Value))
-			if err != nil {
-				return nil, malformed(e, "header %q: %v", HeaderCreatedAt, err)
-			}
-			e.CreatedAt = t.UTC()
+			created = string(h.Value)
 		case strings.HasPrefix(h.Key, HeaderPrefix):
 			k := h.Key[len(HeaderPrefix):]
 			if k == "" {
@@ -114,14 +107,11 @@ func DecodeRecord(topic string, key, value []byte, headers []Header) (*outbox.Ev
 			e.Headers[k] = string(h.Value)
 		}
 	}
-	switch {
-	case e.ID == "":
-		return nil, malformed(e, "header %q is missing or empty", HeaderID)
-	case e.Type == "":
-		return nil, malformed(e, "header %q is missing or empty", HeaderType)
-	case !seen[HeaderCreatedAt]:
-		return nil, malformed(e, "header %q is missing", HeaderCreatedAt)
+	t, err := wire.Check(ErrMalformed, "header", e.ID, e.Type, created, seen[HeaderCreatedAt])
+	if err != nil {
+		return nil, err
 	}
+	e.CreatedAt = t
 	if !hasAgg {
 		e.AggregateID = string(key)
 	} else if string(key) != e.AggregateID {
@@ -131,9 +121,5 @@ func DecodeRecord(topic string, key, value []byte, headers []Header) (*outbox.Ev
 }
 
 func malformed(e *outbox.Event, format string, args ...any) error {
-	where := ""
-	if e.ID != "" {
-		where = fmt.Sprintf(" (id %q)", e.ID)
-	}
-	return fmt.Errorf("%w%s: %s", ErrMalformed, where, fmt.Sprintf(format, args...))
+	return wire.Malformed(ErrMalformed, e.ID, format, args...)
 }

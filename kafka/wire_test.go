@@ -63,6 +63,54 @@ func TestEncodeDecode(t *testing.T) {
 	}
 }
 
+// TestEncodeFixedWidth checks that created_at has all nine fractional
+// digits whatever the time, as on the other brokers.
+func TestEncodeFixedWidth(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[time.Time]string{
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC):                          "2026-01-02T03:04:05.000000000Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC):                  "2026-01-02T03:04:05.120000000Z",
+		time.Date(2026, 1, 2, 4, 4, 5, 123456789, time.FixedZone("X", 3600)): "2026-01-02T03:04:05.123456789Z",
+	} {
+		_, _, hs := recordOf(&outbox.Event{ID: "i", Topic: "t", Type: "x", CreatedAt: in})
+		if got := string(hs[3].Value); hs[3].Key != HeaderCreatedAt || got != want {
+			t.Errorf("%v: header %s = %s, want %s", in, hs[3].Key, got, want)
+		}
+	}
+}
+
+// TestDecodeOldLayout decodes records as the publisher wrote them before
+// v1, with created_at in time.RFC3339Nano (trailing zeros of the fraction
+// dropped), which topics may still hold.
+func TestDecodeOldLayout(t *testing.T) {
+	t.Parallel()
+	for created, want := range map[string]time.Time{
+		"2026-01-02T03:04:05Z":           time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		"2026-01-02T03:04:05.12Z":        time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC),
+		"2026-01-02T03:04:05.000000006Z": time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+	} {
+		old := &sarama.ConsumerMessage{
+			Topic: "stock", Key: []byte("sku-1"), Value: []byte("p"),
+			Headers: []*sarama.RecordHeader{
+				{Key: []byte("id"), Value: []byte("evt-1")},
+				{Key: []byte("type"), Value: []byte("stock.updated")},
+				{Key: []byte("aggregate_id"), Value: []byte("sku-1")},
+				{Key: []byte("created_at"), Value: []byte(created)},
+				{Key: []byte("header:tenant"), Value: []byte("acme")},
+			},
+		}
+		got, err := Decode(old)
+		if err != nil {
+			t.Fatalf("created_at %s: %v", created, err)
+		}
+		wantEvent := &outbox.Event{ID: "evt-1", Topic: "stock", Type: "stock.updated", AggregateID: "sku-1",
+			Payload: []byte("p"), Headers: map[string]string{"tenant": "acme"}, CreatedAt: want}
+		if !equalEvents(got, wantEvent) {
+			t.Errorf("created_at %s: decoded %+v, want %+v", created, got, wantEvent)
+		}
+	}
+}
+
 func TestDecodeMalformed(t *testing.T) {
 	t.Parallel()
 	base := func() []Header {

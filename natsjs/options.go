@@ -20,8 +20,10 @@ const (
 	DefaultMaxPending = 10_000
 )
 
-// Option configures New.
-type Option func(*config) error
+// Option configures New. Options only record their values; New checks
+// them all and returns an error wrapping outbox.ErrInvalidConfig that
+// names the option and its limit for the first one out of range.
+type Option func(*config)
 
 type config struct {
 	subject    func(*outbox.Event) string
@@ -29,8 +31,29 @@ type config struct {
 	maxPending int
 }
 
-func defaultConfig() config {
-	return config{subject: SubjectByTopic, ackTimeout: DefaultAckTimeout, maxPending: DefaultMaxPending}
+// newConfig applies opts to the defaults and checks the result.
+func newConfig(opts []Option) (config, error) {
+	c := config{subject: SubjectByTopic}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&c)
+		}
+	}
+	if c.ackTimeout == 0 {
+		c.ackTimeout = DefaultAckTimeout
+	}
+	if c.maxPending == 0 {
+		c.maxPending = DefaultMaxPending
+	}
+	switch {
+	case c.subject == nil:
+		return config{}, invalid("WithSubject: the subject function is nil")
+	case c.ackTimeout < MinAckTimeout:
+		return config{}, invalid("WithAckTimeout: %v is shorter than MinAckTimeout (%v)", c.ackTimeout, MinAckTimeout)
+	case c.maxPending < 1:
+		return config{}, invalid("WithMaxPending: %d is not positive", c.maxPending)
+	}
+	return c, nil
 }
 
 // SubjectByTopic is the default subject mapping: an event is published on
@@ -75,43 +98,28 @@ func AggregateToken(aggregateID string) string {
 // fast and deterministic. An event it maps to an invalid subject ("",
 // whitespace, an empty token, a wildcard) is not published and fails
 // permanently. Order holds per stream, so an aggregate's events must map
-// to subjects of one stream. Defaults to SubjectByTopic.
+// to subjects of one stream. Defaults to SubjectByTopic; a nil f is
+// refused by New.
 func WithSubject(f func(*outbox.Event) string) Option {
-	return func(c *config) error {
-		if f == nil {
-			return invalid("WithSubject: the subject function is nil")
-		}
-		c.subject = f
-		return nil
-	}
+	return func(c *config) { c.subject = f }
 }
 
 // WithAckTimeout bounds the wait for each message's acknowledgement; a
 // message not acknowledged in time counts as failed (its outcome is
 // unknown, and JetStream's duplicate window drops it if the relay's retry
-// finds it stored). At least MinAckTimeout. Defaults to DefaultAckTimeout.
-// Publish also stops waiting when its ctx ends.
+// finds it stored). Publish also stops waiting when its ctx ends.
+// Defaults to DefaultAckTimeout (5s), also when d is 0; New refuses a d
+// shorter than MinAckTimeout (10ms).
 func WithAckTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d < MinAckTimeout {
-			return invalid("WithAckTimeout: %v is shorter than the minimum %v", d, MinAckTimeout)
-		}
-		c.ackTimeout = d
-		return nil
-	}
+	return func(c *config) { c.ackTimeout = d }
 }
 
 // WithMaxPending sets how many messages may be in flight at once across
 // all Publish calls of the Publisher; a Publish beyond it waits for
-// acknowledgements. At least 1. Defaults to DefaultMaxPending.
+// acknowledgements. Defaults to DefaultMaxPending (10,000), also when n
+// is 0; New refuses a negative n.
 func WithMaxPending(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return invalid("WithMaxPending: %d; it must be at least 1", n)
-		}
-		c.maxPending = n
-		return nil
-	}
+	return func(c *config) { c.maxPending = n }
 }
 
 func invalid(format string, args ...any) error {

@@ -29,19 +29,16 @@ var (
 // (after the last Publish). The streams must exist: create them with the
 // subjects the events map to (see WithSubject) and a Duplicates window
 // that covers how long a relay may take to publish an event again (see
-// the package documentation). New does no I/O.
+// the package documentation). New does no I/O. An invalid option is an
+// error wrapping outbox.ErrInvalidConfig that names the option and its
+// limit.
 func New(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("natsjs: %w: the NATS connection is nil", outbox.ErrInvalidConfig)
 	}
-	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncTimeout(cfg.ackTimeout),

@@ -54,7 +54,7 @@ func TestPublishBatchInOrderWithWireFormat(t *testing.T) {
 	if got := msgs[0].Header.Get("header.traceparent"); got != "00-abc-def-01" {
 		t.Errorf("header.traceparent = %q", got)
 	}
-	if got := msgs[0].Header.Get(HeaderCreatedAt); got != evs[0].CreatedAt.Format(TimeFormat) {
+	if got := msgs[0].Header.Get(HeaderCreatedAt); got != evs[0].CreatedAt.UTC().Format("2006-01-02T15:04:05.000000000Z") {
 		t.Errorf("created_at = %q", got)
 	}
 }
@@ -191,14 +191,30 @@ func TestPing(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
-	for name, opts := range map[string][]Option{
-		"nil subject":  {WithSubject(nil)},
-		"short ack":    {WithAckTimeout(time.Millisecond)},
-		"zero pending": {WithMaxPending(0)},
+	for name, tc := range map[string]struct {
+		opts []Option
+		want string
+	}{
+		"nil subject":      {[]Option{WithSubject(nil)}, "WithSubject: the subject function is nil"},
+		"short ack":        {[]Option{WithAckTimeout(time.Millisecond)}, "WithAckTimeout: 1ms is shorter than MinAckTimeout (10ms)"},
+		"negative ack":     {[]Option{WithAckTimeout(-time.Second)}, "WithAckTimeout: -1s is shorter"},
+		"negative pending": {[]Option{WithMaxPending(-1)}, "WithMaxPending: -1 is not positive"},
 	} {
-		if _, err := New(nil, opts...); !errors.Is(err, outbox.ErrInvalidConfig) {
-			t.Errorf("%s: New(nil) = %v, want ErrInvalidConfig", name, err)
+		_, err := newConfig(tc.opts)
+		if !errors.Is(err, outbox.ErrInvalidConfig) || !strings.HasPrefix(err.Error(), "natsjs: ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: newConfig = %v, want a natsjs: error wrapping ErrInvalidConfig with %q", name, err, tc.want)
 		}
+	}
+	c, err := newConfig([]Option{nil, WithAckTimeout(0), WithMaxPending(0)})
+	if err != nil || c.ackTimeout != DefaultAckTimeout || c.maxPending != DefaultMaxPending || c.subject == nil {
+		t.Errorf("zero values: %+v, %v; want the defaults", c, err)
+	}
+	if _, err := New(nil); !errors.Is(err, outbox.ErrInvalidConfig) || !strings.Contains(err.Error(), "connection is nil") {
+		t.Errorf("New(nil) = %v, want ErrInvalidConfig", err)
+	}
+	h := newHarness(t, time.Minute)
+	if _, err := New(h.nc, WithMaxPending(-5)); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Errorf("New with WithMaxPending(-5) = %v, want ErrInvalidConfig", err)
 	}
 }
 

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -15,10 +15,10 @@ import (
 // Header names of a message. The first four are those of the redisstream
 // fields and the kafka headers; the data is the payload.
 const (
-	HeaderID          = "id"           // the event ID; also sent as Nats-Msg-Id
-	HeaderType        = "type"         // the event type, such as "stock.updated"
-	HeaderAggregateID = "aggregate_id" // the aggregate ID, possibly empty
-	HeaderCreatedAt   = "created_at"   // when the event was saved, formatted with TimeFormat
+	HeaderID          = wire.ID          // "id": the event ID; also sent as Nats-Msg-Id
+	HeaderType        = wire.Type        // "type": the event type, such as "stock.updated"
+	HeaderAggregateID = wire.AggregateID // "aggregate_id": the aggregate ID, possibly empty
+	HeaderCreatedAt   = wire.CreatedAt   // "created_at": when the event was saved: RFC 3339 in UTC with all nine fractional digits
 	// HeaderPrefix starts the name of each of the event's own headers. It
 	// is "header." where the other adapters use "header:", because a NATS
 	// header name cannot hold a colon.
@@ -27,10 +27,6 @@ const (
 	// event ID.
 	HeaderMsgID = jetstream.MsgIDHeader
 )
-
-// TimeFormat is the layout of the created_at header: RFC 3339 in UTC with
-// nine fractional digits, as in redisstream.
-const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // ErrMalformed is wrapped by every error of Decode.
 var ErrMalformed = errors.New("natsjs: malformed message")
@@ -66,7 +62,7 @@ func message(e *outbox.Event, subject string) (*nats.Msg, error) {
 	h[HeaderID] = []string{e.ID}
 	h[HeaderType] = []string{e.Type}
 	h[HeaderAggregateID] = []string{e.AggregateID}
-	h[HeaderCreatedAt] = []string{e.CreatedAt.UTC().Format(TimeFormat)}
+	h[HeaderCreatedAt] = []string{wire.FormatTime(e.CreatedAt)}
 	for k, v := range e.Headers {
 		if !headerValueOK(v) {
 			return nil, fmt.Errorf("header %q: its value has a line break or leading or trailing white space, which %w", k, errUnsendable)
@@ -94,7 +90,7 @@ func headerValueOK(v string) bool {
 // Decode.
 func DecodeMsg(m *nats.Msg) (*outbox.Event, error) {
 	if m == nil {
-		return nil, fmt.Errorf("%w: nil message", ErrMalformed)
+		return nil, wire.Malformed(ErrMalformed, "", "nil message")
 	}
 	return Decode(m.Subject, m.Header, m.Data)
 }
@@ -113,19 +109,11 @@ func Decode(subject string, h nats.Header, data []byte) (*outbox.Event, error) {
 	e.Type = h.Get(HeaderType)
 	e.AggregateID = h.Get(HeaderAggregateID)
 	created := h.Get(HeaderCreatedAt)
-	switch {
-	case e.ID == "":
-		return nil, fmt.Errorf("%w: header %q is missing or empty", ErrMalformed, HeaderID)
-	case e.Type == "":
-		return nil, fmt.Errorf("%w: event %q: header %q is missing or empty", ErrMalformed, e.ID, HeaderType)
-	case created == "":
-		return nil, fmt.Errorf("%w: event %q: header %q is missing", ErrMalformed, e.ID, HeaderCreatedAt)
-	}
-	t, err := time.Parse(time.RFC3339Nano, created)
+	t, err := wire.Check(ErrMalformed, "header", e.ID, e.Type, created, created != "")
 	if err != nil {
-		return nil, fmt.Errorf("%w: event %q: header %q is %.64q, not an RFC 3339 time", ErrMalformed, e.ID, HeaderCreatedAt, created)
+		return nil, err
 	}
-	e.CreatedAt = t.UTC()
+	e.CreatedAt = t
 	for name, vs := range h {
 		rest, ok := strings.CutPrefix(name, HeaderPrefix)
 		if !ok || len(vs) == 0 {
@@ -133,7 +121,7 @@ func Decode(subject string, h nats.Header, data []byte) (*outbox.Event, error) {
 		}
 		key, err := unescape(rest)
 		if err != nil || key == "" {
-			return nil, fmt.Errorf("%w: event %q: header name %q is not a valid encoded key", ErrMalformed, e.ID, name)
+			return nil, wire.Malformed(ErrMalformed, e.ID, "header name %q is not a valid encoded key", name)
 		}
 		if e.Headers == nil {
 			e.Headers = make(map[string]string)

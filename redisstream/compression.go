@@ -51,19 +51,7 @@ const maxDecodedPayload = 64 << 20
 // Enable it only once every consumer decodes the field (Decode does);
 // consumers that ignore it would read compressed bytes as the payload.
 func WithCompression(codec Codec, threshold int) Option {
-	return func(c *config) error {
-		if codec != Gzip && codec != Zstd {
-			return invalid("WithCompression: unknown codec %q (want %q or %q)", codec, Gzip, Zstd)
-		}
-		if threshold < 0 {
-			return invalid("WithCompression: threshold %d is negative", threshold)
-		}
-		if threshold == 0 {
-			threshold = DefaultCompressionThreshold
-		}
-		c.codec, c.threshold = codec, threshold
-		return nil
-	}
+	return func(c *config) { c.compress, c.codec, c.threshold = true, codec, threshold }
 }
 
 // compress returns payload compressed with codec, or nil if that does not

@@ -113,8 +113,8 @@ func TestDecodeContentEncodingErrors(t *testing.T) {
 	for _, enc := range []string{"gzip", "zstd", "brotli"} {
 		v := base()
 		v[FieldContentEncoding] = enc
-		if _, err := Decode(v); !errors.Is(err, ErrMalformedEntry) {
-			t.Errorf("%s over garbage: %v, want ErrMalformedEntry", enc, err)
+		if _, err := Decode(v); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s over garbage: %v, want ErrMalformed", enc, err)
 		}
 	}
 	// An empty payload compressed is still an empty payload.

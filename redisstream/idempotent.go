@@ -24,8 +24,9 @@ const (
 )
 
 // dedupConfig is the configuration of idempotent publication; a zero
-// window means it is off.
+// window means it is off (newConfig gives it a window when on).
 type dedupConfig struct {
+	on     bool // WithIdempotence was given
 	window time.Duration
 	prefix string
 }
@@ -44,29 +45,15 @@ type dedupConfig struct {
 // script works per slot on Cluster. It costs one key per event, of about
 // 100 bytes, for the window.
 func WithIdempotence(window time.Duration) Option {
-	return func(c *config) error {
-		if window == 0 {
-			window = DefaultDedupWindow
-		}
-		if window < MinDedupWindow {
-			return invalid("WithIdempotence: window %v is shorter than %v", window, MinDedupWindow)
-		}
-		c.dedup.window = window
-		return nil
-	}
+	return func(c *config) { c.dedup.on, c.dedup.window = true, window }
 }
 
 // WithDedupKeyPrefix sets the prefix of the dedup keys of WithIdempotence.
 // It must not be empty nor hold '{' or '}', which would change the hash
-// slot of the keys. Defaults to DefaultDedupKeyPrefix.
+// slot of the keys; New refuses such a prefix. Defaults to
+// DefaultDedupKeyPrefix.
 func WithDedupKeyPrefix(prefix string) Option {
-	return func(c *config) error {
-		if prefix == "" || strings.ContainsAny(prefix, "{}") {
-			return invalid("WithDedupKeyPrefix: %q must be non-empty and hold no '{' or '}'", prefix)
-		}
-		c.dedup.prefix = prefix
-		return nil
-	}
+	return func(c *config) { c.dedup.prefix = prefix }
 }
 
 // DedupKey returns the key that records that event id was added to stream,

@@ -35,14 +35,9 @@ func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
 	if client == nil || isNilPointer(client) {
 		return nil, fmt.Errorf("redisstream: %w: the Redis client is nil", outbox.ErrInvalidConfig)
 	}
-	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
 	}
 	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold, dedup: cfg.dedup}
 	if p.maxLen > 0 {

@@ -521,6 +521,11 @@ func TestNew(t *testing.T) {
 		{"typed nil client", typedNil, nil, "client is nil"},
 		{"negative max len", h.client, []Option{WithMaxLen(-1)}, "MaxLen is -1"},
 		{"nil stream func", h.client, []Option{WithStream(nil)}, "WithStream"},
+		{"unknown codec", h.client, []Option{WithCompression("lz4", 0)}, `WithCompression: unknown codec "lz4"`},
+		{"negative threshold", h.client, []Option{WithCompression(Gzip, -1)}, "WithCompression: threshold -1 is negative"},
+		{"short dedup window", h.client, []Option{WithIdempotence(time.Millisecond)}, "WithIdempotence: window 1ms is shorter than MinDedupWindow (1s)"},
+		{"braced dedup prefix", h.client, []Option{WithDedupKeyPrefix("a{b}")}, "WithDedupKeyPrefix"},
+		{"later option wins", h.client, []Option{WithStream(nil), WithStream(StreamByTopic), WithMaxLen(-1), WithMaxLen(5)}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := New(tc.client, tc.opts...)

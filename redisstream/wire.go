@@ -2,41 +2,39 @@ package redisstream
 
 import (
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/internal/wire"
 )
 
 // Field names of a stream entry. Every entry carries the five fixed fields
 // in this order, then one field per event header, sorted by header key.
-// Values are Redis bulk strings.
+// Values are Redis bulk strings. The names are those of the kafka and
+// natsjs headers.
 const (
-	// FieldID holds the event ID; consumers drop duplicates by it.
-	FieldID = "id"
-	// FieldType holds the event type, such as "stock.updated".
-	FieldType = "type"
-	// FieldAggregateID holds the aggregate ID; it may be empty.
-	FieldAggregateID = "aggregate_id"
-	// FieldCreatedAt holds when the event was saved, in UTC, formatted
-	// with TimeFormat.
-	FieldCreatedAt = "created_at"
-	// FieldPayload holds the payload bytes exactly as saved (binary-safe,
-	// possibly empty).
-	FieldPayload = "payload"
-	// HeaderPrefix starts the field name of each header: the header
-	// "traceparent" travels as the field "header:traceparent".
-	HeaderPrefix = "header:"
+	// FieldID, "id", holds the event ID; consumers drop duplicates by it.
+	FieldID = wire.ID
+	// FieldType, "type", holds the event type, such as "stock.updated".
+	FieldType = wire.Type
+	// FieldAggregateID, "aggregate_id", holds the aggregate ID; it may be
+	// empty.
+	FieldAggregateID = wire.AggregateID
+	// FieldCreatedAt, "created_at", holds when the event was saved: RFC
+	// 3339 in UTC with all nine fractional digits
+	// ("2026-01-02T03:04:05.120000000Z"), so values have a fixed width and
+	// sort as text.
+	FieldCreatedAt = wire.CreatedAt
+	// FieldPayload, "payload", holds the payload bytes exactly as saved
+	// (binary-safe, possibly empty).
+	FieldPayload = wire.Payload
+	// HeaderPrefix, "header:", starts the field name of each header: the
+	// header "traceparent" travels as the field "header:traceparent".
+	HeaderPrefix = wire.HeaderPrefix
 )
 
-// TimeFormat is the layout of FieldCreatedAt: RFC 3339 in UTC with all nine
-// fractional digits, so values have a fixed width and sort as text.
-const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
-
-// ErrMalformedEntry is wrapped by every error of Decode.
-var ErrMalformedEntry = errors.New("redisstream: malformed stream entry")
+// ErrMalformed is wrapped by every error of Decode.
+var ErrMalformed = errors.New("redisstream: malformed message")
 
 // fixedFields is how many field names and values every entry starts with.
 const fixedFields = 10
@@ -52,7 +50,7 @@ func appendEntry(dst []any, e *outbox.Event, payload []byte, encoding string) []
 		FieldID, e.ID,
 		FieldType, e.Type,
 		FieldAggregateID, e.AggregateID,
-		FieldCreatedAt, e.CreatedAt.UTC().Format(TimeFormat),
+		FieldCreatedAt, wire.FormatTime(e.CreatedAt),
 		FieldPayload, payload,
 	)
 	if encoding != "" {
@@ -68,12 +66,7 @@ func appendEntry(dst []any, e *outbox.Event, payload []byte, encoding string) []
 		return dst
 	}
 	var buf [8]string
-	keys := buf[:0]
-	for k := range e.Headers {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range wire.AppendSortedKeys(buf[:0], e.Headers) {
 		dst = append(dst, HeaderPrefix+k, e.Headers[k])
 	}
 	return dst
@@ -87,10 +80,10 @@ func appendEntry(dst []any, e *outbox.Event, payload []byte, encoding string) []
 // Topic and Delivery are not part of an entry and are left zero: the
 // consumer knows the stream it read from. A payload marked with
 // FieldContentEncoding (see WithCompression) is decompressed, so the event
-// has the payload as saved. Errors wrap ErrMalformedEntry.
+// has the payload as saved. Errors wrap ErrMalformed.
 func Decode(values map[string]any) (*outbox.Event, error) {
 	e := &outbox.Event{}
-	var haveID, haveType, haveCreated bool
+	var haveCreated bool
 	var created, encoding string
 	for name, raw := range values {
 		var v string
@@ -100,13 +93,13 @@ func Decode(values map[string]any) (*outbox.Event, error) {
 		case []byte:
 			v = string(raw)
 		default:
-			return nil, fmt.Errorf("%w: field %q is a %T, not a string", ErrMalformedEntry, name, raw)
+			return nil, wire.Malformed(ErrMalformed, "", "field %q is a %T, not a string", name, raw)
 		}
 		switch name {
 		case FieldID:
-			e.ID, haveID = v, true
+			e.ID = v
 		case FieldType:
-			e.Type, haveType = v, true
+			e.Type = v
 		case FieldAggregateID:
 			e.AggregateID = v
 		case FieldCreatedAt:
@@ -126,23 +119,15 @@ func Decode(values map[string]any) (*outbox.Event, error) {
 			}
 		}
 	}
-	switch {
-	case !haveID || e.ID == "":
-		return nil, fmt.Errorf("%w: field %q is missing or empty", ErrMalformedEntry, FieldID)
-	case !haveType || e.Type == "":
-		return nil, fmt.Errorf("%w: event %q: field %q is missing or empty", ErrMalformedEntry, e.ID, FieldType)
-	case !haveCreated:
-		return nil, fmt.Errorf("%w: event %q: field %q is missing", ErrMalformedEntry, e.ID, FieldCreatedAt)
-	}
-	t, err := time.Parse(time.RFC3339Nano, created)
+	t, err := wire.Check(ErrMalformed, "field", e.ID, e.Type, created, haveCreated)
 	if err != nil {
-		return nil, fmt.Errorf("%w: event %q: field %q is %.64q, not an RFC 3339 time", ErrMalformedEntry, e.ID, FieldCreatedAt, created)
+		return nil, err
 	}
-	e.CreatedAt = t.UTC()
+	e.CreatedAt = t
 	if encoding != "" {
 		p, err := decompress(encoding, e.Payload)
 		if err != nil {
-			return nil, fmt.Errorf("%w: event %q: payload (%s %q): %w", ErrMalformedEntry, e.ID, FieldContentEncoding, encoding, err)
+			return nil, wire.Malformed(ErrMalformed, e.ID, "payload (%s %q): %v", FieldContentEncoding, encoding, err)
 		}
 		if len(p) == 0 {
 			p = nil

@@ -78,8 +78,8 @@ func TestDecode(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !errors.Is(err, ErrMalformedEntry) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Decode = %v, want an ErrMalformedEntry mentioning %q", err, tc.want)
+			if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Decode = %v, want an ErrMalformed mentioning %q", err, tc.want)
 			}
 			if len(err.Error()) > 300 {
 				t.Errorf("error is %d bytes long", len(err.Error()))
@@ -159,7 +159,7 @@ func FuzzRoundTrip(f *testing.F) {
 }
 
 // FuzzDecode checks that Decode never panics and either fails with
-// ErrMalformedEntry or returns an event with its required fields.
+// ErrMalformed or returns an event with its required fields.
 func FuzzDecode(f *testing.F) {
 	f.Add("evt-1", "t", "2025-01-02T03:04:05.000000001Z", "header:k", "v")
 	f.Add("", "t", "2025-01-02T03:04:05Z", "payload", "")
@@ -168,8 +168,8 @@ func FuzzDecode(f *testing.F) {
 		m := map[string]any{FieldID: id, FieldType: typ, FieldCreatedAt: created, name: value}
 		e, err := Decode(m)
 		if err != nil {
-			if !errors.Is(err, ErrMalformedEntry) {
-				t.Fatalf("error %v does not wrap ErrMalformedEntry", err)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
 			}
 			return
 		}
