@@ -1,13 +1,11 @@
 package redisstream
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/testproxy"
 	"github.com/eventsync/outbox/outboxtest"
 )
@@ -63,50 +61,5 @@ func conformanceSetup(t *testing.T, h *harness, opts ...Option) outboxtest.Publi
 		o.MaxRetries = -1 // a cut connection fails the publish instead of being retried inside go-redis
 		o.DialTimeout = 500 * time.Millisecond
 	})
-	opts = append([]Option{WithStream(func(e *outbox.Event) string {
-		if e.Topic == "" {
-			return "" // no topic, no stream: the publisher must refuse it
-		}
-		return h.key(e.Topic)
-	})}, opts...)
-	pub, err := New(client, opts...)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return outboxtest.PublisherSetup{
-		Publisher: pub,
-		Topic:     func(name string) string { return name },
-		Read: func(ctx context.Context, topic string, n int) ([]*outbox.Event, error) {
-			for {
-				msgs, err := h.client.XRange(ctx, h.key(topic), "-", "+").Result()
-				if err != nil {
-					return nil, err
-				}
-				if len(msgs) >= n {
-					events := make([]*outbox.Event, len(msgs))
-					for i, m := range msgs {
-						if events[i], err = Decode(m.Values); err != nil {
-							return nil, err
-						}
-						events[i].Topic = topic
-					}
-					return events, nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-		},
-		Refuse: func(name string) string {
-			// XADD to a key that holds a string fails with WRONGTYPE.
-			if err := h.client.Set(t.Context(), h.key(name), "not a stream", 0).Err(); err != nil {
-				t.Fatalf("set %s: %v", h.key(name), err)
-			}
-			return name
-		},
-		Down: proxy.Cut,
-		Up:   proxy.Restore,
-	}
+	return suiteSetup(t, client, h.client, h.key, proxy.Cut, proxy.Restore, opts...)
 }
