@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -113,30 +112,6 @@ func (s *statsStore) Stats(context.Context, time.Duration) (Stats, error) {
 }
 
 func (s *statsStore) set(st Stats) { s.smu.Lock(); s.stats = st; s.smu.Unlock() }
-
-// logRecorder is a slog.Handler that keeps every record.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records = append(l.records, r.Clone())
-	return nil
-}
-
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
-
-func (l *logRecorder) all() []slog.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]slog.Record(nil), l.records...)
-}
 
 func TestReadiness(t *testing.T) {
 	t.Parallel()
