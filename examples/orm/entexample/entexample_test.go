@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"sync"
 	"testing"
 
 	"entgo.io/ent/dialect"
@@ -19,6 +20,11 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// migrateMu serializes ent's Schema.Create: it writes to the generated
+// package-level table definitions (migrate.Tables), so parallel tests
+// would race on them.
+var migrateMu sync.Mutex
 
 type bundle struct {
 	client *ent.Client
@@ -38,7 +44,10 @@ func setup(t *testing.T) bundle {
 	client := ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, sqlDB)))
 	t.Cleanup(func() { _ = client.Close() })
 	ctx := context.Background()
-	if err := client.Schema.Create(ctx); err != nil {
+	migrateMu.Lock()
+	err = client.Schema.Create(ctx)
+	migrateMu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.Stock.Create().SetSku("sku-1").SetQty(10).Save(ctx); err != nil {
