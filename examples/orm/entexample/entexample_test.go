@@ -1,0 +1,117 @@
+package entexample_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+	"testing"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"go.uber.org/goleak"
+
+	"github.com/eventsync/outbox/examples/orm/entexample"
+	"github.com/eventsync/outbox/examples/orm/entexample/ent"
+	entstock "github.com/eventsync/outbox/examples/orm/entexample/ent/stock"
+	"github.com/eventsync/outbox/examples/orm/internal/ormtest"
+	"github.com/eventsync/outbox/examples/orm/internal/stock"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// migrateMu serializes ent's Schema.Create: it writes to the generated
+// package-level table definitions (migrate.Tables), so parallel tests
+// would race on them.
+var migrateMu sync.Mutex
+
+type bundle struct {
+	client *ent.Client
+	env    *ormtest.Env
+	inv    *entexample.Inventory
+}
+
+// setup opens ent on a schema of the test's own (created by ent's own
+// migration) with one stock row, sku-1 at 10.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	dsn, schema := ormtest.Postgres(t)
+	sqlDB, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, sqlDB)))
+	t.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	migrateMu.Lock()
+	err = client.Schema.Create(ctx)
+	migrateMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Stock.Create().SetSku("sku-1").SetQty(10).Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	env := ormtest.NewEnv(t, sqlDB, schema)
+	return bundle{client: client, env: env, inv: &entexample.Inventory{Client: client, Outbox: env.Outbox}}
+}
+
+func (b bundle) qty(t *testing.T, sku string) int {
+	t.Helper()
+	s, err := b.client.Stock.Query().Where(entstock.Sku(sku)).Only(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Qty
+}
+
+func TestSetQtyCommitsAndDelivers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.qty(t, "sku-1"); got != 7 {
+		t.Fatalf("qty %d, want 7", got)
+	}
+	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+}
+
+func TestRollbackLeavesNoEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tx, err := b.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := b.inv.SetQtyTx(ctx, tx, "sku-1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil { // a later step of the business operation failed
+		t.Fatal(err)
+	}
+	b.env.RequireAbsent(t, ev)
+	if got := b.qty(t, "sku-1"); got != 10 {
+		t.Fatalf("qty %d after rollback, want 10", got)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}
+
+func TestUnknownSKUSavesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
+		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}

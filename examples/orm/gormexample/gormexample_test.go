@@ -1,0 +1,139 @@
+package gormexample_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"go.uber.org/goleak"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/examples/orm/gormexample"
+	"github.com/eventsync/outbox/examples/orm/internal/ormtest"
+	"github.com/eventsync/outbox/examples/orm/internal/stock"
+)
+
+// TestMain fails the run if a goroutine is left behind, but for the one
+// that GORM's prepared-statement cache (PrepareStmt) starts to expire
+// entries: GORM never stops it, by design, even when the pool is closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("gorm.io/gorm/internal/lru.NewLRU[...].func1"))
+}
+
+type bundle struct {
+	db  *gorm.DB
+	env *ormtest.Env
+	inv *gormexample.Inventory
+}
+
+// setup opens GORM on a schema of the test's own with one stock row,
+// sku-1 at 10.
+func setup(t *testing.T, cfg *gorm.Config) bundle {
+	t.Helper()
+	dsn, schema := ormtest.Postgres(t)
+	cfg.Logger = logger.Discard
+	db, err := gorm.Open(postgres.Open(dsn), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	if err := db.AutoMigrate(&gormexample.Stock{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Create(&gormexample.Stock{SKU: "sku-1", Qty: 10}).Error; err != nil {
+		t.Fatal(err)
+	}
+	env := ormtest.NewEnv(t, sqlDB, schema)
+	return bundle{db: db, env: env, inv: &gormexample.Inventory{DB: db, Outbox: env.Outbox}}
+}
+
+func (b bundle) qty(t *testing.T, sku string) int {
+	t.Helper()
+	var s gormexample.Stock
+	if err := b.db.First(&s, "sku = ?", sku).Error; err != nil {
+		t.Fatal(err)
+	}
+	return s.Qty
+}
+
+func TestSetQtyCommitsAndDelivers(t *testing.T) {
+	for name, cfg := range map[string]gorm.Config{
+		"default":     {},
+		"PrepareStmt": {PrepareStmt: true}, // ConnPool is GORM's wrapper of the *sql.Tx
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, &cfg)
+			if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.qty(t, "sku-1"); got != 7 {
+				t.Fatalf("qty %d, want 7", got)
+			}
+			b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+		})
+	}
+}
+
+func TestRollbackLeavesNoEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &gorm.Config{})
+	ctx := context.Background()
+	errAbort := errors.New("abort")
+	var ev *outbox.Event
+	err := b.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if ev, err = b.inv.SetQtyTx(ctx, tx, "sku-1", 3); err != nil {
+			return err
+		}
+		return errAbort // a later step of the business operation fails
+	})
+	if !errors.Is(err, errAbort) {
+		t.Fatalf("Transaction: %v, want errAbort", err)
+	}
+	b.env.RequireAbsent(t, ev)
+	if got := b.qty(t, "sku-1"); got != 10 {
+		t.Fatalf("qty %d after rollback, want 10", got)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}
+
+func TestUnknownSKUSavesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &gorm.Config{})
+	ctx := context.Background()
+	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
+		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}
+
+func TestExecutorRefusesADBOutsideATransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &gorm.Config{})
+	if _, err := gormexample.Executor(b.db); !errors.Is(err, gormexample.ErrNotInTransaction) {
+		t.Fatalf("Executor(db): %v, want ErrNotInTransaction", err)
+	}
+	tx := b.db.Begin()
+	defer tx.Rollback()
+	exec, err := gormexample.Executor(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := exec.(interface{ Commit() error }); !ok {
+		t.Fatalf("Executor(tx) is a %T, not a transaction", exec)
+	}
+}

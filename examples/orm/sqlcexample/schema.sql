@@ -1,0 +1,4 @@
+CREATE TABLE stocks (
+  sku text PRIMARY KEY,
+  qty integer NOT NULL
+);

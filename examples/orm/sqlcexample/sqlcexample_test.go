@@ -1,0 +1,188 @@
+package sqlcexample_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/goleak"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/examples/orm/internal/ormtest"
+	"github.com/eventsync/outbox/examples/orm/internal/stock"
+	"github.com/eventsync/outbox/examples/orm/sqlcexample"
+	"github.com/eventsync/outbox/examples/orm/sqlcexample/stockdb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type bundle struct {
+	pool *pgxpool.Pool
+	env  *ormtest.Env
+	inv  *sqlcexample.Inventory
+}
+
+// setup opens a pgx pool on a schema of the test's own, applies sqlc's
+// schema.sql and adds one stock row, sku-1 at 10. The outbox's store runs
+// on the same pool, through database/sql.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	dsn, schema := ormtest.Postgres(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ddl, err := os.ReadFile("schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, string(ddl)); err != nil {
+		t.Fatal(err)
+	}
+	if err := stockdb.New(pool).CreateStock(ctx, stockdb.CreateStockParams{Sku: "sku-1", Qty: 10}); err != nil {
+		t.Fatal(err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	env := ormtest.NewEnv(t, sqlDB, schema)
+	return bundle{pool: pool, env: env, inv: &sqlcexample.Inventory{Pool: pool, Outbox: env.Outbox}}
+}
+
+func (b bundle) qty(t *testing.T, sku string) int32 {
+	t.Helper()
+	s, err := stockdb.New(b.pool).GetStock(context.Background(), sku)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Qty
+}
+
+func TestSetQtyCommitsAndDelivers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.qty(t, "sku-1"); got != 7 {
+		t.Fatalf("qty %d, want 7", got)
+	}
+	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+}
+
+func TestRollbackLeavesNoEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	errAbort := errors.New("abort")
+	var ev *outbox.Event
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		if ev, err = b.inv.SetQtyTx(ctx, tx, "sku-1", 3); err != nil {
+			return err
+		}
+		return errAbort // a later step of the business operation fails
+	})
+	if !errors.Is(err, errAbort) {
+		t.Fatalf("BeginFunc: %v, want errAbort", err)
+	}
+	b.env.RequireAbsent(t, ev)
+	if got := b.qty(t, "sku-1"); got != 10 {
+		t.Fatalf("qty %d after rollback, want 10", got)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}
+
+func TestUnknownSKUSavesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
+		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
+	}
+	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.env.RequireStreamEmpty(t)
+}
+
+// Every column Save writes goes through pgx's own encoding, not
+// database/sql's: headers, priority, payload and times read back as saved.
+func TestExecutorWritesEveryField(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	created := time.Date(2025, 1, 2, 3, 4, 5, 678901000, time.UTC)
+	ev := &outbox.Event{
+		Topic: stock.Topic, Type: "stock.counted", AggregateID: "sku-1",
+		Payload:   []byte{0, 1, 2, 0xff},
+		Headers:   map[string]string{"tenant": "acme", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		Priority:  5,
+		CreatedAt: created,
+	}
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		return b.env.Outbox.Save(ctx, sqlcexample.Executor(tx), ev)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.env.Store.Get(ctx, ev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Type != ev.Type || string(got.Payload) != string(ev.Payload) || got.Priority != 5 ||
+		!got.CreatedAt.Equal(created) || len(got.Headers) != 2 || got.Headers["tenant"] != "acme" ||
+		got.Headers["traceparent"] != ev.Headers["traceparent"] {
+		t.Fatalf("read back %+v, want %+v", got, ev)
+	}
+}
+
+func TestExecutorOnAnEndedTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exec := sqlcexample.Executor(tx)
+	err = b.env.Outbox.Save(ctx, exec, stock.Updated("sku-1", 1))
+	if !errors.Is(err, sql.ErrTxDone) || !errors.Is(err, pgx.ErrTxClosed) {
+		t.Fatalf("Save on an ended tx: %v, want sql.ErrTxDone and pgx.ErrTxClosed", err)
+	}
+}
+
+func TestExecutorReportsRowsAffected(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		res, err := sqlcexample.Executor(tx).ExecContext(ctx, `UPDATE stocks SET qty = qty + $1`, 1)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			t.Errorf("RowsAffected: %d, %v; want 1", n, err)
+		}
+		if _, err := res.LastInsertId(); err == nil {
+			t.Error("LastInsertId: no error, want one")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
