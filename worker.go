@@ -156,6 +156,9 @@ func (w *Worker) step(ctx context.Context) time.Duration {
 		w.cfg.logger.Warn("outbox: relay pass failed", "err", err, "retry_in", d)
 		return d
 	}
+	if w.errRun > 0 {
+		w.cfg.logger.Info("outbox: store is back; relay resumed", "failed_passes", w.errRun)
+	}
 	w.errRun = 0
 	w.storeFailing.Store(false)
 	switch {
