@@ -173,6 +173,7 @@ type arrivals struct {
 type arrival struct {
 	id, agg string
 	seq     int
+	at      time.Time
 }
 
 func (a *arrivals) Publish(_ context.Context, events []*outbox.Event) error {
@@ -183,7 +184,7 @@ func (a *arrivals) Publish(_ context.Context, events []*outbox.Event) error {
 	}
 	for _, e := range events {
 		n, _ := strconv.Atoi(string(e.Payload))
-		a.list = append(a.list, arrival{e.ID, e.AggregateID, n})
+		a.list = append(a.list, arrival{e.ID, e.AggregateID, n, time.Now()})
 		a.seen[e.ID]++
 	}
 	return nil
@@ -198,6 +199,30 @@ func (a *arrivals) has(ids ...string) bool {
 		}
 	}
 	return true
+}
+
+// lastFirstArrival is when the last of ids first arrived, or zero if one
+// has not.
+func (a *arrivals) lastFirstArrival(ids map[string]bool) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	first := map[string]time.Time{}
+	for _, r := range a.list {
+		if _, ok := first[r.id]; !ok {
+			first[r.id] = r.at
+		}
+	}
+	var last time.Time
+	for id := range ids {
+		at, ok := first[id]
+		if !ok {
+			return time.Time{}
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last
 }
 
 // check asserts that exactly the events in want arrived, each
@@ -380,11 +405,14 @@ func relayThroughOutage(t *testing.T, o *outageDB, outage time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	drained := time.Since(restored)
 	resumedAt := ws.firstRelayClaimAfter(restored)
 
 	var committed, failedDuring, inDoubt, before, after int
+	backlog := map[string]bool{} // in the table, saved before the restore
 	for _, a := range attempts {
+		if inTable[a.id] && a.at.Before(restored) {
+			backlog[a.id] = true
+		}
 		switch {
 		case a.err == nil:
 			committed++
@@ -402,15 +430,19 @@ func relayThroughOutage(t *testing.T, o *outageDB, outage time.Duration) {
 			failedDuring++
 		}
 	}
+	drained := max(broker.lastFirstArrival(backlog).Sub(restored), 0)
 	ws.mu.Lock()
 	mayRepeat := ws.markFailed
 	ws.mu.Unlock()
 	t.Logf("%d saves: %d committed (%d before the cut, %d after the restore), %d failed, %d in doubt and committed; "+
-		"relay's first good claim %v after the restore; all %d events at the broker %v after it; %d events whose mark failed",
+		"relay's first good claim %v after the restore; the %d events saved before the restore all at the broker %v after it; %d events whose mark failed",
 		len(attempts), committed, before, after, failedDuring, inDoubt, resumedAt.Sub(restored).Round(time.Millisecond),
-		len(inTable), drained.Round(time.Millisecond), len(mayRepeat))
+		len(backlog), drained.Round(time.Millisecond), len(mayRepeat))
 	if before == 0 || after == 0 || failedDuring == 0 {
 		t.Fatalf("the outage was not one: %d saves committed before the cut, %d after the restore, %d failed", before, after, failedDuring)
+	}
+	if drained > maxDrain {
+		t.Errorf("the events saved before the restore were all at the broker %v after it; want under %v", drained, maxDrain)
 	}
 	if resumedAt.IsZero() || resumedAt.Sub(restored) > maxResume {
 		t.Errorf("the relay's first good claim came %v after the restore; want under %v", resumedAt.Sub(restored), maxResume)
@@ -450,7 +482,9 @@ func checkOutageLogs(t *testing.T, logs *logCapture, cut, restored time.Time, pa
 			recovered = append(recovered, l)
 		}
 	}
-	if passes && len(recovered) != 1 {
+	// Once, or twice if a connection the outage left in a pool failed
+	// one more pass after the restore.
+	if passes && (len(recovered) == 0 || len(recovered) > 2) {
 		t.Errorf("the recovery was logged %d times after the restore, want once", len(recovered))
 	}
 }
@@ -499,8 +533,9 @@ func publishWhileDown(t *testing.T, o *outageDB) {
 
 	cut := time.Now()
 	o.down(t)
+	t0 := time.Now()
 	res, err := ob.Publish(ctx, evs...)
-	took := time.Since(cut)
+	took := time.Since(t0)
 	if err == nil || !strings.Contains(err.Error(), "stay pending") {
 		t.Fatalf("Publish with the database down: %+v, %v; want an error saying the events stay pending", res, err)
 	}
@@ -542,9 +577,8 @@ func listenAfterOutage(t *testing.T, o *outageDB, outage time.Duration) {
 	logs := newLogCapture(t)
 	ob, err := outbox.New(ws, broker, outageOptions(outbox.WithInterval(time.Hour), outbox.WithLogger(logs.logger()))...)
 	mustNoErr(t, err, "outbox.New")
-	start := time.Now()
 	runRelay(t, ob)
-	waitFor(t, "the listener", func() bool { return listening(t, o, start) })
+	waitFor(t, "the listener", func() bool { return listening(t, o, time.Time{}) })
 
 	o.down(t)
 	time.Sleep(outage)
@@ -558,12 +592,12 @@ func listenAfterOutage(t *testing.T, o *outageDB, outage time.Duration) {
 	tx, err := o.direct.BeginTxx(ctx, nil)
 	mustNoErr(t, err, "begin")
 	mustNoErr(t, ob.Save(ctx, tx, e), "save")
-	mustNoErr(t, tx.Commit(), "commit")
 	committed := time.Now()
+	mustNoErr(t, tx.Commit(), "commit")
 	waitFor(t, "the notified relay to deliver the event", func() bool { return broker.has(e.ID) })
 	latency := time.Since(committed)
 	t.Logf("listener back %v after the restore; an event committed then reached the broker %v after its commit",
-		relistened.Round(time.Millisecond), latency.Round(time.Millisecond))
+		relistened.Round(time.Millisecond), latency.Round(100*time.Microsecond))
 	if latency > time.Second {
 		t.Errorf("the event reached the broker %v after its commit; with an hour's interval only a notification can wake the relay that fast, want under 1s", latency)
 	}
@@ -574,7 +608,9 @@ func listenAfterOutage(t *testing.T, o *outageDB, outage time.Duration) {
 }
 
 // listening reports whether a session that connected after since is
-// listening on the store's channel.
+// listening on the store's channel. (The listener may take a connection
+// the pool already held: since is only meaningful after an outage, which
+// left none.)
 func listening(t *testing.T, o *outageDB, since time.Time) bool {
 	var n int
 	err := o.direct.QueryRowContext(context.Background(),
