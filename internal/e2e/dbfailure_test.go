@@ -587,6 +587,9 @@ func listenAfterOutage(t *testing.T, o *outageDB, outage time.Duration) {
 	waitFor(t, "the listener to reconnect", func() bool { return listening(t, o, restored) })
 	relistened := time.Since(restored)
 	waitFor(t, "the relay's catch-up pass", func() bool { return !ws.firstRelayClaimAfter(restored).IsZero() })
+	// Let any pass already woken (the listener's catch-up, a retry) end:
+	// from here on only a notification can wake the relay.
+	time.Sleep(200 * time.Millisecond)
 
 	e := &outbox.Event{Topic: "inventory", Type: "stock.updated", AggregateID: "n", Payload: []byte("0")}
 	tx, err := o.direct.BeginTxx(ctx, nil)
