@@ -95,6 +95,9 @@ func (o *Outbox) step(ctx context.Context) time.Duration {
 		o.cfg.logger.Warn("outbox: relay pass failed", "err", err, "retry_in", d)
 		return d
 	}
+	if o.errRun > 0 {
+		o.cfg.logger.Info("outbox: store is back; relay resumed", "failed_passes", o.errRun)
+	}
 	o.errRun = 0
 	o.storeFailing.Store(false)
 	switch {
