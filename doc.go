@@ -3,9 +3,11 @@
 // message broker: at once when the broker is up, eventually when it is
 // down, never lost, in order per aggregate, and never retried forever.
 //
-// The package itself imports only the standard library. A Store keeps the
-// events (package sqlstore: PostgreSQL, MySQL/MariaDB, SQLite) and a
-// Publisher sends them (packages redisstream and kafka).
+// The package imports only the standard library (and its leaf package
+// storage, which does too): no database driver, no broker client. A Store
+// keeps the events (package sqlstore: PostgreSQL, MySQL/MariaDB, SQLite)
+// and a Publisher sends them (packages redisstream, kafka and natsjs).
+// Outbox is the one type a service holds.
 //
 // # Saving events
 //
