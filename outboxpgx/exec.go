@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -43,14 +44,29 @@ func Exec(e Execer) outbox.Executor {
 type executor struct{ e Execer }
 
 func (x executor) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if c, ok := x.e.(copier); ok {
+		if table, columns, ok := plainInsert(query, len(args)); ok {
+			n, err := c.CopyFrom(ctx, table, columns, copyRows(args, len(columns)))
+			if err != nil {
+				return nil, x.wrap(err)
+			}
+			return result(pgconn.NewCommandTag("INSERT 0 " + strconv.FormatInt(n, 10))), nil
+		}
+	}
 	tag, err := x.e.Exec(ctx, query, args...)
 	if err != nil {
-		if errors.Is(err, pgx.ErrTxClosed) {
-			return nil, fmt.Errorf("outboxpgx: %w (%w)", sql.ErrTxDone, err)
-		}
-		return nil, err
+		return nil, x.wrap(err)
 	}
 	return result(tag), nil
+}
+
+// wrap makes an ended transaction's error wrap sql.ErrTxDone too, as on
+// database/sql.
+func (executor) wrap(err error) error {
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return fmt.Errorf("outboxpgx: %w (%w)", sql.ErrTxDone, err)
+	}
+	return err
 }
 
 // result is a sql.Result from pgx's command tag.
