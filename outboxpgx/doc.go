@@ -5,9 +5,11 @@
 // The store is sqlstore's, on a database/sql handle that borrows its
 // connections from the pool (stdlib.OpenDBFromPool): the same schema, the
 // same migrations, the same SQL and the same guarantees, passing the same
-// conformance suite. Only the LISTEN connection is pgx-native (see
-// Store.Listen). It is a package of its own so that users of sqlstore on
-// database/sql do not depend on pgxpool through it.
+// conformance suite. What pgx does better is used natively: Save writes
+// through pgx's Exec, as one COPY from CopyMinRows events on, and Listen
+// holds a connection taken out of the pool. It is a package of its own so
+// that users of sqlstore on database/sql do not depend on pgxpool through
+// it.
 //
 // A service on pgx writes its business rows and its events in one pgx
 // transaction, publishes after commit, and runs the relay on the store:

@@ -21,7 +21,8 @@ const (
 // no goroutine behind.
 //
 // It holds one connection of the pool, taken out of the pool for good
-// (Hijack) and closed when it ends, so a connection that is LISTENing, or
+// (Hijack: it no longer counts against the pool's MaxConns, only against
+// the server's connections) and closed when it ends, so a connection that is LISTENing, or
 // that a cancelled wait left in doubt, never serves another query.
 // sqlstore.Store.Listen cannot do that through database/sql on a pgxpool:
 // the connection would go back to the pool still listening. After a lost

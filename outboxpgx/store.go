@@ -16,7 +16,7 @@ import (
 // Store is the outbox.Store on a *pgxpool.Pool: a *sqlstore.Store on
 // Postgres whose connections come from the pool, with every method of
 // sqlstore.Store (Migrate, Requeue, Stats, Purge, ...), and a Listen that
-// holds a pool connection of its own. It is safe for concurrent use.
+// holds a connection taken out of the pool. It is safe for concurrent use.
 type Store struct {
 	*sqlstore.Store
 	pool *pgxpool.Pool
