@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.events, "events", 100_000, "backlog of the drain scenarios")
 	fs.IntVar(&c.bigEvents, "big", 1_000_000, "backlog of the outage and memory scenarios")
 	fs.IntVar(&c.batch, "batch", 1000, "relay batch size (the one setting changed from the SDK defaults)")
-	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,compression); empty runs all")
+	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression); empty runs all")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the 1-relay Postgres to Redis drain to this file")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "give up a drain that has not finished after this long, and report how far it got")
 	fs.BoolVar(&c.keep, "keep", false, "keep tables and streams after the run (for inspection)")
@@ -239,5 +239,6 @@ var groups = []struct {
 	{"outage", runOutage},
 	{"memory", runMemory},
 	{"save", runSave},
+	{"pgx", runPgx},
 	{"compression", runCompression},
 }

@@ -15,25 +15,34 @@ import (
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/redisstream"
 	"github.com/eventsync/outbox/sqlstore"
+	"github.com/eventsync/outbox/storage"
 )
+
+// relayStore is what the relays of a drain run on: a *sqlstore.Store, or
+// the pgxpool-backed *outboxpgx.Store.
+type relayStore interface {
+	outbox.Store
+	storage.Notifier
+	storage.Purger
+}
 
 // countingStore is the SDK's store, counting what relays marked synced so
 // a drain knows when it is done without polling the table. Embedding keeps
 // every optional capability (Notifier, Purger) of the store visible.
 type countingStore struct {
-	*sqlstore.Store
+	relayStore
 	synced atomic.Int64
 	want   int64
 	done   chan struct{}
 	once   sync.Once
 }
 
-func newCountingStore(st *sqlstore.Store, want int) *countingStore {
-	return &countingStore{Store: st, want: int64(want), done: make(chan struct{})}
+func newCountingStore(st relayStore, want int) *countingStore {
+	return &countingStore{relayStore: st, want: int64(want), done: make(chan struct{})}
 }
 
 func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
-	n, err := c.Store.MarkSynced(ctx, token, ids)
+	n, err := c.relayStore.MarkSynced(ctx, token, ids)
 	if c.synced.Add(int64(n)) >= c.want {
 		c.once.Do(func() { close(c.done) })
 	}
@@ -52,6 +61,9 @@ type drainOpts struct {
 	aggregates int           // 0: defaultAggregates
 	publisher  func(topic string) (outbox.Publisher, func(), error)
 	profile    string
+	// relayOn, if set, gives the store the relays run on, over the table
+	// of st (which the backlog was saved through); nil runs them on st.
+	relayOn func(st *sqlstore.Store) (relayStore, func(), error)
 }
 
 // drain fills a new table with a backlog of n events, then runs relays
@@ -74,7 +86,15 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 		return nil, err
 	}
 	defer closePub()
-	cs := newCountingStore(st, o.n)
+	var rs relayStore = st
+	if o.relayOn != nil {
+		var closeStore func()
+		if rs, closeStore, err = o.relayOn(st); err != nil {
+			return nil, err
+		}
+		defer closeStore()
+	}
+	cs := newCountingStore(rs, o.n)
 	ws := make([]*outbox.Outbox, o.relays)
 	for i := range ws {
 		if ws[i], err = outbox.New(cs, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {

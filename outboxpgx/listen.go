@@ -1,0 +1,80 @@
+package outboxpgx
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Reconnect delays of Listen after a lost connection: the first, doubled
+// up to the cap (sqlstore's).
+const (
+	listenRetryMin = 100 * time.Millisecond
+	listenRetryMax = 5 * time.Second
+)
+
+// Listen implements storage.Notifier: it calls wake each time a transaction
+// that inserted events commits (the trigger of sqlstore's migration 002
+// notifies Channel at commit), until ctx ends, then returns nil and leaves
+// no goroutine behind.
+//
+// It holds one connection of the pool, taken out of the pool for good
+// (Hijack: it no longer counts against the pool's MaxConns, only against
+// the server's connections) and closed when it ends, so a connection that is LISTENing, or
+// that a cancelled wait left in doubt, never serves another query.
+// sqlstore.Store.Listen cannot do that through database/sql on a pgxpool:
+// the connection would go back to the pool still listening. After a lost
+// connection it reconnects with backoff (100ms doubling up to 5s) and
+// calls wake once, since notifications sent meanwhile are lost.
+func (s *Store) Listen(ctx context.Context, wake func()) error {
+	delay := listenRetryMin
+	first := true
+	for {
+		listened, _ := s.listenOnce(ctx, wake, !first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if listened { // connected and then lost: start the backoff afresh
+			delay = listenRetryMin
+		}
+		first = false
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, listenRetryMax)
+	}
+}
+
+// listenOnce listens on one connection until it is lost or ctx ends, and
+// reports whether it was listening. With catchUp it calls wake once it
+// listens.
+func (s *Store) listenOnce(ctx context.Context, wake func(), catchUp bool) (bool, error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("outboxpgx: listen: connect: %w", err)
+	}
+	c := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.Close(cctx)
+	}()
+	if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+		return false, fmt.Errorf("outboxpgx: listen: %w", err)
+	}
+	if catchUp {
+		wake()
+	}
+	for {
+		if _, err := c.WaitForNotification(ctx); err != nil {
+			return true, fmt.Errorf("outboxpgx: listen: %w", err)
+		}
+		wake()
+	}
+}
