@@ -3,16 +3,14 @@
 //
 // sqlc's pgx/v5 code (package stockdb, from schema.sql and query.sql)
 // runs on a pgx.Tx through Queries.WithTx or New(tx). outbox.Save takes
-// database/sql's ExecContext, which pgx.Tx does not have: Executor is the
-// few lines that adapt it.
+// database/sql's ExecContext, which pgx.Tx does not have: outboxpgx.Exec
+// adapts it, with pgx's own protocol.
 package sqlcexample
 
 //go:generate go run github.com/sqlc-dev/sqlc/cmd/sqlc@v1.31.1 generate
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -22,33 +20,8 @@ import (
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/examples/orm/internal/stock"
 	"github.com/eventsync/outbox/examples/orm/sqlcexample/stockdb"
+	"github.com/eventsync/outbox/outboxpgx"
 )
-
-// Executor returns tx as an outbox.Executor. An ended transaction is an
-// error wrapping both pgx.ErrTxClosed and sql.ErrTxDone, as Save documents.
-func Executor(tx pgx.Tx) outbox.Executor { return pgxExecutor{tx} }
-
-type pgxExecutor struct{ tx pgx.Tx }
-
-func (e pgxExecutor) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	tag, err := e.tx.Exec(ctx, query, args...)
-	if errors.Is(err, pgx.ErrTxClosed) {
-		return nil, fmt.Errorf("%w: %w", sql.ErrTxDone, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return rowsAffected(tag.RowsAffected()), nil
-}
-
-// rowsAffected is the sql.Result of a pgx command tag.
-type rowsAffected int64
-
-func (rowsAffected) LastInsertId() (int64, error) {
-	return 0, errors.New("sqlcexample: LastInsertId is not supported by pgx")
-}
-
-func (n rowsAffected) RowsAffected() (int64, error) { return int64(n), nil }
 
 // Inventory changes stock rows with sqlc's queries on pgx and emits their
 // events through the outbox.
@@ -90,7 +63,7 @@ func (inv *Inventory) SetQtyTx(ctx context.Context, tx pgx.Tx, sku string, qty i
 		return nil, fmt.Errorf("sqlcexample: %w: %q", stock.ErrUnknownSKU, sku)
 	}
 	ev := stock.Updated(sku, int(qty))
-	if err := inv.Outbox.Save(ctx, Executor(tx), ev); err != nil {
+	if err := inv.Outbox.Save(ctx, outboxpgx.Exec(tx), ev); err != nil {
 		return nil, fmt.Errorf("sqlcexample: %w", err)
 	}
 	return ev, nil

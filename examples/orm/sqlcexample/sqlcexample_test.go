@@ -18,6 +18,7 @@ import (
 	"github.com/eventsync/outbox/examples/orm/internal/stock"
 	"github.com/eventsync/outbox/examples/orm/sqlcexample"
 	"github.com/eventsync/outbox/examples/orm/sqlcexample/stockdb"
+	"github.com/eventsync/outbox/outboxpgx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -131,7 +132,7 @@ func TestExecutorWritesEveryField(t *testing.T) {
 		CreatedAt: created,
 	}
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		return b.env.Outbox.Save(ctx, sqlcexample.Executor(tx), ev)
+		return b.env.Outbox.Save(ctx, outboxpgx.Exec(tx), ev)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func TestExecutorOnAnEndedTransaction(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	exec := sqlcexample.Executor(tx)
+	exec := outboxpgx.Exec(tx)
 	err = b.env.Outbox.Save(ctx, exec, stock.Updated("sku-1", 1))
 	if !errors.Is(err, sql.ErrTxDone) || !errors.Is(err, pgx.ErrTxClosed) {
 		t.Fatalf("Save on an ended tx: %v, want sql.ErrTxDone and pgx.ErrTxClosed", err)
@@ -170,7 +171,7 @@ func TestExecutorReportsRowsAffected(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		res, err := sqlcexample.Executor(tx).ExecContext(ctx, `UPDATE stocks SET qty = qty + $1`, 1)
+		res, err := outboxpgx.Exec(tx).ExecContext(ctx, `UPDATE stocks SET qty = qty + $1`, 1)
 		if err != nil {
 			return err
 		}
