@@ -18,7 +18,6 @@ import (
 // sharing the table.
 type Inbox struct {
 	db     *sqlx.DB
-	d      *dialect
 	t      sqlschema.Table
 	insert string
 	now    func() time.Time
@@ -27,50 +26,27 @@ type Inbox struct {
 // Option configures New.
 type Option func(*options)
 
-type options struct {
-	table   string
-	dialect Dialect
-}
+type options = sqlschema.Options
 
 // WithTable sets the inbox table's name: a plain SQL identifier, or
 // schema.table on Postgres and MySQL. Defaults to DefaultTable
 // ("inbox_events"). Consumers that must each process every event (two
 // services, two handlers) need a table each.
-func WithTable(name string) Option { return func(o *options) { o.table = name } }
+func WithTable(name string) Option { return func(o *options) { o.Table = name } }
 
 // WithDialect sets the SQL dialect. Defaults to the one db's driver name
 // implies: "pgx" and "postgres" are Postgres, "mysql" is MySQL, "sqlite"
 // and "sqlite3" are SQLite.
-func WithDialect(d Dialect) Option { return func(o *options) { o.dialect = d } }
+func WithDialect(d Dialect) Option { return func(o *options) { o.Dialect = d } }
 
 // New returns an Inbox on db, which it never closes. It does no I/O: call
 // Migrate to create the table.
 func New(db *sqlx.DB, opts ...Option) (*Inbox, error) {
-	if db == nil {
-		return nil, fmt.Errorf("inbox: nil database: %w", outbox.ErrInvalidConfig)
-	}
-	var o options
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if o.dialect == "" {
-		d, ok := sqlschema.DialectOf(db.DriverName())
-		if !ok {
-			return nil, fmt.Errorf("inbox: cannot tell the dialect of driver %q; pass WithDialect: %w", db.DriverName(), outbox.ErrInvalidConfig)
-		}
-		o.dialect = Dialect(d)
-	}
-	d, ok := dialects[o.dialect]
-	if !ok {
-		return nil, fmt.Errorf("inbox: unknown dialect %q (want %q, %q or %q): %w", o.dialect, Postgres, MySQL, SQLite, outbox.ErrInvalidConfig)
-	}
-	t, err := ddl.Table(string(d.name), o.table)
+	t, err := sqlschema.Open(ddl, db, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{db: db, d: d, t: t, insert: fmt.Sprintf(d.insert, t.Quoted), now: utcNow}, nil
+	return &Inbox{db: db, t: t, insert: fmt.Sprintf(inserts[t.Dialect()], t.Quoted), now: utcNow}, nil
 }
 
 func utcNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
@@ -113,7 +89,7 @@ func (in *Inbox) Process(ctx context.Context, tx outbox.Executor, e *outbox.Even
 	if len(e.ID) > outbox.MaxIDLength {
 		return false, fmt.Errorf("inbox: event ID %.80q is longer than %d bytes", e.ID, outbox.MaxIDLength)
 	}
-	res, err := tx.ExecContext(ctx, in.insert, e.ID, truncate(e.Topic), truncate(e.Type), in.d.timeArg(in.now()))
+	res, err := tx.ExecContext(ctx, in.insert, e.ID, truncate(e.Topic), truncate(e.Type), in.t.Syntax().Time(in.now()))
 	if err != nil {
 		return false, fmt.Errorf("inbox: record event %s: %w", e.ID, err)
 	}
@@ -162,7 +138,7 @@ func (in *Inbox) Handle(ctx context.Context, e *outbox.Event, handle func(ctx co
 // inbox.
 func (in *Inbox) Processed(ctx context.Context, id string) (bool, error) {
 	var n int
-	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id = %s", in.t.Quoted, in.d.placeholder(1))
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id = %s", in.t.Quoted, in.t.Syntax().Placeholder(1))
 	if err := in.db.QueryRowContext(ctx, q, id).Scan(&n); err != nil {
 		return false, fmt.Errorf("inbox: processed %s: %w", id, err)
 	}
@@ -175,8 +151,8 @@ func (in *Inbox) Processed(ctx context.Context, id string) (bool, error) {
 // group may lag): a redelivered event whose record was purged is
 // processed again.
 func (in *Inbox) Purge(ctx context.Context, olderThan time.Duration) (int64, error) {
-	q := fmt.Sprintf("DELETE FROM %s WHERE processed_at < %s", in.t.Quoted, in.d.placeholder(1))
-	res, err := in.db.ExecContext(ctx, q, in.d.timeArg(in.now().Add(-olderThan)))
+	q := fmt.Sprintf("DELETE FROM %s WHERE processed_at < %s", in.t.Quoted, in.t.Syntax().Placeholder(1))
+	res, err := in.db.ExecContext(ctx, q, in.t.Syntax().Time(in.now().Add(-olderThan)))
 	if err != nil {
 		return 0, fmt.Errorf("inbox: purge: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
 
 	"github.com/eventsync/outbox/internal/sqlschema"
 )
@@ -31,14 +30,7 @@ var ddl = sqlschema.New(sqlschema.Config{
 // for DefaultTable) in dialect d: what Migrate applies, for review or for
 // another migration tool.
 func Schema(d Dialect, table string) (string, error) {
-	if _, ok := dialects[d]; !ok {
-		return "", fmt.Errorf("inbox: unknown dialect %q", d)
-	}
-	t, err := ddl.Table(string(d), table)
-	if err != nil {
-		return "", err
-	}
-	return ddl.SQL(t)
+	return ddl.SQL(d, table)
 }
 
 // ErrSchemaTooNew is returned by Migrate when the database records a

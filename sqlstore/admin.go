@@ -24,21 +24,20 @@ func (s *Store) Purge(ctx context.Context, olderThan time.Duration, limit int) (
 	if olderThan < 0 {
 		return 0, fmt.Errorf("sqlstore: purge: age %v is negative", olderThan)
 	}
-	cutoff := s.d.timeArg(s.now().Add(-olderThan))
-	q := newQuery(s.d)
-	if s.d.name == MySQL {
-		// MySQL allows no LIMIT in an IN subquery, but DELETE ... LIMIT.
-		q.sql("DELETE FROM ", s.t.quoted, " WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff),
-			" ORDER BY synced_at LIMIT ", q.arg(limit))
-	} else {
-		q.sql("DELETE FROM ", s.t.quoted, " WHERE seq IN (SELECT seq FROM ", s.t.quoted,
-			" WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff), " ORDER BY synced_at LIMIT ", q.arg(limit), ")")
-	}
+	q := newQuery(s.sx)
+	s.d.purge(q, s.t.Quoted, s.sx.Time(s.now().Add(-olderThan)), limit)
 	n, err := s.exec(ctx, q)
 	if err != nil {
 		return n, fmt.Errorf("sqlstore: purge: %w", err)
 	}
 	return n, nil
+}
+
+// purgeBySeq writes the purge of Postgres and SQLite: the events to
+// delete found through the synced_at index, deleted by seq.
+func purgeBySeq(q *query, table string, cutoff any, limit int) {
+	q.sql("DELETE FROM ", table, " WHERE seq IN (SELECT seq FROM ", table,
+		" WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff), " ORDER BY synced_at LIMIT ", q.arg(limit), ")")
 }
 
 // RequeueFilter selects the buried events Requeue gives back. IDs and Type
@@ -57,8 +56,8 @@ type RequeueFilter struct {
 // through the partial index on them (Postgres, SQLite) or the
 // (synced_at, dead_at, event_type) index (MySQL).
 func (s *Store) CountDead(ctx context.Context, eventType string) (int64, error) {
-	q := newQuery(s.d)
-	q.sql("SELECT COUNT(*) FROM ", s.t.quoted, " WHERE synced_at IS NULL AND dead_at IS NOT NULL")
+	q := newQuery(s.sx)
+	q.sql("SELECT COUNT(*) FROM ", s.t.Quoted, " WHERE synced_at IS NULL AND dead_at IS NOT NULL")
 	if eventType != "" {
 		q.sql(" AND event_type = ", q.arg(eventType))
 	}
@@ -85,9 +84,9 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 	if !f.All && len(f.IDs) == 0 && f.Type == "" {
 		return 0, ErrEmptyFilter
 	}
-	now := s.d.timeArg(s.now())
+	now := s.sx.Time(s.now())
 	build := func(q *query, ids []string) {
-		q.sql("UPDATE ", s.t.quoted, " SET dead_at = NULL, attempts = 0, next_attempt_at = ", q.arg(now),
+		q.sql("UPDATE ", s.t.Quoted, " SET dead_at = NULL, attempts = 0, next_attempt_at = ", q.arg(now),
 			", claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL")
 		if f.Type != "" {
 			q.sql(" AND event_type = ", q.arg(f.Type))
@@ -97,7 +96,7 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 		}
 	}
 	if len(f.IDs) == 0 {
-		q := newQuery(s.d)
+		q := newQuery(s.sx)
 		build(q, nil)
 		n, err := s.exec(ctx, q)
 		if err != nil {
@@ -106,8 +105,8 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 		return n, nil
 	}
 	total := 0
-	for _, chunk := range chunks(dedupe(f.IDs), s.d.maxParams-4) {
-		q := newQuery(s.d)
+	for _, chunk := range chunks(dedupe(f.IDs), s.sx.maxParams-4) {
+		q := newQuery(s.sx)
 		build(q, chunk)
 		n, err := s.exec(ctx, q)
 		total += n

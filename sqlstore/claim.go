@@ -2,10 +2,8 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -72,7 +70,7 @@ func (s *Store) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Cl
 
 	var rows []eventRow
 	if req.IDs == nil {
-		r, err := s.claim(ctx, cr, req.Limit, nil)
+		r, err := s.d.claim(ctx, s, cr, req.Limit, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -81,11 +79,11 @@ func (s *Store) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Cl
 		ids := dedupe(req.IDs)
 		// The IDs appear twice in an ordered claim (candidates and the
 		// rows that may precede them).
-		for _, chunk := range chunks(ids, (s.d.maxParams-16)/2) {
+		for _, chunk := range chunks(ids, (s.sx.maxParams-16)/2) {
 			if len(rows) >= req.Limit {
 				break
 			}
-			r, err := s.claim(ctx, cr, req.Limit-len(rows), chunk)
+			r, err := s.d.claim(ctx, s, cr, req.Limit-len(rows), chunk)
 			if err != nil {
 				if len(rows) > 0 {
 					// Give back what earlier chunks took; the caller sees
@@ -156,18 +154,6 @@ type claimRun struct {
 	passDead   bool
 }
 
-// seqList writes the rows' seqs as a comma-separated list of literals.
-func seqList(rows []eventRow) string {
-	b := make([]byte, 0, len(rows)*8)
-	for i, r := range rows {
-		if i > 0 {
-			b = append(b, ", "...)
-		}
-		b = strconv.AppendInt(b, r.Seq, 10)
-	}
-	return string(b)
-}
-
 func cmpInt64(a, b int64) int {
 	switch {
 	case a < b:
@@ -189,10 +175,13 @@ func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) 
 
 // candidates appends the FROM and WHERE of the rows a claim may take, as
 // table c: due, of ids if not nil, and when ordered not visibly waiting
-// behind an earlier event of their aggregate.
-func (s *Store) candidates(q *query, cr claimRun, ids []string) {
-	now := s.d.timeArg(cr.now)
-	q.sql(" FROM ", s.t.quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
+// behind an earlier event of their aggregate. head, if not "", is a
+// subquery for the seq of c's aggregate's first undelivered event: a
+// candidate at the head is let through without the check (MySQL's
+// shortcut, see mysqlDialect.claim).
+func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
+	now := s.sx.Time(cr.now)
+	q.sql(" FROM ", s.t.Quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
 		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
 	if ids != nil {
 		q.sql(" AND ", q.in("c.id", ids, false))
@@ -204,15 +193,10 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 	// could be claimed with c: due, not leased, not dead (unless passed),
 	// of c's priority and, for a claim by IDs, one of them.
 	q.sql(" AND (c.aggregate_id = '' OR ")
-	if !s.d.returning {
-		// MySQL reads a dependent subquery's index by aggregate only, not
-		// by the seq bound, so NOT EXISTS walks the aggregate's whole
-		// undelivered tail; the head of an aggregate (most candidates of
-		// a drain) is told by one index entry instead.
-		q.sql(s.headOf(cr), " = c.seq OR ")
+	if head != "" {
+		q.sql(head, " = c.seq OR ")
 	}
-	q.sql("NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
-		" e WHERE e.aggregate_id = c.aggregate_id AND e.synced_at IS NULL AND e.seq < c.seq AND (")
+	q.sql("NOT EXISTS (SELECT 1 ", s.undelivered("e", "c.aggregate_id", false), " AND e.seq < c.seq AND (")
 	if cr.passDead {
 		q.sql("e.dead_at IS NULL AND (")
 	} else {
@@ -228,321 +212,37 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string) {
 	q.sql(")))")
 }
 
-// headOf is a subquery for the seq of the first undelivered event of c's
-// aggregate (buried ones left out with cr.passDead): the first entry of
-// the aggregate in the undelivered index.
-func (s *Store) headOf(cr claimRun) string {
-	h := "(SELECT h.seq FROM " + s.t.quoted + " h WHERE h.aggregate_id = c.aggregate_id AND h.synced_at IS NULL"
-	if cr.passDead {
-		h += " AND h.dead_at IS NULL"
-	}
-	return h + " ORDER BY h.seq LIMIT 1)"
+// claimOrder appends the order in which a claim takes candidates (higher
+// priority first, then lower seq) and its limit.
+func claimOrder(q *query, limit int) {
+	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit))
 }
 
-// claim runs one claim statement (or transaction) for at most limit
-// events, of ids if ids is not nil.
-func (s *Store) claim(ctx context.Context, cr claimRun, limit int, ids []string) ([]eventRow, error) {
-	if s.d.name == Postgres && len(ids) == 1 {
-		q := newQuery(s.d)
-		s.oneIDClaim(q, cr, ids[0])
-		rows, err := claimRows(ctx, s.db, q)
-		if err != nil || len(rows) > 0 {
-			return rows, err
-		}
-		// Not claimable, or a session whose isolation is not READ
-		// COMMITTED: the claim below is the authority.
+// undelivered is the FROM and WHERE of the undelivered events, as table
+// alias, of the aggregate agg (an SQL expression); with skipDead buried
+// ones are left out.
+func (s *Store) undelivered(alias, agg string, skipDead bool) string {
+	w := "FROM " + s.t.Quoted + " " + alias + " WHERE " + alias + ".aggregate_id = " + agg + " AND " + alias + ".synced_at IS NULL"
+	if skipDead {
+		w += " AND " + alias + ".dead_at IS NULL"
 	}
-	if s.d.returning {
-		q := newQuery(s.d)
-		if cr.ordered && s.d.skipLocked {
-			s.orderedClaim(q, cr, limit, ids)
-		} else {
-			s.unorderedClaim(q, cr, limit, ids)
-		}
-		if s.d.name == Postgres {
-			return s.claimTx(ctx, q, ids != nil)
-		}
-		return claimRows(ctx, s.db, q)
-	}
-
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	q := newQuery(s.d).sql("SELECT ", selectColumns(s.d, ""))
-	if cr.ordered {
-		q.sql(", ", s.headOf(cr), " AS head")
-	}
-	s.candidates(q, cr, ids)
-	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED")
-	rows, err := claimRows(ctx, tx, q)
-	if err != nil {
-		return nil, err
-	}
-	if cr.ordered {
-		if rows, err = s.keepPrefixes(ctx, tx, cr, rows); err != nil {
-			return nil, err
-		}
-	}
-	if len(rows) == 0 {
-		return nil, tx.Commit() // nothing is changed; ending the transaction releases the locks
-	}
-	// The seqs are the store's own integers, written as literals: a
-	// thousand placeholders cost the driver's server-side prepare more
-	// than the update itself.
-	u := newQuery(s.d)
-	u.sql("UPDATE ", s.t.quoted, " SET claim_token = ", u.arg(cr.token), ", locked_until = ", u.arg(s.d.timeArg(cr.until)),
-		" WHERE seq IN (", seqList(rows), ")")
-	if _, err := tx.ExecContext(ctx, u.String(), u.args...); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
-	}
-	return rows, nil
+	return w
 }
 
-// orderedClaim writes the ordered claim of Postgres as one statement: the
-// locking read of the candidates (cand), the aggregates among them that
-// are not a gapless prefix of their undelivered events (broken: the count
-// of the aggregate's undelivered events up to its last candidate differs
-// from its number of candidates), and the lease of every candidate of the
-// other aggregates. The count sees the rows that other relays hold locked
-// and the locking read skipped, which is what makes the claim safe under
-// SKIP LOCKED (see keepPrefixes, the same check as a separate statement).
-// All of it reads one snapshot, taken before the lock: an event marked
-// synced after it still counts, which can only drop a candidate, never
-// admit one. claimTx runs it.
-func (s *Store) orderedClaim(q *query, cr claimRun, limit int, ids []string) {
-	q.sql("WITH cand AS MATERIALIZED (SELECT c.seq, c.aggregate_id")
-	s.candidates(q, cr, ids)
-	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED),",
-		" broken AS MATERIALIZED (SELECT a.aggregate_id FROM (SELECT aggregate_id, COUNT(*) AS k, MAX(seq) AS maxseq FROM cand",
-		" WHERE aggregate_id <> '' GROUP BY aggregate_id) a WHERE a.k <> (SELECT COUNT(*) FROM ", s.t.quoted,
-		" e WHERE e.aggregate_id = a.aggregate_id AND e.synced_at IS NULL")
-	if cr.passDead {
-		q.sql(" AND e.dead_at IS NULL")
-	}
-	q.sql(" AND e.seq <= a.maxseq))",
-		" UPDATE ", s.t.quoted, " t SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
-		" FROM cand WHERE t.seq = cand.seq AND NOT EXISTS (SELECT 1 FROM broken WHERE broken.aggregate_id = cand.aggregate_id)",
-		" RETURNING ", selectColumns(s.d, "t."))
+// prefixCount is the order check of an aggregate with several candidates:
+// a subquery counting the undelivered events of aggregate agg up to seq
+// maxSeq (buried ones left out with cr.passDead). The candidates are a
+// gapless prefix of the aggregate iff the count equals their number. It
+// sees rows that other relays hold locked, which a locking read with SKIP
+// LOCKED passes over: that is what makes such a claim safe.
+func (s *Store) prefixCount(cr claimRun, agg, maxSeq string) string {
+	return "(SELECT COUNT(*) " + s.undelivered("e", agg, cr.passDead) + " AND e.seq <= " + maxSeq + ")"
 }
 
-// oneIDClaim writes the claim of one event by ID on Postgres, the common
-// case of the publication right after a commit: a single UPDATE ...
-// RETURNING run on its own, one round trip instead of the four of
-// claimTx, and a statement simple enough to plan in a few microseconds
-// (a one-event claim, p50: 0.27 ms against 0.61 ms through claimTx on the
-// benchmark machine). Its conditions are those of the general claim for
-// a lone candidate: due, and when ordered no earlier undelivered event of
-// its aggregate at all (buried ones left out with cr.passDead), which is
-// what the order check asks of an aggregate with one candidate. A row
-// another claim holds locked is waited for, not skipped, and then read
-// again: its new lease keeps it out.
-//
-// It claims only under READ COMMITTED, which a statement outside a
-// transaction runs at only if that is the session's default, and it turns
-// synchronous_commit off for its own implicit transaction (set_config's
-// is_local) as claimTx does. When it claims nothing, the caller runs the
-// general claim, which decides.
-func (s *Store) oneIDClaim(q *query, cr claimRun, id string) {
-	now := s.d.timeArg(cr.now)
-	q.sql("UPDATE ", s.t.quoted, " t SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)),
-		" WHERE t.id = ", q.arg(id), " AND t.synced_at IS NULL AND t.dead_at IS NULL AND t.next_attempt_at <= ", q.arg(now),
-		" AND (t.locked_until IS NULL OR t.locked_until <= ", q.arg(now), ")")
-	if cr.ordered {
-		q.sql(" AND (t.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.quoted,
-			" e WHERE e.aggregate_id = t.aggregate_id AND e.synced_at IS NULL")
-		if cr.passDead {
-			q.sql(" AND e.dead_at IS NULL")
-		}
-		q.sql(" AND e.seq < t.seq))")
-	}
-	q.sql(" AND current_setting('transaction_isolation') = 'read committed'",
-		" AND set_config('synchronous_commit', 'off', true) IS NOT NULL RETURNING ", selectColumns(s.d, "t."))
-}
-
-// unorderedClaim writes the claim statement of SQLite, and of Postgres
-// without order: one UPDATE ... RETURNING of the first due rows. On
-// Postgres the locked rows are found again by their physical address
-// (ctid), not by a second walk of the primary key. Should a row's address
-// have changed between the statement's snapshot and its lock (another
-// transaction rewrote it), the UPDATE passes it over: it stays claimable,
-// which an unordered claim may do. The ordered claim joins on seq, as a
-// candidate left out there could let a later event of its aggregate go
-// first.
-func (s *Store) unorderedClaim(q *query, cr claimRun, limit int, ids []string) {
-	set := func(alias string) {
-		q.sql("UPDATE ", s.t.quoted, alias, " SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.d.timeArg(cr.until)))
-	}
-	if !s.d.skipLocked {
-		// SQLite, where the statement runs alone.
-		set("")
-		q.sql(" WHERE seq IN (SELECT c.seq")
-		s.candidates(q, cr, ids)
-		q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ") RETURNING ", selectColumns(s.d, ""))
-		return
-	}
-	q.sql("WITH cand AS MATERIALIZED (SELECT c.ctid AS tid")
-	s.candidates(q, cr, ids)
-	q.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), " FOR UPDATE SKIP LOCKED) ")
-	set(" t")
-	q.sql(" FROM cand WHERE t.ctid = cand.tid RETURNING ", selectColumns(s.d, "t."))
-}
-
-// claimSettings are the transaction settings of a Postgres claim, and
-// idClaimSettings those of a claim by IDs.
-const (
-	claimSettings   = "SELECT set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('enable_bitmapscan', 'off', true)"
-	idClaimSettings = claimSettings + ", set_config('plan_cache_mode', 'force_generic_plan', true)"
-)
-
-// claimTx runs the claim statement q of Postgres (a claim by IDs if
-// byIDs) in a transaction with three settings of its own:
-//
-//   - synchronous_commit off: the claim's commit returns without waiting
-//     for its WAL to reach the disk, a large part of a small claim's time
-//     (a one-event claim, p50: 0.92 ms with the wait, 0.65 ms without,
-//     on the benchmark machine). A lease lost in a
-//     server crash only makes its events claimable again, as if it had
-//     expired: at worst a duplicate, never a loss. Marks stay synchronous.
-//
-//   - jit off: the planner prices an ordered claim's order check (it
-//     cannot know the scan stops at the limit) above the thresholds at
-//     which Postgres compiles, optimises and inlines a plan: tens of
-//     milliseconds to seconds of compiling, every claim, for a statement
-//     that runs in a few.
-//
-//   - enable_bitmapscan off: the planner expects several undelivered
-//     events per aggregate and counts them, in the ordered claim's order
-//     check, with a bitmap heap scan per candidate aggregate (about 20 µs
-//     each, a thousand per claim); the plain index scan it takes without
-//     one costs about 4 µs. No claim statement gains from a bitmap: each
-//     reads a short index range or a list of IDs.
-//
-// A claim by IDs (the immediate path after a commit of several events;
-// one event goes through oneIDClaim first) also sets plan_cache_mode to
-// force_generic_plan. Its statement text is the
-// same for any list of IDs (one array parameter), so with a driver that
-// caches prepared statements (pgx does) each connection keeps one plan
-// (the ID index, then the order check) and runs it without planning
-// again: planning its CTEs took about 0.45 ms of a 0.55 ms statement, the
-// generic plan then 0.05 ms. Other claims keep the server's choice
-// (plan_cache_mode auto), which plans them for their parameters unless a
-// generic plan proves as cheap: their best plan depends on the backlog.
-//
-// They are set for the transaction only (set_config's is_local, as SET
-// LOCAL), so they end with it, committed or rolled back, and never reach
-// the pooled connection's next user. That costs three short round trips
-// (begin, settings, commit), far less than the flush they save.
-func (s *Store) claimTx(ctx context.Context, q *query, byIDs bool) ([]eventRow, error) {
-	// READ COMMITTED whatever the server's default: the claim statement
-	// takes its own snapshot, and SKIP LOCKED passes over a row another
-	// relay leased meanwhile instead of failing to serialize.
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	settings := claimSettings
-	if byIDs {
-		settings = idClaimSettings
-	}
-	if _, err := tx.ExecContext(ctx, settings); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: %w", err)
-	}
-	rows, err := claimRows(ctx, tx, q)
-	if err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlstore: claim: commit: %w", err)
-	}
-	return rows, nil
-}
-
-// keepPrefixes (MySQL) returns the locked candidate rows that may be claimed
-// together: those without an aggregate, and an aggregate's k candidates
-// only if they are exactly its first k undelivered events. For a lone
-// candidate that is whether it is its aggregate's head (read with it, in
-// the locking statement); for k > 1, whether the aggregate's undelivered
-// events up to the last candidate number k, counted in one more
-// statement for those aggregates only. Both see rows that other relays
-// hold locked (their claims are not committed yet), which the locking
-// read skipped; that is what makes the claim safe under SKIP LOCKED.
-func (s *Store) keepPrefixes(ctx context.Context, tx *sqlx.Tx, cr claimRun, rows []eventRow) ([]eventRow, error) {
-	type agg struct {
-		k      int64
-		maxSeq int64
-		ok     bool
-	}
-	aggs := map[string]*agg{}
-	var several []string
-	for _, r := range rows {
-		if r.AggregateID == "" {
-			continue
-		}
-		a := aggs[r.AggregateID]
-		if a == nil {
-			a = &agg{ok: r.Head.Valid && r.Head.Int64 == r.Seq}
-			aggs[r.AggregateID] = a
-		}
-		a.k++
-		a.maxSeq = max(a.maxSeq, r.Seq)
-		if a.k == 2 {
-			a.ok = false // only its count can tell
-			several = append(several, r.AggregateID)
-		}
-	}
-	if len(several) > 0 {
-		// One row per such aggregate (its ID and last candidate seq, the
-		// seq as a literal) with its count: one short index range scan
-		// each, where a WHERE of one OR term per aggregate made the
-		// planner scan far more.
-		q := newQuery(s.d)
-		q.sql("SELECT c.agg, (SELECT COUNT(*) FROM ", s.t.quoted, " e WHERE e.aggregate_id = c.agg AND e.synced_at IS NULL")
-		if cr.passDead {
-			q.sql(" AND e.dead_at IS NULL")
-		}
-		q.sql(" AND e.seq <= c.maxseq) FROM (")
-		for i, id := range several {
-			if i > 0 {
-				q.sql(" UNION ALL ")
-			}
-			q.sql("SELECT ", q.arg(id), " AS agg, ", strconv.FormatInt(aggs[id].maxSeq, 10), " AS maxseq")
-		}
-		q.sql(") c")
-		r, err := tx.QueryContext(ctx, q.String(), q.args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-		}
-		defer r.Close()
-		for r.Next() {
-			var id string
-			var n int64
-			if err := r.Scan(&id, &n); err != nil {
-				return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-			}
-			if a := aggs[id]; a != nil {
-				a.ok = a.k == n
-			}
-		}
-		if err := r.Err(); err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-		}
-		if err := r.Close(); err != nil {
-			return nil, fmt.Errorf("sqlstore: claim: check order: %w", err)
-		}
-	}
-	kept := rows[:0:0]
-	for _, row := range rows {
-		if row.AggregateID == "" || aggs[row.AggregateID].ok {
-			kept = append(kept, row)
-		}
-	}
-	return kept, nil
+// lease appends the UPDATE of the table (as alias: "" or " t") that
+// leases rows to cr.
+func (s *Store) lease(q *query, alias string, cr claimRun) {
+	q.sql("UPDATE ", s.t.Quoted, alias, " SET claim_token = ", q.arg(cr.token), ", locked_until = ", q.arg(s.sx.Time(cr.until)))
 }
 
 // claimRows runs the claim statement q on db (the pool or the claim's

@@ -34,8 +34,8 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 		all := []*outbox.Event{good1, bad1, after, bad2, bad3, good2, good3}
 		b.save(t, all...)
 		for id, h := range map[string]string{bad1.ID: "not json", bad2.ID: `{"n": 1}`, bad3.ID: `["x"]`} {
-			q := newQuery(b.store.d)
-			q.sql("UPDATE ", b.store.t.quoted, " SET headers = ", q.arg(h), " WHERE id = ", q.arg(id))
+			q := newQuery(b.store.sx)
+			q.sql("UPDATE ", b.store.t.Quoted, " SET headers = ", q.arg(h), " WHERE id = ", q.arg(id))
 			if _, err := b.db.ExecContext(ctx, q.String(), q.args...); err != nil {
 				t.Fatal(err)
 			}
@@ -51,8 +51,8 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 		}
 
 		for _, bad := range []*outbox.Event{bad1, bad2, bad3} {
-			q := newQuery(b.store.d)
-			q.sql("SELECT attempts, last_error, claim_token, ", b.store.d.timeCol("dead_at"), " FROM ", b.store.t.quoted, " WHERE id = ", q.arg(bad.ID))
+			q := newQuery(b.store.sx)
+			q.sql("SELECT attempts, last_error, claim_token, ", b.store.sx.timeCol("dead_at"), " FROM ", b.store.t.Quoted, " WHERE id = ", q.arg(bad.ID))
 			var attempts int
 			var lastErr, token sql.NullString
 			var dead dbTime
@@ -96,8 +96,8 @@ func TestClaimBuriesUndecodableHeadersPassDead(t *testing.T) {
 			e.AggregateID = "a"
 		}
 		b.save(t, events...)
-		q := newQuery(b.store.d)
-		q.sql("UPDATE ", b.store.t.quoted, " SET headers = ", q.arg("{"), " WHERE id = ", q.arg(events[0].ID))
+		q := newQuery(b.store.sx)
+		q.sql("UPDATE ", b.store.t.Quoted, " SET headers = ", q.arg("{"), " WHERE id = ", q.arg(events[0].ID))
 		if _, err := b.db.ExecContext(ctx, q.String(), q.args...); err != nil {
 			t.Fatal(err)
 		}

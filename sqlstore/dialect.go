@@ -1,47 +1,66 @@
 package sqlstore
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/eventsync/outbox/internal/sqlschema"
 )
 
-// Dialect names a family of SQL databases the Store speaks to.
-type Dialect string
+// Dialect names a family of SQL databases the Store speaks to. It is
+// inbox.Dialect: one value configures both packages.
+type Dialect = sqlschema.Dialect
 
 // The supported dialects.
 const (
-	Postgres Dialect = "postgres" // PostgreSQL 12 or later (pgx stdlib or lib/pq)
-	MySQL    Dialect = "mysql"    // MySQL 8.0 or later, MariaDB 10.6 or later (go-sql-driver/mysql)
-	SQLite   Dialect = "sqlite"   // SQLite 3.35 or later (modernc.org/sqlite or mattn/go-sqlite3)
+	Postgres = sqlschema.Postgres // PostgreSQL 12 or later (pgx stdlib or lib/pq)
+	MySQL    = sqlschema.MySQL    // MySQL 8.0 or later, MariaDB 10.6 or later (go-sql-driver/mysql)
+	SQLite   = sqlschema.SQLite   // SQLite 3.35 or later (modernc.org/sqlite or mattn/go-sqlite3)
 )
 
-// dialect is what differs between databases: placeholder and quoting
-// style, how times travel and which locking clauses exist. Everything
-// else is shared SQL; table names and migrations are internal/sqlschema's.
-type dialect struct {
-	name Dialect
+// dialect is what one database does its own way, each in a file of its
+// own: postgres.go, mysql.go, sqlite.go. Everything else is shared SQL
+// (the candidates of a claim and its order check are in claim.go); table
+// names and migrations are internal/sqlschema's.
+type dialect interface {
+	// syntax returns how the dialect writes the store's statements.
+	syntax() *syntax
+	// claim leases to cr at most limit due events, of ids if ids is not
+	// nil, and returns them, in one statement or one short transaction:
+	// one chunk of Store.Claim.
+	claim(ctx context.Context, s *Store, cr claimRun, limit int, ids []string) ([]eventRow, error)
+	// latency is the sync latency of a row in microseconds, as a
+	// floating-point number.
+	latency() string
+	// percentile is the aggregate that interpolates the 99th percentile
+	// of lat, or "" where the database has none and Stats reads the
+	// nearest-rank value instead.
+	percentile(lat string) string
+	// purge writes the statement that deletes, oldest first, at most
+	// limit events of table synced before cutoff.
+	purge(q *query, table string, cutoff any, limit int)
+	// listen is Store.Listen.
+	listen(ctx context.Context, s *Store, wake func()) error
+	// leftBehind returns the statements that drop what Migrate created
+	// for t and DROP TABLE leaves behind.
+	leftBehind(t sqlschema.Table) []string
+}
 
-	// placeholder returns the n-th (1-based) bind parameter.
-	placeholder func(n int) string
-	// quote quotes an identifier.
-	quote func(ident string) string
+// syntax is how a dialect writes the store's statements: bind
+// parameters, quoting and times as in sqlschema.Syntax, and the rest.
+type syntax struct {
+	*sqlschema.Syntax
 
 	// maxParams is the most bind parameters one statement may carry.
 	maxParams int
 	// maxStatementBytes bounds the payload and header bytes of one
 	// multi-row INSERT (0: unbounded).
 	maxStatementBytes int
-
-	// returning: UPDATE ... RETURNING exists, so a claim is one statement.
-	returning bool
-	// skipLocked: SELECT ... FOR UPDATE SKIP LOCKED exists.
-	skipLocked bool
 	// arrays: a list of IDs can travel as one TEXT[] parameter.
 	arrays bool
 
-	// timeArg turns a UTC time into a bind parameter.
-	timeArg func(t time.Time) any
 	// timeCol is the select expression that reads time column col back
 	// as something dbTime can scan.
 	timeCol func(col string) string
@@ -51,18 +70,10 @@ type dialect struct {
 	castText func(ph string) string
 }
 
-var dialects = map[Dialect]*dialect{
-	Postgres: postgresDialect,
-	MySQL:    mysqlDialect,
-	SQLite:   sqliteDialect,
-}
-
-func lookupDialect(d Dialect) (*dialect, error) {
-	dd, ok := dialects[d]
-	if !ok {
-		return nil, fmt.Errorf("sqlstore: unknown dialect %q (want %q, %q or %q)", d, Postgres, MySQL, SQLite)
-	}
-	return dd, nil
+var dialects = map[Dialect]dialect{
+	Postgres: postgresDialect{},
+	MySQL:    mysqlDialect{},
+	SQLite:   sqliteDialect{},
 }
 
 func sameExpr(ph string) string { return ph }

@@ -17,7 +17,7 @@ const envExplain = "OUTBOX_TEST_EXPLAIN"
 // priority 5, and one aggregate in 100 has a buried head.
 func fillPostgres(t *testing.T, b *bundle, n, aggs, synced int) {
 	t.Helper()
-	tbl := b.store.t.quoted
+	tbl := b.store.t.Quoted
 	stmt := fmt.Sprintf(`INSERT INTO %s (id, topic, event_type, aggregate_id, priority, payload, created_at, next_attempt_at, synced_at)
 SELECT 'ev-' || g, 'stock', 'stock.updated', 'agg-' || (g %% %d), CASE WHEN g %% 100 = 0 THEN 5 ELSE 0 END, '\x00'::bytea,
        now(), now(), CASE WHEN g <= %d THEN now() END
@@ -44,17 +44,17 @@ func claimPlanQueries(t *testing.T, b *bundle, limit int) map[string]*query {
 	t.Helper()
 	s := b.store
 	cr := claimRun{token: "plan", now: b.clock.Now(), until: b.clock.Now().Add(time.Minute), ordered: true}
-	ordered := newQuery(s.d)
-	s.orderedClaim(ordered, cr, limit, nil)
+	ordered := newQuery(s.sx)
+	postgresDialect{}.orderedClaim(s, ordered, cr, limit, nil)
 
 	ucr := cr
 	ucr.ordered = false
-	unordered := newQuery(s.d).sql("SELECT c.seq")
-	s.candidates(unordered, ucr, nil)
+	unordered := newQuery(s.sx).sql("SELECT c.seq")
+	s.candidates(unordered, ucr, nil, "")
 	unordered.sql(" ORDER BY c.priority DESC, c.seq LIMIT ", unordered.arg(limit), " FOR UPDATE SKIP LOCKED")
 
 	ids := make([]string, 0, limit)
-	r, err := b.db.QueryxContext(t.Context(), "SELECT id FROM "+s.t.quoted+
+	r, err := b.db.QueryxContext(t.Context(), "SELECT id FROM "+s.t.Quoted+
 		" WHERE synced_at IS NULL AND dead_at IS NULL ORDER BY priority DESC, seq LIMIT $1", limit)
 	if err != nil {
 		t.Fatal(err)
@@ -70,12 +70,12 @@ func claimPlanQueries(t *testing.T, b *bundle, limit int) map[string]*query {
 	if len(ids) == 0 {
 		t.Fatal("nothing to claim")
 	}
-	mark := newQuery(s.d)
-	mark.sql("UPDATE ", s.t.quoted, " SET synced_at = ", mark.arg(s.d.timeArg(b.clock.Now())),
+	mark := newQuery(s.sx)
+	mark.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", mark.arg(s.sx.Time(b.clock.Now())),
 		", claim_token = NULL, locked_until = NULL WHERE claim_token IS NULL AND ", mark.in("id", ids, false))
 
-	cutoff := s.d.timeArg(b.clock.Now())
-	purge := newQuery(s.d).sql("DELETE FROM ", s.t.quoted, " WHERE seq IN (SELECT seq FROM ", s.t.quoted, " WHERE synced_at IS NOT NULL AND synced_at < ")
+	cutoff := s.sx.Time(b.clock.Now())
+	purge := newQuery(s.sx).sql("DELETE FROM ", s.t.Quoted, " WHERE seq IN (SELECT seq FROM ", s.t.Quoted, " WHERE synced_at IS NOT NULL AND synced_at < ")
 	purge.sql(purge.arg(cutoff), " ORDER BY synced_at LIMIT ", purge.arg(limit), ")")
 	return map[string]*query{"ordered claim": ordered, "unordered claim": unordered, "mark": mark, "purge": purge}
 }

@@ -23,21 +23,21 @@ func FuzzTableName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		for _, d := range []*dialect{postgresDialect, mysqlDialect, sqliteDialect} {
-			tb, err := newTable(d, name)
+		for _, d := range allDialects {
+			tb, err := ddl.Table(d, name)
 			if err != nil {
 				if !errors.Is(err, outbox.ErrInvalidConfig) {
-					t.Fatalf("%s: error %v does not wrap ErrInvalidConfig", d.name, err)
+					t.Fatalf("%s: error %v does not wrap ErrInvalidConfig", d, err)
 				}
 				continue
 			}
-			for _, part := range []string{tb.schema, tb.name} {
+			for _, part := range []string{tb.Schema, tb.Name} {
 				if part != "" && !plainIdentRE.MatchString(part) {
-					t.Fatalf("%s: accepted %q with the part %q", d.name, name, part)
+					t.Fatalf("%s: accepted %q with the part %q", d, name, part)
 				}
 			}
-			if strings.ContainsAny(tb.quoted, " ;'\\\x00") {
-				t.Fatalf("%s: %q quoted as %q", d.name, name, tb.quoted)
+			if strings.ContainsAny(tb.Quoted, " ;'\\\x00") {
+				t.Fatalf("%s: %q quoted as %q", d, name, tb.Quoted)
 			}
 		}
 	})

@@ -418,7 +418,7 @@ func TestMigrate(t *testing.T) {
 			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+migTable).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			ms, err := ddl.Migrations(string(d))
+			ms, err := ddl.Migrations(d)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -156,14 +156,14 @@ func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
 	}
 	check("a claim by IDs")
 	// A claim whose statement fails: the column it leases is gone.
-	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token TO claim_token_gone"); err != nil {
+	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.Quoted+" RENAME COLUMN claim_token TO claim_token_gone"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.store.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute}); err == nil {
 		t.Fatal("a claim without its claim_token column succeeded")
 	}
 	check("a failed claim")
-	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.quoted+" RENAME COLUMN claim_token_gone TO claim_token"); err != nil {
+	if _, err := b.db.ExecContext(ctx, "ALTER TABLE "+b.store.t.Quoted+" RENAME COLUMN claim_token_gone TO claim_token"); err != nil {
 		t.Fatal(err)
 	}
 }

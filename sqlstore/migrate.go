@@ -31,15 +31,7 @@ var ddl = sqlschema.New(sqlschema.Config{
 // for DefaultTable) in dialect d, every migration in order: what Migrate
 // applies, for review or for another migration tool.
 func Schema(d Dialect, table string) (string, error) {
-	dd, err := lookupDialect(d)
-	if err != nil {
-		return "", err
-	}
-	t, err := newTable(dd, table)
-	if err != nil {
-		return "", err
-	}
-	return ddl.SQL(t.Table)
+	return ddl.SQL(d, table)
 }
 
 // Migrate creates or upgrades the outbox table to the schema this version
@@ -61,7 +53,7 @@ func Schema(d Dialect, table string) (string, error) {
 // A database recorded at a newer version than this package knows is an
 // error: upgrade the package rather than run old code on a new schema.
 func (s *Store) Migrate(ctx context.Context) error {
-	return ddl.Migrate(ctx, s.db.DB, s.t.Table, s.now)
+	return ddl.Migrate(ctx, s.db.DB, s.t, s.now)
 }
 
 // ErrSchemaTooNew is returned by Migrate when the database records a
@@ -80,11 +72,8 @@ func (s *Store) Drop(ctx context.Context) error {
 		return fmt.Errorf("sqlstore: drop: connect: %w", err)
 	}
 	defer conn.Close()
-	stmts := []string{"DROP TABLE IF EXISTS " + s.t.quoted, "DROP TABLE IF EXISTS " + s.t.MigrationsTable()}
-	if s.d.name == Postgres {
-		stmts = append(stmts, "DROP FUNCTION IF EXISTS "+s.t.Rename(DefaultTable+"_notify()"))
-	}
-	return ddl.Locked(ctx, conn, s.t.Table, func(q sqlschema.Querier) error {
+	stmts := append([]string{"DROP TABLE IF EXISTS " + s.t.Quoted, "DROP TABLE IF EXISTS " + s.t.MigrationsTable()}, s.d.leftBehind(s.t)...)
+	return ddl.Locked(ctx, conn, s.t, func(q sqlschema.Querier) error {
 		for _, stmt := range stmts {
 			if _, err := q.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("sqlstore: drop: %w", err)

@@ -54,7 +54,7 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			ctx := t.Context()
 			db := openDB(t, d)
 			s := newStore(t, db, randomName("outbox_mig_"))
-			ms, err := ddl.Migrations(string(d))
+			ms, err := ddl.Migrations(d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,11 +75,11 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 
 			// Part of a migration applied: 003's second index is missing and
 			// 003 is not recorded. Migrate adds just the missing index.
-			idx := s.t.name + "_synced_latency_idx"
-			drop := "DROP INDEX " + s.d.quote(idx) + " ON " + s.t.quoted
+			idx := s.t.Name + "_synced_latency_idx"
+			drop := "DROP INDEX " + s.sx.Quote(idx) + " ON " + s.t.Quoted
 			if d == Postgres {
-				idx = s.t.name + "_pending_type_idx"
-				drop = "DROP INDEX " + s.d.quote(idx)
+				idx = s.t.Name + "_pending_type_idx"
+				drop = "DROP INDEX " + s.sx.Quote(idx)
 			}
 			if _, err := db.ExecContext(ctx, drop); err != nil {
 				t.Fatal(err)
@@ -95,7 +95,7 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			}
 			var n int
 			q := "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?"
-			args := []any{s.t.name, idx}
+			args := []any{s.t.Name, idx}
 			if d == Postgres {
 				q, args = "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1", []any{idx}
 			}
@@ -109,8 +109,8 @@ func TestMigrateRerunsPartlyAppliedMigrations(t *testing.T) {
 			// The last migration (lean indexes) partly applied: one index
 			// it drops is still there and it is not recorded. Migrate drops
 			// just that one.
-			stale := s.t.name + "_type_idx"
-			recreate := "CREATE INDEX " + s.d.quote(stale) + " ON " + s.t.quoted + " (event_type)"
+			stale := s.t.Name + "_type_idx"
+			recreate := "CREATE INDEX " + s.sx.Quote(stale) + " ON " + s.t.Quoted + " (event_type)"
 			if _, err := db.ExecContext(ctx, recreate); err != nil {
 				t.Fatal(err)
 			}
@@ -165,7 +165,7 @@ func TestMigrateMySQLRecordFailsAfterDDL(t *testing.T) {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatalf("Migrate after 002 ran unrecorded: %v", err)
 	}
-	ms, _ := ddl.Migrations(string(MySQL))
+	ms, _ := ddl.Migrations(MySQL)
 	if n := migrationCount(t, db, s); n != len(ms) {
 		t.Fatalf("%d migrations recorded, want %d", n, len(ms))
 	}
@@ -188,7 +188,7 @@ func TestMigrateIsAtomicOnTransactionalDDL(t *testing.T) {
 			if err := s.Migrate(ctx); err == nil {
 				t.Fatal("Migrate recorded version 2 despite the CHECK")
 			}
-			if tableExists(t, db, d, s.t.name) {
+			if tableExists(t, db, d, s.t.Name) {
 				t.Fatal("a failed Migrate left the outbox table behind")
 			}
 			if n := migrationCount(t, db, s); n != 0 {
@@ -208,7 +208,7 @@ func TestMigrateIsAtomicOnTransactionalDDL(t *testing.T) {
 // re-run: CREATE TABLE IF NOT EXISTS, or an ALTER TABLE of ADD COLUMN and
 // ADD KEY clauses only.
 func TestMySQLMigrationsAreRerunnable(t *testing.T) {
-	ms, err := ddl.Migrations(string(MySQL))
+	ms, err := ddl.Migrations(MySQL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestMigrateConcurrentSpellings(t *testing.T) {
 						t.Fatalf("concurrent Migrate of %s and %s.%s: %v", name, schema, name, err)
 					}
 				}
-				ms, _ := ddl.Migrations(string(d))
+				ms, _ := ddl.Migrations(d)
 				if n := migrationCount(t, db, plain); n != len(ms) {
 					t.Fatalf("%d migrations recorded, want %d", n, len(ms))
 				}
@@ -338,10 +338,10 @@ func TestDrop(t *testing.T) {
 				}
 			}
 			// Another table is untouched.
-			if !tableExists(t, db, d, other.t.name) || !tableExists(t, db, d, other.t.name+"_migrations") {
+			if !tableExists(t, db, d, other.t.Name) || !tableExists(t, db, d, other.t.Name+"_migrations") {
 				t.Fatal("Drop removed another store's tables")
 			}
-			if d == Postgres && !notifyFunctionExists(t, db, other.t.name) {
+			if d == Postgres && !notifyFunctionExists(t, db, other.t.Name) {
 				t.Fatal("Drop removed another store's notify function")
 			}
 			// Dropping a table that was never created is not an error.

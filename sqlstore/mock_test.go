@@ -204,7 +204,7 @@ func TestMockInsert(t *testing.T) {
 
 func TestInsertChunksPastParameterLimit(t *testing.T) {
 	s, _ := mockStore(t, SQLite)
-	perStmt := s.d.maxParams / insertColumns
+	perStmt := s.sx.maxParams / insertColumns
 	events := make([]*outbox.Event, perStmt+1)
 	for i := range events {
 		events[i] = &outbox.Event{ID: outbox.NewID(), Topic: "t", Type: "x", CreatedAt: mockNow}

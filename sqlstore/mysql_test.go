@@ -37,7 +37,7 @@ func TestMySQLTimesIgnoreDSN(t *testing.T) {
 			e := &outbox.Event{ID: outbox.NewID(), Topic: "t", Type: "x", CreatedAt: created.In(tokyo)}
 			b.save(t, e)
 			var raw string
-			if err := db.QueryRowContext(t.Context(), "SELECT CAST(created_at AS CHAR) FROM "+s.t.quoted).Scan(&raw); err != nil {
+			if err := db.QueryRowContext(t.Context(), "SELECT CAST(created_at AS CHAR) FROM "+s.t.Quoted).Scan(&raw); err != nil {
 				t.Fatal(err)
 			}
 			if raw != "2025-06-30 22:30:00.123456" {

@@ -184,8 +184,8 @@ func TestOrderedClaimBehindInFlightClaim(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback()
-			lock := newQuery(b.store.d)
-			lock.sql("SELECT seq FROM ", b.store.t.quoted, " WHERE id = ", lock.arg(a[0].ID), " FOR UPDATE")
+			lock := newQuery(b.store.sx)
+			lock.sql("SELECT seq FROM ", b.store.t.Quoted, " WHERE id = ", lock.arg(a[0].ID), " FOR UPDATE")
 			var seq int64
 			if err := tx.QueryRowxContext(t.Context(), lock.String(), lock.args...).Scan(&seq); err != nil {
 				t.Fatal(err)

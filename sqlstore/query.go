@@ -12,12 +12,12 @@ import (
 // query builds one statement and its arguments, numbering placeholders in
 // the dialect's style. Text and placeholders must be written in order.
 type query struct {
-	d    *dialect
+	sx   *syntax
 	b    strings.Builder
 	args []any
 }
 
-func newQuery(d *dialect) *query { return &query{d: d} }
+func newQuery(sx *syntax) *query { return &query{sx: sx} }
 
 // sql appends SQL text.
 func (q *query) sql(parts ...string) *query {
@@ -30,7 +30,7 @@ func (q *query) sql(parts ...string) *query {
 // arg adds a bind parameter and returns its placeholder.
 func (q *query) arg(v any) string {
 	q.args = append(q.args, v)
-	return q.d.placeholder(len(q.args))
+	return q.sx.Placeholder(len(q.args))
 }
 
 // in returns the condition "col IN (ids)", or with not "col NOT IN
@@ -40,7 +40,7 @@ func (q *query) arg(v any) string {
 func (q *query) in(col string, ids []string, not bool) string {
 	var b strings.Builder
 	b.WriteString(col)
-	if q.d.arrays {
+	if q.sx.arrays {
 		if not {
 			b.WriteString(" <> ALL(CAST(")
 		} else {
@@ -92,7 +92,7 @@ func (q *query) String() string { return q.b.String() }
 // selectColumns is the select list every read uses, in the column order
 // eventRow expects, each column name after prefix (a table alias and a
 // dot, or empty); time columns go through the dialect's timeCol.
-func selectColumns(d *dialect, prefix string) string {
+func selectColumns(sx *syntax, prefix string) string {
 	var b strings.Builder
 	for i, col := range [...]string{"seq", "id", "topic", "event_type", "aggregate_id", "priority", "payload", "headers",
 		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"} {
@@ -101,7 +101,7 @@ func selectColumns(d *dialect, prefix string) string {
 		}
 		switch col {
 		case "created_at", "synced_at", "next_attempt_at", "dead_at":
-			b.WriteString(d.timeCol(prefix+col) + " AS " + col)
+			b.WriteString(sx.timeCol(prefix+col) + " AS " + col)
 		default:
 			b.WriteString(prefix + col)
 		}

@@ -31,8 +31,8 @@ type ListFilter struct {
 // Get returns the event with the given ID and its delivery state. An
 // unknown ID is an error wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*outbox.Event, error) {
-	q := newQuery(s.d)
-	q.sql("SELECT ", selectColumns(s.d, ""), " FROM ", s.t.quoted, " WHERE id = ", q.arg(id))
+	q := newQuery(s.sx)
+	q.sql("SELECT ", selectColumns(s.sx, ""), " FROM ", s.t.Quoted, " WHERE id = ", q.arg(id))
 	var row eventRow
 	if err := s.db.GetContext(ctx, &row, q.String(), q.args...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -54,8 +54,8 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 	case limit > MaxListLimit:
 		limit = MaxListLimit
 	}
-	q := newQuery(s.d)
-	q.sql("SELECT ", selectColumns(s.d, ""), " FROM ", s.t.quoted, " WHERE ")
+	q := newQuery(s.sx)
+	q.sql("SELECT ", selectColumns(s.sx, ""), " FROM ", s.t.Quoted, " WHERE ")
 	order := "DESC"
 	switch f.Status {
 	case "":

@@ -32,7 +32,7 @@ func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, 
 	if err := s.pendingStats(ctx, &st); err != nil {
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: pending: %w", err)
 	}
-	dead := "SELECT COUNT(*) FROM " + s.t.quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL"
+	dead := "SELECT COUNT(*) FROM " + s.t.Quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL"
 	if err := s.db.QueryRowContext(ctx, dead).Scan(&st.Dead); err != nil {
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: dead: %w", err)
 	}
@@ -47,7 +47,7 @@ func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, 
 // pendingStatsQuery counts the pending events by type, with the oldest
 // creation time of each.
 func (s *Store) pendingStatsQuery() string {
-	return "SELECT event_type, COUNT(*), " + s.d.timeCol("MIN(created_at)") + " FROM " + s.t.quoted +
+	return "SELECT event_type, COUNT(*), " + s.sx.timeCol("MIN(created_at)") + " FROM " + s.t.Quoted +
 		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY event_type"
 }
 
@@ -80,30 +80,17 @@ func (s *Store) pendingStats(ctx context.Context, st *outbox.Stats) error {
 	return nil
 }
 
-// latencyExpr is the sync latency of a row in microseconds, as a
-// floating-point number.
-func (s *Store) latencyExpr() string {
-	switch s.d.name {
-	case Postgres:
-		return "(EXTRACT(EPOCH FROM synced_at - created_at) * 1000000)::float8"
-	case MySQL:
-		return "TIMESTAMPDIFF(MICROSECOND, created_at, synced_at)"
-	default: // SQLite: times are UTC text that julianday reads
-		return "((julianday(synced_at) - julianday(created_at)) * 86400000000.0)"
-	}
-}
-
 // syncStatsQuery returns the statement that counts the events synced
 // since cutoff and averages their latency (and, on Postgres, takes the
 // 99th percentile), with its arguments.
 func (s *Store) syncStatsQuery(cutoff time.Time) *query {
-	lat := s.latencyExpr()
-	q := newQuery(s.d).sql("SELECT COUNT(*), AVG(", lat, ")")
-	if s.d.name == Postgres {
-		q.sql(", percentile_cont(0.99) WITHIN GROUP (ORDER BY ", lat, ")")
+	lat := s.d.latency()
+	q := newQuery(s.sx).sql("SELECT COUNT(*), AVG(", lat, ")")
+	if p99 := s.d.percentile(lat); p99 != "" {
+		q.sql(", ", p99)
 	}
-	q.sql(" FROM ", s.t.quoted, " WHERE synced_at >= ")
-	q.sql(q.arg(s.d.timeArg(cutoff)))
+	q.sql(" FROM ", s.t.Quoted, " WHERE synced_at >= ")
+	q.sql(q.arg(s.sx.Time(cutoff)))
 	return q
 }
 
@@ -112,8 +99,8 @@ func (s *Store) syncStatsQuery(cutoff time.Time) *query {
 // them: ordered from the slowest, it skips the slowest n-rank.
 func (s *Store) p99Query(cutoff time.Time, n int64) *query {
 	rank := int64(math.Ceil(0.99 * float64(n)))
-	q := newQuery(s.d).sql("SELECT ", s.latencyExpr(), " AS latency FROM ", s.t.quoted, " WHERE synced_at >= ")
-	q.sql(q.arg(s.d.timeArg(cutoff)), " ORDER BY latency DESC LIMIT 1 OFFSET ", q.arg(n-rank))
+	q := newQuery(s.sx).sql("SELECT ", s.d.latency(), " AS latency FROM ", s.t.Quoted, " WHERE synced_at >= ")
+	q.sql(q.arg(s.sx.Time(cutoff)), " ORDER BY latency DESC LIMIT 1 OFFSET ", q.arg(n-rank))
 	return q
 }
 
@@ -122,7 +109,8 @@ func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.
 	q := s.syncStatsQuery(cutoff)
 	var avg, p99 sql.NullFloat64
 	dest := []any{&st.Synced, &avg}
-	if s.d.name == Postgres {
+	interpolated := s.d.percentile(s.d.latency()) != ""
+	if interpolated {
 		dest = append(dest, &p99)
 	}
 	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(dest...); err != nil {
@@ -131,7 +119,7 @@ func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.
 	if st.Synced == 0 {
 		return nil
 	}
-	if s.d.name != Postgres {
+	if !interpolated {
 		q := s.p99Query(cutoff, st.Synced)
 		err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&p99)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) { // rows purged in between: no percentile

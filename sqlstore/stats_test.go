@@ -114,16 +114,16 @@ func statsQueries(b *bundle, window time.Duration) map[string]string {
 			default:
 				v = fmt.Sprint(a)
 			}
-			s = strings.ReplaceAll(s, b.store.d.placeholder(i), v)
+			s = strings.ReplaceAll(s, b.store.sx.Placeholder(i), v)
 		}
 		return s
 	}
 	qs := map[string]string{
 		"pending": b.store.pendingStatsQuery(),
-		"dead":    "SELECT COUNT(*) FROM " + b.store.t.quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL",
+		"dead":    "SELECT COUNT(*) FROM " + b.store.t.Quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL",
 		"synced":  inline(b.store.syncStatsQuery(cutoff)),
 	}
-	if b.store.d.name != Postgres {
+	if b.store.Dialect() != Postgres {
 		qs["p99"] = inline(b.store.p99Query(cutoff, 1000))
 	}
 	return qs
@@ -187,7 +187,7 @@ func TestStatsPlans(t *testing.T) {
 // days (created a few seconds earlier), 1% pending, 1 in 1000 buried.
 func fillHistory(t *testing.T, b *bundle, n int) {
 	t.Helper()
-	tbl := b.store.t.quoted
+	tbl := b.store.t.Quoted
 	stmt := fmt.Sprintf(`INSERT INTO %s (id, topic, event_type, aggregate_id, payload, created_at, next_attempt_at, synced_at, dead_at)
 SELECT 'ev-' || g, 'stock', 'type-' || (g %% 7), 'agg-' || (g %% 5000), '\x00'::bytea,
        now() - (g * interval '2.5 second') - interval '3 second', now(),

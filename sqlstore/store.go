@@ -18,8 +18,9 @@ import (
 // use by any number of goroutines and processes sharing the table.
 type Store struct {
 	db *sqlx.DB
-	d  *dialect
-	t  table
+	d  dialect
+	sx *syntax // d.syntax()
+	t  sqlschema.Table
 	// now is the clock every statement uses; tests move it.
 	now func() time.Time
 }
@@ -29,51 +30,28 @@ var _ outbox.Store = (*Store)(nil)
 // Option configures New.
 type Option func(*options)
 
-type options struct {
-	table   string
-	dialect Dialect
-}
+type options = sqlschema.Options
 
 // WithTable sets the outbox table's name: a plain SQL identifier, or
 // schema.table on Postgres and MySQL (where the schema is the database).
 // Defaults to DefaultTable ("outbox_events"). The migrations table is the
 // same name with "_migrations" appended.
-func WithTable(name string) Option { return func(o *options) { o.table = name } }
+func WithTable(name string) Option { return func(o *options) { o.Table = name } }
 
 // WithDialect sets the SQL dialect. Defaults to the one that db's driver
 // name implies: "pgx" and "postgres" are Postgres, "mysql" is MySQL,
 // "sqlite" and "sqlite3" are SQLite.
-func WithDialect(d Dialect) Option { return func(o *options) { o.dialect = d } }
+func WithDialect(d Dialect) Option { return func(o *options) { o.Dialect = d } }
 
 // New returns a Store on db, which it never closes. It does no I/O: call
 // Migrate to create the table.
 func New(db *sqlx.DB, opts ...Option) (*Store, error) {
-	if db == nil {
-		return nil, fmt.Errorf("sqlstore: nil database: %w", outbox.ErrInvalidConfig)
-	}
-	var o options
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if o.dialect == "" {
-		d, ok := sqlschema.DialectOf(db.DriverName())
-		if !ok {
-			return nil, fmt.Errorf("sqlstore: cannot tell the dialect of driver %q; pass WithDialect(sqlstore.Postgres, MySQL or SQLite): %w",
-				db.DriverName(), outbox.ErrInvalidConfig)
-		}
-		o.dialect = Dialect(d)
-	}
-	d, err := lookupDialect(o.dialect)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, outbox.ErrInvalidConfig)
-	}
-	t, err := newTable(d, o.table)
+	t, err := sqlschema.Open(ddl, db, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, d: d, t: t, now: utcNow}, nil
+	d := dialects[t.Dialect()]
+	return &Store{db: db, d: d, sx: d.syntax(), t: t, now: utcNow}, nil
 }
 
 // utcNow is the clock: UTC at the microsecond precision every dialect
@@ -81,7 +59,7 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 func utcNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Dialect reports the store's SQL dialect.
-func (s *Store) Dialect() Dialect { return s.d.name }
+func (s *Store) Dialect() Dialect { return s.t.Dialect() }
 
 // Table reports the outbox table's name as configured.
 func (s *Store) Table() string { return s.t.Qualified() }
@@ -101,7 +79,7 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 	now := s.now()
 	for len(events) > 0 {
 		n := s.insertChunk(events)
-		q := newQuery(s.d).sql("INSERT INTO ", s.t.quoted,
+		q := newQuery(s.sx).sql("INSERT INTO ", s.t.Quoted,
 			" (id, topic, event_type, aggregate_id, priority, payload, headers, created_at, next_attempt_at) VALUES ")
 		for i, e := range events[:n] {
 			headers, err := encodeHeaders(e.Headers)
@@ -116,8 +94,8 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 				q.sql(", ")
 			}
 			q.sql("(", q.arg(e.ID), ", ", q.arg(e.Topic), ", ", q.arg(e.Type), ", ", q.arg(e.AggregateID), ", ",
-				q.arg(e.Priority), ", ", q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.d.timeArg(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
-				q.arg(s.d.timeArg(now)), ")")
+				q.arg(e.Priority), ", ", q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.sx.Time(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
+				q.arg(s.sx.Time(now)), ")")
 		}
 		if _, err := exec.ExecContext(ctx, q.String(), q.args...); err != nil {
 			return fmt.Errorf("sqlstore: insert %d events: %w", n, err)
@@ -129,8 +107,8 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 
 // insertChunk returns how many of events the next INSERT takes.
 func (s *Store) insertChunk(events []*outbox.Event) int {
-	n := min(len(events), s.d.maxParams/insertColumns)
-	if s.d.maxStatementBytes <= 0 {
+	n := min(len(events), s.sx.maxParams/insertColumns)
+	if s.sx.maxStatementBytes <= 0 {
 		return n
 	}
 	size := 0
@@ -139,7 +117,7 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 		for k, v := range e.Headers {
 			size += len(k) + len(v) + 6
 		}
-		if i > 0 && size > s.d.maxStatementBytes {
+		if i > 0 && size > s.sx.maxStatementBytes {
 			return i
 		}
 	}
@@ -151,9 +129,9 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 // (fencing: a relay whose lease was taken over changes nothing); it
 // returns how many did.
 func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
-	now := s.d.timeArg(s.now())
+	now := s.sx.Time(s.now())
 	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
-		q.sql("UPDATE ", s.t.quoted, " SET synced_at = ", q.arg(now),
+		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now),
 			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", chunk, false))
 	})
 	if err != nil {
@@ -167,7 +145,7 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 // it returns how many did.
 func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
 	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
-		q.sql("UPDATE ", s.t.quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
+		q.sql("UPDATE ", s.t.Quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
 			q.arg(token), " AND ", q.in("id", chunk, false))
 	})
 	if err != nil {
@@ -191,11 +169,11 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 	}
 	now := s.now()
 	total := 0
-	for _, chunk := range chunks(failures, (s.d.maxParams-4)/6) {
-		q := newQuery(s.d)
-		q.sql("UPDATE ", s.t.quoted, " SET attempts = attempts + 1, last_error = CASE id")
+	for _, chunk := range chunks(failures, (s.sx.maxParams-4)/6) {
+		q := newQuery(s.sx)
+		q.sql("UPDATE ", s.t.Quoted, " SET attempts = attempts + 1, last_error = CASE id")
 		for _, f := range chunk {
-			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.d.castText(q.arg(cut(f.Err, maxLastError))))
+			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castText(q.arg(cut(f.Err, maxLastError))))
 		}
 		q.sql(" END")
 		var dead []string
@@ -210,13 +188,13 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 				live = true
 			}
 			at := now.Add(max(f.Delay, 0)).Truncate(time.Microsecond)
-			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.d.castTime(q.arg(s.d.timeArg(at))))
+			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castTime(q.arg(s.sx.Time(at))))
 		}
 		if live {
 			q.sql(" ELSE next_attempt_at END")
 		}
 		if len(dead) > 0 {
-			q.sql(", dead_at = CASE WHEN ", q.in("id", dead, false), " THEN ", s.d.castTime(q.arg(s.d.timeArg(now))), " ELSE dead_at END")
+			q.sql(", dead_at = CASE WHEN ", q.in("id", dead, false), " THEN ", s.sx.castTime(q.arg(s.sx.Time(now))), " ELSE dead_at END")
 		}
 		ids := make([]string, len(chunk))
 		for i, f := range chunk {
@@ -240,8 +218,8 @@ func (s *Store) perChunk(ctx context.Context, token string, ids []string, fixed 
 		return 0, nil
 	}
 	total := 0
-	for _, chunk := range chunks(ids, s.d.maxParams-fixed) {
-		q := newQuery(s.d)
+	for _, chunk := range chunks(ids, s.sx.maxParams-fixed) {
+		q := newQuery(s.sx)
 		build(q, chunk)
 		n, err := s.exec(ctx, q)
 		total += n

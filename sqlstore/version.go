@@ -8,7 +8,7 @@ import (
 // LatestVersion returns the schema version Migrate brings a table of
 // dialect d to: the number of its newest migration.
 func LatestVersion(d Dialect) (int, error) {
-	ms, err := ddl.Migrations(string(d))
+	ms, err := ddl.Migrations(d)
 	if err != nil {
 		return 0, err
 	}

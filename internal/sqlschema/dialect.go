@@ -1,7 +1,8 @@
 // Package sqlschema is the SQL machinery the sqlstore and inbox packages
-// share: the dialects' names and driver names, table name validation and
-// quoting, and the runner of the embedded, versioned migrations with its
-// per-table migration lock.
+// share: the Dialect type both export, how each dialect writes bind
+// parameters, identifiers and times, the options of both New functions,
+// table name validation and quoting, and the runner of the embedded,
+// versioned migrations with its per-table migration lock.
 package sqlschema
 
 import (
@@ -15,15 +16,19 @@ import (
 	"time"
 )
 
-// The dialects, named as sqlstore.Dialect and inbox.Dialect name them.
+// Dialect names a family of SQL databases. sqlstore.Dialect and
+// inbox.Dialect are this type.
+type Dialect string
+
+// The supported dialects.
 const (
-	Postgres = "postgres"
-	MySQL    = "mysql"
-	SQLite   = "sqlite"
+	Postgres Dialect = "postgres" // PostgreSQL 12 or later (pgx stdlib or lib/pq)
+	MySQL    Dialect = "mysql"    // MySQL 8.0 or later, MariaDB 10.6 or later (go-sql-driver/mysql)
+	SQLite   Dialect = "sqlite"   // SQLite 3.35 or later (modernc.org/sqlite or mattn/go-sqlite3)
 )
 
 // driverDialects maps database/sql driver names to their dialect.
-var driverDialects = map[string]string{
+var driverDialects = map[string]Dialect{
 	"pgx":      Postgres,
 	"pgx/v5":   Postgres,
 	"postgres": Postgres,
@@ -33,7 +38,7 @@ var driverDialects = map[string]string{
 }
 
 // DialectOf returns the dialect a database/sql driver name implies.
-func DialectOf(driverName string) (string, bool) {
+func DialectOf(driverName string) (Dialect, bool) {
 	d, ok := driverDialects[driverName]
 	return d, ok
 }
@@ -60,12 +65,29 @@ func TimeText(t time.Time) any { return t.UTC().Format(TimeLayout) }
 // TimeUTC is a time as Postgres takes it into TIMESTAMPTZ.
 func TimeUTC(t time.Time) any { return t.UTC() }
 
+// Syntax is how a dialect writes what every statement of sqlstore and
+// inbox needs.
+type Syntax struct {
+	Dialect Dialect
+	// Placeholder returns the n-th (1-based) bind parameter.
+	Placeholder func(n int) string
+	// Quote quotes an identifier.
+	Quote func(ident string) string
+	// Time turns a time into a bind parameter, in UTC.
+	Time func(t time.Time) any
+}
+
+// SyntaxOf returns dialect d's Syntax, or nil for an unknown dialect.
+func SyntaxOf(d Dialect) *Syntax {
+	if dd, ok := dialects[d]; ok {
+		return &dd.Syntax
+	}
+	return nil
+}
+
 // dialect is what the migration runner needs to know of a database.
 type dialect struct {
-	name          string
-	quote         func(ident string) string
-	placeholder   func(n int) string
-	timeArg       func(t time.Time) any
+	Syntax
 	schemas       bool   // a table name may be schema-qualified
 	migrationsDDL string // creates the migrations table; %s is its quoted name
 	// lock runs fn while holding locks named keys, taken in order, that
@@ -74,13 +96,10 @@ type dialect struct {
 	lock func(ctx context.Context, p prefix, conn *sql.Conn, keys []string, fn func(q Querier) error) error
 }
 
-var dialects = map[string]*dialect{
+var dialects = map[Dialect]*dialect{
 	Postgres: {
-		name:        Postgres,
-		quote:       DoubleQuote,
-		placeholder: Dollar,
-		timeArg:     TimeUTC,
-		schemas:     true,
+		Syntax:  Syntax{Dialect: Postgres, Placeholder: Dollar, Quote: DoubleQuote, Time: TimeUTC},
+		schemas: true,
 		migrationsDDL: `CREATE TABLE IF NOT EXISTS %s (
 	version    BIGINT       PRIMARY KEY,
 	name       VARCHAR(255) NOT NULL,
@@ -89,11 +108,8 @@ var dialects = map[string]*dialect{
 		lock: postgresLock,
 	},
 	MySQL: {
-		name:        MySQL,
-		quote:       Backtick,
-		placeholder: QuestionMark,
-		timeArg:     TimeText,
-		schemas:     true,
+		Syntax:  Syntax{Dialect: MySQL, Placeholder: QuestionMark, Quote: Backtick, Time: TimeText},
+		schemas: true,
 		migrationsDDL: `CREATE TABLE IF NOT EXISTS %s (
 	version    BIGINT       NOT NULL PRIMARY KEY,
 	name       VARCHAR(255) NOT NULL,
@@ -102,10 +118,7 @@ var dialects = map[string]*dialect{
 		lock: mysqlLock,
 	},
 	SQLite: {
-		name:        SQLite,
-		quote:       DoubleQuote,
-		placeholder: QuestionMark,
-		timeArg:     TimeText,
+		Syntax: Syntax{Dialect: SQLite, Placeholder: QuestionMark, Quote: DoubleQuote, Time: TimeText},
 		migrationsDDL: `CREATE TABLE IF NOT EXISTS %s (
 	version    INTEGER PRIMARY KEY,
 	name       TEXT    NOT NULL,

@@ -72,10 +72,10 @@ type Table struct {
 // with a digit) joined by a dot. Nothing else ever reaches SQL text, and
 // the quoted form keeps reserved words usable. Its errors wrap
 // outbox.ErrInvalidConfig.
-func (s *Schema) Table(d, name string) (Table, error) {
+func (s *Schema) Table(d Dialect, name string) (Table, error) {
 	dd, ok := dialects[d]
 	if !ok {
-		return Table{}, fmt.Errorf("%s: unknown dialect %q: %w", s.p.errors, d, outbox.ErrInvalidConfig)
+		return Table{}, fmt.Errorf("%s: unknown dialect %q (want %q, %q or %q): %w", s.p.errors, d, Postgres, MySQL, SQLite, outbox.ErrInvalidConfig)
 	}
 	if name == "" {
 		name = s.c.DefaultTable
@@ -105,12 +105,18 @@ func (s *Schema) Table(d, name string) (Table, error) {
 
 // inSchema quotes name, in the table's schema.
 func (t Table) inSchema(name string) string {
-	q := t.d.quote(name)
+	q := t.d.Quote(name)
 	if t.Schema != "" {
-		q = t.d.quote(t.Schema) + "." + q
+		q = t.d.Quote(t.Schema) + "." + q
 	}
 	return q
 }
+
+// Dialect returns the dialect the table was validated for.
+func (t Table) Dialect() Dialect { return t.d.Dialect }
+
+// Syntax returns how the table's dialect writes statements.
+func (t Table) Syntax() *Syntax { return &t.d.Syntax }
 
 // Qualified returns the name as configured: schema.table or table.
 func (t Table) Qualified() string {
@@ -147,7 +153,7 @@ func (t Table) Rename(sql string) string {
 		case dropIndex:
 			return drop + t.inSchema(name)
 		}
-		return t.d.quote(name)
+		return t.d.Quote(name)
 	})
 }
 
@@ -159,8 +165,8 @@ type Migration struct {
 }
 
 // Migrations returns dialect d's migrations in version order.
-func (s *Schema) Migrations(d string) ([]Migration, error) {
-	dir := path.Join("migrations", d)
+func (s *Schema) Migrations(d Dialect) ([]Migration, error) {
+	dir := path.Join("migrations", string(d))
 	entries, err := fs.ReadDir(s.c.Files, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: no migrations for dialect %q: %w", s.p.errors, d, err)
@@ -210,10 +216,15 @@ func Statements(sql string) []string {
 	return out
 }
 
-// SQL returns the SQL that creates t, every migration of its dialect in
-// order: what Migrate applies.
-func (s *Schema) SQL(t Table) (string, error) {
-	ms, err := s.Migrations(t.d.name)
+// SQL returns the SQL that creates the table name ("" for the default
+// table) in dialect d, every migration of the dialect in order: what
+// Migrate applies.
+func (s *Schema) SQL(d Dialect, name string) (string, error) {
+	t, err := s.Table(d, name)
+	if err != nil {
+		return "", err
+	}
+	ms, err := s.Migrations(d)
 	if err != nil {
 		return "", err
 	}
@@ -237,7 +248,7 @@ func (s *Schema) SQL(t Table) (string, error) {
 // database at a newer version than the files know is an error wrapping
 // Config.ErrTooNew.
 func (s *Schema) Migrate(ctx context.Context, db *sql.DB, t Table, now func() time.Time) error {
-	ms, err := s.Migrations(t.d.name)
+	ms, err := s.Migrations(t.d.Dialect)
 	if err != nil {
 		return err
 	}
@@ -267,7 +278,7 @@ func (s *Schema) Migrate(ctx context.Context, db *sql.DB, t Table, now func() ti
 			}
 			for _, stmt := range Statements(m.SQL) {
 				text := t.Rename(stmt)
-				if t.d.name == MySQL {
+				if t.d.Dialect == MySQL {
 					var err error
 					if text, err = t.mysqlRemaining(ctx, q, stmt); err != nil {
 						return fmt.Errorf("%s: migrate: %s: %w", s.p.errors, m.Name, err)
@@ -281,8 +292,8 @@ func (s *Schema) Migrate(ctx context.Context, db *sql.DB, t Table, now func() ti
 				}
 			}
 			insert := fmt.Sprintf("INSERT INTO %s (version, name, applied_at) VALUES (%s, %s, %s)",
-				migTable, t.d.placeholder(1), t.d.placeholder(2), t.d.placeholder(3))
-			if _, err := q.ExecContext(ctx, insert, m.Version, m.Name, t.d.timeArg(now())); err != nil {
+				migTable, t.d.Placeholder(1), t.d.Placeholder(2), t.d.Placeholder(3))
+			if _, err := q.ExecContext(ctx, insert, m.Version, m.Name, t.d.Time(now())); err != nil {
 				return fmt.Errorf("%s: migrate: record %s: %w", s.p.errors, m.Name, err)
 			}
 		}
@@ -310,13 +321,13 @@ func (s *Schema) Locked(ctx context.Context, conn *sql.Conn, t Table, fn func(q 
 // lock, so that they are excluded too. Every caller takes them in this
 // order.
 func (s *Schema) lockKeys(ctx context.Context, conn *sql.Conn, t Table) ([]string, error) {
-	prefix := s.c.LockName + ":" + t.d.name + ":"
+	prefix := s.c.LockName + ":" + string(t.d.Dialect) + ":"
 	configured := prefix + t.Qualified()
-	if t.Schema != "" || t.d.name == SQLite {
+	if t.Schema != "" || t.d.Dialect == SQLite {
 		return []string{configured}, nil
 	}
 	q := "SELECT current_schema()"
-	if t.d.name == MySQL {
+	if t.d.Dialect == MySQL {
 		q = "SELECT DATABASE()"
 	}
 	var schema sql.NullString

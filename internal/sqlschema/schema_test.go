@@ -25,7 +25,10 @@ var testSchema = New(Config{
 })
 
 func TestTable(t *testing.T) {
-	for _, c := range []struct{ d, name, quoted, qualified, migrations string }{
+	for _, c := range []struct {
+		d                                   Dialect
+		name, quoted, qualified, migrations string
+	}{
 		{Postgres, "", `"things"`, "things", `"things_migrations"`},
 		{Postgres, "app.t", `"app"."t"`, "app.t", `"app"."t_migrations"`},
 		{MySQL, "app.t", "`app`.`t`", "app.t", "`app`.`t_migrations`"},
@@ -39,7 +42,10 @@ func TestTable(t *testing.T) {
 			t.Errorf("%s %q: %s, %s, %s", c.d, c.name, tb.Quoted, tb.Qualified(), tb.MigrationsTable())
 		}
 	}
-	for _, c := range []struct{ d, name string }{
+	for _, c := range []struct {
+		d    Dialect
+		name string
+	}{
 		{SQLite, "app.t"}, {Postgres, "1t"}, {Postgres, "a.b.c"}, {Postgres, strings.Repeat("t", 21)}, {"oracle", "t"},
 	} {
 		_, err := testSchema.Table(c.d, c.name)
@@ -54,7 +60,7 @@ func TestSQLRenames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := testSchema.SQL(tb)
+	got, err := testSchema.SQL(Postgres, "app.t")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,42 @@
+package sqlschema
+
+import (
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eventsync/outbox"
+)
+
+// Options are what the WithTable and WithDialect options of sqlstore and
+// inbox set.
+type Options struct {
+	Table   string  // "" for Config.DefaultTable
+	Dialect Dialect // "" for the one db's driver name implies
+}
+
+// Open checks what New of sqlstore and inbox is given and returns the
+// table it names: db must not be nil, opts (nil ones skipped) may set the
+// dialect, which is otherwise the one db's driver name implies (see
+// DialectOf), and the table name must be valid in it (see Schema.Table).
+// Its errors wrap outbox.ErrInvalidConfig.
+func Open[O ~func(*Options)](s *Schema, db *sqlx.DB, opts []O) (Table, error) {
+	if db == nil {
+		return Table{}, fmt.Errorf("%s: nil database: %w", s.p.errors, outbox.ErrInvalidConfig)
+	}
+	var o Options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.Dialect == "" {
+		d, ok := DialectOf(db.DriverName())
+		if !ok {
+			return Table{}, fmt.Errorf("%s: cannot tell the dialect of driver %q; pass WithDialect(%s.Postgres, MySQL or SQLite): %w",
+				s.p.errors, db.DriverName(), s.p.errors, outbox.ErrInvalidConfig)
+		}
+		o.Dialect = d
+	}
+	return s.Table(o.Dialect, o.Table)
+}

@@ -1,0 +1,90 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventsync/outbox"
+)
+
+// Reconnect delays of Listen after a lost connection: the first, doubled
+// up to the cap.
+const (
+	listenRetryMin = 100 * time.Millisecond
+	listenRetryMax = 5 * time.Second
+)
+
+// listen LISTENs on one connection of the pool at a time, reconnecting
+// with backoff after a lost connection (see Store.Listen).
+func (pg postgresDialect) listen(ctx context.Context, s *Store, wake func()) error {
+	delay := listenRetryMin
+	first := true
+	for {
+		err := pg.listenOnce(ctx, s, wake, !first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == errNotPgx {
+			return err
+		}
+		if err == nil { // connected and then lost: start the backoff afresh
+			delay = listenRetryMin
+		}
+		first = false
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, listenRetryMax)
+	}
+}
+
+var errNotPgx = fmt.Errorf("sqlstore: listen: needs the pgx driver (github.com/jackc/pgx/v5/stdlib): %w", outbox.ErrInvalidConfig)
+
+// listenOnce listens on one connection until it is lost (nil: it was
+// listening, a reconnect is worth trying at once) or cannot be set up (an
+// error). With catchUp it calls wake once it listens again.
+func (postgresDialect) listenOnce(ctx context.Context, s *Store, wake func(), catchUp bool) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlstore: listen: connect: %w", err)
+	}
+	defer conn.Close()
+	listening := false
+	err = conn.Raw(func(dc any) error {
+		pc, ok := dc.(interface{ Conn() *pgx.Conn })
+		if !ok {
+			return errNotPgx
+		}
+		c := pc.Conn()
+		if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+			return driver.ErrBadConn
+		}
+		listening = true
+		if catchUp {
+			wake()
+		}
+		for {
+			if _, err := c.WaitForNotification(ctx); err != nil {
+				// The connection is LISTENing or broken: never hand it
+				// back to the pool.
+				return driver.ErrBadConn
+			}
+			wake()
+		}
+	})
+	if err == errNotPgx {
+		return err
+	}
+	if listening {
+		return nil
+	}
+	return fmt.Errorf("sqlstore: listen: %w", err)
+}
