@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 
-	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/storage"
 )
 
