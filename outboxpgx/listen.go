@@ -22,10 +22,11 @@ const (
 //
 // It holds one connection of the pool, taken out of the pool for good
 // (Hijack: it no longer counts against the pool's MaxConns, only against
-// the server's connections) and closed when it ends, so a connection that is LISTENing, or
-// that a cancelled wait left in doubt, never serves another query.
-// sqlstore.Store.Listen cannot do that through database/sql on a pgxpool:
-// the connection would go back to the pool still listening. After a lost
+// the server's connections) and closed when it ends, so a connection that
+// is LISTENing, or that a cancelled wait left in doubt, never serves
+// another query. (sqlstore.Store.Listen, through database/sql, closes its
+// connection too, but holds one of the pool's MaxConns while it listens.)
+// After a lost
 // connection it reconnects with backoff (100ms doubling up to 5s) and
 // calls wake once, since notifications sent meanwhile are lost.
 func (s *Store) Listen(ctx context.Context, wake func()) error {

@@ -156,7 +156,7 @@ func eachMockDialect(t *testing.T, fn func(t *testing.T, d Dialect, s *Store, mo
 }
 
 func mockEvents() []*outbox.Event {
-	created := time.Date(2025, 1, 1, 0, 0, 0, 999, time.UTC) // the nanoseconds are dropped
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) // as outbox.Save leaves it: UTC, to the microsecond
 	return []*outbox.Event{
 		{ID: "e1", Topic: "stock", Type: "stock.updated", AggregateID: "sku-1", Payload: []byte{0, 1}, CreatedAt: created,
 			Headers: map[string]string{"b": "2", "a": "1"}},
@@ -853,9 +853,9 @@ func TestMockFailOnlyDead(t *testing.T) {
 	mock.ExpectExec(`UPDATE "outbox_events" SET attempts = attempts + 1, last_error = CASE id WHEN ? THEN ? END, `+
 		`dead_at = CASE WHEN id IN (?) THEN ? ELSE dead_at END, claim_token = NULL, locked_until = NULL `+
 		`WHERE claim_token = ? AND id IN (?)`).
-		WithArgs("e1", strings.Repeat("x", maxLastError), "e1", mockNow.Format(sqlschema.TimeLayout), "tok", "e1").
+		WithArgs("e1", strings.Repeat("x", storage.MaxErrorLength), "e1", mockNow.Format(sqlschema.TimeLayout), "tok", "e1").
 		WillReturnResult(sqlmock.NewResult(0, 1))
-	n, err := s.Fail(t.Context(), "tok", []storage.Failure{{ID: "e1", Err: strings.Repeat("x", maxLastError+10), Dead: true}})
+	n, err := s.Fail(t.Context(), "tok", []storage.Failure{{ID: "e1", Err: strings.Repeat("x", storage.MaxErrorLength), Dead: true}})
 	wantN(t, "Fail", n, err, 1)
 }
 

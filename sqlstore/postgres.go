@@ -141,10 +141,11 @@ const (
 //
 //   - enable_bitmapscan off: the planner expects several undelivered
 //     events per aggregate and counts them, in the ordered claim's order
-//     check, with a bitmap heap scan per candidate aggregate (about 20 µs
-//     each, a thousand per claim); the plain index scan it takes without
-//     one costs about 4 µs. No claim statement gains from a bitmap: each
-//     reads a short index range or a list of IDs.
+//     check, with a bitmap heap scan per candidate aggregate, a thousand
+//     per claim, each several times slower than the plain index scan it
+//     takes without one (BENCHMARKS.md has the figures). No claim
+//     statement gains from a bitmap: each reads a short index range or a
+//     list of IDs.
 //
 // A claim by IDs (the immediate path after a commit of several events;
 // one event goes through oneIDClaim first) also sets plan_cache_mode to
@@ -152,8 +153,8 @@ const (
 // same for any list of IDs (one array parameter), so with a driver that
 // caches prepared statements (pgx does) each connection keeps one plan
 // (the ID index, then the order check) and runs it without planning
-// again: planning its CTEs took about 0.45 ms of a 0.55 ms statement, the
-// generic plan then 0.05 ms. Other claims keep the server's choice
+// again: planning its CTEs was most of the statement's time
+// (BENCHMARKS.md has the figures). Other claims keep the server's choice
 // (plan_cache_mode auto), which plans them for their parameters unless a
 // generic plan proves as cheap: their best plan depends on the backlog.
 //

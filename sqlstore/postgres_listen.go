@@ -64,6 +64,14 @@ func (postgresDialect) listenOnce(ctx context.Context, s *Store, wake func(), ca
 			return errNotPgx
 		}
 		c := pc.Conn()
+		// The connection is LISTENing, broken, or left in doubt by the
+		// cancelled wait: close it, so that neither database/sql nor a
+		// pgxpool under it (stdlib.OpenDBFromPool) hands it out again.
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			_ = c.Close(cctx)
+		}()
 		if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
 			return driver.ErrBadConn
 		}
@@ -73,8 +81,6 @@ func (postgresDialect) listenOnce(ctx context.Context, s *Store, wake func(), ca
 		}
 		for {
 			if _, err := c.WaitForNotification(ctx); err != nil {
-				// The connection is LISTENing or broken: never hand it
-				// back to the pool.
 				return driver.ErrBadConn
 			}
 			wake()

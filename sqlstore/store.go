@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -70,12 +69,11 @@ const insertColumns = 9
 // Insert writes events through exec, the caller's transaction, as pending,
 // due now and not leased, in one multi-row INSERT (more only past the
 // dialect's bind-parameter limit, or on MySQL past 8 MiB of payload). It
-// never commits or rolls back. Errors wrap the driver's, so
+// never commits or rolls back. Like every Store, it takes what
+// outbox.Save validated: exec not nil, and CreatedAt in UTC to the
+// microsecond, stored as it is. Errors wrap the driver's, so
 // errors.Is(err, sql.ErrTxDone) tells an ended transaction.
 func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outbox.Event) error {
-	if exec == nil {
-		return outbox.ErrNilExecutor
-	}
 	now := s.now()
 	for len(events) > 0 {
 		n := s.insertChunk(events)
@@ -94,7 +92,7 @@ func (s *Store) Insert(ctx context.Context, exec outbox.Executor, events []*outb
 				q.sql(", ")
 			}
 			q.sql("(", q.arg(e.ID), ", ", q.arg(e.Topic), ", ", q.arg(e.Type), ", ", q.arg(e.AggregateID), ", ",
-				q.arg(e.Priority), ", ", q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.sx.Time(e.CreatedAt.UTC().Truncate(time.Microsecond))), ", ",
+				q.arg(e.Priority), ", ", q.arg(payload), ", ", q.arg(headers), ", ", q.arg(s.sx.Time(e.CreatedAt)), ", ",
 				q.arg(s.sx.Time(now)), ")")
 		}
 		if _, err := exec.ExecContext(ctx, q.String(), q.args...); err != nil {
@@ -154,15 +152,13 @@ func (s *Store) Release(ctx context.Context, token string, ids []string) (int, e
 	return n, nil
 }
 
-// maxLastError is how many bytes of a failure's text are kept.
-const maxLastError = 8 << 10
-
 // Fail records failed attempts in one statement: attempts+1, last_error,
 // the lease ended, and next_attempt_at = now + Delay, or for a Failure
 // with Dead set dead_at = now. Per-row values go through CASE expressions,
 // so a batch with different delays is still one UPDATE (more only past the
 // bind-parameter limit). Only rows still held by token change; it returns
-// how many did. Error texts are cut to 8 KiB.
+// how many did. The error texts are kept as given (the relay cuts them to
+// storage.MaxErrorLength).
 func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failure) (int, error) {
 	if token == "" || len(failures) == 0 {
 		return 0, nil
@@ -173,7 +169,7 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 		q := newQuery(s.sx)
 		q.sql("UPDATE ", s.t.Quoted, " SET attempts = attempts + 1, last_error = CASE id")
 		for _, f := range chunk {
-			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castText(q.arg(cut(f.Err, maxLastError))))
+			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castText(q.arg(f.Err)))
 		}
 		q.sql(" END")
 		var dead []string
@@ -265,14 +261,6 @@ func dedupe(ids []string) []string {
 		}
 	}
 	return out
-}
-
-// cut shortens s to at most n bytes of valid UTF-8.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
 }
 
 // ErrNotFound is wrapped by Get when no event has the ID.
