@@ -5,14 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/eventsync/outbox/internal/relisten"
 	"github.com/jackc/pgx/v5"
-)
-
-// Reconnect delays of Listen after a lost connection: the first, doubled
-// up to the cap (sqlstore's).
-const (
-	listenRetryMin = 100 * time.Millisecond
-	listenRetryMax = 5 * time.Second
 )
 
 // Listen implements storage.Notifier: it calls wake each time a transaction
@@ -30,26 +24,10 @@ const (
 // connection it reconnects with backoff (100ms doubling up to 5s) and
 // calls wake once, since notifications sent meanwhile are lost.
 func (s *Store) Listen(ctx context.Context, wake func()) error {
-	delay := listenRetryMin
-	first := true
-	for {
-		listened, _ := s.listenOnce(ctx, wake, !first)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if listened { // connected and then lost: start the backoff afresh
-			delay = listenRetryMin
-		}
-		first = false
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(2*delay, listenRetryMax)
-	}
+	return relisten.Run(ctx, func(catchUp bool) (bool, error) {
+		listened, _ := s.listenOnce(ctx, wake, catchUp)
+		return listened, nil
+	})
 }
 
 // listenOnce listens on one connection until it is lost or ctx ends, and

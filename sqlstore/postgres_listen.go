@@ -9,41 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventsync/outbox"
-)
-
-// Reconnect delays of Listen after a lost connection: the first, doubled
-// up to the cap.
-const (
-	listenRetryMin = 100 * time.Millisecond
-	listenRetryMax = 5 * time.Second
+	"github.com/eventsync/outbox/internal/relisten"
 )
 
 // listen LISTENs on one connection of the pool at a time, reconnecting
 // with backoff after a lost connection (see Store.Listen).
 func (pg postgresDialect) listen(ctx context.Context, s *Store, wake func()) error {
-	delay := listenRetryMin
-	first := true
-	for {
-		err := pg.listenOnce(ctx, s, wake, !first)
-		if ctx.Err() != nil {
-			return nil
-		}
+	return relisten.Run(ctx, func(catchUp bool) (bool, error) {
+		err := pg.listenOnce(ctx, s, wake, catchUp)
 		if err == errNotPgx {
-			return err
+			return false, err
 		}
-		if err == nil { // connected and then lost: start the backoff afresh
-			delay = listenRetryMin
-		}
-		first = false
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(2*delay, listenRetryMax)
-	}
+		return err == nil, nil // nil: connected and then lost
+	})
 }
 
 var errNotPgx = fmt.Errorf("sqlstore: listen: needs the pgx driver (github.com/jackc/pgx/v5/stdlib): %w", outbox.ErrInvalidConfig)
