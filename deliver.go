@@ -34,7 +34,8 @@ type outcome struct {
 }
 
 // classify turns a publisher's result into the writes that record it. It
-// does no I/O: what it decides is recorded by record. stopping says the
+// does no I/O (its one side effect is the random jitter of the retry
+// delays): what it decides is recorded by record. stopping says the
 // relay is stopping, so failures that are not permanent are given back
 // instead of counting an attempt.
 func (o *Outbox) classify(events []*Event, perr error, stopping bool) outcome {
@@ -90,16 +91,21 @@ func (o *Outbox) deliver(ctx context.Context, claim *Claim, immediate bool) (Res
 	perr := o.pub.Publish(pctx, claim.Events)
 	done := PublishDone{Events: claim.Events, Immediate: immediate, Duration: time.Since(start), AckedAt: time.Now()}
 
+	// A pass that has run out of time is the broker's failure, and is
+	// recorded as one even if the relay is stopped after that.
 	stopping := stopped(ctx)
 	out := o.classify(claim.Events, perr, stopping)
 	res.BrokerErr = out.brokerErr
+	// What follows the publication is told to hooks and logs on a context
+	// that the pass's timeout or a stop has not ended.
+	hctx := context.WithoutCancel(ctx)
 	switch {
 	case out.brokerErr != nil:
 		if !stopping { // a stop is not the broker's failure
-			o.brokerFailed(ctx, out.brokerErr)
+			o.brokerFailed(hctx, out.brokerErr)
 		}
 	case len(out.failed) < len(claim.Events):
-		o.brokerOK(ctx)
+		o.brokerOK(hctx)
 	}
 	for _, e := range out.outOfOrder {
 		o.cfg.logger.Warn("outbox: event acknowledged after an earlier event of its aggregate failed in the same batch",
@@ -109,13 +115,13 @@ func (o *Outbox) deliver(ctx context.Context, claim *Claim, immediate bool) (Res
 		o.publishDeadLetters(ctx, &out)
 	}
 
-	err := o.record(ctx, claim.Token, &out, &res)
+	err := o.record(hctx, claim.Token, &out, &res)
 	for _, f := range out.fails {
 		if f.Dead && out.failsRecorded {
 			done.Dead = append(done.Dead, f.ID)
 		}
 	}
-	if o.cfg.logger.Enabled(ctx, slog.LevelInfo) {
+	if o.cfg.logger.Enabled(hctx, slog.LevelInfo) {
 		o.cfg.logger.Info(fmt.Sprintf("outbox: synced %d (failed %d)", res.Synced, res.Failed+res.Dead),
 			"synced", res.Synced, "failed", res.Failed, "dead", res.Dead, "released", res.Released)
 	}
@@ -128,11 +134,11 @@ func (o *Outbox) deliver(ctx context.Context, claim *Claim, immediate bool) (Res
 }
 
 // record writes an outcome to the store: marks, failures and releases, each
-// in one statement, and counts them in res. It runs even if ctx has ended:
-// what the broker acknowledged must be marked, or it would be published
-// again.
+// in one statement, and counts them in res. ctx is not cancelled (see
+// deliver): what the broker acknowledged must be marked even after a stop,
+// or it would be published again. The writes are bounded by finishTimeout.
 func (o *Outbox) record(ctx context.Context, token string, out *outcome, res *Result) error {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	fctx, cancel := context.WithTimeout(ctx, finishTimeout)
 	defer cancel()
 	var errs []error
 	if len(out.acked) > 0 {

@@ -47,6 +47,7 @@ type ValidationError struct {
 	Reason string // human-readable reason
 }
 
+// Error names the event by its position (and ID) and says what is wrong.
 func (e *ValidationError) Error() string {
 	id := ""
 	if e.ID != "" {
@@ -67,6 +68,8 @@ type PublishError struct {
 	Failed map[string]error // event ID -> why it failed
 }
 
+// Error counts the events not acknowledged and names the first three,
+// in ID order, with their errors.
 func (e *PublishError) Error() string {
 	ids := make([]string, 0, len(e.Failed))
 	for id := range e.Failed {

@@ -30,14 +30,14 @@ type PublishHook interface {
 
 // PublishStart describes a batch about to be published.
 type PublishStart struct {
-	Events    []*Event
-	Immediate bool // published right after commit, not by the relay
+	Events    []*Event // the batch, in the order it is published
+	Immediate bool     // published right after commit, not by the relay
 }
 
 // PublishDone describes a published batch.
 type PublishDone struct {
-	Events    []*Event
-	Immediate bool
+	Events    []*Event         // the batch, as PublishStart had it
+	Immediate bool             // published right after commit, not by the relay
 	Duration  time.Duration    // spent in Publisher.Publish
 	AckedAt   time.Time        // when the publisher returned
 	Failed    map[string]error // events not acknowledged, by ID; the rest were

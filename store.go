@@ -53,8 +53,8 @@ type Store interface {
 // returns it. Token fences the lease: once it expires and another relay
 // claims the events, writes made with the old token change nothing.
 type Claim struct {
-	Token  string
-	Events []*Event
+	Token  string   // fences the lease; MarkSynced, Fail and Release take it
+	Events []*Event // the claimed events, in save order
 }
 
 // Stats are the figures operators watch. A Store that can compute them

@@ -20,7 +20,7 @@ import (
 	_ "modernc.org/sqlite"
 )
 
-// TestRelayEndToEnd saves events with sqlstore, relays them with a Worker
+// TestRelayEndToEnd saves events with sqlstore, relays them with an outbox.Outbox
 // over the kafka Publisher and reads them back from Kafka, on SQLite and,
 // with OUTBOX_TEST_POSTGRES set, on Postgres.
 func TestRelayEndToEnd(t *testing.T) {

@@ -22,8 +22,8 @@ const (
 // Header is one Kafka record header, independent of the client library,
 // for DecodeRecord.
 type Header struct {
-	Key   string
-	Value []byte
+	Key   string // the header's name
+	Value []byte // its value, as the record carries it
 }
 
 // message builds the record for e on topic. The key is the aggregate ID,

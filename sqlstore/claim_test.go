@@ -88,7 +88,7 @@ func TestClaimBuriesUndecodableHeaders(t *testing.T) {
 
 // With SkipDead the events after a buried one in the same claim are
 // returned.
-func TestClaimBuriesUndecodableHeadersPassDead(t *testing.T) {
+func TestClaimBuriesUndecodableHeadersSkipDead(t *testing.T) {
 	eachDialect(t, func(t *testing.T, b *bundle) {
 		ctx := t.Context()
 		events := b.newEvents(3)

@@ -39,7 +39,7 @@ type ClaimRequest struct {
 
 // Failure is one failed publish attempt.
 type Failure struct {
-	ID    string
+	ID    string        // the event that failed
 	Err   string        // the error text, kept as the event's last error; at most MaxErrorLength bytes
 	Delay time.Duration // when to try again, from now (ignored if Dead)
 	Dead  bool          // bury the event: it will not be retried

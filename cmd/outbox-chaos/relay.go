@@ -110,7 +110,7 @@ func relay(ctx context.Context, a relayArgs) error {
 	}
 
 	timeout := a.lease / 2
-	worker, err := outbox.New(store, pub,
+	ob, err := outbox.New(store, pub,
 		outbox.WithInterval(200*time.Millisecond),
 		outbox.WithBatchSize(100),
 		outbox.WithTimeout(timeout),
@@ -123,5 +123,5 @@ func relay(ctx context.Context, a relayArgs) error {
 	if err != nil {
 		return err
 	}
-	return worker.Run(ctx)
+	return ob.Run(ctx)
 }

@@ -62,7 +62,7 @@ func startRelays(t *testing.T, n int, store outbox.Store, pub outbox.Publisher, 
 	var wg sync.WaitGroup
 	for range n {
 		w, err := outbox.New(store, pub, relayOptions(opts...)...)
-		mustNoErr(t, err, "NewWorker")
+		mustNoErr(t, err, "outbox.New")
 		wg.Go(func() {
 			if err := w.Run(ctx); err != nil {
 				t.Errorf("Run: %v", err)

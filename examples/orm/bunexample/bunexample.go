@@ -20,18 +20,18 @@ import (
 
 // Stock is the business row, in table "stocks".
 type Stock struct {
-	bun.BaseModel `bun:"table:stocks"`
+	bun.BaseModel `bun:"table:stocks"` // maps Stock to table "stocks"
 
-	SKU string `bun:",pk"`
-	Qty int    `bun:",notnull"`
+	SKU string `bun:",pk"`      // stock-keeping unit, the primary key
+	Qty int    `bun:",notnull"` // quantity on hand
 }
 
 // Inventory changes stock rows with bun and emits their events through
 // the outbox.
 type Inventory struct {
-	DB     *bun.DB
-	Outbox *outbox.Outbox
-	Logger *slog.Logger // for deferred publications; nil is slog.Default()
+	DB     *bun.DB        // the database of the stocks table and the outbox table
+	Outbox *outbox.Outbox // saves the events in the transaction and publishes them after it
+	Logger *slog.Logger   // logs a publication left to the relay; nil is slog.Default()
 }
 
 // SetQty sets the quantity of sku and saves a stock.updated event in the
@@ -74,6 +74,7 @@ func (inv *Inventory) SetQtyTx(ctx context.Context, tx bun.Tx, sku string, qty i
 	return ev, nil
 }
 
+// logger returns inv.Logger, or slog.Default() when it is nil.
 func (inv *Inventory) logger() *slog.Logger {
 	if inv.Logger != nil {
 		return inv.Logger

@@ -17,6 +17,7 @@ import (
 	"github.com/eventsync/outbox/examples/orm/internal/stock"
 )
 
+// TestMain fails the package's tests if they leave goroutines running.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type bundle struct {
@@ -56,6 +57,8 @@ func (b bundle) qty(t *testing.T, sku string) int {
 	return s.Qty
 }
 
+// TestSetQtyCommitsAndDelivers checks that SetQty updates the row and that
+// its event reaches the stream and is marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -68,6 +71,8 @@ func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
 }
 
+// TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
+// neither the update nor the event SetQtyTx saved in it.
 func TestRollbackLeavesNoEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -94,6 +99,8 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
+// TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
+// stock.ErrUnknownSKU and leaves no event for the relay to deliver.
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -107,8 +114,9 @@ func TestUnknownSKUSavesNothing(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
-// The package doc's reason for tx.Tx: Save through the bun.Tx itself
-// fails, because bun drops the arguments of a query it formats.
+// TestBunTxItselfCannotSave checks the package doc's reason for tx.Tx:
+// Save through the bun.Tx itself fails, because bun drops the arguments of
+// a query it formats.
 func TestBunTxItselfCannotSave(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

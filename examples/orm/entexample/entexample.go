@@ -22,14 +22,15 @@ import (
 	"github.com/eventsync/outbox/examples/orm/internal/stock"
 )
 
+// The generated *ent.Tx must stay an outbox.Executor (see the package doc).
 var _ outbox.Executor = (*ent.Tx)(nil)
 
 // Inventory changes stock rows with ent and emits their events through
 // the outbox.
 type Inventory struct {
-	Client *ent.Client
-	Outbox *outbox.Outbox
-	Logger *slog.Logger // for deferred publications; nil is slog.Default()
+	Client *ent.Client    // the ent client of the database with the stocks and outbox tables
+	Outbox *outbox.Outbox // saves the events in the transaction and publishes them after it
+	Logger *slog.Logger   // logs a publication left to the relay; nil is slog.Default()
 }
 
 // SetQty sets the quantity of sku and saves a stock.updated event in the
@@ -75,6 +76,7 @@ func (inv *Inventory) SetQtyTx(ctx context.Context, tx *ent.Tx, sku string, qty 
 	return ev, nil
 }
 
+// logger returns inv.Logger, or slog.Default() when it is nil.
 func (inv *Inventory) logger() *slog.Logger {
 	if inv.Logger != nil {
 		return inv.Logger

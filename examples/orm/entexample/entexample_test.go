@@ -19,6 +19,7 @@ import (
 	"github.com/eventsync/outbox/examples/orm/internal/stock"
 )
 
+// TestMain fails the package's tests if they leave goroutines running.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // migrateMu serializes ent's Schema.Create: it writes to the generated
@@ -66,6 +67,8 @@ func (b bundle) qty(t *testing.T, sku string) int {
 	return s.Qty
 }
 
+// TestSetQtyCommitsAndDelivers checks that SetQty updates the row and that
+// its event reaches the stream and is marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -78,6 +81,8 @@ func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
 }
 
+// TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
+// neither the update nor the event SetQtyTx saved in it.
 func TestRollbackLeavesNoEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -103,6 +108,8 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
+// TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
+// stock.ErrUnknownSKU and leaves no event for the relay to deliver.
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -21,8 +21,8 @@ import (
 
 // Stock is the business row, in table "stocks".
 type Stock struct {
-	SKU string `gorm:"primaryKey"`
-	Qty int
+	SKU string `gorm:"primaryKey"` // stock-keeping unit, the primary key
+	Qty int    // quantity on hand
 }
 
 // ErrNotInTransaction is returned by Executor for a *gorm.DB outside a
@@ -41,9 +41,9 @@ func Executor(tx *gorm.DB) (outbox.Executor, error) {
 // Inventory changes stock rows with GORM and emits their events through
 // the outbox.
 type Inventory struct {
-	DB     *gorm.DB
-	Outbox *outbox.Outbox
-	Logger *slog.Logger // for deferred publications; nil is slog.Default()
+	DB     *gorm.DB       // the database of the stocks table and the outbox table
+	Outbox *outbox.Outbox // saves the events in the transaction and publishes them after it
+	Logger *slog.Logger   // logs a publication left to the relay; nil is slog.Default()
 }
 
 // SetQty sets the quantity of sku and saves a stock.updated event in the
@@ -88,6 +88,7 @@ func (inv *Inventory) SetQtyTx(ctx context.Context, tx *gorm.DB, sku string, qty
 	return ev, nil
 }
 
+// logger returns inv.Logger, or slog.Default() when it is nil.
 func (inv *Inventory) logger() *slog.Logger {
 	if inv.Logger != nil {
 		return inv.Logger

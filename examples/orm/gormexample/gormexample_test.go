@@ -63,6 +63,9 @@ func (b bundle) qty(t *testing.T, sku string) int {
 	return s.Qty
 }
 
+// TestSetQtyCommitsAndDelivers checks, with and without PrepareStmt, that
+// SetQty updates the row and that its event reaches the stream and is
+// marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	for name, cfg := range map[string]gorm.Config{
 		"default":     {},
@@ -82,6 +85,8 @@ func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	}
 }
 
+// TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
+// neither the update nor the event SetQtyTx saved in it.
 func TestRollbackLeavesNoEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &gorm.Config{})
@@ -108,6 +113,8 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
+// TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
+// stock.ErrUnknownSKU and leaves no event for the relay to deliver.
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &gorm.Config{})
@@ -121,6 +128,8 @@ func TestUnknownSKUSavesNothing(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
+// TestExecutorRefusesADBOutsideATransaction checks that Executor refuses a
+// *gorm.DB outside a transaction and returns the transaction of one inside.
 func TestExecutorRefusesADBOutsideATransaction(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &gorm.Config{})

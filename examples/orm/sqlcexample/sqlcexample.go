@@ -26,9 +26,9 @@ import (
 // Inventory changes stock rows with sqlc's queries on pgx and emits their
 // events through the outbox.
 type Inventory struct {
-	Pool   *pgxpool.Pool
-	Outbox *outbox.Outbox
-	Logger *slog.Logger // for deferred publications; nil is slog.Default()
+	Pool   *pgxpool.Pool  // the pgx pool of the database with the stocks and outbox tables
+	Outbox *outbox.Outbox // saves the events in the transaction and publishes them after it
+	Logger *slog.Logger   // logs a publication left to the relay; nil is slog.Default()
 }
 
 // SetQty sets the quantity of sku and saves a stock.updated event in the
@@ -69,6 +69,7 @@ func (inv *Inventory) SetQtyTx(ctx context.Context, tx pgx.Tx, sku string, qty i
 	return ev, nil
 }
 
+// logger returns inv.Logger, or slog.Default() when it is nil.
 func (inv *Inventory) logger() *slog.Logger {
 	if inv.Logger != nil {
 		return inv.Logger

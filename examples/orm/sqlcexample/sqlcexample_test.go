@@ -21,6 +21,7 @@ import (
 	"github.com/eventsync/outbox/outboxpgx"
 )
 
+// TestMain fails the package's tests if they leave goroutines running.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type bundle struct {
@@ -66,6 +67,8 @@ func (b bundle) qty(t *testing.T, sku string) int32 {
 	return s.Qty
 }
 
+// TestSetQtyCommitsAndDelivers checks that SetQty updates the row and that
+// its event reaches the stream and is marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -78,6 +81,8 @@ func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
 }
 
+// TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
+// neither the update nor the event SetQtyTx saved in it.
 func TestRollbackLeavesNoEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -104,6 +109,8 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
+// TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
+// stock.ErrUnknownSKU and leaves no event for the relay to deliver.
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -117,8 +124,9 @@ func TestUnknownSKUSavesNothing(t *testing.T) {
 	b.env.RequireStreamEmpty(t)
 }
 
-// Every column Save writes goes through pgx's own encoding, not
-// database/sql's: headers, priority, payload and times read back as saved.
+// TestExecutorWritesEveryField checks that every column Save writes goes
+// through pgx's own encoding, not database/sql's: headers, priority,
+// payload and times read back as saved.
 func TestExecutorWritesEveryField(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -148,6 +156,8 @@ func TestExecutorWritesEveryField(t *testing.T) {
 	}
 }
 
+// TestExecutorOnAnEndedTransaction checks that Save through outboxpgx.Exec
+// on a rolled-back pgx.Tx fails with both sql.ErrTxDone and pgx.ErrTxClosed.
 func TestExecutorOnAnEndedTransaction(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -166,6 +176,8 @@ func TestExecutorOnAnEndedTransaction(t *testing.T) {
 	}
 }
 
+// TestExecutorReportsRowsAffected checks that the result of outboxpgx.Exec
+// reports RowsAffected and refuses LastInsertId, which Postgres lacks.
 func TestExecutorReportsRowsAffected(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -24,10 +24,16 @@ import (
 	"github.com/eventsync/outbox/sqlstore"
 )
 
-// The servers the tests use, as CI sets them.
+// The environment variables that name the servers the tests use, as CI
+// sets them.
 const (
-	EnvPostgres = "OUTBOX_TEST_POSTGRES" // postgres://user@127.0.0.1:5432/db?sslmode=disable
-	EnvRedis    = "OUTBOX_TEST_REDIS"    // redis://127.0.0.1:6379/0; miniredis when unset
+	// EnvPostgres holds the Postgres URL, such as
+	// postgres://user@127.0.0.1:5432/db?sslmode=disable. Postgres skips the
+	// test when it is unset.
+	EnvPostgres = "OUTBOX_TEST_POSTGRES"
+	// EnvRedis holds the Redis URL, such as redis://127.0.0.1:6379/0. When
+	// it is unset, the tests use a miniredis of their own.
+	EnvRedis = "OUTBOX_TEST_REDIS"
 )
 
 // Postgres creates a schema of the test's own and returns a connection URL
@@ -71,10 +77,10 @@ func Postgres(t testing.TB) (dsn, schema string) {
 // Env is an Outbox with its table in a test's schema, publishing to a
 // Redis stream of the test's own.
 type Env struct {
-	Outbox *outbox.Outbox
-	Store  *sqlstore.Store
-	Redis  redis.UniversalClient
-	Stream string // the one stream key every event goes to
+	Outbox *outbox.Outbox        // saves into Store and publishes to Stream
+	Store  *sqlstore.Store       // the outbox table, in the test's schema
+	Redis  redis.UniversalClient // the real Redis or a miniredis; closed when the test ends
+	Stream string                // the one stream key every event goes to; deleted when the test ends
 }
 
 // NewEnv creates the outbox table in schema through db (the ORM's own
@@ -185,6 +191,7 @@ func redisClient(t testing.TB) redis.UniversalClient {
 	return client
 }
 
+// randomHex returns 12 random hex digits, failing the test if it cannot.
 func randomHex(t testing.TB) string {
 	b := make([]byte, 6)
 	if _, err := rand.Read(b); err != nil {

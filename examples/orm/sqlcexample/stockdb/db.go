@@ -13,20 +13,24 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// DBTX is what the queries run on: a pgx.Tx, *pgx.Conn or *pgxpool.Pool.
 type DBTX interface {
 	Exec(context.Context, string, ...interface{}) (pgconn.CommandTag, error)
 	Query(context.Context, string, ...interface{}) (pgx.Rows, error)
 	QueryRow(context.Context, string, ...interface{}) pgx.Row
 }
 
+// New returns the queries over db.
 func New(db DBTX) *Queries {
 	return &Queries{db: db}
 }
 
+// Queries holds the methods of query.sql, run on one DBTX.
 type Queries struct {
 	db DBTX
 }
 
+// WithTx returns a copy of q that runs its queries in tx.
 func (q *Queries) WithTx(tx pgx.Tx) *Queries {
 	return &Queries{
 		db: tx,

@@ -6,7 +6,8 @@
 
 package stockdb
 
+// Stock is a row of table stocks.
 type Stock struct {
-	Sku string
-	Qty int32
+	Sku string // column sku, the primary key
+	Qty int32  // column qty, the quantity on hand
 }

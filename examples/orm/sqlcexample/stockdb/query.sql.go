@@ -15,11 +15,13 @@ const createStock = `-- name: CreateStock :exec
 INSERT INTO stocks (sku, qty) VALUES ($1, $2)
 `
 
+// CreateStockParams holds the arguments of CreateStock.
 type CreateStockParams struct {
-	Sku string
-	Qty int32
+	Sku string // $1, the new row's sku
+	Qty int32  // $2, its qty
 }
 
+// CreateStock inserts a stock row.
 func (q *Queries) CreateStock(ctx context.Context, arg CreateStockParams) error {
 	_, err := q.db.Exec(ctx, createStock, arg.Sku, arg.Qty)
 	return err
@@ -29,6 +31,7 @@ const getStock = `-- name: GetStock :one
 SELECT sku, qty FROM stocks WHERE sku = $1
 `
 
+// GetStock returns the stock row of a SKU, or pgx.ErrNoRows if none has it.
 func (q *Queries) GetStock(ctx context.Context, sku string) (Stock, error) {
 	row := q.db.QueryRow(ctx, getStock, sku)
 	var i Stock
@@ -40,11 +43,14 @@ const setStockQty = `-- name: SetStockQty :execrows
 UPDATE stocks SET qty = $2 WHERE sku = $1
 `
 
+// SetStockQtyParams holds the arguments of SetStockQty.
 type SetStockQtyParams struct {
-	Sku string
-	Qty int32
+	Sku string // $1, the row to update
+	Qty int32  // $2, its new qty
 }
 
+// SetStockQty sets the qty of a SKU and returns the number of rows
+// updated: 0 when no row has the SKU.
 func (q *Queries) SetStockQty(ctx context.Context, arg SetStockQtyParams) (int64, error) {
 	result, err := q.db.Exec(ctx, setStockQty, arg.Sku, arg.Qty)
 	if err != nil {
