@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,19 +17,11 @@ import (
 // prints it.
 const envRedisCluster = "OUTBOX_TEST_REDIS_CLUSTER"
 
-// clusterSeeds returns the seed nodes of OUTBOX_TEST_REDIS_CLUSTER. It
-// skips the test when the variable is unset, except under CI (CI=true),
-// where a missing cluster fails the test rather than passing it unseen.
+// clusterSeeds returns the seed nodes of OUTBOX_TEST_REDIS_CLUSTER, or
+// skips the test as envAddrs does.
 func clusterSeeds(t testing.TB) []string {
 	t.Helper()
-	v := os.Getenv(envRedisCluster)
-	if v == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is unset: .ci/run starts the cluster with .ci/redis-cluster and sets it", envRedisCluster)
-		}
-		t.Skipf("Redis Cluster tests are off: run .ci/redis-cluster and set %s=127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003 to run them", envRedisCluster)
-	}
-	return strings.Split(v, ",")
+	return envAddrs(t, envRedisCluster, "Redis Cluster", ".ci/redis-cluster", "127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003")
 }
 
 // clusterHarness is what a cluster test needs: a client of its own on the
@@ -108,9 +99,10 @@ func deleteClusterKeys(t testing.TB, c *redis.ClusterClient, prefix string) {
 }
 
 // cutter dials the connections of a client and can take them all away:
-// Cut closes every open one and refuses new ones until Restore. It is the
-// cluster's stand-in for a proxy, whose single address a cluster client
-// would not keep to: the client learns every node's own address.
+// Cut closes every open one and refuses new ones until Restore. It stands
+// in for a proxy where a client would not keep to a proxy's address: a
+// cluster client learns every node's own address, a Sentinel client the
+// master's from the sentinel.
 type cutter struct {
 	mu    sync.Mutex
 	down  bool

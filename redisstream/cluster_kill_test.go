@@ -260,9 +260,12 @@ func (w *watchedPublisher) report() (int, []error) {
 // and stops.
 type ownCluster struct{ nodes []*ownNode }
 
+// ownNode is a redis-server process of a test: its port, folder and
+// command line (the arguments of redis-server), run by start.
 type ownNode struct {
 	port, bus int
 	dir       string
+	args      []string
 	mu        sync.Mutex
 	cmd       *exec.Cmd
 }
@@ -285,6 +288,14 @@ func startOwnCluster(t *testing.T) *ownCluster {
 	c := &ownCluster{}
 	for range 3 {
 		n := &ownNode{port: freePort(t), bus: freePort(t), dir: t.TempDir()}
+		// Restarted, a node reads its nodes.conf and append-only file.
+		n.args = []string{
+			"--bind", "127.0.0.1", "--port", strconv.Itoa(n.port), "--dir", n.dir,
+			"--logfile", filepath.Join(n.dir, "redis.log"),
+			"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(n.bus),
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+			"--cluster-require-full-coverage", "no"}
 		c.nodes = append(c.nodes, n)
 		t.Cleanup(func() { n.kill(t) })
 		n.start(t)
@@ -322,17 +333,11 @@ func startOwnCluster(t *testing.T) *ownCluster {
 	return c
 }
 
-// start runs the node's redis-server, from its folder's nodes.conf and
-// append-only file when it ran before, and waits until it answers.
+// start runs redis-server with the node's arguments and waits until it
+// answers.
 func (n *ownNode) start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command("redis-server",
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(n.port), "--dir", n.dir,
-		"--logfile", filepath.Join(n.dir, "redis.log"),
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
-		"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(n.bus),
-		"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-		"--cluster-require-full-coverage", "no")
+	cmd := exec.Command("redis-server", n.args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server on %s: %v", n.addr(), err)
 	}

@@ -21,12 +21,7 @@ import (
 // cuts the client's connections to every node.
 func TestClusterConformance(t *testing.T) {
 	clusterSeeds(t)
-	for name, opts := range map[string]func(h *clusterHarness) []Option{
-		"plain": func(*clusterHarness) []Option { return nil },
-		"idempotent": func(h *clusterHarness) []Option {
-			return []Option{WithIdempotence(time.Minute), WithDedupKeyPrefix(h.key("dedup:"))}
-		},
-	} {
+	for name, opts := range publisherVariants {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			outboxtest.TestPublisher(t, outboxtest.PublisherHarness{
@@ -39,7 +34,7 @@ func TestClusterConformance(t *testing.T) {
 						o.MaxRedirects = 1
 						o.DialTimeout = 500 * time.Millisecond
 					})
-					return suiteSetup(t, client, h.client, h.key, cut.Cut, cut.Restore, opts(h)...)
+					return suiteSetup(t, client, h.client, h.key, cut.Cut, cut.Restore, opts(h.key)...)
 				},
 			})
 		})

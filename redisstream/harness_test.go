@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +123,21 @@ func randomPrefix(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return "outbox-test:" + hex.EncodeToString(b[:]) + ":"
+}
+
+// envAddrs returns the comma-separated addresses in the variable name,
+// which points the tests at servers (what) that script starts, as in
+// example. It skips the test when the variable is unset, except under CI
+// (CI=true), where a missing setup fails the test rather than passing it
+// unseen.
+func envAddrs(t testing.TB, name, what, script, example string) []string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %s is unset: .ci/run starts the %s with %s and sets it", name, what, script)
+		}
+		t.Skipf("%s tests are off: run %s and set %s=%s to run them", what, script, name, example)
+	}
+	return strings.Split(v, ",")
 }

@@ -11,6 +11,16 @@ import (
 	"github.com/eventsync/outbox/outboxtest"
 )
 
+// publisherVariants are the publishers the suite runs on a cluster and
+// through Sentinel, by name: plain, and with WithIdempotence, its dedup
+// keys under key("dedup:") so that the test's cleanup deletes them.
+var publisherVariants = map[string]func(key func(string) string) []Option{
+	"plain": func(func(string) string) []Option { return nil },
+	"idempotent": func(key func(string) string) []Option {
+		return []Option{WithIdempotence(time.Minute), WithDedupKeyPrefix(key("dedup:"))}
+	},
+}
+
 // suiteSetup returns the conformance suite's view of a publisher that
 // writes through client, built with opts, each topic mapped to the stream
 // key(topic). admin reads the streams and plants the refused key; down and
