@@ -9,8 +9,11 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -56,21 +59,24 @@ func runPartition(ctx context.Context, b *bench) error {
 		name       string
 		relays     int
 		aggregates int
-		sequential bool
+		opts       partOpts
 	}{
-		{"proto_partition_pg_redis_1r", 1, defaultAggregates, false},
-		{"proto_partition_pg_redis_2r", 2, defaultAggregates, false},
-		{"proto_partition_pg_redis_2r_10k_aggregates", 2, 10000, false},
+		{"proto_partition_pg_redis_1r", 1, defaultAggregates, partOpts{}},
+		{"proto_partition_pg_redis_2r", 2, defaultAggregates, partOpts{}},
+		{"proto_partition_pg_redis_2r_10k_aggregates", 2, 10000, partOpts{}},
 		// Read, publish and mark one after the other, as the SDK's relay
 		// does, instead of overlapping them: what the pipeline buys.
-		{"proto_partition_pg_redis_1r_sequential", 1, defaultAggregates, true},
+		{"proto_partition_pg_redis_1r_sequential", 1, defaultAggregates, partOpts{sequential: true}},
+		// Each partition read from a cursor of its own through the
+		// (partition, seq) index: its rows lie scattered over the table.
+		{"proto_partition_pg_redis_2r_per_partition_read", 2, defaultAggregates, partOpts{perPartition: true}},
 	} {
 		r, err := median(b.cfg.runs, func(run int) (*Result, error) {
 			profile := ""
 			if s.name == "proto_partition_pg_redis_1r" && run == 0 {
 				profile = b.cfg.partitionProfile
 			}
-			return b.partitionDrain(ctx, s.name, s.relays, b.cfg.events, s.aggregates, s.sequential, profile)
+			return b.partitionDrain(ctx, s.name, s.relays, b.cfg.events, s.aggregates, s.opts, profile)
 		})
 		if err != nil {
 			return err
@@ -107,6 +113,9 @@ func (b *bench) newPartitionTables(ctx context.Context) (*sqlstore.Store, *parti
 		fmt.Sprintf(`ALTER TABLE %s ADD COLUMN partition SMALLINT NOT NULL GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) %% %d) STORED`, events, partitionCount),
 		// The pending events of one partition in save order.
 		fmt.Sprintf(`CREATE INDEX %s_part_idx ON %s (partition, seq) WHERE synced_at IS NULL AND dead_at IS NULL`, events, events),
+		// The pending events in save order (the SDK's claim index orders
+		// by priority first, which a seq cursor cannot follow).
+		fmt.Sprintf(`CREATE INDEX %s_pending_seq_idx ON %s (seq) WHERE synced_at IS NULL AND dead_at IS NULL`, events, events),
 		fmt.Sprintf(`CREATE TABLE %s (partition SMALLINT PRIMARY KEY, owner TEXT NULL, token BIGINT NOT NULL DEFAULT 0, lease_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity')`, t.parts),
 		fmt.Sprintf(`INSERT INTO %s (partition) SELECT generate_series(0, %d)`, t.parts, partitionCount-1),
 		fmt.Sprintf(`CREATE TABLE %s (owner TEXT PRIMARY KEY, seen_until TIMESTAMPTZ NOT NULL)`, t.members),
@@ -125,7 +134,7 @@ func (b *bench) newPartitionTables(ctx context.Context) (*sqlstore.Store, *parti
 // scenarios' backlog), then drains it with relays prototype relays, each
 // on connections of its own. The time is from the start of the relays to
 // the last mark.
-func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggregates int, sequential bool, profile string) (*Result, error) {
+func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggregates int, o partOpts, profile string) (*Result, error) {
 	st, t, cleanup, err := b.newPartitionTables(ctx)
 	if err != nil {
 		return nil, err
@@ -141,6 +150,7 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 		return nil, err
 	}
 	var marked atomic.Int64
+	stats := &partStats{}
 	done := make(chan struct{})
 	var once sync.Once
 	onMarked := func(k int) {
@@ -157,7 +167,7 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 		defer db.Close()
 		db.SetMaxOpenConns(3)
 		rs[i] = &partRelay{db: db, t: t, owner: fmt.Sprintf("relay-%d", i), pub: pub, batch: b.cfg.batch,
-			sequential: sequential, onMarked: onMarked}
+			partOpts: o, onMarked: onMarked, stats: stats}
 		// Register every relay before any takes partitions: the prototype
 		// does not rebalance.
 		if err := rs[i].register(ctx); err != nil {
@@ -178,6 +188,11 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	errs := make(chan error, relays)
+	var pgCPU []func() time.Duration
+	for _, r := range rs {
+		pgCPU = append(pgCPU, backendCPU(ctx, r.db, 3))
+	}
+	cpu0, redis0 := processCPU(), b.redisCPU(ctx)
 	start := time.Now()
 	for _, r := range rs {
 		wg.Go(func() {
@@ -193,6 +208,11 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	case <-rctx.Done():
 	}
 	d := time.Since(start)
+	cpu, redisCPU := processCPU()-cpu0, b.redisCPU(ctx)-redis0
+	var pg time.Duration
+	for _, f := range pgCPU {
+		pg += f()
+	}
 	cancel()
 	wg.Wait()
 	close(errs)
@@ -207,7 +227,82 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	if err := b.checkOrder(ctx, t.events, topic, n); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return throughput(name, n, d), nil
+	r := throughput(name, n, d)
+	per := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(max(stats.batches.Load(), 1)) }
+	r.Note = fmt.Sprintf("%s; CPU per batch: Postgres backends %.1f ms, this process %.1f ms, Redis %.1f ms", stats, per(pg), per(cpu), per(redisCPU))
+	return r, nil
+}
+
+// backendCPU returns a function that tells how much CPU the Postgres
+// server processes behind db's connections have used since backendCPU
+// was called. It holds n connections at once to learn their backends, so
+// it knows every connection of a pool whose size is at most n (and whose
+// idle connections are kept). It reads /proc, so it measures something
+// only with the server on this machine; else it returns 0.
+func backendCPU(ctx context.Context, db *sqlx.DB, n int) func() time.Duration {
+	var pids []int
+	var conns []*sql.Conn
+	for range n {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+		var pid int
+		if c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid) == nil {
+			pids = append(pids, pid)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	used := func() time.Duration {
+		var total time.Duration
+		for _, pid := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			// Fields after the command (which may hold spaces): utime and
+			// stime are the 12th and 13th, in clock ticks (100 a second).
+			s := string(b)
+			f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				total += time.Duration(u+st) * 10 * time.Millisecond
+			}
+		}
+		return total
+	}
+	start := used()
+	return func() time.Duration { return used() - start }
+}
+
+// processCPU is the CPU time this process has used (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is the CPU time the Redis server has used (INFO cpu), or 0.
+func (b *bench) redisCPU(ctx context.Context) time.Duration {
+	info, err := b.rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // checkOrder checks that the stream holds every event of the table and
@@ -268,13 +363,14 @@ func (b *bench) checkOrder(ctx context.Context, table, stream string, n int) err
 
 // partRelay is one prototype relay.
 type partRelay struct {
-	db         *sqlx.DB
-	t          *partitionTables
-	owner      string
-	pub        outbox.Publisher
-	batch      int
-	sequential bool
-	onMarked   func(int)
+	db    *sqlx.DB
+	t     *partitionTables
+	owner string
+	pub   outbox.Publisher
+	batch int
+	partOpts
+	onMarked func(int)
+	stats    *partStats
 
 	mu    sync.Mutex
 	owned map[int16]partLease
@@ -299,6 +395,26 @@ type partHold struct {
 	gen   int64
 }
 
+// partOpts are the variants of the prototype.
+type partOpts struct {
+	sequential   bool // read, publish and mark one after the other
+	perPartition bool // a read cursor per partition (see partReader)
+}
+
+// partStats adds up where the relays' time went.
+type partStats struct {
+	batches, readNs, pubNs, markNs atomic.Int64
+}
+
+func (s *partStats) add(what *atomic.Int64, since time.Time) { what.Add(int64(time.Since(since))) }
+
+// String gives the mean time of each stage per batch.
+func (s *partStats) String() string {
+	n := max(s.batches.Load(), 1)
+	ms := func(v *atomic.Int64) float64 { return float64(v.Load()) / float64(n) / 1e6 }
+	return fmt.Sprintf("%d batches; per batch: read %.1f ms, publish %.1f ms, mark %.1f ms", n, ms(&s.readNs), ms(&s.pubNs), ms(&s.markNs))
+}
+
 // partLease is one owned partition: its fencing token, and the local
 // time after which the relay no longer publishes its events.
 type partLease struct {
@@ -310,6 +426,7 @@ type partLease struct {
 type partBatch struct {
 	events []*outbox.Event
 	parts  []int16         // partition of each event
+	seqs   []int64         // seq of each event
 	gens   map[int16]int64 // partition -> gen when read
 	leases map[int16]partLease
 }
@@ -407,7 +524,7 @@ func (r *partRelay) run(ctx context.Context) error {
 		for ctx.Err() == nil {
 			b, err := rd.read(ctx)
 			if err == nil && b != nil {
-				var ids []string
+				var ids []int64
 				var toks []int64
 				if ids, toks, err = r.publish(ctx, b); err == nil {
 					err = r.mark(ctx, ids, toks)
@@ -421,7 +538,7 @@ func (r *partRelay) run(ctx context.Context) error {
 	}
 	toPub := make(chan *partBatch, 1)
 	type marks struct {
-		ids  []string
+		ids  []int64
 		toks []int64
 	}
 	toMark := make(chan marks, 1)
@@ -478,17 +595,27 @@ func stopped(ctx context.Context) error {
 }
 
 // partReader reads the due events of the owned partitions in save
-// order, from a cursor per partition: the last seq it handed on, so it
-// reads ahead of the marks and never re-reads what is in flight.
+// order, from a cursor: the last seq it handed on, so it reads ahead of
+// the marks and never re-reads what is in flight. With global, one cursor
+// for all its partitions, read in save order through the pending index on
+// seq (the rows of other relays' partitions are read and skipped); else
+// one cursor per partition, each read through the (partition, seq) index.
 type partReader struct {
 	r      *partRelay
+	global bool
 	cursor [partitionCount]int64
+	all    int64 // the cursor of global
 	gen    [partitionCount]int64
+	had    [partitionCount]bool
 	turn   int
 	stmt   string
 }
 
 func (r *partRelay) newReader() *partReader {
+	if !r.perPartition {
+		return &partReader{r: r, global: true, stmt: "SELECT seq, id, topic, event_type, aggregate_id, payload, headers, created_at, partition FROM " + r.t.events +
+			" WHERE seq > $2 AND synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() AND partition = ANY($1::smallint[]) ORDER BY seq LIMIT $3"}
+	}
 	return &partReader{r: r, stmt: "SELECT e.seq, e.id, e.topic, e.event_type, e.aggregate_id, e.payload, e.headers, e.created_at, e.partition" +
 		" FROM unnest($1::smallint[], $2::bigint[]) AS o(part, after) CROSS JOIN LATERAL (SELECT * FROM " + r.t.events +
 		" WHERE partition = o.part AND seq > o.after AND synced_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()" +
@@ -513,19 +640,32 @@ func (rd *partReader) read(ctx context.Context) (*partBatch, error) {
 	afters := make([]int64, len(parts))
 	gens := make(map[int16]int64, len(parts))
 	now := time.Now().UnixNano()
+	var owned [partitionCount]bool
 	for i, p := range parts {
+		owned[p] = true
 		if t := rd.r.rewind[p].Load(); t != 0 && now >= t && rd.r.rewind[p].CompareAndSwap(t, 0) {
 			rd.r.gen[p].Add(1)
 		}
-		if g := rd.r.gen[p].Load(); g != rd.gen[p] {
+		if g := rd.r.gen[p].Load(); g != rd.gen[p] || !rd.had[p] {
 			rd.gen[p], rd.cursor[p] = g, 0
+			if rd.global {
+				rd.all = 0 // read all the partitions again from their oldest
+			}
 		}
 		afters[i], gens[p] = rd.cursor[p], rd.gen[p]
 	}
+	rd.had = owned
 	if len(parts) == 0 {
 		return nil, sleep(ctx, 50*time.Millisecond)
 	}
-	rows, err := rd.r.db.QueryContext(ctx, rd.stmt, parts, afters, rd.r.batch)
+	defer rd.r.stats.add(&rd.r.stats.readNs, time.Now())
+	var rows *sql.Rows
+	var err error
+	if rd.global {
+		rows, err = rd.r.db.QueryContext(ctx, rd.stmt, parts, rd.all, rd.r.batch)
+	} else {
+		rows, err = rd.r.db.QueryContext(ctx, rd.stmt, parts, afters, rd.r.batch)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -545,9 +685,10 @@ func (rd *partReader) read(ctx context.Context) (*partBatch, error) {
 			}
 		}
 		e.CreatedAt = e.CreatedAt.UTC()
-		rd.cursor[p] = seq
+		rd.cursor[p], rd.all = seq, seq
 		b.events = append(b.events, e)
 		b.parts = append(b.parts, p)
+		b.seqs = append(b.seqs, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -568,14 +709,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // publish sends a batch's events that may go (their partition still
 // owned, not re-read since, their aggregate not held) and returns the
-// IDs of those the broker acknowledged, with the relay's token of every
+// seqs of those the broker acknowledged, with the relay's token of every
 // partition (by partition number) for the fenced mark. An event that is
 // not published holds its aggregate for a second and has its partition
 // read again from the database.
-func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]string, []int64, error) {
+func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]int64, []int64, error) {
 	now := time.Now()
 	send := make([]*outbox.Event, 0, len(b.events))
-	part := make(map[string]int16, len(b.events))
+	part := make(map[string]int, len(b.events)) // event ID -> index in b
 	for i, e := range b.events {
 		p := b.parts[i]
 		l := b.leases[p]
@@ -589,12 +730,15 @@ func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]string, []int6
 			delete(r.held, e.AggregateID)
 		}
 		send = append(send, e)
-		part[e.ID] = p
+		part[e.ID] = i
 	}
 	if len(send) == 0 {
 		return nil, nil, nil
 	}
+	r.stats.batches.Add(1)
+	t0 := time.Now()
 	err := r.pub.Publish(ctx, send)
+	r.stats.add(&r.stats.pubNs, t0)
 	var pe *outbox.PublishError
 	if err != nil && !errors.As(err, &pe) {
 		pe = &outbox.PublishError{Failed: map[string]error{}}
@@ -602,11 +746,11 @@ func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]string, []int6
 			pe.Failed[e.ID] = err
 		}
 	}
-	ids := make([]string, 0, len(send))
+	ids := make([]int64, 0, len(send))
 	for _, e := range send {
 		if pe != nil {
 			if _, failed := pe.Failed[e.ID]; failed {
-				p, until := part[e.ID], now.Add(time.Second)
+				p, until := b.parts[part[e.ID]], now.Add(time.Second)
 				if r.held == nil {
 					r.held = map[string]partHold{}
 				}
@@ -615,7 +759,7 @@ func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]string, []int6
 				continue
 			}
 		}
-		ids = append(ids, e.ID)
+		ids = append(ids, b.seqs[part[e.ID]])
 	}
 	toks := make([]int64, partitionCount)
 	for p, l := range b.leases {
@@ -627,12 +771,13 @@ func (r *partRelay) publish(ctx context.Context, b *partBatch) ([]string, []int6
 // mark sets synced_at on the acknowledged events in one statement that
 // also checks, for each event's partition, that the relay's token is
 // still the partition's and its lease has not ended.
-func (r *partRelay) mark(ctx context.Context, ids []string, toks []int64) error {
+func (r *partRelay) mark(ctx context.Context, ids []int64, toks []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	defer r.stats.add(&r.stats.markNs, time.Now())
 	res, err := r.db.ExecContext(ctx, "UPDATE "+r.t.events+" e SET synced_at = now() FROM "+r.t.parts+" p"+
-		" WHERE e.id = ANY($1::text[]) AND e.synced_at IS NULL AND p.partition = e.partition"+
+		" WHERE e.seq = ANY($1::bigint[]) AND e.synced_at IS NULL AND p.partition = e.partition"+
 		" AND p.token = ($2::bigint[])[e.partition + 1] AND p.lease_until > now()", ids, toks)
 	if err != nil {
 		if ctx.Err() != nil {
