@@ -145,9 +145,12 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	if err := fillStore(ctx, b.pg, st, n, aggregates, topic); err != nil {
 		return nil, fmt.Errorf("fill: %w", err)
 	}
-	pub, err := redisstream.New(b.rdb)
-	if err != nil {
+	var pub outbox.Publisher
+	if pub, err = redisstream.New(b.rdb); err != nil {
 		return nil, err
+	}
+	if o.failEvery > 0 {
+		pub = &flakyPublisher{Publisher: pub, every: o.failEvery, failed: map[string]bool{}}
 	}
 	var marked atomic.Int64
 	stats := &partStats{}
@@ -208,6 +211,9 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	case <-rctx.Done():
 	}
 	d := time.Since(start)
+	if profile != "" {
+		pprof.StopCPUProfile() // the relays only, not the checks below
+	}
 	cpu, redisCPU := processCPU()-cpu0, b.redisCPU(ctx)-redis0
 	var pg time.Duration
 	for _, f := range pgCPU {
@@ -230,6 +236,9 @@ func (b *bench) partitionDrain(ctx context.Context, name string, relays, n, aggr
 	r := throughput(name, n, d)
 	per := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(max(stats.batches.Load(), 1)) }
 	r.Note = fmt.Sprintf("%s; CPU per batch: Postgres backends %.1f ms, this process %.1f ms, Redis %.1f ms", stats, per(pg), per(cpu), per(redisCPU))
+	if f, ok := pub.(*flakyPublisher); ok {
+		r.Note += fmt.Sprintf("; %d first attempts failed", len(f.failed))
+	}
 	return r, nil
 }
 
@@ -399,6 +408,51 @@ type partHold struct {
 type partOpts struct {
 	sequential   bool // read, publish and mark one after the other
 	perPartition bool // a read cursor per partition (see partReader)
+	// failEvery > 0 fails the first attempt of one event in failEvery
+	// (tests of the retry path).
+	failEvery int
+}
+
+// flakyPublisher fails the first attempt of some events, holding back the
+// later events of their aggregate in the batch as a publisher must.
+type flakyPublisher struct {
+	outbox.Publisher
+	every  int
+	mu     sync.Mutex
+	n      int
+	failed map[string]bool // event IDs failed once
+}
+
+func (f *flakyPublisher) Publish(ctx context.Context, events []*outbox.Event) error {
+	var b outbox.BatchErrors
+	send := make([]*outbox.Event, 0, len(events))
+	f.mu.Lock()
+	for _, e := range events {
+		if b.HeldBack(e) {
+			continue
+		}
+		if f.n++; f.n%f.every == 0 && !f.failed[e.ID] {
+			f.failed[e.ID] = true
+			b.Fail(e, errors.New("flaky: first attempt fails"))
+			continue
+		}
+		send = append(send, e)
+	}
+	f.mu.Unlock()
+	err := f.Publisher.Publish(ctx, send)
+	var pe *outbox.PublishError
+	switch {
+	case err == nil:
+	case errors.As(err, &pe):
+		for _, e := range send {
+			if ferr, ok := pe.Failed[e.ID]; ok {
+				b.Fail(e, ferr)
+			}
+		}
+	default:
+		return err
+	}
+	return b.Err()
 }
 
 // partStats adds up where the relays' time went.
@@ -408,7 +462,8 @@ type partStats struct {
 
 func (s *partStats) add(what *atomic.Int64, since time.Time) { what.Add(int64(time.Since(since))) }
 
-// String gives the mean time of each stage per batch.
+// String gives the mean time of each stage per batch (read: the reads
+// that returned events or nothing, not the waits after those).
 func (s *partStats) String() string {
 	n := max(s.batches.Load(), 1)
 	ms := func(v *atomic.Int64) float64 { return float64(v.Load()) / float64(n) / 1e6 }
@@ -658,7 +713,7 @@ func (rd *partReader) read(ctx context.Context) (*partBatch, error) {
 	if len(parts) == 0 {
 		return nil, sleep(ctx, 50*time.Millisecond)
 	}
-	defer rd.r.stats.add(&rd.r.stats.readNs, time.Now())
+	t0 := time.Now()
 	var rows *sql.Rows
 	var err error
 	if rd.global {
@@ -693,6 +748,7 @@ func (rd *partReader) read(ctx context.Context) (*partBatch, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	rd.r.stats.add(&rd.r.stats.readNs, t0)
 	if len(b.events) == 0 {
 		return nil, sleep(ctx, 5*time.Millisecond)
 	}
