@@ -74,7 +74,38 @@ func evaluate(r *results, cfg config) {
 	if res := r.get("save_outbox_1_event"); res != nil && res.RatioToBaseline > 0 {
 		r.check("Save of 1 event ≤ 1.3× a plain single-row INSERT", fmt.Sprintf("%.2f× (p50 %.0f vs %.0f µs)", res.RatioToBaseline, res.P50us, r.get(res.Baseline).P50us), res.RatioToBaseline <= 1.3)
 	}
+	evaluatePartition(r)
 	if res := r.get("save_outbox_100_events_one_call"); res != nil {
 		r.check("Save of 100 events is one round trip", res.Note, res.Note == "1 statement(s) sent")
+	}
+}
+
+// evaluatePartition relates the partition-ownership prototype's figures
+// to the claim+mark limits and to each other, as informational lines: the
+// targets the prototype is meant to reach if it were the SDK's relay.
+func evaluatePartition(r *results) {
+	const p = "proto_partition_pg_redis_"
+	for _, c := range []struct{ name, baseline string }{
+		{p + "1r", "limit_pg_claim_mark_1w"},
+		{p + "2r", "limit_pg_claim_mark_2w"},
+		{p + "2r_10k_aggregates", "limit_pg_claim_mark_2w"},
+		{p + "1r_sequential", "limit_pg_claim_mark_1w"},
+		{p + "2r_per_partition_read", "limit_pg_claim_mark_2w"},
+	} {
+		res := r.get(c.name)
+		r.relate(res, c.baseline)
+		if res == nil || res.Baseline == "" || c.name == p+"1r_sequential" || c.name == p+"2r_per_partition_read" {
+			continue
+		}
+		r.info = append(r.info, check{fmt.Sprintf("prototype %s ≥ 0.7× %s", c.name, c.baseline),
+			fmt.Sprintf("%.2f× (%.0f vs %.0f/s)", res.RatioToBaseline, res.EventsPerSec, r.get(c.baseline).EventsPerSec), res.RatioToBaseline >= 0.7})
+	}
+	one := r.get(p + "1r")
+	for _, name := range []string{p + "2r", p + "2r_10k_aggregates"} {
+		if two := r.get(name); two != nil && one != nil && one.EventsPerSec > 0 {
+			x := two.EventsPerSec / one.EventsPerSec
+			r.info = append(r.info, check{fmt.Sprintf("prototype %s ≥ 1.3× %s", name, one.Scenario),
+				fmt.Sprintf("%.2f× (%.0f vs %.0f/s)", x, two.EventsPerSec, one.EventsPerSec), x >= 1.3})
+		}
 	}
 }

@@ -150,6 +150,10 @@ func (b *bench) dbLimit(ctx context.Context, db *sqlx.DB, what string, workers, 
 		}
 		return len(seqs), tx.Commit()
 	}
+	var pgCPU func() time.Duration
+	if what == "pg" {
+		pgCPU = backendCPU(ctx, db, 16) // the bench's pool: at most 16 connections
+	}
 	start := time.Now()
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -178,7 +182,11 @@ func (b *bench) dbLimit(ctx context.Context, db *sqlx.DB, what string, workers, 
 	if int(total.Load()) != n {
 		return nil, fmt.Errorf("%s claim+mark: drained %d of %d", what, total.Load(), n)
 	}
-	return throughput(fmt.Sprintf("limit_%s_claim_mark_%dw", what, workers), n, d), nil
+	r := throughput(fmt.Sprintf("limit_%s_claim_mark_%dw", what, workers), n, d)
+	if pgCPU != nil {
+		r.Note = fmt.Sprintf("CPU per 1,000: Postgres backends %.1f ms", pgCPU().Seconds()*1000*1000/float64(n))
+	}
+	return r, nil
 }
 
 // xaddLimit adds n entries shaped like the publisher's (same fields and
