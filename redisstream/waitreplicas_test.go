@@ -175,12 +175,13 @@ func TestWaitReplicasWithReplica(t *testing.T) {
 }
 
 // ownServer starts a redis-server of the test's own on a free loopback
-// port, persisting nothing; it is killed when the test ends.
+// port, persisting nothing and syncing a new replica at once (no
+// diskless sync delay); it is killed when the test ends.
 func ownServer(t *testing.T) *ownNode {
 	t.Helper()
 	n := &ownNode{port: freePort(t), dir: t.TempDir()}
 	n.args = []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(n.port), "--dir", n.dir,
-		"--logfile", filepath.Join(n.dir, "redis.log"), "--save", "", "--appendonly", "no"}
+		"--logfile", filepath.Join(n.dir, "redis.log"), "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"}
 	t.Cleanup(func() { n.kill(t) })
 	n.start(t)
 	return n
