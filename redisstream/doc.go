@@ -75,6 +75,11 @@
 // built with Options.ContextTimeoutEnabled; otherwise the client's read
 // and write timeouts bound it.
 //
+// Redis acknowledges a write before its replicas have it, so a failover
+// can lose events the outbox has marked synced. WithWaitReplicas closes
+// that window: the batch's pipeline ends with WAIT, and its events count
+// as acknowledged only once enough replicas confirmed the writes.
+//
 // No Redis error reply is marked outbox.Permanent: every reply XADD can
 // give here depends on the server or the key, not on the event, and an
 // operator can fix each of them, after which a retry succeeds. Replies

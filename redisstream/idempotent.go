@@ -146,9 +146,10 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 	if pipe.Len() == 0 {
 		return b.Err()
 	}
+	wait := p.queueWait(ctx, pipe)
 	_, execErr := pipe.Exec(ctx)
 
-	acked := 0
+	var acked []*outbox.Event
 	for i, c := range calls {
 		if c == nil {
 			continue
@@ -157,11 +158,12 @@ func (p *Publisher) publishIdempotent(ctx context.Context, events []*outbox.Even
 			b.Fail(events[i], replyError(fmt.Errorf("redisstream: XADD %s (idempotent): %w", c.keys[0], err)))
 			continue
 		}
-		acked++
+		acked = append(acked, events[i])
 	}
-	if acked == 0 && execErr != nil && !isReply(execErr) {
+	if len(acked) == 0 && execErr != nil && !isReply(execErr) {
 		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
 	}
+	p.checkReplicas(wait, acked, &b)
 	return b.Err()
 }
 

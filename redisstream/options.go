@@ -3,6 +3,7 @@ package redisstream
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/eventsync/outbox"
 )
@@ -19,6 +20,7 @@ type config struct {
 	codec     Codec       // WithCompression's codec
 	threshold int         // compress payloads longer than this
 	dedup     dedupConfig // WithIdempotence, WithDedupKeyPrefix
+	wait      waitConfig  // WithWaitReplicas
 }
 
 // newConfig applies opts to the defaults and checks the result.
@@ -48,6 +50,10 @@ func newConfig(opts []Option) (config, error) {
 		return config{}, invalid("WithIdempotence: window %v is shorter than MinDedupWindow (%v)", c.dedup.window, MinDedupWindow)
 	case c.dedup.prefix == "" || strings.ContainsAny(c.dedup.prefix, "{}"):
 		return config{}, invalid("WithDedupKeyPrefix: %q must be non-empty and hold no '{' or '}'", c.dedup.prefix)
+	case c.wait.on && c.wait.n < 1:
+		return config{}, invalid("WithWaitReplicas: n is %d; it must be at least 1", c.wait.n)
+	case c.wait.on && c.wait.timeout < time.Millisecond:
+		return config{}, invalid("WithWaitReplicas: timeout %v is shorter than 1ms", c.wait.timeout)
 	}
 	return c, nil
 }

@@ -21,6 +21,7 @@ type Publisher struct {
 	codec     Codec       // payload compression, "" for none
 	threshold int         // compress payloads longer than this
 	dedup     dedupConfig // idempotent publication, if dedup.window > 0
+	wait      waitConfig  // WAIT for replicas after each batch, if wait.on
 }
 
 var _ outbox.Publisher = (*Publisher)(nil)
@@ -36,10 +37,13 @@ func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
 		return nil, fmt.Errorf("redisstream: %w: the Redis client is nil", outbox.ErrInvalidConfig)
 	}
 	cfg, err := newConfig(opts)
+	if err == nil {
+		err = cfg.wait.check(client)
+	}
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold, dedup: cfg.dedup}
+	p := &Publisher{client: client, stream: cfg.stream, maxLen: cfg.maxLen, codec: cfg.codec, threshold: cfg.threshold, dedup: cfg.dedup, wait: cfg.wait}
 	if p.maxLen > 0 {
 		p.maxLenArg = p.maxLen
 	}
@@ -59,7 +63,9 @@ func New(client redis.UniversalClient, opts ...Option) (*Publisher, error) {
 // Redis may have added some of them. An event the stream function maps to
 // "" fails with an error marked outbox.Permanent; no Redis reply is marked
 // permanent (see the package documentation). Errors are prefixed
-// "redisstream: " and wrap the go-redis error.
+// "redisstream: " and wrap the go-redis error. With WithWaitReplicas the
+// pipeline ends with WAIT, and events Redis acknowledged fail, marked
+// outbox.Unavailable, unless enough replicas confirmed the writes.
 //
 // A nil or empty batch is a no-op. A nil event in the batch is an error
 // and nothing is sent.
@@ -92,9 +98,10 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 	if pipe.Len() == 0 {
 		return b.Err()
 	}
+	wait := p.queueWait(ctx, pipe)
 	_, execErr := pipe.Exec(ctx)
 
-	acked := 0
+	var acked []*outbox.Event
 	for i, cmd := range cmds {
 		if cmd == nil {
 			continue
@@ -106,14 +113,15 @@ func (p *Publisher) Publish(ctx context.Context, events []*outbox.Event) error {
 		case cmd.Val() == "":
 			b.Fail(events[i], fmt.Errorf("redisstream: XADD %s: no entry ID in the reply", keys[i]))
 		default:
-			acked++
+			acked = append(acked, events[i])
 		}
 	}
-	if acked == 0 && execErr != nil && !isReply(execErr) {
+	if len(acked) == 0 && execErr != nil && !isReply(execErr) {
 		// The round trip failed as a whole: the outcome of every XADD is
 		// unknown, so the batch fails as a whole.
 		return fmt.Errorf("redisstream: publish %d events: outcome unknown, none acknowledged: %w", len(events), execErr)
 	}
+	p.checkReplicas(wait, acked, &b)
 	return b.Err()
 }
 
