@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// waitConfig is the configuration of WithWaitReplicas; n == 0 means off.
+// waitConfig is the configuration of WithWaitReplicas; off unless on is set.
 type waitConfig struct {
 	on      bool // WithWaitReplicas was given
 	n       int
