@@ -48,7 +48,7 @@ func setup(t *testing.T) bundle {
 	return bundle{db: db, env: env, inv: &bunexample.Inventory{DB: db, Outbox: env.Outbox}}
 }
 
-func (b bundle) qty(t *testing.T, sku string) int {
+func (b bundle) qty(t testing.TB, sku string) int {
 	t.Helper()
 	var s bunexample.Stock
 	if err := b.db.NewSelect().Model(&s).Where("sku = ?", sku).Scan(context.Background()); err != nil {
@@ -57,18 +57,17 @@ func (b bundle) qty(t *testing.T, sku string) int {
 	return s.Qty
 }
 
+// shared is the example under the checks every ORM example runs.
+func (b bundle) shared() ormtest.Case[int] {
+	return ormtest.Case[int]{Env: b.env, SetQty: b.inv.SetQty, Qty: b.qty}
+}
+
 // TestSetQtyCommitsAndDelivers checks that SetQty updates the row and that
 // its event reaches the stream and is marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.qty(t, "sku-1"); got != 7 {
-		t.Fatalf("qty %d, want 7", got)
-	}
-	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+	ormtest.CommitsAndDelivers(t, b.shared())
 }
 
 // TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
@@ -89,14 +88,7 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	if !errors.Is(err, errAbort) {
 		t.Fatalf("RunInTx: %v, want errAbort", err)
 	}
-	b.env.RequireAbsent(t, ev)
-	if got := b.qty(t, "sku-1"); got != 10 {
-		t.Fatalf("qty %d after rollback, want 10", got)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.RolledBack(t, b.shared(), ev)
 }
 
 // TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
@@ -104,14 +96,7 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
-	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
-		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.UnknownSKUSavesNothing(t, b.shared())
 }
 
 // TestBunTxItselfCannotSave checks the package doc's reason for tx.Tx:

@@ -3,7 +3,6 @@ package entexample_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"sync"
 	"testing"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/eventsync/outbox/examples/orm/entexample/ent"
 	entstock "github.com/eventsync/outbox/examples/orm/entexample/ent/stock"
 	"github.com/eventsync/outbox/examples/orm/internal/ormtest"
-	"github.com/eventsync/outbox/examples/orm/internal/stock"
 )
 
 // TestMain fails the package's tests if they leave goroutines running.
@@ -58,7 +56,7 @@ func setup(t *testing.T) bundle {
 	return bundle{client: client, env: env, inv: &entexample.Inventory{Client: client, Outbox: env.Outbox}}
 }
 
-func (b bundle) qty(t *testing.T, sku string) int {
+func (b bundle) qty(t testing.TB, sku string) int {
 	t.Helper()
 	s, err := b.client.Stock.Query().Where(entstock.Sku(sku)).Only(context.Background())
 	if err != nil {
@@ -67,18 +65,17 @@ func (b bundle) qty(t *testing.T, sku string) int {
 	return s.Qty
 }
 
+// shared is the example under the checks every ORM example runs.
+func (b bundle) shared() ormtest.Case[int] {
+	return ormtest.Case[int]{Env: b.env, SetQty: b.inv.SetQty, Qty: b.qty}
+}
+
 // TestSetQtyCommitsAndDelivers checks that SetQty updates the row and that
 // its event reaches the stream and is marked synced.
 func TestSetQtyCommitsAndDelivers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.qty(t, "sku-1"); got != 7 {
-		t.Fatalf("qty %d, want 7", got)
-	}
-	b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+	ormtest.CommitsAndDelivers(t, b.shared())
 }
 
 // TestRollbackLeavesNoEvent checks that a rolled-back transaction keeps
@@ -98,14 +95,7 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	if err := tx.Rollback(); err != nil { // a later step of the business operation failed
 		t.Fatal(err)
 	}
-	b.env.RequireAbsent(t, ev)
-	if got := b.qty(t, "sku-1"); got != 10 {
-		t.Fatalf("qty %d after rollback, want 10", got)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.RolledBack(t, b.shared(), ev)
 }
 
 // TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
@@ -113,12 +103,5 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
-	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
-		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.UnknownSKUSavesNothing(t, b.shared())
 }

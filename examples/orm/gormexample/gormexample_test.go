@@ -13,7 +13,6 @@ import (
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/examples/orm/gormexample"
 	"github.com/eventsync/outbox/examples/orm/internal/ormtest"
-	"github.com/eventsync/outbox/examples/orm/internal/stock"
 )
 
 // TestMain fails the run if a goroutine is left behind, but for the one
@@ -54,13 +53,18 @@ func setup(t *testing.T, cfg *gorm.Config) bundle {
 	return bundle{db: db, env: env, inv: &gormexample.Inventory{DB: db, Outbox: env.Outbox}}
 }
 
-func (b bundle) qty(t *testing.T, sku string) int {
+func (b bundle) qty(t testing.TB, sku string) int {
 	t.Helper()
 	var s gormexample.Stock
 	if err := b.db.First(&s, "sku = ?", sku).Error; err != nil {
 		t.Fatal(err)
 	}
 	return s.Qty
+}
+
+// shared is the example under the checks every ORM example runs.
+func (b bundle) shared() ormtest.Case[int] {
+	return ormtest.Case[int]{Env: b.env, SetQty: b.inv.SetQty, Qty: b.qty}
 }
 
 // TestSetQtyCommitsAndDelivers checks, with and without PrepareStmt, that
@@ -74,13 +78,7 @@ func TestSetQtyCommitsAndDelivers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, &cfg)
-			if err := b.inv.SetQty(context.Background(), "sku-1", 7); err != nil {
-				t.Fatal(err)
-			}
-			if got := b.qty(t, "sku-1"); got != 7 {
-				t.Fatalf("qty %d, want 7", got)
-			}
-			b.env.RequireDelivered(t, stock.Updated("sku-1", 7))
+			ormtest.CommitsAndDelivers(t, b.shared())
 		})
 	}
 }
@@ -103,14 +101,7 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 	if !errors.Is(err, errAbort) {
 		t.Fatalf("Transaction: %v, want errAbort", err)
 	}
-	b.env.RequireAbsent(t, ev)
-	if got := b.qty(t, "sku-1"); got != 10 {
-		t.Fatalf("qty %d after rollback, want 10", got)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.RolledBack(t, b.shared(), ev)
 }
 
 // TestUnknownSKUSavesNothing checks that SetQty on a missing SKU returns
@@ -118,14 +109,7 @@ func TestRollbackLeavesNoEvent(t *testing.T) {
 func TestUnknownSKUSavesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &gorm.Config{})
-	ctx := context.Background()
-	if err := b.inv.SetQty(ctx, "nope", 1); !errors.Is(err, stock.ErrUnknownSKU) {
-		t.Fatalf("SetQty: %v, want stock.ErrUnknownSKU", err)
-	}
-	if _, err := b.env.Outbox.SyncPending(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.env.RequireStreamEmpty(t)
+	ormtest.UnknownSKUSavesNothing(t, b.shared())
 }
 
 // TestExecutorRefusesADBOutsideATransaction checks that Executor refuses a
