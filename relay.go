@@ -38,6 +38,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer o.running.Store(false)
+	defer o.leave(ctx)
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -68,6 +69,20 @@ func (o *Outbox) Run(ctx context.Context) error {
 				o.Kick()
 			}
 		}
+	}
+}
+
+// leave gives back what a storage.Leaver store owns when Run stops, on a
+// context the stop has not ended, bounded by finishTimeout.
+func (o *Outbox) leave(ctx context.Context) {
+	l, ok := o.store.(storage.Leaver)
+	if !ok {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	if err := l.Leave(lctx); err != nil {
+		o.cfg.logger.Warn("outbox: cannot give back the relay's partitions; they move when their leases end", "err", err)
 	}
 }
 

@@ -67,6 +67,9 @@ func (s *Store) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Cl
 		passDead: req.SkipDead,
 	}
 	cr.until = cr.now.Add(req.Lease).Truncate(time.Microsecond)
+	if s.own != nil {
+		return s.own.claim(ctx, req, cr)
+	}
 
 	var rows []eventRow
 	if req.IDs == nil {
@@ -152,6 +155,9 @@ type claimRun struct {
 	now, until time.Time
 	ordered    bool
 	passDead   bool
+	// unowned: a claim by IDs of partition ownership that leases rows
+	// only in partitions no live relay owns (owner.unowned).
+	unowned bool
 }
 
 func cmpInt64(a, b int64) int {
@@ -185,6 +191,9 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
 	if ids != nil {
 		q.sql(" AND ", q.in("c.id", ids, false))
+	}
+	if cr.unowned {
+		s.own.unowned(q, "c.partition_no")
 	}
 	if !cr.ordered {
 		return

@@ -31,8 +31,9 @@ var allDialects = []Dialect{Postgres, MySQL, SQLite}
 
 // testClock is a clock the tests move instead of sleeping.
 type testClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu  sync.Mutex
+	t   time.Time
+	off time.Duration // advanced in all
 }
 
 func newTestClock() *testClock { return &testClock{t: utcNow()} }
@@ -47,6 +48,24 @@ func (c *testClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	c.off += d
+}
+
+// Mono is the real clock moved by as much as Advance moved Now: the
+// monotonic clock of a Store's partition ownership.
+func (c *testClock) Mono() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+// useClock makes s run on clock: its statements' times and its local
+// lease clock.
+func useClock(s *Store, clock *testClock) {
+	s.now = clock.Now
+	if s.own != nil {
+		s.own.clock = clock.Mono
+	}
 }
 
 // bundle is what an integration test works with.
@@ -131,7 +150,7 @@ func setup(t *testing.T, d Dialect) *bundle {
 	name := randomName("outbox_test_")
 	s := newStore(t, db, name)
 	clock := newTestClock()
-	s.now = clock.Now
+	useClock(s, clock)
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

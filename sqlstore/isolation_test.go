@@ -255,7 +255,7 @@ func isolationBundle(t *testing.T, dsn, isolation string, tracer pgx.QueryTracer
 	}
 	s := newStore(t, db, randomName("outbox_iso_"))
 	clock := newTestClock()
-	s.now = clock.Now
+	useClock(s, clock)
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

@@ -25,6 +25,7 @@ var ddl = sqlschema.New(sqlschema.Config{
 	MaxTableNameLength: MaxTableNameLength,
 	Files:              migrationFiles,
 	ErrTooNew:          ErrSchemaTooNew,
+	TableSuffixes:      []string{partitionsSuffix, relaysSuffix},
 })
 
 // Schema returns the SQL that creates the outbox table named table (""

@@ -212,7 +212,7 @@ func TestMySQLMigrationsAreRerunnable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	createRE := regexp.MustCompile(`(?is)^CREATE TABLE IF NOT EXISTS ` + DefaultTable + `\s`)
+	createRE := regexp.MustCompile(`(?is)^(CREATE TABLE IF NOT EXISTS|INSERT IGNORE INTO) ` + DefaultTable + `(_[a-z]+)?\s`)
 	for _, m := range ms {
 		for _, stmt := range sqlschema.Statements(m.SQL) {
 			if createRE.MatchString(stmt) {

@@ -38,7 +38,7 @@ func mockStore(t *testing.T, d Dialect) (*Store, sqlmock.Sqlmock) {
 		t.Fatal(err)
 	}
 	driverName := map[Dialect]string{Postgres: "pgx", MySQL: "mysql", SQLite: "sqlite"}[d]
-	s, err := New(sqlx.NewDb(db, driverName))
+	s, err := New(sqlx.NewDb(db, driverName), WithRowLeases())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -194,3 +195,18 @@ func (mysqlDialect) purge(q *query, table string, cutoff any, limit int) {
 func (mysqlDialect) listen(context.Context, *Store, func()) error { return nil }
 
 func (mysqlDialect) leftBehind(sqlschema.Table) []string { return nil }
+
+// Partition ownership (owner.go): lease times are UTC_TIMESTAMP, whatever
+// the session's time zone.
+func (mysqlDialect) shareLock() string  { return " LOCK IN SHARE MODE" }
+func (mysqlDialect) skipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+func (mysqlDialect) dbNow() string      { return "UTC_TIMESTAMP(6)" }
+func (mysqlDialect) dbLater(q *query, d time.Duration) string {
+	return "UTC_TIMESTAMP(6) + INTERVAL " + q.arg(d.Microseconds()) + " MICROSECOND"
+}
+func (mysqlDialect) upsert(q *query, table, name, until string) {
+	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON DUPLICATE KEY UPDATE seen_until = VALUES(seen_until)")
+}
+func (mysqlDialect) txOptions() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}

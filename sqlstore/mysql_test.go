@@ -32,7 +32,7 @@ func TestMySQLTimesIgnoreDSN(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := &bundle{store: s, db: db, clock: newTestClock()}
-			s.now = b.clock.Now
+			useClock(s, b.clock)
 			created := time.Date(2025, 6, 30, 22, 30, 0, 123456000, time.UTC)
 			e := &outbox.Event{ID: outbox.NewID(), Topic: "t", Type: "x", CreatedAt: created.In(tokyo)}
 			b.save(t, e)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/eventsync/outbox/internal/sqlschema"
 )
@@ -92,6 +94,9 @@ func (postgresDialect) oneIDClaim(s *Store, q *query, cr claimRun, id string) {
 	s.lease(q, " t", cr)
 	q.sql(" WHERE t.id = ", q.arg(id), " AND t.synced_at IS NULL AND t.dead_at IS NULL AND t.next_attempt_at <= ", q.arg(now),
 		" AND (t.locked_until IS NULL OR t.locked_until <= ", q.arg(now), ")")
+	if cr.unowned {
+		s.own.unowned(q, "t.partition_no")
+	}
 	if cr.ordered {
 		q.sql(" AND (t.aggregate_id = '' OR NOT EXISTS (SELECT 1 ", s.undelivered("e", "t.aggregate_id", cr.passDead), " AND e.seq < t.seq))")
 	}
@@ -204,4 +209,20 @@ func (postgresDialect) purge(q *query, table string, cutoff any, limit int) {
 // insert trigger of migration 002 calls.
 func (postgresDialect) leftBehind(t sqlschema.Table) []string {
 	return []string{"DROP FUNCTION IF EXISTS " + t.Rename(DefaultTable+"_notify()")}
+}
+
+// Partition ownership (owner.go): the fence reads the partitions FOR
+// SHARE, so a takeover's UPDATE waits for a write under the old token or
+// the write sees the new owner (READ COMMITTED re-checks a locked row).
+func (postgresDialect) shareLock() string  { return " FOR SHARE" }
+func (postgresDialect) skipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+func (postgresDialect) dbNow() string      { return "now()" }
+func (postgresDialect) dbLater(q *query, d time.Duration) string {
+	return "now() + CAST(" + q.arg(strconv.FormatInt(d.Microseconds(), 10)+" microseconds") + " AS INTERVAL)"
+}
+func (postgresDialect) upsert(q *query, table, name, until string) {
+	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = EXCLUDED.seen_until")
+}
+func (postgresDialect) txOptions() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }

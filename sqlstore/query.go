@@ -129,6 +129,12 @@ type eventRow struct {
 	// Head is the seq of the first undelivered event of the row's
 	// aggregate, read only by the ordered claim of MySQL (headOf).
 	Head sql.NullInt64 `db:"head"`
+	// Partition is the row's partition, read only by the claims of
+	// partition ownership (owner.go).
+	Partition sql.NullInt64 `db:"partition_no"`
+	// Leased is 1 for a row leased to a claim by IDs, read only by the
+	// bulk claim of partition ownership.
+	Leased sql.NullInt64 `db:"leased"`
 }
 
 func (r *eventRow) event() (*outbox.Event, error) {

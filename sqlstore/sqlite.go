@@ -2,6 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"time"
 
 	"github.com/eventsync/outbox/internal/sqlschema"
 )
@@ -52,3 +55,17 @@ func (sqliteDialect) purge(q *query, table string, cutoff any, limit int) {
 func (sqliteDialect) listen(context.Context, *Store, func()) error { return nil }
 
 func (sqliteDialect) leftBehind(sqlschema.Table) []string { return nil }
+
+// Partition ownership (owner.go): one writer at a time, so no locking
+// clauses; lease times are text of the database's clock to the
+// millisecond, which sorts as time.
+func (sqliteDialect) shareLock() string  { return "" }
+func (sqliteDialect) skipLocked() string { return "" }
+func (sqliteDialect) dbNow() string      { return "strftime('%Y-%m-%d %H:%M:%f', 'now')" }
+func (sqliteDialect) dbLater(q *query, d time.Duration) string {
+	return "strftime('%Y-%m-%d %H:%M:%f', 'now', " + q.arg(fmt.Sprintf("+%.3f seconds", d.Seconds())) + ")"
+}
+func (sqliteDialect) upsert(q *query, table, name, until string) {
+	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = excluded.seen_until")
+}
+func (sqliteDialect) txOptions() *sql.TxOptions { return nil }

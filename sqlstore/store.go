@@ -22,6 +22,8 @@ type Store struct {
 	t  sqlschema.Table
 	// now is the clock every statement uses; tests move it.
 	now func() time.Time
+	// own claims by partition ownership; nil with WithRowLeases.
+	own *owner
 }
 
 var _ outbox.Store = (*Store)(nil)
@@ -42,6 +44,20 @@ func WithTable(name string) Option { return func(o *options) { o.Table = name } 
 // "sqlite" and "sqlite3" are SQLite.
 func WithDialect(d Dialect) Option { return func(o *options) { o.Dialect = d } }
 
+// WithRowLeases makes claims lease rows, as the relays of versions before
+// partition ownership do, instead of owning partitions: for a rollout
+// while relays of an earlier version still run against the table (see
+// the package documentation), and for a table not yet migrated to
+// partitions. A Store of each kind must never relay from the same table
+// at the same time.
+func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
+
+// WithRelayName sets the name under which the Store owns partitions, as
+// the partitions table and `outbox status` show it: at most 64 bytes,
+// unique among the relays of the table. Defaults to the host name, the
+// process ID and a random suffix.
+func WithRelayName(name string) Option { return func(o *options) { o.RelayName = name } }
+
 // New returns a Store on db, which it never closes. It does no I/O: call
 // Migrate to create the table.
 func New(db *sqlx.DB, opts ...Option) (*Store, error) {
@@ -49,8 +65,37 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	o := sqlschema.Apply(opts)
+	if len(o.RelayName) > 64 {
+		return nil, fmt.Errorf("sqlstore: relay name %q is longer than 64 bytes: %w", o.RelayName, outbox.ErrInvalidConfig)
+	}
 	d := dialects[t.Dialect()]
-	return &Store{db: db, d: d, sx: d.syntax(), t: t, now: utcNow}, nil
+	s := &Store{db: db, d: d, sx: d.syntax(), t: t, now: utcNow}
+	if !o.RowLeases {
+		s.own = newOwner(s, o.RelayName)
+	}
+	return s, nil
+}
+
+// Leave gives back at once the partitions the Store owns and has nothing
+// in flight of, and ends its membership among the table's relays, so
+// that the others take them without waiting for the leases to end. The
+// relay (outbox.Outbox.Run) calls it when it stops. A later claim joins
+// again. With WithRowLeases it does nothing.
+func (s *Store) Leave(ctx context.Context) error {
+	if s.own == nil {
+		return nil
+	}
+	return s.own.leave(ctx)
+}
+
+// Owned returns the partitions the Store owns now, as far as it knows
+// (nil with WithRowLeases).
+func (s *Store) Owned() []int {
+	if s.own == nil {
+		return nil
+	}
+	return s.own.owned()
 }
 
 // utcNow is the clock: UTC at the microsecond precision every dialect
@@ -128,6 +173,17 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 // returns how many did.
 func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
 	now := s.sx.Time(s.now())
+	if tokens, held, ok := s.ownedClaim(token, ids); ok {
+		n, err := s.perChunk(ctx, token, held, 2+2*len(tokens), func(q *query, chunk []string) {
+			q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.in("id", chunk, false), " AND synced_at IS NULL")
+			s.own.fence(q, "partition_no", tokens)
+		})
+		if err != nil {
+			return n, fmt.Errorf("sqlstore: mark synced: %w", err)
+		}
+		s.own.finish(token, held)
+		return n, nil
+	}
 	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
 		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now),
 			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", chunk, false))
@@ -142,6 +198,15 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 // any relay may claim them at once. Only rows still held by token change;
 // it returns how many did.
 func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
+	if _, held, ok := s.ownedClaim(token, ids); ok {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("sqlstore: release: %w", err)
+		}
+		// Nothing was written to the rows: ending the claim in memory
+		// is the release.
+		s.own.finish(token, held)
+		return len(held), nil
+	}
 	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
 		q.sql("UPDATE ", s.t.Quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
 			q.arg(token), " AND ", q.in("id", chunk, false))
@@ -164,8 +229,12 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 		return 0, nil
 	}
 	now := s.now()
+	tokens, held, owned := s.ownedClaim(token, failureIDs(failures))
+	if owned && len(held) == 0 {
+		return 0, nil
+	}
 	total := 0
-	for _, chunk := range chunks(failures, (s.sx.maxParams-4)/6) {
+	for _, chunk := range chunks(failures, (s.sx.maxParams-4-2*len(tokens))/6) {
 		q := newQuery(s.sx)
 		q.sql("UPDATE ", s.t.Quoted, " SET attempts = attempts + 1, last_error = CASE id")
 		for _, f := range chunk {
@@ -196,14 +265,40 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 		for i, f := range chunk {
 			ids[i] = f.ID
 		}
-		q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", ids, false))
+		if owned {
+			q.sql(" WHERE ", q.in("id", ids, false), " AND synced_at IS NULL")
+			s.own.fence(q, "partition_no", tokens)
+		} else {
+			q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", ids, false))
+		}
 		n, err := s.exec(ctx, q)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("sqlstore: fail: %w", err)
 		}
 	}
+	if owned {
+		s.own.fail(token, failures, now)
+		s.own.finish(token, failureIDs(failures))
+	}
 	return total, nil
+}
+
+func failureIDs(failures []storage.Failure) []string {
+	ids := make([]string, len(failures))
+	for i, f := range failures {
+		ids[i] = f.ID
+	}
+	return ids
+}
+
+// ownedClaim returns, when token is a claim of partition ownership, the
+// partition tokens of the events of ids it holds and those events.
+func (s *Store) ownedClaim(token string, ids []string) (map[int]int64, []string, bool) {
+	if s.own == nil || token == "" {
+		return nil, nil, false
+	}
+	return s.own.tokensOf(token, ids)
 }
 
 // perChunk runs one UPDATE per chunk of ids (one in all but huge batches)

@@ -62,3 +62,12 @@ type Purger interface {
 	// and returns how many it deleted.
 	Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
+
+// Leaver is implemented by a Store whose relays own parts of the table
+// rather than leasing rows (sqlstore's partition ownership). Leave gives
+// back at once what the Store owns and has nothing in flight of, so that
+// other relays take it over without waiting for its leases to end; a
+// later claim takes a share again. Run calls it when it stops.
+type Leaver interface {
+	Leave(ctx context.Context) error
+}

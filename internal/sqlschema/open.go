@@ -13,6 +13,11 @@ import (
 type Options struct {
 	Table   string  // "" for Config.DefaultTable
 	Dialect Dialect // "" for the one db's driver name implies
+
+	// Of sqlstore only: claims lease rows instead of owning partitions,
+	// and the relay's name in the partition table.
+	RowLeases bool
+	RelayName string
 }
 
 // Open checks what New of sqlstore and inbox is given and returns the
@@ -24,12 +29,7 @@ func Open[O ~func(*Options)](s *Schema, db *sqlx.DB, opts []O) (Table, error) {
 	if db == nil {
 		return Table{}, fmt.Errorf("%s: nil database: %w", s.p.errors, outbox.ErrInvalidConfig)
 	}
-	var o Options
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
+	o := Apply(opts)
 	if o.Dialect == "" {
 		d, ok := DialectOf(db.DriverName())
 		if !ok {
@@ -39,4 +39,15 @@ func Open[O ~func(*Options)](s *Schema, db *sqlx.DB, opts []O) (Table, error) {
 		o.Dialect = d
 	}
 	return s.Table(o.Dialect, o.Table)
+}
+
+// Apply returns the Options that opts (nil ones skipped) set.
+func Apply[O ~func(*Options)](opts []O) Options {
+	var o Options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o
 }

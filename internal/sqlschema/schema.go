@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,10 @@ type Config struct {
 	// ErrTooNew is what Migrate wraps when the database records a
 	// version newer than Files know.
 	ErrTooNew error
+	// TableSuffixes are the suffixes that make, from the default name in
+	// the migration files, the names of the package's other tables (not
+	// indexes): Rename puts them in the table's schema.
+	TableSuffixes []string
 }
 
 // Schema validates table names and applies migrations for one package.
@@ -146,10 +151,13 @@ func (t Table) Rename(sql string) string {
 			return t.Quoted
 		}
 		name, call := strings.CutSuffix(m, "()")
-		name = t.Name + strings.TrimPrefix(name, t.s.c.DefaultTable)
+		suffix := strings.TrimPrefix(name, t.s.c.DefaultTable)
+		name = t.Name + suffix
 		switch {
 		case call:
 			return t.inSchema(name) + "()"
+		case slices.Contains(t.s.c.TableSuffixes, suffix):
+			return t.inSchema(name)
 		case dropIndex:
 			return drop + t.inSchema(name)
 		}
@@ -438,3 +446,7 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 	}
 	return "ALTER TABLE " + t.Quoted + "\n    " + strings.Join(keep, ",\n    "), nil
 }
+
+// Sibling returns the quoted name, in the table's schema, of the table
+// whose name is t's with suffix appended (one of Config.TableSuffixes).
+func (t Table) Sibling(suffix string) string { return t.inSchema(t.Name + suffix) }
