@@ -63,7 +63,7 @@ func childMain(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	cs := newCountingStore(st, *expect)
+	cs := &countingStore{st, newDrainCounter(*expect)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup

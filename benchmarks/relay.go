@@ -28,17 +28,24 @@ type relayStore interface {
 
 // countingStore is the SDK's store, counting what relays marked synced so
 // a drain knows when it is done without polling the table. Embedding keeps
-// every optional capability (Notifier, Purger) of the store visible.
+// every optional capability (Notifier, Purger) of the store visible. The
+// relays of a drain each have a store of their own, as relays in
+// processes of their own do, and share one counter.
 type countingStore struct {
 	relayStore
+	*drainCounter
+}
+
+// drainCounter counts the marks of a drain's relays.
+type drainCounter struct {
 	synced atomic.Int64
 	want   int64
 	done   chan struct{}
 	once   sync.Once
 }
 
-func newCountingStore(st relayStore, want int) *countingStore {
-	return &countingStore{relayStore: st, want: int64(want), done: make(chan struct{})}
+func newDrainCounter(want int) *drainCounter {
+	return &drainCounter{want: int64(want), done: make(chan struct{})}
 }
 
 func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
@@ -47,6 +54,14 @@ func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []stri
 		c.once.Do(func() { close(c.done) })
 	}
 	return n, err
+}
+
+// Leave passes on to a store that owns partitions.
+func (c *countingStore) Leave(ctx context.Context) error {
+	if l, ok := c.relayStore.(storage.Leaver); ok {
+		return l.Leave(ctx)
+	}
+	return nil
 }
 
 // drainOpts describes one drain.
@@ -86,18 +101,23 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 		return nil, err
 	}
 	defer closePub()
-	var rs relayStore = st
-	if o.relayOn != nil {
-		var closeStore func()
-		if rs, closeStore, err = o.relayOn(st); err != nil {
-			return nil, err
-		}
-		defer closeStore()
-	}
-	cs := newCountingStore(rs, o.n)
+	cs := newDrainCounter(o.n)
 	ws := make([]*outbox.Outbox, o.relays)
 	for i := range ws {
-		if ws[i], err = outbox.New(cs, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
+		var rs relayStore = st
+		switch {
+		case o.relayOn != nil:
+			var closeStore func()
+			if rs, closeStore, err = o.relayOn(st); err != nil {
+				return nil, err
+			}
+			defer closeStore()
+		case i > 0:
+			if rs, err = sqlstore.New(o.db, sqlstore.WithTable(table)); err != nil {
+				return nil, err
+			}
+		}
+		if ws[i], err = outbox.New(&countingStore{rs, cs}, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
 			return nil, err
 		}
 	}

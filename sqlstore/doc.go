@@ -48,12 +48,56 @@
 //
 // # How relays share the table
 //
-// Claim leases due events to one relay pass under a fresh random token for
-// the lease's duration; MarkSynced, Fail and Release change only rows still
-// held by that token, so a relay whose lease ran out and was taken over
-// changes nothing. Postgres and MySQL claims skip rows other relays are
-// claiming (FOR UPDATE SKIP LOCKED); SQLite has one writer at a time. No
-// transaction stays open while a relay talks to the broker.
+// Relays own partitions of the table rather than leasing rows. Every
+// event belongs to one of 64 partitions (SQLite: one), which the database
+// computes when the row is inserted from its aggregate ID (the first 32
+// bits of its MD5, modulo 64), so an aggregate's events all share one.
+// The table <table>_partitions has a row per partition: its owner, a
+// fencing token raised each time it changes hands, and a lease on the
+// database's clock; <table>_relays lists the live relays. A Store that
+// relays (a Claim without IDs) joins, takes free or expired partitions up
+// to its fair share (the partition count over the live relays, rounded
+// up), gives back what it holds beyond it, and renews its leases while it
+// claims. Its claims then read the due events of its partitions in order
+// and write nothing to them: no other relay reads those partitions.
+// MarkSynced and Fail change only rows whose partition the Store still
+// owns under the token the claim was made under, checked in the same
+// statement under a share lock of the partition's row, so a relay paused
+// past its lease changes nothing once another took over (and that relay
+// publishes the events again: a duplicate only under that fault, as with
+// a lease). Each event is written once, when it is marked.
+//
+// A partition's lease lasts 1.25 times the claims' lease
+// (outbox.WithLease): a relay that dies without Leave (outbox.Outbox.Run
+// calls it when it stops) has its partitions taken over within that
+// time. Within one Store, claims running at once are kept apart in
+// memory. A claim by IDs (the publication right after a commit) takes the
+// events of the Store's own partitions that way; for an event whose
+// partition no live relay owns (a process that publishes but runs no
+// relay) it leases the row as before, reading the partition's row under a
+// share lock so that a relay taking the partition waits for it, and
+// owners pass over leased rows. An event of a partition another live
+// relay owns is left to that relay, which Postgres's notification wakes
+// at once (MySQL and SQLite relays find it at their next pass).
+//
+// WithRowLeases keeps the protocol of earlier versions: each claim leases
+// its rows under a token (FOR UPDATE SKIP LOCKED on Postgres and MySQL).
+// No transaction stays open while a relay talks to the broker, in either
+// protocol.
+//
+// # Upgrading relays to partition ownership
+//
+// The migration that adds partitions (006 on Postgres, 005 on MySQL and
+// SQLite) adds a stored generated column, which rewrites the table (on
+// Postgres under an exclusive lock; purge first so the table is small),
+// and the two tables. Events saved by any version of the package get
+// their partition from the database, so processes that only save need no
+// care. Relays of the two protocols must not run against the table at
+// the same time: a relay of an earlier version does not know partitions
+// and could publish an event an owner is publishing. Either stop the old
+// relays, migrate, and start the new ones (events wait meanwhile, none is
+// lost), or roll out the new version with WithRowLeases, and once no old
+// relay is left restart the relays without it.
 //
 // # Order and priority
 //
@@ -110,12 +154,15 @@
 //
 // # Clock
 //
-// Every time the store writes or compares (created, due, leased until,
-// synced, buried) comes from the application's clock in UTC, at
-// microsecond precision, never from the database's NOW(). Relays on
-// several machines must therefore have clocks that agree to well within a
-// lease (NTP is plenty): a relay whose clock runs ahead by more than the
-// lease could take over events another relay still holds.
+// Partition leases are on the database's clock, and a Store measures how
+// long its own leases hold with the monotonic clock, from before it sent
+// the renewal: a relay whose wall clock is wrong, or jumps, never takes
+// or keeps a partition another relay holds. The times of events (created,
+// due, synced, buried), and the row leases of claims by IDs and of
+// WithRowLeases, come from the application's clock in UTC, at microsecond
+// precision. A relay whose clock is off only retries early or late; with
+// row leases, relays on several machines must have clocks that agree to
+// well within a lease (NTP is plenty).
 //
 // # MySQL and MariaDB
 //

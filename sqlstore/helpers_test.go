@@ -144,11 +144,11 @@ func randomName(prefix string) string {
 // setup returns a store of dialect d on a fresh, migrated table with a
 // random name. Cleanup drops what Migrate created for that table (Drop)
 // and nothing else.
-func setup(t *testing.T, d Dialect) *bundle {
+func setup(t *testing.T, d Dialect, opts ...Option) *bundle {
 	t.Helper()
 	db := openDB(t, d)
 	name := randomName("outbox_test_")
-	s := newStore(t, db, name)
+	s := newStore(t, db, name, opts...)
 	clock := newTestClock()
 	useClock(s, clock)
 	if err := s.Migrate(t.Context()); err != nil {

@@ -116,7 +116,7 @@ func TestPostgresClaimPinsReadCommitted(t *testing.T) {
 // server's settings, after a claim that succeeded and after one whose
 // statement failed (the deferred rollback ends the transaction).
 func TestPostgresClaimSettingsStayInTheClaim(t *testing.T) {
-	b := setup(t, Postgres)
+	b := setup(t, Postgres, WithRowLeases())
 	b.db.SetMaxOpenConns(1) // every statement below uses the claim's connection
 	ctx := t.Context()
 	show := func(name string) string {
@@ -253,7 +253,8 @@ func isolationBundle(t *testing.T, dsn, isolation string, tracer pgx.QueryTracer
 	if maxConns > 0 {
 		db.SetMaxOpenConns(maxConns)
 	}
-	s := newStore(t, db, randomName("outbox_iso_"))
+	// These tests are of the row-lease claim's transaction.
+	s := newStore(t, db, randomName("outbox_iso_"), WithRowLeases())
 	clock := newTestClock()
 	useClock(s, clock)
 	if err := s.Migrate(t.Context()); err != nil {

@@ -73,7 +73,8 @@ func (s *Store) Drop(ctx context.Context) error {
 		return fmt.Errorf("sqlstore: drop: connect: %w", err)
 	}
 	defer conn.Close()
-	stmts := append([]string{"DROP TABLE IF EXISTS " + s.t.Quoted, "DROP TABLE IF EXISTS " + s.t.MigrationsTable()}, s.d.leftBehind(s.t)...)
+	stmts := append([]string{"DROP TABLE IF EXISTS " + s.t.Quoted, "DROP TABLE IF EXISTS " + s.t.MigrationsTable(),
+		"DROP TABLE IF EXISTS " + s.t.Sibling(partitionsSuffix), "DROP TABLE IF EXISTS " + s.t.Sibling(relaysSuffix)}, s.d.leftBehind(s.t)...)
 	return ddl.Locked(ctx, conn, s.t, func(q sqlschema.Querier) error {
 		for _, stmt := range stmts {
 			if _, err := q.ExecContext(ctx, stmt); err != nil {

@@ -176,7 +176,7 @@ func TestOrderedClaimBehindInFlightClaim(t *testing.T) {
 	for _, d := range []Dialect{Postgres, MySQL} {
 		t.Run(string(d), func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, d)
+			b := setup(t, d, WithRowLeases()) // a claim in flight holds row locks
 			a, x := b.run("A", 3), b.run("B", 1)
 			b.save(t, cat(a, x)...)
 			tx, err := b.db.BeginTxx(t.Context(), nil)

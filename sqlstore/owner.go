@@ -585,8 +585,10 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 		q.sql(" AND ", q.in("c.id", skipIDs, true))
 	}
 	if cr.ordered {
-		q.sql(" AND (c.aggregate_id = '' OR c.priority = (SELECT MIN(m.priority) FROM ", s.t.Quoted,
-			" m WHERE m.synced_at IS NULL AND m.dead_at IS NULL) OR NOT EXISTS (SELECT 1 ", s.undelivered("e", "c.aggregate_id", cr.passDead),
+		// The lowest pending priority, read from the end of the claim
+		// index (priority DESC, seq) as one entry.
+		q.sql(" AND (c.aggregate_id = '' OR c.priority = (SELECT m.priority FROM ", s.t.Quoted,
+			" m WHERE m.synced_at IS NULL AND m.dead_at IS NULL ORDER BY m.priority, m.seq DESC LIMIT 1) OR NOT EXISTS (SELECT 1 ", s.undelivered("e", "c.aggregate_id", cr.passDead),
 			" AND e.seq < c.seq AND e.priority < c.priority))")
 	}
 	claimOrder(q, limit)
