@@ -17,35 +17,25 @@ func evaluate(r *results, cfg config) {
 		r.check(target, fmt.Sprintf("%.2f× (%s %.0f/s vs %s %.0f/s)", res.RatioToBaseline, name, res.EventsPerSec, baseline, r.get(baseline).EventsPerSec),
 			res.RatioToBaseline >= want)
 	}
-	ratio("Postgres→Redis 2 relays ≥ 75% of claim+mark limit (2 workers)", "relay_pg_redis_2r", "limit_pg_claim_mark_2w", 0.75)
-	// The same with a backlog that gives two ordered relays room to claim
-	// side by side (reported beside the target, not instead of it).
-	ratio("… the same over 10,000 aggregates (not the default backlog)", "relay_pg_redis_2r_10k_aggregates", "limit_pg_claim_mark_2w", 0.75)
-	rel("relay_pg_redis_1r", "limit_pg_claim_mark_1w")
+	// The targets of the issue "Relay throughput: one write per event,
+	// and relays that add up" (partition ownership).
+	ratio("Postgres→Redis 1 relay ≥ 0.7× claim+mark limit (1 worker)", "relay_pg_redis_1r", "limit_pg_claim_mark_1w", 0.70)
+	ratio("Postgres→Redis 2 relays ≥ 0.7× claim+mark limit (2 workers)", "relay_pg_redis_2r", "limit_pg_claim_mark_2w", 0.70)
+	ratio("… the same over 10,000 aggregates", "relay_pg_redis_2r_10k_aggregates", "limit_pg_claim_mark_2w", 0.70)
 	rel("relay_pg_redis_1r_unordered", "limit_pg_claim_mark_1w")
 	rel("relay_pg_redis_2r_unordered", "limit_pg_claim_mark_2w")
-	if res := r.get("relay_pg_redis_1r"); res != nil {
-		r.check("Postgres→Redis 1 relay ≥ 80,000 events/s", fmt.Sprintf("%.0f events/s", res.EventsPerSec), res.EventsPerSec >= 80_000)
-	}
-	if on, off := r.get("relay_pg_redis_1r"), r.get("relay_pg_redis_1r_unordered"); on != nil && off != nil {
-		r.check("per-aggregate order on at most 25% slower (1 relay)", fmt.Sprintf("%.2f× of unordered (%.0f vs %.0f/s)", on.EventsPerSec/off.EventsPerSec, on.EventsPerSec, off.EventsPerSec),
-			on.EventsPerSec >= 0.75*off.EventsPerSec)
-	}
-	if on, off := r.get("relay_pg_redis_2r"), r.get("relay_pg_redis_2r_unordered"); on != nil && off != nil {
-		r.check("per-aggregate order on at most 25% slower (2 relays)", fmt.Sprintf("%.2f× of unordered (%.0f vs %.0f/s)", on.EventsPerSec/off.EventsPerSec, on.EventsPerSec, off.EventsPerSec),
-			on.EventsPerSec >= 0.75*off.EventsPerSec)
-	}
 	cmp := func(target, name, other string, want float64) {
 		a, b := r.get(name), r.get(other)
 		if a == nil || b == nil || b.EventsPerSec == 0 {
 			return
 		}
 		x := a.EventsPerSec / b.EventsPerSec
-		r.check(target, fmt.Sprintf("%.1f× (%.0f vs %.0f/s)", x, a.EventsPerSec, b.EventsPerSec), x >= want)
+		r.check(target, fmt.Sprintf("%.2f× (%.0f vs %.0f/s)", x, a.EventsPerSec, b.EventsPerSec), x >= want)
 	}
-	cmp("1 relay ≥ 30× Watermill forwarder with defaults", "relay_pg_redis_1r", "watermill_forwarder_defaults", 30)
-	cmp(fmt.Sprintf("1 relay ≥ 8× Watermill forwarder at batch %d", cfg.batch), "relay_pg_redis_1r", fmt.Sprintf("watermill_forwarder_batch_%d", cfg.batch), 8)
-	cmp("1 relay ≥ 6× the original algorithm back to back", "relay_pg_redis_1r", "original_algorithm_back_to_back", 6)
+	cmp("2 relays ≥ 1.3× 1 relay", "relay_pg_redis_2r", "relay_pg_redis_1r", 1.3)
+	cmp("… over 10,000 aggregates: 2 relays ≥ 1.3× 1 relay", "relay_pg_redis_2r_10k_aggregates", "relay_pg_redis_1r", 1.3)
+	cmp("1 relay ≥ 20× Watermill forwarder with defaults", "relay_pg_redis_1r", "watermill_forwarder_defaults", 20)
+	cmp(fmt.Sprintf("1 relay ≥ 6× Watermill forwarder at batch %d", cfg.batch), "relay_pg_redis_1r", fmt.Sprintf("watermill_forwarder_batch_%d", cfg.batch), 6)
 	ratio("MariaDB→Redis ≥ 70% of its claim+mark limit", "relay_mysql_redis_1r", "limit_mysql_claim_mark_1w", 0.70)
 	ratio("SQLite→Redis ≥ 70% of its claim+mark limit", "relay_sqlite_redis_1r", "limit_sqlite_claim_mark_1w", 0.70)
 	ratio("Postgres→Kafka ≥ 70% of Postgres→Redis", "relay_pg_kafka_1r", "relay_pg_redis_1r", 0.70)
@@ -54,7 +44,8 @@ func evaluate(r *results, cfg config) {
 		target string
 		max    float64
 	}{
-		{"latency_commit_to_ack_immediate", "commit→ack p99 ≤ 1 ms with immediate publish", 1000},
+		{"latency_commit_to_ack_immediate_owner", "commit→ack p99 ≤ 1.5 ms with immediate publish (beside the owning relay)", 1500},
+		{"latency_commit_to_ack_immediate", "commit→ack p99 ≤ 1.5 ms with immediate publish (no relay in the process)", 1500},
 		{"latency_commit_to_ack_relay_notify", "commit→ack p99 ≤ 5 ms through the relay with notifications", 5000},
 	} {
 		if res := r.get(l.name); res != nil {
@@ -62,7 +53,7 @@ func evaluate(r *results, cfg config) {
 		}
 	}
 	if res := r.get("outage_recovery_pg_redis_2r"); res != nil {
-		r.check(fmt.Sprintf("%d-event backlog drained ≤ 15 s after the broker returns", res.Events), fmt.Sprintf("%.1f s", res.Seconds), res.Seconds <= 15)
+		r.check(fmt.Sprintf("%d-event backlog drained ≤ 20 s after the broker returns", res.Events), fmt.Sprintf("%.1f s", res.Seconds), res.Seconds <= 20)
 	}
 	small := r.get(fmt.Sprintf("memory_relay_process_%dk_backlog", cfg.events/1000))
 	big := r.get(fmt.Sprintf("memory_relay_process_%dk_backlog", cfg.bigEvents/1000))

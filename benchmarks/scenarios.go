@@ -96,7 +96,11 @@ func runLatency(ctx context.Context, b *bench) error {
 	if b.cfg.quick {
 		n = 200
 	}
-	for _, mode := range []string{"immediate", "relay_notify"} {
+	// immediate: Publish in a process that runs no relay (it leases the
+	// row); immediate_owner: Publish beside the process's relay, which
+	// owns the partitions (the claim is in memory); relay_notify: no
+	// Publish, the relay woken by the commit's notification.
+	for _, mode := range []string{"immediate", "immediate_owner", "relay_notify"} {
 		var runs []*Result
 		for range b.cfg.runs {
 			r, err := b.latency(ctx, mode, n)
@@ -142,7 +146,7 @@ func (b *bench) latency(ctx context.Context, mode string, n int) (*Result, error
 	_, notifies := any(st).(storage.Notifier)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	if mode == "relay_notify" {
+	if mode == "relay_notify" || mode == "immediate_owner" {
 		wg.Go(func() { _ = ob.Run(rctx) })
 		time.Sleep(200 * time.Millisecond) // let the relay start listening
 	}
@@ -163,7 +167,7 @@ func (b *bench) latency(ctx context.Context, mode string, n int) (*Result, error
 			return nil, err
 		}
 		committed := time.Now()
-		if mode == "immediate" {
+		if mode == "immediate" || mode == "immediate_owner" {
 			if _, err := ob.Publish(ctx, e); err != nil {
 				return nil, err
 			}
