@@ -50,18 +50,26 @@ func newAssetChecker(t *testing.T) *assetChecker {
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "a", Topic: "t", Type: "x"}}})
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "b", Topic: "t", Type: "x"}},
 		Failed: map[string]error{"b": os.ErrClosed}, Dead: []string{"b"}})
-	stats := newStats(t, &fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})
+	owner := func() *fakeOwner {
+		f := &fakeOwner{fakeStats: fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}}}
+		f.own(0, 1)
+		return f
+	}
+	stats := newStats(t, owner())
 	c := &assetChecker{kinds: map[string]dto.MetricType{}, tableWide: map[string]bool{}}
 	for _, mf := range gather(m, stats) {
 		c.kinds[mf.GetName()] = mf.GetType()
 	}
-	for _, mf := range gather(newStats(t, &fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}})) {
-		if mf.GetName() != "outbox_stats_up" { // says whether this instance could read the table
+	for _, mf := range gather(newStats(t, owner())) {
+		switch mf.GetName() {
+		case "outbox_stats_up": // says whether this instance could read the table
+		case "outbox_partitions_owned": // this instance's share: summed over instances, it counts the owned partitions
+		default:
 			c.tableWide[mf.GetName()] = true
 		}
 	}
-	if len(c.tableWide) < 5 || !c.tableWide["outbox_events_pending"] {
-		t.Fatalf("table-wide gauges: %v", c.tableWide)
+	if len(c.tableWide) < 5 || !c.tableWide["outbox_events_pending"] || c.kinds["outbox_partitions_owned"] != dto.MetricType_GAUGE {
+		t.Fatalf("table-wide gauges: %v; kinds %v", c.tableWide, c.kinds)
 	}
 	return c
 }
@@ -308,6 +316,7 @@ func TestMonitoringAssetsChecker(t *testing.T) {
 		`outbox_stats_up - on (job) group_left () -outbox_circuit_breaker_open offset 5m`,
 		`{__name__="outbox_stats_up", job!~"x|y"} * 2 ^ 3 ^ max_over_time(outbox_oldest_pending_age_seconds[1h:5m])`,
 		`topk(3, sum by (type) (increase(outbox_events_dead_total[1d])))`,
+		`sum by (job) (outbox_partitions_owned)`, // each instance's own share
 	}
 	for _, e := range good {
 		if p := c.check(e); len(p) > 0 {

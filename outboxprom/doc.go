@@ -11,7 +11,9 @@
 //   - StatsCollector reads the store's figures (pending, oldest pending
 //     age, dead, sync latency) when Prometheus scrapes, with a timeout,
 //     and caches them so that frequent scrapes do not load the database.
-//     Any process may export it, not only one that runs a relay.
+//     Any process may export it, not only one that runs a relay; given
+//     the relay's own store it also exports the partitions that store
+//     owns.
 //
 // Wiring them up:
 //
@@ -55,4 +57,10 @@
 //	outbox_sync_latency_p99_seconds             gauge      99th percentile of the same
 //	outbox_events_synced_window                 gauge      events synced within the window
 //	outbox_stats_up                             gauge      1 if the last read of the store succeeded
+//
+// From StatsCollector too, when the store owns partitions of the table
+// (sqlstore.Store; this process's own figure, read from the store's
+// memory on every scrape, and exported while the table cannot be read):
+//
+//	outbox_partitions_owned                     gauge      partitions this process's store owns now
 package outboxprom

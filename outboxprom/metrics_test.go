@@ -205,6 +205,11 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 	if age := gauge(t, b.reg, "outbox_oldest_pending_age_seconds"); age < 0 || age > 60 {
 		t.Errorf("outbox_oldest_pending_age_seconds = %v", age)
 	}
+	// The store owns the table's one partition (SQLite) from the relay's
+	// first claim on.
+	if m := metric(t, b.reg, "outbox_partitions_owned"); m == nil || m.GetGauge().GetValue() != 0 {
+		t.Errorf("outbox_partitions_owned before any claim: %v, want 0", m)
+	}
 
 	if res := b.sync(t); res.Synced != 2 || res.Failed != 1 || res.Dead != 1 {
 		t.Fatalf("first pass: %+v", res)
@@ -225,6 +230,9 @@ func TestMetricsFollowTheRelay(t *testing.T) {
 		}
 	}
 	check("after the first pass")
+	if g := gauge(t, b.reg, "outbox_partitions_owned"); g != 1 {
+		t.Errorf("outbox_partitions_owned after the first pass: %v, want 1", g)
+	}
 	wantGauges("after the first pass", map[string]float64{
 		"outbox_events_pending/ok": 0, "outbox_events_pending/flaky": 1, "outbox_events_pending/poison": 0,
 		"outbox_events_dead": 1, "outbox_events_synced_window": 2,

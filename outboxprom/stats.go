@@ -15,13 +15,20 @@ import (
 // by a timeout and its result answers every scrape for a while, so the
 // store is read at most once per WithStatsCacheFor, however many
 // Prometheus servers scrape. While the store cannot be read,
-// outbox_stats_up is 0 and the other gauges are left out, so that alerts
-// do not act on stale figures.
+// outbox_stats_up is 0 and the other table figures are left out, so that
+// alerts do not act on stale figures.
+//
+// A store that owns partitions of the table (sqlstore.Store: an Owned
+// method) also gives outbox_partitions_owned, the partitions it owns
+// now. That figure is the process's own, not the table's: it is asked
+// of the store on every scrape (from memory, no query) and exported
+// whether or not the table could be read.
 type StatsCollector struct {
-	r   outbox.StatsReader
-	cfg config
+	r     outbox.StatsReader
+	owner partitionOwner // r, if it owns partitions; else nil
+	cfg   config
 
-	up, pending, oldest, dead, synced, avg, p99 *prometheus.Desc
+	up, pending, oldest, dead, synced, avg, p99, owned *prometheus.Desc
 
 	mu      sync.Mutex // one read at a time; guards the fields below
 	readAt  time.Time
@@ -30,6 +37,12 @@ type StatsCollector struct {
 }
 
 var _ prometheus.Collector = (*StatsCollector)(nil)
+
+// partitionOwner is a store that owns partitions of the table, as
+// sqlstore.Store does: Owned returns those it owns now, from memory.
+type partitionOwner interface {
+	Owned() []int
+}
 
 // NewStatsCollector returns a collector of r's figures. Options:
 // WithConstLabels, WithStatsTimeout, WithStatsCacheFor, WithStatsWindow.
@@ -46,8 +59,9 @@ func NewStatsCollector(r outbox.StatsReader, opts ...Option) (*StatsCollector, e
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, c.constLabels)
 	}
+	owner, _ := r.(partitionOwner)
 	return &StatsCollector{
-		r: r, cfg: c,
+		r: r, owner: owner, cfg: c,
 		up:      desc("outbox_stats_up", "1 if the last read of the outbox store's figures succeeded, else 0."),
 		pending: desc("outbox_events_pending", "Events committed but not yet acknowledged by the broker (not dead), by type.", "type"),
 		oldest:  desc("outbox_oldest_pending_age_seconds", "Age of the oldest pending event; 0 when none is pending."),
@@ -55,6 +69,7 @@ func NewStatsCollector(r outbox.StatsReader, opts ...Option) (*StatsCollector, e
 		synced:  desc("outbox_events_synced_window", "Events synced within the stats window."),
 		avg:     desc("outbox_sync_latency_avg_seconds", "Mean time from creation to acknowledgement of the events synced within the stats window."),
 		p99:     desc("outbox_sync_latency_p99_seconds", "99th percentile of the time from creation to acknowledgement within the stats window."),
+		owned:   desc("outbox_partitions_owned", "Partitions of the outbox table this process's store owns now (it relays their events)."),
 	}, nil
 }
 
@@ -63,11 +78,17 @@ func (s *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.up, s.pending, s.oldest, s.dead, s.synced, s.avg, s.p99} {
 		ch <- d
 	}
+	if s.owner != nil {
+		ch <- s.owned
+	}
 }
 
 // Collect implements prometheus.Collector: it reads the store unless a
 // recent enough read is cached.
 func (s *StatsCollector) Collect(ch chan<- prometheus.Metric) {
+	if s.owner != nil {
+		ch <- prometheus.MustNewConstMetric(s.owned, prometheus.GaugeValue, float64(len(s.owner.Owned())))
+	}
 	st, err := s.read()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 0)

@@ -3,6 +3,7 @@ package outboxprom_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,73 @@ func (f *fakeStats) set(st outbox.Stats, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.st, f.err = st, err
+}
+
+// fakeOwner is a fakeStats whose store owns the partitions the test sets,
+// as sqlstore.Store does.
+type fakeOwner struct {
+	fakeStats
+	ownMu sync.Mutex
+	owned []int
+}
+
+func (f *fakeOwner) Owned() []int {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	return f.owned
+}
+
+func (f *fakeOwner) own(parts ...int) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	f.owned = parts
+}
+
+// TestStatsCollectorPartitionsOwned: a store that owns partitions gives
+// outbox_partitions_owned, asked on every scrape (not cached), and also
+// while the table cannot be read; a store that does not gives none
+// (TestStatsCollectorExports).
+func TestStatsCollectorPartitionsOwned(t *testing.T) {
+	t.Parallel()
+	f := &fakeOwner{fakeStats: fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"a": 1}}}}
+	f.own(3, 4, 9)
+	c := newStats(t, f, outboxprom.WithStatsCacheFor(time.Hour), outboxprom.WithConstLabels(prometheus.Labels{"table": "outbox_events"}))
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	if g := gauge(t, reg, "outbox_partitions_owned"); g != 3 {
+		t.Errorf("outbox_partitions_owned %v, want 3", g)
+	}
+	f.own(1)
+	if g := gauge(t, reg, "outbox_partitions_owned"); g != 1 {
+		t.Errorf("outbox_partitions_owned %v within the cache period, want the store's 1 now", g)
+	}
+	if n := f.reads.Load(); n != 1 {
+		t.Errorf("%d reads of the table for two scrapes within the cache period, want 1", n)
+	}
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+
+	// The table is down: the table figures go, the process's own stays.
+	f.own()
+	f.set(outbox.Stats{}, errors.New("connection refused"))
+	down := prometheus.NewPedanticRegistry()
+	down.MustRegister(newStats(t, f, outboxprom.WithStatsCacheFor(outboxprom.NoStatsCache)))
+	mfs, err := down.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if want := map[string]float64{"outbox_stats_up": 0, "outbox_partitions_owned": 0}; !maps.Equal(got, want) {
+		t.Errorf("with the table down: %v, want %v", got, want)
+	}
 }
 
 func TestStatsCollectorExports(t *testing.T) {

@@ -194,6 +194,39 @@ func (tg *target) status(t *testing.T) statusJSON {
 	return st
 }
 
+// checkPartitions checks the partitions of status --json after seed:
+// the store's relay, the only one, owns every partition, and the one
+// pending event (slow) is counted in its partition.
+func checkPartitions(t *testing.T, tg *target, st statusJSON, parts int, slow *outbox.Event) {
+	t.Helper()
+	if len(st.Partitions) != parts || st.PartitionsFree != 0 {
+		t.Fatalf("status --json: %d partitions, %d free; want %d, all owned", len(st.Partitions), st.PartitionsFree, parts)
+	}
+	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].SeenLeftSeconds <= 0 {
+		t.Fatalf("status --json relays: %+v, want one owning %d partitions", st.Relays, parts)
+	}
+	if owned := tg.store.Owned(); len(owned) != parts {
+		t.Fatalf("the store owns %v, want %d partitions", owned, parts)
+	}
+	var pending int64
+	for i, p := range st.Partitions {
+		if p.Partition != i || !p.Live || p.Owner != st.Relays[0].Name || p.LeaseLeftSeconds <= 0 || p.Token < 1 {
+			t.Errorf("partition %d: %+v, want owned by %s", i, p, st.Relays[0].Name)
+		}
+		if p.Pending > 0 && p.OldestPendingSeconds < 0 {
+			t.Errorf("partition %d: %+v", i, p)
+		}
+		pending += p.Pending
+	}
+	var part int
+	if err := tg.db.QueryRowContext(t.Context(), "SELECT partition_no FROM "+tg.table+" WHERE id = '"+slow.ID+"'").Scan(&part); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 1 || st.Partitions[part].Pending != 1 {
+		t.Errorf("status --json: %d pending over the partitions, %d in partition %d of the pending event; want 1", pending, st.Partitions[part].Pending, part)
+	}
+}
+
 var dialects = []sqlstore.Dialect{sqlstore.Postgres, sqlstore.MySQL, sqlstore.SQLite}
 
 // TestCommands runs every command against each database.
@@ -214,6 +247,16 @@ func TestCommands(t *testing.T) {
 			if out := ok(t, tg.args("status")...); !strings.Contains(out, "pending") || !strings.Contains(out, "p99 sync latency") {
 				t.Fatalf("status on an empty table: %q", out)
 			}
+			parts := 64
+			if d == sqlstore.SQLite {
+				parts = 1
+			}
+			if out := ok(t, tg.args("status")...); !strings.Contains(out, fmt.Sprintf("partitions: %d, %d free or expired, 0 live relays", parts, parts)) || strings.Contains(out, "RELAY") {
+				t.Errorf("status on an empty table, partitions:\n%s", out)
+			}
+			if st := tg.status(t); len(st.Partitions) != parts || st.PartitionsFree != parts || st.Relays == nil || len(st.Relays) != 0 {
+				t.Errorf("status --json on an empty table: %d partitions, %d free, relays %v", len(st.Partitions), st.PartitionsFree, st.Relays)
+			}
 			ev := tg.seed(t)
 
 			// status, as a table and as JSON.
@@ -226,6 +269,15 @@ func TestCommands(t *testing.T) {
 			st := tg.status(t)
 			if st.Pending != 1 || st.PendingByType["stock.slow"] != 1 || st.Dead != 2 || st.Synced != 3 || st.WindowSeconds != 3600 {
 				t.Fatalf("status --json: %+v", st)
+			}
+			checkPartitions(t, tg, st, parts, ev["stock.slow"][0])
+			for _, want := range []string{fmt.Sprintf("partitions: %d, 0 free or expired, 1 live relay\n", parts), "RELAY", "PARTITION", "LEASE LEFT"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("status lacks %q:\n%s", want, out)
+				}
+			}
+			if out := ok(t, tg.args("status", "--partitions", "0")...); strings.Contains(out, "LEASE LEFT") {
+				t.Errorf("status --partitions 0 lists partitions:\n%s", out)
 			}
 
 			// list, with its filters.
@@ -486,6 +538,7 @@ func TestBadInput(t *testing.T) {
 		{"status extra argument", tg.args("status", "extra"), 2, "unexpected arguments"},
 		{"status zero window", tg.args("status", "--window", "0s"), 2, "--window 0s is not positive"},
 		{"status bad window", tg.args("status", "--window", "soon"), 2, "invalid value"},
+		{"status negative partitions", tg.args("status", "--partitions", "-1"), 2, "--partitions -1 is negative"},
 		{"list bad status", tg.args("list", "--status", "lost"), 2, `--status "lost": want pending, dead, synced or all`},
 		{"list zero limit", tg.args("list", "--limit", "0"), 2, "--limit 0 is outside"},
 		{"list huge limit", tg.args("list", "--limit", "1000000"), 2, "--limit 1000000 is outside"},

@@ -2,7 +2,7 @@
 // the figures operators watch, the pending and dead events, re-queueing
 // dead events, purging old synced ones, and the schema.
 //
-//	outbox status   --db URL [--window 1h] [--json]
+//	outbox status   --db URL [--window 1h] [--partitions N] [--json]
 //	outbox list     --db URL [--status pending|dead|synced|all] [--type T] [--limit N] [--json]
 //	outbox show     --db URL [--json] ID
 //	outbox requeue  --db URL (--id ID ... | --type T | --all) [--dry-run] [--rate N] [--batch N]
@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 const usage = `usage: outbox COMMAND [flags]
 
 Commands:
-  status    pending (by type), oldest pending age, dead, synced and sync latency
+  status    pending (by type), oldest pending age, dead, synced, sync latency, partitions
   list      list pending, dead or synced events
   show      show one event with its payload, headers and delivery state
   requeue   give dead events back to the relay
