@@ -726,6 +726,13 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 	if err := exec(q); err != nil {
 		return o.renewErr("register", err)
 	}
+	// Relays that died without leaving are forgotten once they have not
+	// been seen for a day (until then `outbox status` can tell of them).
+	q = newQuery(s.sx)
+	q.sql("DELETE FROM ", relays, " WHERE seen_until < ", d.dbLater(q, -24*time.Hour))
+	if err := exec(q); err != nil {
+		return o.renewErr("forget dead relays", err)
+	}
 	var live, count int
 	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+relays+" WHERE seen_until > "+d.dbNow()).Scan(&live); err != nil {
 		return o.renewErr("count relays", err)

@@ -63,7 +63,7 @@ func (sqliteDialect) shareLock() string  { return "" }
 func (sqliteDialect) skipLocked() string { return "" }
 func (sqliteDialect) dbNow() string      { return "strftime('%Y-%m-%d %H:%M:%f', 'now')" }
 func (sqliteDialect) dbLater(q *query, d time.Duration) string {
-	return "strftime('%Y-%m-%d %H:%M:%f', 'now', " + q.arg(fmt.Sprintf("+%.3f seconds", d.Seconds())) + ")"
+	return "strftime('%Y-%m-%d %H:%M:%f', 'now', " + q.arg(fmt.Sprintf("%+.3f seconds", d.Seconds())) + ")"
 }
 func (sqliteDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = excluded.seen_until")
