@@ -62,7 +62,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 var ErrSchemaTooNew = errors.New("sqlstore: database schema is newer than this package")
 
 // Drop removes what Migrate created: the outbox table with its indexes
-// and trigger, its migrations table and, on Postgres, the table's
+// and trigger, its migrations table, its partitions and relays tables
+// (<table>_partitions, <table>_relays) and, on Postgres, the table's
 // <table>_notify() trigger function (which DROP TABLE leaves behind). Its
 // events are lost. It is meant for tests and for tearing down a
 // deployment; it takes Migrate's lock, and dropping what does not exist is
@@ -73,8 +74,12 @@ func (s *Store) Drop(ctx context.Context) error {
 		return fmt.Errorf("sqlstore: drop: connect: %w", err)
 	}
 	defer conn.Close()
-	stmts := append([]string{"DROP TABLE IF EXISTS " + s.t.Quoted, "DROP TABLE IF EXISTS " + s.t.MigrationsTable(),
-		"DROP TABLE IF EXISTS " + s.t.Sibling(partitionsSuffix), "DROP TABLE IF EXISTS " + s.t.Sibling(relaysSuffix)}, s.d.leftBehind(s.t)...)
+	stmts := append([]string{
+		"DROP TABLE IF EXISTS " + s.t.Quoted,
+		"DROP TABLE IF EXISTS " + s.t.Sibling(partitionsSuffix),
+		"DROP TABLE IF EXISTS " + s.t.Sibling(relaysSuffix),
+		"DROP TABLE IF EXISTS " + s.t.MigrationsTable(),
+	}, s.d.leftBehind(s.t)...)
 	return ddl.Locked(ctx, conn, s.t, func(q sqlschema.Querier) error {
 		for _, stmt := range stmts {
 			if _, err := q.ExecContext(ctx, stmt); err != nil {

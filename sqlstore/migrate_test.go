@@ -332,7 +332,7 @@ func TestDrop(t *testing.T) {
 				if err := s.Drop(ctx); err != nil {
 					t.Fatalf("Drop %s: %v", spelling, err)
 				}
-				for _, tbl := range []string{name, name + "_migrations"} {
+				for _, tbl := range []string{name, name + "_migrations", name + partitionsSuffix, name + relaysSuffix} {
 					if tableExists(t, db, d, tbl) {
 						t.Fatalf("Drop %s left table %s", spelling, tbl)
 					}
@@ -345,7 +345,8 @@ func TestDrop(t *testing.T) {
 				}
 			}
 			// Another table is untouched.
-			if !tableExists(t, db, d, other.t.Name) || !tableExists(t, db, d, other.t.Name+"_migrations") {
+			if !tableExists(t, db, d, other.t.Name) || !tableExists(t, db, d, other.t.Name+"_migrations") ||
+				!tableExists(t, db, d, other.t.Name+partitionsSuffix) {
 				t.Fatal("Drop removed another store's tables")
 			}
 			if d == Postgres && !notifyFunctionExists(t, db, other.t.Name) {

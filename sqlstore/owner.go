@@ -330,7 +330,10 @@ func (o *owner) endRead(start uint64) {
 // partitions still owned under the same token, not finished by another
 // claim since the read began, and of an aggregate with nothing in flight
 // or held, from its first undelivered event on. A row that is not due
-// holds its aggregate until it is.
+// holds its aggregate until it is. An event never attempted is due
+// whatever its next_attempt_at says: that is the saving Store's clock,
+// and an owner whose clock is behind the saver's must not hold its
+// partitions' new events back by the difference (see read).
 func (o *owner) take(rows []eventRow, cr claimRun, start uint64, owned map[int]int64, lease time.Duration) []eventRow {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -382,7 +385,7 @@ func (o *owner) take(rows []eventRow, cr claimRun, start uint64, owned map[int]i
 			}
 			continue
 		}
-		if r.NextAttemptAt.After(cr.now) {
+		if r.Attempts > 0 && r.NextAttemptAt.After(cr.now) {
 			if agg != "" {
 				o.holds[agg] = r.NextAttemptAt.Time
 				blocked[agg] = true
@@ -561,7 +564,9 @@ func (o *owner) skipList(cr claimRun) (aggs, ids []string) {
 // partitions in claim order (priority, then save order), writing
 // nothing. Ordered, an event is left out when an earlier undelivered
 // event of its aggregate has a lower priority (it would come later in
-// this order): it waits for that one. With every event at one priority,
+// this order): it waits for that one. Events never attempted are due
+// (see take): their next_attempt_at is the time of the save on the
+// saving Store's clock, not a delay. With every event at one priority,
 // the common case, that check is the comparison with the lowest pending
 // priority and no index is probed. Events without an aggregate that are
 // not due or are leased are left out; those with one are read, so that
@@ -574,9 +579,9 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
 		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
 	if cr.ordered {
-		q.sql(" AND (c.aggregate_id <> '' OR (c.next_attempt_at <= ", q.arg(now), " AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
+		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
 	} else {
-		q.sql(" AND c.next_attempt_at <= ", q.arg(now), " AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
+		q.sql(" AND (c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
 	}
 	if len(skipAggs) > 0 {
 		q.sql(" AND ", q.in("c.aggregate_id", skipAggs, true))

@@ -25,6 +25,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(childEnv); cfg != "" {
+		os.Exit(relayChild(cfg)) // a relay process of the partition tests
+	}
 	goleak.VerifyTestMain(m,
 		// database/sql keeps one opener goroutine per *sql.DB until Close;
 		// every DB here is closed in t.Cleanup, so none is left at the end.
