@@ -72,10 +72,14 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 }
 
-// leave gives back what a storage.Leaver store owns when Run stops, on a
+// rebalanceWait is how soon a relay that owns less than its fair share
+// claims again after a pass that delivered nothing.
+const rebalanceWait = 100 * time.Millisecond
+
+// leave gives back what a storage.Owner store owns when Run stops, on a
 // context the stop has not ended, bounded by finishTimeout.
 func (o *Outbox) leave(ctx context.Context) {
-	l, ok := o.store.(storage.Leaver)
+	l, ok := o.store.(storage.Owner)
 	if !ok {
 		return
 	}
@@ -129,6 +133,10 @@ func (o *Outbox) step(ctx context.Context) time.Duration {
 		// aggregates whose head another relay holds), so only an empty
 		// pass makes the relay wait for its interval.
 		return 0
+	}
+	if ow, ok := o.store.(storage.Owner); ok && ow.Rebalancing() {
+		// Parts other relays give back are waiting to be taken.
+		return min(o.cfg.interval, rebalanceWait)
 	}
 	return o.cfg.interval
 }

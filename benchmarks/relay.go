@@ -58,10 +58,16 @@ func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []stri
 
 // Leave passes on to a store that owns partitions.
 func (c *countingStore) Leave(ctx context.Context) error {
-	if l, ok := c.relayStore.(storage.Leaver); ok {
+	if l, ok := c.relayStore.(storage.Owner); ok {
 		return l.Leave(ctx)
 	}
 	return nil
+}
+
+// Rebalancing passes on to a store that owns partitions.
+func (c *countingStore) Rebalancing() bool {
+	l, ok := c.relayStore.(storage.Owner)
+	return ok && l.Rebalancing()
 }
 
 // drainOpts describes one drain.
@@ -103,6 +109,7 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	defer closePub()
 	cs := newDrainCounter(o.n)
 	ws := make([]*outbox.Outbox, o.relays)
+	owned := make([]func() []int, o.relays)
 	for i := range ws {
 		var rs relayStore = st
 		switch {
@@ -116,6 +123,10 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 			if rs, err = sqlstore.New(o.db, sqlstore.WithTable(table)); err != nil {
 				return nil, err
 			}
+		}
+		owned[i] = func() []int { return nil }
+		if ow, ok := rs.(interface{ Owned() []int }); ok {
+			owned[i] = ow.Owned
 		}
 		if ws[i], err = outbox.New(&countingStore{rs, cs}, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
 			return nil, err
@@ -145,6 +156,12 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	case <-ctx.Done():
 	}
 	d := time.Since(start)
+	if os.Getenv("BENCH_DEBUG_OWNED") != "" {
+		for i, w := range ws {
+			_ = w
+			fmt.Fprintf(os.Stderr, "relay %d owns %v\n", i, owned[i]())
+		}
+	}
 	cancel()
 	wg.Wait()
 	if got := cs.synced.Load(); got < int64(o.n) {

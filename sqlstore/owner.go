@@ -108,8 +108,9 @@ type flight struct {
 	tokens   map[int]int64  // partition -> token at the claim
 	agg      map[string]int // event ID -> 1 + index into aggs (0: not in flight)
 	aggs     []string
-	part     map[string]int // event ID -> partition
-	deadline time.Time      // local: the claim's lease
+	part     map[string]int   // event ID -> partition
+	seq      map[string]int64 // event ID -> seq, by which writes find the rows
+	deadline time.Time        // local: the claim's lease
 }
 
 // partitionTTL is how long a renewal leases partitions for, given the
@@ -128,7 +129,10 @@ func newOwner(s *Store, name string) *owner {
 		if len(host) > 32 {
 			host = host[:32]
 		}
-		name = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), outbox.NewID()[:8])
+		// The random end of a new ID: its start is a timestamp, the same
+		// for Stores made within the same minute.
+		id := outbox.NewID()
+		name = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), id[len(id)-12:])
 	}
 	return &owner{
 		s: s, name: name, clock: time.Now,
@@ -268,15 +272,16 @@ func (o *owner) usable(lease time.Duration) map[int]int64 {
 }
 
 // ensure renews the Store's partitions when less than lease remains of
-// any of them, and while it owns fewer than its fair share, at most every
-// tenth of the lease (so that it takes partitions that others give back,
-// and stays a live relay while it owns none).
+// any of them, and otherwise at most every renewEvery(lease) while it
+// claims: often enough that relays that join or leave are seen within a
+// fraction of a second under load, rarely enough to cost nothing (a
+// renewal is one short transaction; an idle relay claims only at its
+// interval).
 func (o *owner) ensure(ctx context.Context, lease time.Duration) error {
 	o.mu.Lock()
 	o.left = false
 	now := o.clock()
-	due := !o.renewed || o.lastTTL != partitionTTL(lease) ||
-		(len(o.parts) < o.fairShareLocked() && now.Sub(o.renewedAt) >= lease/10)
+	due := !o.renewed || o.lastTTL != partitionTTL(lease) || now.Sub(o.renewedAt) >= renewEvery(lease)
 	for _, l := range o.parts {
 		if l.until.Sub(now) < lease {
 			due = true
@@ -288,6 +293,10 @@ func (o *owner) ensure(ctx context.Context, lease time.Duration) error {
 	}
 	return o.renew(ctx, partitionTTL(lease))
 }
+
+// renewEvery is how often a claiming Store renews at most: a quarter of
+// the lease, and at most every 250 ms.
+func renewEvery(lease time.Duration) time.Duration { return min(lease/4, 250*time.Millisecond) }
 
 // fairShareLocked is the most partitions the Store wants at the last
 // renewal's count of live relays; o.mu held.
@@ -339,7 +348,7 @@ func (o *owner) take(rows []eventRow, cr claimRun, start uint64, owned map[int]i
 	defer o.mu.Unlock()
 	now := o.clock()
 	blocked := map[string]bool{}
-	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, deadline: now.Add(lease)}
+	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, deadline: now.Add(lease)}
 	kept := rows[:0]
 	for _, r := range rows {
 		p := int(r.Partition.Int64)
@@ -394,6 +403,7 @@ func (o *owner) take(rows []eventRow, cr claimRun, start uint64, owned map[int]i
 		}
 		f.tokens[p] = tok
 		f.part[r.ID] = p
+		f.seq[r.ID] = r.Seq
 		f.aggs = append(f.aggs, r.AggregateID)
 		f.agg[r.ID] = len(f.aggs)
 		kept = append(kept, r)
@@ -423,23 +433,24 @@ func (o *owner) inFlightLocked(id string) bool {
 }
 
 // tokensOf returns the partition tokens under which token's flight
-// claimed those of ids it holds, and those ids; ok is false if token is
-// not a flight of this owner.
-func (o *owner) tokensOf(token string, ids []string) (tokens map[int]int64, held []string, ok bool) {
+// claimed those of ids it holds, those ids and their seqs; ok is false if
+// token is not a flight of this owner.
+func (o *owner) tokensOf(token string, ids []string) (tokens map[int]int64, held []string, seqs []int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	f, ok := o.flights[token]
 	if !ok {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	tokens = map[int]int64{}
 	for _, id := range ids {
 		if f.agg[id] > 0 {
 			tokens[f.part[id]] = f.tokens[f.part[id]]
 			held = append(held, id)
+			seqs = append(seqs, f.seq[id])
 		}
 	}
-	return tokens, held, true
+	return tokens, held, seqs, true
 }
 
 // finish ends the claim of the events of token's flight among ids.
@@ -470,6 +481,7 @@ func (o *owner) doneLocked(f *flight, id string) {
 	}
 	delete(f.agg, id)
 	delete(f.part, id)
+	delete(f.seq, id)
 	o.finishes++
 	if len(o.reads) > 0 {
 		o.finished[id] = o.finishes
@@ -946,4 +958,12 @@ func (o *owner) deadChanged() {
 	o.mu.Lock()
 	o.deadStale = true
 	o.mu.Unlock()
+}
+
+// rebalancing reports whether the Store relays and owns fewer partitions
+// than its fair share.
+func (o *owner) rebalancing() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.renewed && !o.left && len(o.parts) < o.share
 }

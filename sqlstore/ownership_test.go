@@ -382,3 +382,23 @@ func waitNoPending(t *testing.T, db *sqlx.DB, s *Store) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Stores made one after the other in one process are distinct relays by
+// default: a shared name would make them share every partition.
+func TestDefaultRelayNamesDiffer(t *testing.T) {
+	db := openDB(t, SQLite)
+	seen := map[string]bool{}
+	for range 50 {
+		s, err := New(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[s.own.name] {
+			t.Fatalf("two Stores got the relay name %q", s.own.name)
+		}
+		if len(s.own.name) > 64 {
+			t.Fatalf("relay name %q is longer than 64 bytes", s.own.name)
+		}
+		seen[s.own.name] = true
+	}
+}

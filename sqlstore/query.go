@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/eventsync/outbox"
@@ -62,6 +63,27 @@ func (q *query) in(col string, ids []string, not bool) string {
 	}
 	b.WriteByte(')')
 	return b.String()
+}
+
+// seqIn returns the condition "col IN (seqs)": one BIGINT[] parameter
+// where the dialect has arrays (one statement text for any list, which a
+// driver's statement cache keeps), else the numbers written out.
+func (q *query) seqIn(col string, seqs []int64) string {
+	var b strings.Builder
+	if q.sx.arrays {
+		b.WriteByte('{')
+	}
+	for i, n := range seqs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(n, 10))
+	}
+	if q.sx.arrays {
+		b.WriteByte('}')
+		return col + " = ANY(CAST(" + q.arg(b.String()) + " AS BIGINT[]))"
+	}
+	return col + " IN (" + b.String() + ")"
 }
 
 // textArray writes ss as a Postgres array literal, every element quoted,

@@ -89,6 +89,17 @@ func (s *Store) Leave(ctx context.Context) error {
 	return s.own.leave(ctx)
 }
 
+// Rebalancing reports whether the Store relays and owns fewer partitions
+// than its fair share at its last renewal (storage.Owner): the relay then
+// claims again soon, to take what other relays give back. False with
+// WithRowLeases.
+func (s *Store) Rebalancing() bool {
+	if s.own == nil {
+		return false
+	}
+	return s.own.rebalancing()
+}
+
 // Owned returns the partitions the Store owns now, as far as it knows
 // (nil with WithRowLeases).
 func (s *Store) Owned() []int {
@@ -173,16 +184,21 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 // returns how many did.
 func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
 	now := s.sx.Time(s.now())
-	if tokens, held, ok := s.ownedClaim(token, ids); ok {
-		n, err := s.perChunk(ctx, token, held, 2+2*len(tokens), func(q *query, chunk []string) {
-			q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.in("id", chunk, false), " AND synced_at IS NULL")
+	if tokens, held, seqs, ok := s.ownedClaim(token, ids); ok {
+		// By seq, the primary key: the claim knows each row's.
+		total := 0
+		for _, chunk := range chunks(seqs, s.sx.maxParams-2-2*len(tokens)) {
+			q := newQuery(s.sx)
+			q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
 			s.own.fence(q, "partition_no", tokens)
-		})
-		if err != nil {
-			return n, fmt.Errorf("sqlstore: mark synced: %w", err)
+			n, err := s.exec(ctx, q)
+			total += n
+			if err != nil {
+				return total, fmt.Errorf("sqlstore: mark synced: %w", err)
+			}
 		}
 		s.own.finish(token, held)
-		return n, nil
+		return total, nil
 	}
 	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
 		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now),
@@ -198,7 +214,7 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 // any relay may claim them at once. Only rows still held by token change;
 // it returns how many did.
 func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
-	if _, held, ok := s.ownedClaim(token, ids); ok {
+	if _, held, _, ok := s.ownedClaim(token, ids); ok {
 		if err := ctx.Err(); err != nil {
 			return 0, fmt.Errorf("sqlstore: release: %w", err)
 		}
@@ -229,7 +245,7 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 		return 0, nil
 	}
 	now := s.now()
-	tokens, held, owned := s.ownedClaim(token, failureIDs(failures))
+	tokens, held, _, owned := s.ownedClaim(token, failureIDs(failures))
 	if owned && len(held) == 0 {
 		return 0, nil
 	}
@@ -293,10 +309,11 @@ func failureIDs(failures []storage.Failure) []string {
 }
 
 // ownedClaim returns, when token is a claim of partition ownership, the
-// partition tokens of the events of ids it holds and those events.
-func (s *Store) ownedClaim(token string, ids []string) (map[int]int64, []string, bool) {
+// partition tokens of the events of ids it holds, those events and their
+// seqs.
+func (s *Store) ownedClaim(token string, ids []string) (map[int]int64, []string, []int64, bool) {
 	if s.own == nil || token == "" {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	return s.own.tokensOf(token, ids)
 }

@@ -63,11 +63,17 @@ type Purger interface {
 	Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
 
-// Leaver is implemented by a Store whose relays own parts of the table
-// rather than leasing rows (sqlstore's partition ownership). Leave gives
-// back at once what the Store owns and has nothing in flight of, so that
-// other relays take it over without waiting for its leases to end; a
-// later claim takes a share again. Run calls it when it stops.
-type Leaver interface {
+// Owner is implemented by a Store whose relays own parts of the table
+// rather than leasing rows (sqlstore's partition ownership).
+type Owner interface {
+	// Leave gives back at once what the Store owns and has nothing in
+	// flight of, so that other relays take it over without waiting for
+	// its leases to end; a later claim takes a share again. Run calls it
+	// when it stops.
 	Leave(ctx context.Context) error
+	// Rebalancing reports whether the Store owns less than its fair
+	// share, so that parts other relays give back wait to be taken: the
+	// relay then claims again within a fraction of a second, not after
+	// its interval.
+	Rebalancing() bool
 }
