@@ -535,16 +535,16 @@ func (o *owner) fail(token string, failures []storage.Failure, now time.Time) {
 }
 
 // skipList is what a read leaves out: the aggregates held, dead (unless
-// passDead) or with an event in flight, and the events in flight without
-// an aggregate; unordered, only the events in flight. It is nil when
-// there are too many.
-func (o *owner) skipList(cr claimRun) (aggs, ids []string) {
+// passDead) or with an event in flight, and the seqs of the events in
+// flight without an aggregate; unordered, only the events in flight. It
+// is nil when there are too many.
+func (o *owner) skipList(cr claimRun) (aggs []string, seqs []int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, f := range o.flights {
 		for id, i := range f.agg {
 			if !cr.ordered || f.aggs[i-1] == "" {
-				ids = append(ids, id)
+				seqs = append(seqs, f.seq[id])
 			}
 		}
 	}
@@ -565,11 +565,11 @@ func (o *owner) skipList(cr claimRun) (aggs, ids []string) {
 			}
 		}
 	}
-	if len(aggs)+len(ids) > maxSkip {
+	if len(aggs)+len(seqs) > maxSkip {
 		return nil, nil
 	}
 	slices.Sort(aggs)
-	return slices.Compact(aggs), ids
+	return slices.Compact(aggs), seqs
 }
 
 // read selects up to limit undelivered, not dead events of the owned
@@ -586,7 +586,7 @@ func (o *owner) skipList(cr claimRun) (aggs, ids []string) {
 func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int) ([]eventRow, error) {
 	s := o.s
 	now := s.sx.Time(cr.now)
-	skipAggs, skipIDs := o.skipList(cr)
+	skipAggs, skipSeqs := o.skipList(cr)
 	q := newQuery(s.sx)
 	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
 		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
@@ -598,8 +598,8 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	if len(skipAggs) > 0 {
 		q.sql(" AND ", q.in("c.aggregate_id", skipAggs, true))
 	}
-	if len(skipIDs) > 0 {
-		q.sql(" AND ", q.in("c.id", skipIDs, true))
+	if len(skipSeqs) > 0 {
+		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
 	if cr.ordered {
 		// The lowest pending priority, read from the end of the claim
