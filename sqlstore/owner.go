@@ -468,6 +468,18 @@ func (o *owner) finish(token string, ids []string) {
 	}
 	if len(f.part) == 0 {
 		delete(o.flights, token)
+		return
+	}
+	// A partition the flight holds nothing of any more is not in flight:
+	// a renewal or Leave may give it back.
+	left := make(map[int]bool, len(f.tokens))
+	for _, p := range f.part {
+		left[p] = true
+	}
+	for p := range f.tokens {
+		if !left[p] {
+			delete(f.tokens, p)
+		}
 	}
 }
 
