@@ -3,8 +3,10 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -209,4 +211,15 @@ func (mysqlDialect) upsert(q *query, table, name, until string) {
 }
 func (mysqlDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
+// deadlock: error 1213 (ER_LOCK_DEADLOCK), as go-sql-driver/mysql writes
+// it (this package does not import the driver).
+func (mysqlDialect) deadlock(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if msg := err.Error(); strings.HasPrefix(msg, "Error 1213 ") || strings.HasPrefix(msg, "Error 1213:") {
+			return true
+		}
+	}
+	return false
 }

@@ -468,6 +468,18 @@ func (o *owner) finish(token string, ids []string) {
 	}
 	if len(f.part) == 0 {
 		delete(o.flights, token)
+		return
+	}
+	// A partition the flight holds nothing of any more is not in flight:
+	// a renewal or Leave may give it back.
+	left := make(map[int]bool, len(f.tokens))
+	for _, p := range f.part {
+		left[p] = true
+	}
+	for p := range f.tokens {
+		if !left[p] {
+			delete(f.tokens, p)
+		}
 	}
 }
 
@@ -703,6 +715,38 @@ type ownerDialect interface {
 	upsert(q *query, table, name, until string)
 	// txOptions are those of the renewal's transaction.
 	txOptions() *sql.TxOptions
+	// deadlock reports whether err is the database's report that it
+	// rolled the transaction back to break a deadlock.
+	deadlock(err error) bool
+}
+
+// deadlockRetries is how many times a fenced write or a renewal runs
+// again after the database rolled it back to break a deadlock. Such
+// deadlocks are expected on MySQL: a fenced write share-locks the rows
+// of its partitions in the order of its events' rows, while a renewal
+// locks those it owns in partition order, so a write and a renewal of
+// the same Store can each wait for the other. The database rolls one
+// back whole, so running it again is safe, and the other has gone on by
+// then.
+const deadlockRetries = 5
+
+// retryDeadlock runs fn, and again while it fails with a deadlock (see
+// deadlockRetries), after a short pause growing with each try.
+func (o *owner) retryDeadlock(ctx context.Context, fn func() error) error {
+	d := o.s.d.(ownerDialect)
+	for try := 1; ; try++ {
+		err := fn()
+		if err == nil || try > deadlockRetries || !d.deadlock(err) {
+			return err
+		}
+		t := time.NewTimer(time.Duration(try) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // renew runs one renewal, in one short transaction on the database's
@@ -715,13 +759,48 @@ type ownerDialect interface {
 func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 	o.renewMu.Lock()
 	defer o.renewMu.Unlock()
+	var r renewal
+	err := o.retryDeadlock(ctx, func() error {
+		var err error
+		r, err = o.renewTx(ctx, ttl)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	dead, err := o.deadAggregates(ctx, r.mine)
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.parts = make(map[int]partLease, len(r.mine))
+	for p, tok := range r.mine {
+		o.parts[p] = partLease{token: tok, until: r.sent.Add(ttl)}
+	}
+	o.dead, o.deadStale = dead, false
+	o.count, o.share, o.renewed, o.lastTTL, o.renewedAt = r.count, r.share, true, ttl, r.sent
+	return nil
+}
+
+// renewal is what a committed renewal transaction found: the partitions
+// owned with their tokens, the partition count, the fair share, and when
+// (local clock) the transaction began.
+type renewal struct {
+	mine         map[int]int64
+	count, share int
+	sent         time.Time
+}
+
+// renewTx runs the transaction of a renewal (see renew); o.renewMu held.
+func (o *owner) renewTx(ctx context.Context, ttl time.Duration) (renewal, error) {
 	s := o.s
 	d := s.d.(ownerDialect)
 	parts, relays := s.t.Sibling(partitionsSuffix), s.t.Sibling(relaysSuffix)
 	sent := o.clock()
 	tx, err := s.db.BeginTxx(ctx, d.txOptions())
 	if err != nil {
-		return fmt.Errorf("sqlstore: renew partitions: begin: %w", err)
+		return renewal{}, fmt.Errorf("sqlstore: renew partitions: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
 	exec := func(q *query) error {
@@ -741,33 +820,33 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 	q := newQuery(s.sx)
 	d.upsert(q, relays, q.arg(o.name), d.dbLater(q, ttl))
 	if err := exec(q); err != nil {
-		return o.renewErr("register", err)
+		return renewal{}, o.renewErr("register", err)
 	}
 	// Relays that died without leaving are forgotten once they have not
 	// been seen for a day (until then `outbox status` can tell of them).
 	q = newQuery(s.sx)
 	q.sql("DELETE FROM ", relays, " WHERE seen_until < ", d.dbLater(q, -24*time.Hour))
 	if err := exec(q); err != nil {
-		return o.renewErr("forget dead relays", err)
+		return renewal{}, o.renewErr("forget dead relays", err)
 	}
 	var live, count int
 	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+relays+" WHERE seen_until > "+d.dbNow()).Scan(&live); err != nil {
-		return o.renewErr("count relays", err)
+		return renewal{}, o.renewErr("count relays", err)
 	}
 	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+parts).Scan(&count); err != nil {
-		return o.renewErr("count partitions", err)
+		return renewal{}, o.renewErr("count partitions", err)
 	}
 	if count == 0 {
-		return ErrNoPartitions
+		return renewal{}, ErrNoPartitions
 	}
 	q = newQuery(s.sx)
 	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, ttl), " WHERE owner = ", q.arg(o.name))
 	if err := exec(q); err != nil {
-		return o.renewErr("renew", err)
+		return renewal{}, o.renewErr("renew", err)
 	}
 	mine, err := o.ownedIn(ctx, tx, parts)
 	if err != nil {
-		return err
+		return renewal{}, err
 	}
 	share := (count + max(live, 1) - 1) / max(live, 1)
 	if left {
@@ -787,7 +866,7 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 			q = newQuery(s.sx)
 			q.sql("UPDATE ", parts, " SET owner = NULL, lease_until = ", d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
 			if err := exec(q); err != nil {
-				return o.renewErr("give back", err)
+				return renewal{}, o.renewErr("give back", err)
 			}
 			for _, p := range give {
 				delete(mine, p)
@@ -798,35 +877,23 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 		q.sql("SELECT partition_no FROM ", parts, " WHERE lease_until <= ", d.dbNow(), " ORDER BY partition_no LIMIT ", q.arg(share-len(mine)), d.skipLocked())
 		var free []int
 		if err := tx.SelectContext(ctx, &free, q.String(), q.args...); err != nil {
-			return o.renewErr("read free partitions", err)
+			return renewal{}, o.renewErr("read free partitions", err)
 		}
 		if len(free) > 0 {
 			q = newQuery(s.sx)
 			q.sql("UPDATE ", parts, " SET owner = ", q.arg(o.name), ", token = token + 1, lease_until = ", d.dbLater(q, ttl), " WHERE ", partIn("partition_no", toSet(free)))
 			if err := exec(q); err != nil {
-				return o.renewErr("take", err)
+				return renewal{}, o.renewErr("take", err)
 			}
 			if mine, err = o.ownedIn(ctx, tx, parts); err != nil {
-				return err
+				return renewal{}, err
 			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return o.renewErr("commit", err)
+		return renewal{}, o.renewErr("commit", err)
 	}
-	dead, err := o.deadAggregates(ctx, mine)
-	if err != nil {
-		return err
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.parts = make(map[int]partLease, len(mine))
-	for p, tok := range mine {
-		o.parts[p] = partLease{token: tok, until: sent.Add(ttl)}
-	}
-	o.dead, o.deadStale = dead, false
-	o.count, o.share, o.renewed, o.lastTTL, o.renewedAt = count, share, true, ttl, sent
-	return nil
+	return renewal{mine: mine, count: count, share: share, sent: sent}, nil
 }
 
 func (o *owner) renewErr(step string, err error) error {
@@ -918,7 +985,10 @@ func (o *owner) leave(ctx context.Context) error {
 	if len(give) > 0 {
 		q := newQuery(s.sx)
 		q.sql("UPDATE ", s.t.Sibling(partitionsSuffix), " SET owner = NULL, lease_until = ", d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", give))
-		if _, err := s.db.ExecContext(ctx, q.String(), q.args...); err != nil {
+		if err := o.retryDeadlock(ctx, func() error {
+			_, err := s.db.ExecContext(ctx, q.String(), q.args...)
+			return err
+		}); err != nil {
 			errs = append(errs, fmt.Errorf("sqlstore: give back partitions: %w", err))
 		}
 	}

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -225,4 +226,11 @@ func (postgresDialect) upsert(q *query, table, name, until string) {
 }
 func (postgresDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
+// deadlock: SQLSTATE 40P01 (deadlock_detected), as a driver's error
+// reports it (pgx's does, with SQLState).
+func (postgresDialect) deadlock(err error) bool {
+	var e interface{ SQLState() string }
+	return errors.As(err, &e) && e.SQLState() == "40P01"
 }

@@ -69,3 +69,6 @@ func (sqliteDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = excluded.seen_until")
 }
 func (sqliteDialect) txOptions() *sql.TxOptions { return nil }
+
+// deadlock: never; SQLite has one writer at a time.
+func (sqliteDialect) deadlock(error) bool { return false }

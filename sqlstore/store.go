@@ -191,7 +191,7 @@ func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int
 			q := newQuery(s.sx)
 			q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
 			s.own.fence(q, "partition_no", tokens)
-			n, err := s.exec(ctx, q)
+			n, err := s.fencedExec(ctx, q)
 			total += n
 			if err != nil {
 				return total, fmt.Errorf("sqlstore: mark synced: %w", err)
@@ -287,7 +287,11 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 		} else {
 			q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", ids, false))
 		}
-		n, err := s.exec(ctx, q)
+		exec := s.exec
+		if owned {
+			exec = s.fencedExec
+		}
+		n, err := exec(ctx, q)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("sqlstore: fail: %w", err)
@@ -348,6 +352,19 @@ func (s *Store) exec(ctx context.Context, q *query) (int, error) {
 		return 0, err
 	}
 	return int(n), nil
+}
+
+// fencedExec runs a write fenced by partition tokens (owner.fence), again
+// if the database rolled it back to break a deadlock (see
+// deadlockRetries).
+func (s *Store) fencedExec(ctx context.Context, q *query) (int, error) {
+	var n int
+	err := s.own.retryDeadlock(ctx, func() error {
+		var err error
+		n, err = s.exec(ctx, q)
+		return err
+	})
+	return n, err
 }
 
 // chunks splits s into pieces of at most size elements.
