@@ -109,7 +109,6 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	defer closePub()
 	cs := newDrainCounter(o.n)
 	ws := make([]*outbox.Outbox, o.relays)
-	owned := make([]func() []int, o.relays)
 	for i := range ws {
 		var rs relayStore = st
 		switch {
@@ -123,10 +122,6 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 			if rs, err = sqlstore.New(o.db, sqlstore.WithTable(table)); err != nil {
 				return nil, err
 			}
-		}
-		owned[i] = func() []int { return nil }
-		if ow, ok := rs.(interface{ Owned() []int }); ok {
-			owned[i] = ow.Owned
 		}
 		if ws[i], err = outbox.New(&countingStore{rs, cs}, pub, outbox.WithBatchSize(b.cfg.batch), outbox.WithPerAggregateOrder(o.ordered), outbox.WithInterval(o.interval)); err != nil {
 			return nil, err
@@ -156,12 +151,6 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 	case <-ctx.Done():
 	}
 	d := time.Since(start)
-	if os.Getenv("BENCH_DEBUG_OWNED") != "" {
-		for i, w := range ws {
-			_ = w
-			fmt.Fprintf(os.Stderr, "relay %d owns %v\n", i, owned[i]())
-		}
-	}
 	cancel()
 	wg.Wait()
 	if got := cs.synced.Load(); got < int64(o.n) {

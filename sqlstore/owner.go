@@ -165,7 +165,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	// A claim by IDs renews only a Store that relays already: a process
 	// that publishes after commit but runs no relay takes no partitions.
 	if req.IDs == nil || o.relaying() {
-		if err := o.ensure(ctx, req.Lease); err != nil {
+		if err := o.ensure(ctx, req.Lease, req.IDs == nil); err != nil {
 			return nil, err
 		}
 	}
@@ -277,11 +277,17 @@ func (o *owner) usable(lease time.Duration) map[int]int64 {
 // fraction of a second under load, rarely enough to cost nothing (a
 // renewal is one short transaction; an idle relay claims only at its
 // interval).
-func (o *owner) ensure(ctx context.Context, lease time.Duration) error {
+//
+// A claim by IDs (bulk false) renews only when a lease is running short,
+// never on the cadence: the publication right after a commit does not
+// wait for a renewal that the relay's next pass makes anyway.
+func (o *owner) ensure(ctx context.Context, lease time.Duration, bulk bool) error {
 	o.mu.Lock()
-	o.left = false
+	if bulk {
+		o.left = false
+	}
 	now := o.clock()
-	due := !o.renewed || o.lastTTL != partitionTTL(lease) || now.Sub(o.renewedAt) >= renewEvery(lease)
+	due := !o.renewed || o.lastTTL != partitionTTL(lease) || (bulk && now.Sub(o.renewedAt) >= renewEvery(lease))
 	for _, l := range o.parts {
 		if l.until.Sub(now) < lease {
 			due = true
