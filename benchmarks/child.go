@@ -63,13 +63,21 @@ func childMain(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	cs := &countingStore{st, newDrainCounter(*expect)}
+	cs := newDrainCounter(*expect)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range *relays {
-		w, err := outbox.New(cs, pub, outbox.WithBatchSize(*batch))
+	for i := range *relays {
+		// Each relay on a store of its own, as relays in processes of
+		// their own: they own partitions apart.
+		rs := st
+		if i > 0 {
+			if rs, err = sqlstore.New(db, sqlstore.WithTable(*table)); err != nil {
+				return fail(err)
+			}
+		}
+		w, err := outbox.New(&countingStore{rs, cs}, pub, outbox.WithBatchSize(*batch))
 		if err != nil {
 			return fail(err)
 		}

@@ -159,6 +159,48 @@ type eventRow struct {
 	Leased sql.NullInt64 `db:"leased"`
 }
 
+// field returns the destination of column col, or nil for a column an
+// eventRow does not hold.
+func (r *eventRow) field(col string) any {
+	switch col {
+	case "seq":
+		return &r.Seq
+	case "id":
+		return &r.ID
+	case "topic":
+		return &r.Topic
+	case "event_type":
+		return &r.Type
+	case "aggregate_id":
+		return &r.AggregateID
+	case "priority":
+		return &r.Priority
+	case "payload":
+		return &r.Payload
+	case "headers":
+		return &r.Headers
+	case "created_at":
+		return &r.CreatedAt
+	case "synced_at":
+		return &r.SyncedAt
+	case "attempts":
+		return &r.Attempts
+	case "last_error":
+		return &r.LastError
+	case "next_attempt_at":
+		return &r.NextAttemptAt
+	case "dead_at":
+		return &r.DeadAt
+	case "head":
+		return &r.Head
+	case "partition_no":
+		return &r.Partition
+	case "leased":
+		return &r.Leased
+	}
+	return nil
+}
+
 func (r *eventRow) event() (*outbox.Event, error) {
 	e := &outbox.Event{
 		ID:          r.ID,
