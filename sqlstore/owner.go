@@ -86,6 +86,12 @@ type owner struct {
 	// dead again first.
 	deadStale bool
 
+	// cur is where the next bulk read may start (see readBulk), and
+	// lastBulk the token of the last bulk claim.
+	cur      readCursor
+	curGen   uint64 // raised each time the cursor is made dirty
+	lastBulk string
+
 	// finishes counts the events whose claim ended (marked, failed,
 	// released); finished holds when each ended, for as long as a read
 	// that began before that is running (reads), so that a read never
@@ -95,6 +101,28 @@ type owner struct {
 	finished map[string]uint64
 	reads    map[uint64]int
 }
+
+// readCursor lets a bulk read start past the events the Store has already
+// taken: an index range from seq on, instead of a walk from the start of
+// the pending events past the index entries of every event marked since
+// the last vacuum. seq is 0 when there is none. Every pending event of
+// the owned partitions at or below seq is in flight, marked, or held back
+// in memory (an aggregate held, dead or busy, leaving out its later
+// events too); whatever could release one of those (a failure, a
+// release, an expired claim, a hold ending, a re-queue, a partition
+// taken) marks the cursor dirty, and a full read starts a new one. So
+// does time: a full read at least every cursorAge, for events that commit
+// after a later seq was read (see Claim on commit order).
+type readCursor struct {
+	seq     int64
+	prio    int       // every pending event had this priority
+	ordered bool      // the claims it was made for
+	at      time.Time // local time of the full read it started from
+	dirty   bool
+}
+
+// cursorAge is how long a read cursor lasts before a full read.
+const cursorAge = time.Second
 
 // partLease is one owned partition: its token and, by the local
 // monotonic clock, a time before which the lease surely holds.
@@ -194,10 +222,26 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 			}
 		}
 	case len(owned) > 0:
-		if rows, err = o.read(ctx, cr, owned, req.Limit); err != nil {
+		var fromCursor bool
+		var gen uint64
+		if rows, fromCursor, gen, err = o.readBulk(ctx, cr, owned, req.Limit); err != nil {
 			return nil, err
 		}
+		seqs, prios := make([]int64, len(rows)), make([]int, len(rows))
+		for i, r := range rows {
+			seqs[i], prios[i] = r.Seq, r.Priority
+		}
 		rows = o.take(rows, cr, start, owned, req.Lease)
+		taken := make(map[int64]bool, len(rows))
+		for _, r := range rows {
+			taken[r.Seq] = true
+		}
+		o.advance(seqs, prios, taken, fromCursor, cr.ordered, gen)
+		if len(rows) > 0 {
+			o.mu.Lock()
+			o.lastBulk = cr.token
+			o.mu.Unlock()
+		}
 	}
 	if len(leased) > 0 {
 		if len(rows) > 0 {
@@ -467,6 +511,13 @@ func (o *owner) finish(token string, ids []string) {
 	if !ok {
 		return
 	}
+	if token != o.lastBulk || len(o.reads) > 0 {
+		// The events of this claim held back the later events of their
+		// aggregates from a read that began while it was in flight (one
+		// running now, or the last bulk read when this claim is another
+		// one), and those may be below the cursor.
+		o.dirtyLocked()
+	}
 	for _, id := range ids {
 		if f.agg[id] > 0 {
 			o.doneLocked(f, id)
@@ -517,6 +568,7 @@ func (o *owner) expire(now time.Time) {
 				o.doneLocked(f, id)
 			}
 			delete(o.flights, tok)
+			o.dirtyLocked()
 		}
 	}
 }
@@ -527,6 +579,7 @@ func (o *owner) expire(now time.Time) {
 func (o *owner) fail(token string, failures []storage.Failure, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.dirtyLocked()
 	f, ok := o.flights[token]
 	if !ok {
 		return
@@ -570,6 +623,10 @@ func (o *owner) skipList(cr claimRun) (aggs []string, seqs []int64) {
 		for agg, until := range o.holds {
 			if until.After(cr.now) {
 				aggs = append(aggs, agg)
+			} else {
+				// Its events are due again, and may be below the cursor.
+				delete(o.holds, agg)
+				o.dirtyLocked()
 			}
 		}
 		for agg := range o.busy {
@@ -601,10 +658,9 @@ func (o *owner) skipList(cr claimRun) (aggs []string, seqs []int64) {
 // priority and no index is probed. Events without an aggregate that are
 // not due or are leased are left out; those with one are read, so that
 // they hold their aggregate (see take).
-func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int) ([]eventRow, error) {
+func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64, cur *readCursor) ([]eventRow, error) {
 	s := o.s
 	now := s.sx.Time(cr.now)
-	skipAggs, skipSeqs := o.skipList(cr)
 	q := newQuery(s.sx)
 	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
 		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
@@ -619,7 +675,17 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	if cr.ordered {
+	switch {
+	case cur != nil:
+		// From the cursor on, at the one priority every pending event
+		// had; an event of another priority makes it read nothing (two
+		// index probes at the edges of that priority's range), and the
+		// caller reads in full.
+		p := q.arg(cur.prio)
+		q.sql(" AND c.priority = ", p, " AND c.seq > ", q.arg(cur.seq),
+			" AND NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " m WHERE m.synced_at IS NULL AND m.dead_at IS NULL AND m.priority > ", q.arg(cur.prio), ")",
+			" AND NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " m WHERE m.synced_at IS NULL AND m.dead_at IS NULL AND m.priority < ", q.arg(cur.prio), ")")
+	case cr.ordered:
 		// The lowest pending priority, read from the end of the claim
 		// index (priority DESC, seq) as one entry.
 		q.sql(" AND (c.aggregate_id = '' OR c.priority = (SELECT m.priority FROM ", s.t.Quoted,
@@ -628,6 +694,81 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	}
 	claimOrder(q, limit)
 	return claimRows(ctx, s.db, q)
+}
+
+// readBulk is the read of a bulk claim: from the read cursor when there
+// is a clean one, else (and when that reads nothing) in full. It
+// returns the rows, and whether they came from the cursor.
+// The generation returned is the cursor's when the read began (see
+// advance).
+func (o *owner) readBulk(ctx context.Context, cr claimRun, owned map[int]int64, limit int) ([]eventRow, bool, uint64, error) {
+	skipAggs, skipSeqs := o.skipList(cr)
+	cur, ok, gen := o.cursorFor(cr)
+	if ok {
+		rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, &cur)
+		if err != nil || len(rows) > 0 {
+			return rows, true, gen, err
+		}
+	}
+	rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, nil)
+	return rows, false, gen, err
+}
+
+// cursorFor returns the read cursor, whether a read may start from it,
+// and its generation.
+func (o *owner) cursorFor(cr claimRun) (readCursor, bool, uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	c := o.cur
+	ok := c.seq > 0 && !c.dirty && c.ordered == cr.ordered && o.clock().Sub(c.at) < cursorAge
+	return c, ok, o.curGen
+}
+
+// advance moves the read cursor after a bulk read of rows (in the order
+// read: priority, then seq) of which the claim took those in taken: over
+// the events taken from the start of the read, up to the first it did
+// not take. A full read starts a new cursor when all its rows have one
+// priority (so that priority order is seq order), below its first row.
+//
+// Nothing moves when the cursor was made dirty since the read began
+// (gen): what released events did so after the read's snapshot.
+func (o *owner) advance(seqs []int64, prios []int, taken map[int64]bool, fromCursor bool, ordered bool, gen uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.curGen != gen {
+		o.cur = readCursor{}
+		return
+	}
+	c := o.cur
+	if !fromCursor {
+		c = readCursor{ordered: ordered, at: o.clock()}
+		if len(seqs) == 0 {
+			o.cur = readCursor{}
+			return
+		}
+		for _, p := range prios {
+			if p != prios[0] {
+				o.cur = readCursor{}
+				return
+			}
+		}
+		c.prio, c.seq = prios[0], seqs[0]-1
+	} else if c.dirty {
+		return // made dirty while reading: a full read comes next
+	}
+	for _, seq := range seqs {
+		if !taken[seq] {
+			break
+		}
+		c.seq = seq
+	}
+	o.cur = c
+}
+
+// dirtyLocked makes the next bulk read a full one; o.mu held.
+func (o *owner) dirtyLocked() {
+	o.cur.dirty = true
+	o.curGen++
 }
 
 // leasedCol is 1 for a row leased to a claim by IDs (see owner.claim),
@@ -780,6 +921,14 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	for p, l := range o.parts {
+		if tok, ok := r.mine[p]; !ok || tok != l.token {
+			o.dirtyLocked() // lost or taken anew
+		}
+	}
+	if len(r.mine) != len(o.parts) {
+		o.dirtyLocked() // taken: its events are below the cursor
+	}
 	o.parts = make(map[int]partLease, len(r.mine))
 	for p, tok := range r.mine {
 		o.parts[p] = partLease{token: tok, until: r.sent.Add(ttl)}
@@ -1033,6 +1182,7 @@ func toSet(ps []int) map[int]int64 {
 func (o *owner) deadChanged() {
 	o.mu.Lock()
 	o.deadStale = true
+	o.dirtyLocked()
 	o.mu.Unlock()
 }
 
@@ -1042,4 +1192,12 @@ func (o *owner) rebalancing() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.renewed && !o.left && len(o.parts) < o.share
+}
+
+// released makes the next bulk read a full one: events given back may be
+// below the cursor.
+func (o *owner) released() {
+	o.mu.Lock()
+	o.dirtyLocked()
+	o.mu.Unlock()
 }

@@ -221,6 +221,7 @@ func (s *Store) Release(ctx context.Context, token string, ids []string) (int, e
 		// Nothing was written to the rows: ending the claim in memory
 		// is the release.
 		s.own.finish(token, held)
+		s.own.released()
 		return len(held), nil
 	}
 	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
