@@ -22,9 +22,15 @@ import (
 
 // scaleSize is how many events on how many aggregates the scale tests
 // save; smaller under -short.
-func scaleSize() (events, aggregates int) {
-	if testing.Short() {
+func scaleSize(store *sqlstore.Store) (events, aggregates int) {
+	switch {
+	case testing.Short():
 		return 2_000, 50
+	case store.Dialect() == sqlstore.SQLite:
+		// One writer at a time, and a pure-Go SQLite ten times slower
+		// under the race detector: the same faults on fewer events keep
+		// the suite's run time in bounds.
+		return 8_000, 100
 	}
 	return 20_000, 200
 }
@@ -194,7 +200,7 @@ func waitDelivered(t *testing.T, db *sqlx.DB, store *sqlstore.Store, count func(
 // aggregate's in save order.
 func TestScaleFourRelays(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
-		n, aggs := scaleSize()
+		n, aggs := scaleSize(store)
 		start := time.Now()
 		rec := newRecorder()
 		startRelays(t, 4, store, rec)
@@ -265,7 +271,7 @@ func (f *faulty) Publish(ctx context.Context, events []*outbox.Event) error {
 // and an event arrives twice only after its acknowledgement was lost.
 func TestScaleFaultyBroker(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
-		n, aggs := scaleSize()
+		n, aggs := scaleSize(store)
 		start := time.Now()
 		rec := newRecorder()
 		pub := &faulty{rec: rec, rng: rand.New(rand.NewPCG(1, 2))}
@@ -307,7 +313,7 @@ func (u *uncertain) Publish(ctx context.Context, events []*outbox.Event) error {
 // The same with real Redis cut away and given back at random.
 func TestScaleRedisCutAtRandom(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
-		n, aggs := scaleSize()
+		n, aggs := scaleSize(store)
 		start := time.Now()
 		b := newBroker(t)
 		rp, err := redisstream.New(b.client)
@@ -417,7 +423,7 @@ func TestScalePoisonEvent(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db *sqlx.DB, store *sqlstore.Store) {
 		const maxAttempts = 4
 		ctx := context.Background()
-		n, aggs := scaleSize()
+		n, aggs := scaleSize(store)
 		n, aggs = n/10, aggs/4
 		held := scaleEvents("scale", 5, 1)
 		for _, e := range held {
