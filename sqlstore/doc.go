@@ -80,6 +80,15 @@
 // relay owns is left to that relay, which Postgres's notification wakes
 // at once (MySQL and SQLite relays find it at their next pass).
 //
+// On Postgres a relay's reads go on from where its last read stopped (a
+// cursor in memory: the claim index read as a range from the last event
+// it took), rather than from the oldest pending event, past the index
+// entries of every event marked since the last vacuum. Whatever could give an event
+// below the cursor back (a failure, a release, a claim whose lease ended,
+// a hold ending, a re-queue, a partition taken over) makes the next read
+// a full one, and so does a second's time, for events whose transaction
+// commits after a later one was read.
+//
 // WithRowLeases keeps the protocol of earlier versions: each claim leases
 // its rows under a token (FOR UPDATE SKIP LOCKED on Postgres and MySQL).
 // No transaction stays open while a relay talks to the broker, in either

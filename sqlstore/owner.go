@@ -720,7 +720,7 @@ func (o *owner) cursorFor(cr claimRun) (readCursor, bool, uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	c := o.cur
-	ok := c.seq > 0 && !c.dirty && c.ordered == cr.ordered && o.clock().Sub(c.at) < cursorAge
+	ok := o.s.sx.readCursor && c.seq > 0 && !c.dirty && c.ordered == cr.ordered && o.clock().Sub(c.at) < cursorAge
 	return c, ok, o.curGen
 }
 
