@@ -65,15 +65,18 @@ type owner struct {
 	clock func() time.Time
 
 	// renewMu serializes renewals; mu guards the rest.
-	renewMu   sync.Mutex
-	mu        sync.Mutex
-	parts     map[int]partLease // owned partitions
-	count     int               // partitions in the table
-	renewed   bool              // a renewal has run
-	lastTTL   time.Duration     // of the last renewal
-	share     int               // the fair share at the last renewal
-	renewedAt time.Time         // local start of the last renewal
-	left      bool              // Leave was called: no more partitions taken
+	renewMu sync.Mutex
+	mu      sync.Mutex
+	parts   map[int]partLease // owned partitions
+	count   int               // partitions in the table
+	renewed bool              // a renewal has run
+	lastTTL time.Duration     // of the last renewal
+	share   int               // the fair share at the last renewal
+	// eagerUntil: until then a Store short of its share reports
+	// Rebalancing (see rebalancing).
+	eagerUntil time.Time
+	renewedAt  time.Time // local start of the last renewal
+	left       bool      // Leave was called: no more partitions taken
 
 	flights map[string]*flight // claim token -> what it holds
 	busy    map[string]int     // aggregate -> events of it in flight
@@ -921,6 +924,7 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	gained := len(r.mine) > len(o.parts)
 	for p, l := range o.parts {
 		if tok, ok := r.mine[p]; !ok || tok != l.token {
 			o.dirtyLocked() // lost or taken anew
@@ -934,6 +938,11 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 		o.parts[p] = partLease{token: tok, until: r.sent.Add(ttl)}
 	}
 	o.dead, o.deadStale = dead, false
+	if !o.renewed || r.share != o.share || gained {
+		// Relays joined or left, or partitions came our way: others may
+		// be giving some back.
+		o.eagerUntil = r.sent.Add(eagerWindow)
+	}
 	o.count, o.share, o.renewed, o.lastTTL, o.renewedAt = r.count, r.share, true, ttl, r.sent
 	return nil
 }
@@ -1191,8 +1200,15 @@ func (o *owner) deadChanged() {
 func (o *owner) rebalancing() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.renewed && !o.left && len(o.parts) < o.share
+	return o.renewed && !o.left && len(o.parts) < o.share && o.clock().Before(o.eagerUntil)
 }
+
+// eagerWindow is how long after relays joined or left, or after it took
+// partitions, a Store short of its fair share keeps its relay claiming
+// every rebalance wait. With a partition count that does not divide
+// evenly, one relay stays short of the rounded-up share for good, and must
+// not poll the table ten times a second for ever.
+const eagerWindow = 5 * time.Second
 
 // released makes the next bulk read a full one: events given back may be
 // below the cursor.

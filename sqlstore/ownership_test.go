@@ -434,3 +434,48 @@ func TestReadCursorGivesBackWhatClaimsReturn(t *testing.T) {
 		})
 	}
 }
+
+// A Store short of its fair share asks its relay to claim again soon only
+// for a while after the relays changed: with 64 partitions and three
+// relays one of them owns 20 of a share of 22 for good, and its relay must
+// then wait its interval like the others.
+func TestRebalancingEnds(t *testing.T) {
+	b := setup(t, Postgres)
+	ctx := t.Context()
+	var stores []*Store
+	for i := range 3 {
+		s := newStore(t, b.db, b.table, WithRelayName(fmt.Sprintf("relay-%d", i)))
+		useClock(s, b.clock)
+		stores = append(stores, s)
+	}
+	claim := func(s *Store) {
+		if _, err := s.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Join all three, then let them settle: each renews (the clock moved
+	// past the renewal cadence) and takes what the others gave back.
+	for range 4 {
+		for _, s := range stores {
+			claim(s)
+		}
+		b.clock.Advance(time.Second)
+	}
+	total, short := 0, 0
+	for _, s := range stores {
+		total += len(s.Owned())
+		if len(s.Owned()) < 22 {
+			short++
+		}
+	}
+	if total != 64 || short != 1 {
+		t.Fatalf("after settling: %d partitions owned in all, %d stores short of 22; want 64 and 1", total, short)
+	}
+	b.clock.Advance(eagerWindow)
+	for _, s := range stores {
+		claim(s)
+		if s.Rebalancing() {
+			t.Fatalf("store %s owning %d partitions still rebalancing %v after the relays settled", s.own.name, len(s.Owned()), eagerWindow)
+		}
+	}
+}
