@@ -13,7 +13,6 @@ import (
 	"github.com/DATA-DOG/go-sqlmock"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/eventsync/outbox/internal/sqlschema"
 	"github.com/eventsync/outbox/storage"
@@ -34,23 +33,7 @@ const (
 // clock stopped at mockNow.
 func mockOwnerStore(t *testing.T, d Dialect) (*Store, sqlmock.Sqlmock) {
 	t.Helper()
-	db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
-	if err != nil {
-		t.Fatal(err)
-	}
-	driverName := map[Dialect]string{Postgres: "pgx", MySQL: "mysql", SQLite: "sqlite"}[d]
-	s, err := New(sqlx.NewDb(db, driverName), WithRelayName(mockRelay))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.now = func() time.Time { return mockNow }
-	t.Cleanup(func() {
-		if err := mock.ExpectationsWereMet(); err != nil {
-			t.Error(err)
-		}
-		_ = db.Close()
-	})
-	return s, mock
+	return newMockStore(t, d, WithRelayName(mockRelay))
 }
 
 // ownSQL builds the statements of partition ownership as dialect d sends

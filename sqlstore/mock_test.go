@@ -29,16 +29,24 @@ var (
 		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"}
 )
 
-// mockStore returns a store of dialect d over sqlmock, matching statements
-// exactly, with its clock stopped at mockNow.
+// mockStore returns a store of dialect d over sqlmock that leases rows
+// (WithRowLeases), matching statements exactly, with its clock stopped at
+// mockNow.
 func mockStore(t *testing.T, d Dialect) (*Store, sqlmock.Sqlmock) {
+	t.Helper()
+	return newMockStore(t, d, WithRowLeases())
+}
+
+// newMockStore returns a store of dialect d with opts over sqlmock,
+// matching statements exactly, with its clock stopped at mockNow.
+func newMockStore(t *testing.T, d Dialect, opts ...Option) (*Store, sqlmock.Sqlmock) {
 	t.Helper()
 	db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
 	if err != nil {
 		t.Fatal(err)
 	}
 	driverName := map[Dialect]string{Postgres: "pgx", MySQL: "mysql", SQLite: "sqlite"}[d]
-	s, err := New(sqlx.NewDb(db, driverName), WithRowLeases())
+	s, err := New(sqlx.NewDb(db, driverName), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -819,17 +818,11 @@ func (o *owner) unowned(q *query, col string) {
 // partition numbers are small integers the Store read from its own table.
 func partIn(col string, parts map[int]int64) string {
 	ps := slices.Sorted(maps.Keys(parts))
-	var b strings.Builder
-	b.WriteString(col)
-	b.WriteString(" IN (")
+	ns := make([]int64, len(ps))
 	for i, p := range ps {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Itoa(p))
+		ns[i] = int64(p)
 	}
-	b.WriteByte(')')
-	return b.String()
+	return col + " IN (" + intList(ns) + ")"
 }
 
 // fence appends the condition that the row's partition is still owned by

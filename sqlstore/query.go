@@ -69,21 +69,22 @@ func (q *query) in(col string, ids []string, not bool) string {
 // where the dialect has arrays (one statement text for any list, which a
 // driver's statement cache keeps), else the numbers written out.
 func (q *query) seqIn(col string, seqs []int64) string {
-	var b strings.Builder
 	if q.sx.arrays {
-		b.WriteByte('{')
+		return col + " = ANY(CAST(" + q.arg("{"+intList(seqs)+"}") + " AS BIGINT[]))"
 	}
-	for i, n := range seqs {
+	return col + " IN (" + intList(seqs) + ")"
+}
+
+// intList writes numbers separated by commas.
+func intList(ns []int64) string {
+	var b strings.Builder
+	for i, n := range ns {
 		if i > 0 {
 			b.WriteByte(',')
 		}
 		b.WriteString(strconv.FormatInt(n, 10))
 	}
-	if q.sx.arrays {
-		b.WriteByte('}')
-		return col + " = ANY(CAST(" + q.arg(b.String()) + " AS BIGINT[]))"
-	}
-	return col + " IN (" + b.String() + ")"
+	return b.String()
 }
 
 // textArray writes ss as a Postgres array literal, every element quoted,
