@@ -350,15 +350,6 @@ func (o *owner) ensure(ctx context.Context, lease time.Duration, bulk bool) erro
 // the lease, and at most every 250 ms.
 func renewEvery(lease time.Duration) time.Duration { return min(lease/4, 250*time.Millisecond) }
 
-// fairShareLocked is the most partitions the Store wants at the last
-// renewal's count of live relays; o.mu held.
-func (o *owner) fairShareLocked() int {
-	if o.left {
-		return 0
-	}
-	return o.share
-}
-
 // beginRead registers a read that starts now and returns its start.
 func (o *owner) beginRead() uint64 {
 	o.mu.Lock()
@@ -609,8 +600,8 @@ func (o *owner) fail(token string, failures []storage.Failure, now time.Time) {
 
 // skipList is what a read leaves out: the aggregates held, dead (unless
 // passDead) or with an event in flight, and the seqs of the events in
-// flight without an aggregate; unordered, only the events in flight. It
-// is nil when there are too many.
+// flight without an aggregate; unordered, only the events in flight. At
+// most maxSkip of them in all.
 func (o *owner) skipList(cr claimRun) (aggs []string, seqs []int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -642,11 +633,13 @@ func (o *owner) skipList(cr claimRun) (aggs []string, seqs []int64) {
 			}
 		}
 	}
-	if len(aggs)+len(seqs) > maxSkip {
-		return nil, nil
-	}
+	// Beyond maxSkip, the rest is left out in memory only (take): the
+	// read may then bring back rows it cannot use.
 	slices.Sort(aggs)
-	return slices.Compact(aggs), seqs
+	aggs = slices.Compact(aggs)
+	seqs = seqs[:min(len(seqs), maxSkip)]
+	aggs = aggs[:min(len(aggs), maxSkip-len(seqs))]
+	return aggs, seqs
 }
 
 // read selects up to limit undelivered, not dead events of the owned
