@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -902,7 +903,7 @@ func (o *owner) renew(ctx context.Context, ttl time.Duration) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return o.tooOld(ctx, err)
 	}
 	dead, err := o.deadAggregates(ctx, r.mine)
 	if err != nil {
@@ -1044,6 +1045,32 @@ func (o *owner) renewTx(ctx context.Context, ttl time.Duration) (renewal, error)
 		return renewal{}, o.renewErr("commit", err)
 	}
 	return renewal{mine: mine, count: count, share: share, sent: sent}, nil
+}
+
+// tooOld returns err, or, when the table's recorded schema predates the
+// partitions migration (the package was upgraded, Migrate not run), an
+// error wrapping ErrNoPartitions that says so: the statements of a
+// renewal fail on such a table, and the driver's message alone does not
+// tell why.
+func (o *owner) tooOld(ctx context.Context, err error) error {
+	if errors.Is(err, ErrNoPartitions) || ctx.Err() != nil {
+		return err
+	}
+	ms, merr := ddl.Migrations(o.s.Dialect())
+	if merr != nil {
+		return err
+	}
+	need := 0
+	for _, m := range ms {
+		if strings.Contains(m.Name, "_partitions") {
+			need = m.Version
+		}
+	}
+	v, verr := o.s.Version(ctx)
+	if verr != nil || need == 0 || v >= need {
+		return err
+	}
+	return fmt.Errorf("%w: table %s is at schema version %d, partitions come with version %d (%v)", ErrNoPartitions, o.s.Table(), v, need, err)
 }
 
 func (o *owner) renewErr(step string, err error) error {

@@ -2,7 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -477,5 +480,60 @@ func TestRebalancingEnds(t *testing.T) {
 		if s.Rebalancing() {
 			t.Fatalf("store %s owning %d partitions still rebalancing %v after the relays settled", s.own.name, len(s.Owned()), eagerWindow)
 		}
+	}
+}
+
+// A table whose schema predates partitions (the package upgraded, Migrate
+// not run) makes a relay's claim fail with ErrNoPartitions, which says to
+// run Migrate, rather than with the driver's "no such table" alone; its
+// events stay pending.
+func TestClaimOnATableWithoutPartitions(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		e := b.event("A", 0)
+		b.save(t, e)
+		ms, err := ddl.Migrations(b.store.Dialect())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := ms[len(ms)-1].Version
+		if !strings.Contains(ms[len(ms)-1].Name, "partitions") {
+			t.Fatalf("the newest migration is %s, not the partitions one", ms[len(ms)-1].Name)
+		}
+		for _, stmt := range []string{
+			"DROP TABLE " + b.store.t.Sibling(partitionsSuffix),
+			"DROP TABLE " + b.store.t.Sibling(relaysSuffix),
+			"ALTER TABLE " + b.store.t.Quoted + " DROP COLUMN partition_no",
+			"DELETE FROM " + b.store.t.MigrationsTable() + " WHERE version >= " + strconv.Itoa(v),
+		} {
+			if _, err := b.db.ExecContext(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = b.store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute})
+		if !errors.Is(err, ErrNoPartitions) || !strings.Contains(err.Error(), "schema version") {
+			t.Fatalf("Claim on a table without partitions: %v, want ErrNoPartitions naming the schema version", err)
+		}
+		got, err := b.store.Get(ctx, e.ID)
+		if err != nil || got.Delivery.Status() != outbox.StatusPending {
+			t.Fatalf("event after the failed claim: %+v, %v; want pending", got, err)
+		}
+		// Migrate brings the partitions back, computing the waiting
+		// event's, and the relay claims it.
+		if err := b.store.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		equalIDs(t, "claim after Migrate", ids(b.claim(t, 10).Events), []string{e.ID})
+	})
+}
+
+// A relay name longer than the owner column is refused at New.
+func TestRelayNameTooLong(t *testing.T) {
+	db := openDB(t, SQLite)
+	if _, err := New(db, WithRelayName(strings.Repeat("r", 65))); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Fatalf("New with a 65-byte relay name: %v, want ErrInvalidConfig", err)
+	}
+	if _, err := New(db, WithRelayName(strings.Repeat("r", 64))); err != nil {
+		t.Fatalf("New with a 64-byte relay name: %v", err)
 	}
 }
