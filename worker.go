@@ -11,6 +11,25 @@ import (
 	"github.com/eventsync/outbox/storage"
 )
 
+// Worker is the relay: what drains the events that the publication right
+// after commit left pending, with retries, backoff, a circuit breaker and
+// burial of poison events. *Outbox is the one implementation; a service
+// depends on Worker to run the relay (Run in a goroutine of its own, or one
+// pass at a time with SyncPending) or to fake it in its tests.
+type Worker interface {
+	// Run relays until ctx ends, then returns nil once its batch is marked
+	// or released and every goroutine it started has ended.
+	Run(ctx context.Context) error
+	// SyncPending runs one relay pass of at most batchSize events.
+	SyncPending(ctx context.Context, batchSize int) (Result, error)
+	// Kick wakes a running relay for an immediate pass; it never blocks.
+	Kick()
+	// Breaker returns the state of the relay's circuit breaker.
+	Breaker() BreakerState
+}
+
+var _ Worker = (*Outbox)(nil)
+
 // The causes with which a publication's context ends on its own, told
 // apart from a stop of the relay (see stopped).
 var (
