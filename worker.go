@@ -63,6 +63,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	if ow, ok := o.store.(storage.Owner); ok {
+		wg.Go(func() { o.beat(ctx, ow) })
+	}
 	if n, ok := o.store.(storage.Notifier); ok {
 		wg.Go(func() {
 			if err := n.Listen(ctx, o.Kick); err != nil && ctx.Err() == nil {
@@ -87,6 +90,44 @@ func (o *Outbox) Run(ctx context.Context) error {
 				purge.again() // more to purge: another turn after the next pass
 				o.Kick()
 			}
+		}
+	}
+}
+
+// beat runs a storage.Owner's heartbeat until ctx ends, apart from the
+// relay's passes, so that a pass that waits for the broker never costs
+// the relay its membership. A heartbeat that took parts wakes the relay:
+// their events wait. Failures are logged when they start and end, and
+// retried sooner.
+func (o *Outbox) beat(ctx context.Context, ow storage.Owner) {
+	failing := false
+	for ctx.Err() == nil {
+		next, took, err := ow.Heartbeat(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				o.cfg.logger.Warn("outbox: relay heartbeat failed; its partitions move to other relays if it goes on failing", "err", err)
+			}
+			failing = true
+			next = min(next/4, next)
+		case failing:
+			failing = false
+			o.cfg.logger.Info("outbox: relay heartbeat is back")
+		}
+		if took {
+			o.Kick()
+		}
+		if next <= 0 {
+			return // nothing to beat
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 }

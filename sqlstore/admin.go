@@ -85,11 +85,9 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 		return 0, ErrEmptyFilter
 	}
 	now := s.sx.Time(s.now())
-	if s.own != nil {
-		// The aggregates these events held are read again by the next
-		// claim (other Stores read them at their next renewal).
-		defer s.own.deadChanged()
-	}
+	// The aggregates these events held are read again by the next claim
+	// (other Stores read them at their next heartbeat).
+	defer s.c.requeued()
 	build := func(q *query, ids []string) {
 		q.sql("UPDATE ", s.t.Quoted, " SET dead_at = NULL, attempts = 0, next_attempt_at = ", q.arg(now),
 			", claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL")

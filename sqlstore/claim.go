@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -59,52 +58,14 @@ func (s *Store) Claim(ctx context.Context, req storage.ClaimRequest) (*outbox.Cl
 	if req.Lease <= 0 {
 		return nil, fmt.Errorf("sqlstore: claim: lease %v is not positive", req.Lease)
 	}
-	claim := &outbox.Claim{Token: outbox.NewID()}
 	cr := claimRun{
-		token:    claim.Token,
+		token:    outbox.NewID(),
 		now:      s.now(),
 		ordered:  !req.Unordered,
 		passDead: req.SkipDead,
 	}
 	cr.until = cr.now.Add(req.Lease).Truncate(time.Microsecond)
-	if s.own != nil {
-		return s.own.claim(ctx, req, cr)
-	}
-
-	var rows []eventRow
-	if req.IDs == nil {
-		r, err := s.d.claim(ctx, s, cr, req.Limit, nil)
-		if err != nil {
-			return nil, err
-		}
-		rows = r
-	} else {
-		ids := dedupe(req.IDs)
-		// The IDs appear twice in an ordered claim (candidates and the
-		// rows that may precede them).
-		for _, chunk := range chunks(ids, (s.sx.maxParams-16)/2) {
-			if len(rows) >= req.Limit {
-				break
-			}
-			r, err := s.d.claim(ctx, s, cr, req.Limit-len(rows), chunk)
-			if err != nil {
-				if len(rows) > 0 {
-					// Give back what earlier chunks took; the caller sees
-					// only the error.
-					s.releaseRows(ctx, claim.Token, rows)
-				}
-				return nil, err
-			}
-			rows = append(rows, r...)
-		}
-	}
-	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
-	events, err := s.decodeClaimed(ctx, cr, rows)
-	if err != nil {
-		return nil, err
-	}
-	claim.Events = events
-	return claim, nil
+	return s.c.claim(ctx, req, cr)
 }
 
 // decodeClaimed turns the claimed rows (in seq order) into events. A row
@@ -155,9 +116,10 @@ type claimRun struct {
 	now, until time.Time
 	ordered    bool
 	passDead   bool
-	// unowned: a claim by IDs of partition ownership that leases rows
-	// only in partitions no live relay owns (owner.unowned).
-	unowned bool
+	// unowned, when set, appends to a row-lease claim's conditions that
+	// the row (its partition column col) is in a partition no live relay
+	// owns: a claim by IDs of partition ownership (owner.unowned).
+	unowned func(q *query, col string)
 }
 
 func cmpInt64(a, b int64) int {
@@ -192,8 +154,8 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 	if ids != nil {
 		q.sql(" AND ", q.in("c.id", ids, false))
 	}
-	if cr.unowned {
-		s.own.unowned(q, "c.partition_no")
+	if cr.unowned != nil {
+		cr.unowned(q, "c.partition_no")
 	}
 	if !cr.ordered {
 		return

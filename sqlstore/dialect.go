@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -46,6 +47,26 @@ type dialect interface {
 	// leftBehind returns the statements that drop what Migrate created
 	// for t and DROP TABLE leaves behind.
 	leftBehind(t sqlschema.Table) []string
+
+	// What partition ownership needs (see membership.go and fence):
+
+	// shareLock is the locking clause of the fence's read of the
+	// partitions ("" where the database has one writer).
+	shareLock() string
+	// skipLocked is the locking clause of the read of free partitions.
+	skipLocked() string
+	// dbNow is the database's clock, as the type of the lease columns.
+	dbNow() string
+	// dbLater writes the database's clock plus d.
+	dbLater(q *query, d time.Duration) string
+	// upsert writes the statement that records a relay as seen until
+	// until (an expression).
+	upsert(q *query, table, name, until string)
+	// txOptions are those of the heartbeat's transaction.
+	txOptions() *sql.TxOptions
+	// deadlock reports whether err is the database's report that it
+	// rolled the transaction back to break a deadlock.
+	deadlock(err error) bool
 }
 
 // syntax is how a dialect writes the store's statements: bind

@@ -63,9 +63,15 @@ func (c *testClock) Mono() time.Time {
 // lease clock.
 func useClock(s *Store, clock *testClock) {
 	s.now = clock.Now
-	if s.own != nil {
-		s.own.clock = clock.Mono
+	if o := ownerOf(s); o != nil {
+		o.clock = clock.Mono
 	}
+}
+
+// ownerOf returns the Store's partition ownership, nil with row leases.
+func ownerOf(s *Store) *owner {
+	o, _ := s.c.(*owner)
+	return o
 }
 
 // bundle is what an integration test works with.

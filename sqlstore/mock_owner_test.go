@@ -26,6 +26,7 @@ const (
 	mockRelay = "relay-1"
 	mockLease = time.Minute
 	mockTTL   = mockLease + mockLease/4
+	mockEvery = mockTTL / 3
 )
 
 // mockOwnerStore returns a store of dialect d over sqlmock that owns
@@ -33,7 +34,7 @@ const (
 // clock stopped at mockNow.
 func mockOwnerStore(t *testing.T, d Dialect) (*Store, sqlmock.Sqlmock) {
 	t.Helper()
-	return newMockStore(t, d, WithRelayName(mockRelay))
+	return newMockStore(t, d, WithRelayName(mockRelay), WithHeartbeat(mockEvery, mockTTL))
 }
 
 // ownSQL builds the statements of partition ownership as dialect d sends
@@ -344,10 +345,11 @@ func takeAll(d Dialect) []renewStep { return renewSteps(d, 1, nil, []int64{0, 5,
 // ownedTokens returns the partitions the store owns in memory with their
 // tokens.
 func ownedTokens(s *Store) map[int]int64 {
-	s.own.mu.Lock()
-	defer s.own.mu.Unlock()
+	l := ownerOf(s).l
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	out := map[int]int64{}
-	for p, l := range s.own.parts {
+	for p, l := range l.parts {
 		out[p] = l.token
 	}
 	return out
@@ -407,7 +409,7 @@ func TestMockOwnerClaimAndMark(t *testing.T) {
 			mock.ExpectExec(ownSQL{d}.mark()).WithArgs(ownSQL{d}.markArgs()...).WillReturnResult(sqlmock.NewResult(0, 2))
 			n, err := s.MarkSynced(t.Context(), tok, []string{"e1", "e2"})
 			wantN(t, "MarkSynced", n, err, 2)
-			if s.own.inFlight() != 0 {
+			if ownerOf(s).inFlight() != 0 {
 				t.Fatal("marked events still in flight")
 			}
 			// The mark ended the claim: marking again changes no row (the
@@ -424,10 +426,10 @@ func TestMockOwnerClaimAndMark(t *testing.T) {
 
 // inFlight counts the events in flight.
 func (o *owner) inFlight() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.l.mu.Lock()
+	defer o.l.mu.Unlock()
 	n := 0
-	for _, f := range o.flights {
+	for _, f := range o.l.flights {
 		n += len(f.part)
 	}
 	return n
@@ -445,19 +447,20 @@ func TestMockOwnerFail(t *testing.T) {
 			if !errors.Is(err, errBoom) || n != 0 || !strings.HasPrefix(err.Error(), "sqlstore: fail") {
 				t.Fatalf("failed Fail = %d, %v", n, err)
 			}
-			if s.own.inFlight() != 2 {
+			if ownerOf(s).inFlight() != 2 {
 				t.Fatal("a failed Fail ended the claim")
 			}
 			mock.ExpectExec(o.fail()).WithArgs(o.failArgs()...).WillReturnResult(sqlmock.NewResult(0, 2))
 			n, err = s.Fail(t.Context(), tok, mockFailures)
 			wantN(t, "Fail", n, err, 2)
-			if s.own.inFlight() != 0 {
+			if ownerOf(s).inFlight() != 0 {
 				t.Fatal("failed events still in flight")
 			}
 			// e1 backs off: its aggregate is held until it is due.
-			s.own.mu.Lock()
-			until, held := s.own.holds["sku-1"]
-			s.own.mu.Unlock()
+			l := ownerOf(s).l
+			l.mu.Lock()
+			until, held := l.holds["sku-1"]
+			l.mu.Unlock()
 			if !held || !until.Equal(mockNow.Add(10*time.Second)) {
 				t.Fatalf("sku-1 held %v until %v", held, until)
 			}
@@ -474,7 +477,7 @@ func TestMockOwnerRelease(t *testing.T) {
 			tok := ownClaim(t, d, s, mock)
 			n, err := s.Release(t.Context(), tok, []string{"e1", "e2", "unknown"})
 			wantN(t, "Release", n, err, 2)
-			if s.own.inFlight() != 0 {
+			if ownerOf(s).inFlight() != 0 {
 				t.Fatal("released events still in flight")
 			}
 		})
@@ -495,7 +498,7 @@ func TestMockOwnerMarkFails(t *testing.T) {
 			if !errors.Is(err, errBoom) || n != 0 || !strings.HasPrefix(err.Error(), "sqlstore: mark synced") {
 				t.Fatalf("failed MarkSynced = %d, %v", n, err)
 			}
-			if s.own.inFlight() != 2 {
+			if ownerOf(s).inFlight() != 2 {
 				t.Fatal("a failed mark ended the claim")
 			}
 			mock.ExpectExec(o.mark()).WithArgs(o.markArgs()...).WillReturnResult(sqlmock.NewResult(0, 2))
@@ -553,7 +556,7 @@ func TestMockOwnerDeadlockRetried(t *testing.T) {
 		if _, err := s.Fail(t.Context(), tok, mockFailures); !strings.Contains(err.Error(), "1213") {
 			t.Fatalf("Fail: %v, want the deadlock", err)
 		}
-		if s.own.inFlight() != 2 {
+		if ownerOf(s).inFlight() != 2 {
 			t.Fatal("a failed Fail ended the claim")
 		}
 	})
@@ -582,7 +585,7 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 					var want map[int]int64
 					if sc.before != nil {
 						expectRenewal(mock, takeAll(d))
-						if err := s.own.renew(t.Context(), mockTTL); err != nil {
+						if _, _, err := ownerOf(s).heartbeat(t.Context()); err != nil {
 							t.Fatalf("first renewal: %v", err)
 						}
 						want = ownedTokens(s)
@@ -594,8 +597,8 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 					if st.inTx {
 						mock.ExpectRollback()
 					}
-					err := s.own.renew(t.Context(), mockTTL)
-					if !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: renew partitions: ") {
+					_, _, err := ownerOf(s).heartbeat(t.Context())
+					if !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: heartbeat: ") {
 						t.Fatalf("renewal: %v, want an error wrapping the driver's", err)
 					}
 					if got := ownedTokens(s); !maps.Equal(got, want) {
@@ -613,7 +616,7 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 				mock.ExpectQuery(ownSQL{d}.readOwned()).WithArgs(mockRelay).
 					WillReturnRows(ownedRows(0, 5, 1, 7).RowError(1, errBoom))
 				mock.ExpectRollback()
-				if err := s.own.renew(t.Context(), mockTTL); !errors.Is(err, errBoom) {
+				if _, _, err := ownerOf(s).heartbeat(t.Context()); !errors.Is(err, errBoom) {
 					t.Fatalf("renewal: %v, want the driver's error", err)
 				}
 				if len(ownedTokens(s)) != 0 {
@@ -649,7 +652,7 @@ func TestMockOwnerReadErrors(t *testing.T) {
 				if c, err := s.Claim(t.Context(), ownReq); !errors.Is(err, errBoom) || c != nil {
 					t.Fatalf("Claim = %v, %v; want the driver's error", c, err)
 				}
-				if s.own.inFlight() != 0 {
+				if ownerOf(s).inFlight() != 0 {
 					t.Fatal("a failed claim left events in flight")
 				}
 			}
@@ -657,7 +660,8 @@ func TestMockOwnerReadErrors(t *testing.T) {
 	}
 }
 
-// Leave gives back the partitions with nothing in flight and ends the
+// Leave gives back each partition once nothing of it is in flight,
+// waiting for claims in flight until its context ends, and ends the
 // relay's membership; its errors wrap the driver's.
 func TestMockOwnerLeave(t *testing.T) {
 	for _, d := range allDialects {
@@ -666,22 +670,39 @@ func TestMockOwnerLeave(t *testing.T) {
 			o := ownSQL{d}
 			s, mock := mockOwnerStore(t, d)
 			tok := ownClaim(t, d, s, mock)
-			// e2 (partition 1) stays in flight: only partition 0 goes back.
+			// e2 (partition 1) stays in flight: partition 0 goes back at
+			// once, partition 1 once e2 is released.
 			if _, err := s.Release(t.Context(), tok, []string{"e1"}); err != nil {
 				t.Fatal(err)
 			}
 			mock.ExpectExec(o.giveBack("0")).WithArgs(mockRelay).WillReturnResult(sqlmock.NewResult(0, 1))
+			mock.ExpectExec(o.giveBack("1")).WithArgs(mockRelay).WillReturnResult(sqlmock.NewResult(0, 1))
 			mock.ExpectExec(o.leaveRelay()).WithArgs(mockRelay).WillReturnResult(sqlmock.NewResult(0, 1))
-			if err := s.Leave(t.Context()); err != nil {
+			done := make(chan error, 1)
+			go func() { done <- s.Leave(t.Context()) }()
+			select {
+			case err := <-done:
+				t.Fatalf("Leave returned %v with e2 in flight", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			// Draining: no claim takes from the partitions any more.
+			if c, err := s.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: mockLease, IDs: []string{}}); err != nil || len(c.Events) != 0 {
+				t.Fatalf("claim while leaving: %v, %v", c, err)
+			}
+			if _, err := s.Release(t.Context(), tok, []string{"e2"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
 				t.Fatalf("Leave: %v", err)
 			}
-			if !slices.Equal(s.Owned(), []int{1}) || s.Rebalancing() {
+			if len(s.Owned()) != 0 || s.Rebalancing() {
 				t.Fatalf("after Leave: Owned() = %v, Rebalancing() = %v", s.Owned(), s.Rebalancing())
 			}
 			// Both statements fail: both errors are reported.
-			s.own.mu.Lock()
-			s.own.parts[0] = partLease{token: 5, until: time.Now().Add(time.Minute)}
-			s.own.mu.Unlock()
+			l := ownerOf(s).l
+			l.mu.Lock()
+			l.parts[0] = partLease{token: 5, until: time.Now().Add(time.Minute)}
+			l.mu.Unlock()
 			mock.ExpectExec(o.giveBack("0")).WithArgs(mockRelay).WillReturnError(errBoom)
 			mock.ExpectExec(o.leaveRelay()).WithArgs(mockRelay).WillReturnError(errBoom)
 			err := s.Leave(t.Context())
@@ -721,7 +742,7 @@ func TestMockOwnerClaimIDsUnowned(t *testing.T) {
 			t.Fatalf("Claim: %v", err)
 		}
 		equalIDs(t, "claimed", ids(claim.Events), []string{"e1", "e2"})
-		if s.Owned() != nil || s.own.relaying() {
+		if s.Owned() != nil || ownerOf(s).l.relaying() {
 			t.Fatal("a claim by IDs joined the relays")
 		}
 	})

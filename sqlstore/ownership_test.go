@@ -21,6 +21,7 @@ import (
 const (
 	ownLease = time.Second
 	ownTTL   = ownLease + ownLease/4
+	ownEvery = ownTTL / 5 // the stores' heartbeat
 )
 
 // partitionOwners reads who owns each partition of s's table, with its
@@ -65,7 +66,7 @@ func ownTable(t *testing.T, d Dialect, names ...string) (*sqlx.DB, []*Store) {
 	table := randomName("outbox_own_")
 	stores := make([]*Store, len(names))
 	for i, name := range names {
-		s, err := New(db, WithTable(table), WithRelayName(name))
+		s, err := New(db, WithTable(table), WithRelayName(name), WithHeartbeat(ownEvery, ownTTL))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -396,13 +397,13 @@ func TestDefaultRelayNamesDiffer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if seen[s.own.name] {
-			t.Fatalf("two Stores got the relay name %q", s.own.name)
+		if seen[ownerOf(s).name] {
+			t.Fatalf("two Stores got the relay name %q", ownerOf(s).name)
 		}
-		if len(s.own.name) > 64 {
-			t.Fatalf("relay name %q is longer than 64 bytes", s.own.name)
+		if len(ownerOf(s).name) > 64 {
+			t.Fatalf("relay name %q is longer than 64 bytes", ownerOf(s).name)
 		}
-		seen[s.own.name] = true
+		seen[ownerOf(s).name] = true
 	}
 }
 
@@ -478,7 +479,7 @@ func TestRebalancingEnds(t *testing.T) {
 	for _, s := range stores {
 		claim(s)
 		if s.Rebalancing() {
-			t.Fatalf("store %s owning %d partitions still rebalancing %v after the relays settled", s.own.name, len(s.Owned()), eagerWindow)
+			t.Fatalf("store %s owning %d partitions still rebalancing %v after the relays settled", ownerOf(s).name, len(s.Owned()), eagerWindow)
 		}
 	}
 }

@@ -53,7 +53,7 @@ type RelayStatus struct {
 // nothing and takes no part in ownership: any Store may call it, a
 // Store made WithRowLeases included.
 func (s *Store) Partitions(ctx context.Context) ([]PartitionStatus, error) {
-	d := s.d.(ownerDialect)
+	d := s.d
 	now := d.dbNow()
 	q := "SELECT p.partition_no, p.owner, p.token, " +
 		s.sx.timeCol("CASE WHEN p.lease_until > "+now+" THEN p.lease_until END") + ", " +
@@ -96,7 +96,7 @@ func (s *Store) Partitions(ctx context.Context) ([]PartitionStatus, error) {
 // with the partitions whose live lease it holds. A relay joins at its
 // first bulk claim and leaves with Leave, or when it stops renewing.
 func (s *Store) Relays(ctx context.Context) ([]RelayStatus, error) {
-	d := s.d.(ownerDialect)
+	d := s.d
 	now := d.dbNow()
 	q := "SELECT r.owner, " + s.sx.timeCol("r.seen_until") + ", " + s.sx.timeCol(now) +
 		", (SELECT COUNT(*) FROM " + s.t.Sibling(partitionsSuffix) + " p WHERE p.owner = r.owner AND p.lease_until > " + now + ")" +

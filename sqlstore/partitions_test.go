@@ -98,7 +98,7 @@ func TestPartitionsAfterClaim(t *testing.T) {
 		if len(ps) != partitionCount(d) {
 			t.Fatalf("%d partitions, want %d", len(ps), partitionCount(d))
 		}
-		name := b.store.own.name
+		name := ownerOf(b.store).name
 		var live []int
 		var total int64
 		for i, p := range ps {
@@ -108,8 +108,8 @@ func TestPartitionsAfterClaim(t *testing.T) {
 			if p.Owner != name || !p.Live || p.Token < 1 {
 				t.Errorf("partition %d: %+v, want owned by %s", i, p, name)
 			}
-			if p.LeaseLeft <= 0 || p.LeaseLeft > partitionTTL(time.Minute)+time.Second {
-				t.Errorf("partition %d: lease left %v, want up to %v", i, p.LeaseLeft, partitionTTL(time.Minute))
+			if p.LeaseLeft <= 0 || p.LeaseLeft > DefaultMemberTTL+time.Second {
+				t.Errorf("partition %d: lease left %v, want up to %v", i, p.LeaseLeft, DefaultMemberTTL)
 			}
 			if p.Pending != want[i] {
 				t.Errorf("partition %d: %d pending, want %d", i, p.Pending, want[i])
@@ -141,7 +141,7 @@ func TestPartitionsAfterClaim(t *testing.T) {
 		}
 
 		// A lease that ended: the partition keeps its last owner, not live.
-		ended := "UPDATE " + b.store.t.Sibling(partitionsSuffix) + " SET lease_until = " + b.store.d.(ownerDialect).dbNow() + " WHERE partition_no = 0"
+		ended := "UPDATE " + b.store.t.Sibling(partitionsSuffix) + " SET lease_until = " + b.store.d.dbNow() + " WHERE partition_no = 0"
 		if _, err := b.db.ExecContext(ctx, ended); err != nil {
 			t.Fatal(err)
 		}

@@ -96,8 +96,8 @@ func (postgresDialect) oneIDClaim(s *Store, q *query, cr claimRun, id string) {
 	s.lease(q, " t", cr)
 	q.sql(" WHERE t.id = ", q.arg(id), " AND t.synced_at IS NULL AND t.dead_at IS NULL AND t.next_attempt_at <= ", q.arg(now),
 		" AND (t.locked_until IS NULL OR t.locked_until <= ", q.arg(now), ")")
-	if cr.unowned {
-		s.own.unowned(q, "t.partition_no")
+	if cr.unowned != nil {
+		cr.unowned(q, "t.partition_no")
 	}
 	if cr.ordered {
 		q.sql(" AND (t.aggregate_id = '' OR NOT EXISTS (SELECT 1 ", s.undelivered("e", "t.aggregate_id", cr.passDead), " AND e.seq < t.seq))")

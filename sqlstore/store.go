@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,8 +23,9 @@ type Store struct {
 	t  sqlschema.Table
 	// now is the clock every statement uses; tests move it.
 	now func() time.Time
-	// own claims by partition ownership; nil with WithRowLeases.
-	own *owner
+	// c hands events out and records what became of them: partition
+	// ownership (*owner) or row leases (rowLeases), chosen in New.
+	c claimer
 }
 
 var _ outbox.Store = (*Store)(nil)
@@ -52,6 +54,32 @@ func WithDialect(d Dialect) Option { return func(o *options) { o.Dialect = d } }
 // at the same time.
 func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
 
+// The defaults and limits of WithHeartbeat.
+const (
+	// DefaultHeartbeat is how often a relay proves itself alive.
+	DefaultHeartbeat = time.Second
+	// DefaultMemberTTL is how long a relay counts as alive, and holds its
+	// partitions, after its last heartbeat: a relay killed without
+	// leaving has its partitions taken over within DefaultMemberTTL +
+	// DefaultHeartbeat (4 s).
+	DefaultMemberTTL = 3 * time.Second
+	// MinHeartbeat is the shortest heartbeat WithHeartbeat accepts.
+	MinHeartbeat = 50 * time.Millisecond
+)
+
+// WithHeartbeat sets how often a relay of partition ownership proves
+// itself alive (every) and how long it counts as alive after its last
+// heartbeat (ttl), both on the database's clock; ttl must be at least
+// twice every. Each heartbeat is one short transaction of four to six
+// statements on the partitions and relays tables. A relay whose
+// heartbeats fail for ttl loses its partitions, and stops claiming from
+// them every before that. Defaults to DefaultHeartbeat and
+// DefaultMemberTTL (1 s and 3 s): a killed relay's partitions have a live
+// owner again within 4 s. Has no effect with WithRowLeases.
+func WithHeartbeat(every, ttl time.Duration) Option {
+	return func(o *options) { o.Heartbeat, o.MemberTTL = every, ttl }
+}
+
 // WithRelayName sets the name under which the Store owns partitions, as
 // the partitions table and `outbox status` show it: at most 64 bytes,
 // unique among the relays of the table. Defaults to the host name, the
@@ -69,10 +97,17 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 	if len(o.RelayName) > 64 {
 		return nil, fmt.Errorf("sqlstore: relay name %q is longer than 64 bytes: %w", o.RelayName, outbox.ErrInvalidConfig)
 	}
+	every, ttl := cmp.Or(o.Heartbeat, DefaultHeartbeat), cmp.Or(o.MemberTTL, DefaultMemberTTL)
+	if every < MinHeartbeat || ttl < 2*every {
+		return nil, fmt.Errorf("sqlstore: heartbeat every %v, alive for %v: the heartbeat must be at least %v and the time alive at least twice it: %w",
+			every, ttl, MinHeartbeat, outbox.ErrInvalidConfig)
+	}
 	d := dialects[t.Dialect()]
 	s := &Store{db: db, d: d, sx: d.syntax(), t: t, now: utcNow}
-	if !o.RowLeases {
-		s.own = newOwner(s, o.RelayName)
+	if o.RowLeases {
+		s.c = rowLeases{s}
+	} else {
+		s.c = newOwner(s, o.RelayName, every, ttl)
 	}
 	return s, nil
 }
@@ -82,32 +117,30 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 // that the others take them without waiting for the leases to end. The
 // relay (outbox.Outbox.Run) calls it when it stops. A later claim joins
 // again. With WithRowLeases it does nothing.
-func (s *Store) Leave(ctx context.Context) error {
-	if s.own == nil {
-		return nil
-	}
-	return s.own.leave(ctx)
+func (s *Store) Leave(ctx context.Context) error { return s.c.leave(ctx) }
+
+// Heartbeat proves the Store's relay alive among the table's relays and
+// rebalances what it owns (storage.Owner): in one short transaction on
+// the database's clock it renews its membership and its partitions'
+// leases, gives back what it holds beyond its fair share once nothing of
+// it is in flight, and takes free partitions up to its share. It returns
+// when to call it again. The relay (outbox.Outbox.Run) calls it in a
+// goroutine of its own; a Store whose claims run without it beats when
+// it claims. It returns when to call it again, and whether it took
+// partitions. With WithRowLeases it does nothing and returns 0.
+func (s *Store) Heartbeat(ctx context.Context) (next time.Duration, took bool, err error) {
+	return s.c.heartbeat(ctx)
 }
 
 // Rebalancing reports whether the Store relays and owns fewer partitions
 // than its fair share at its last renewal (storage.Owner): the relay then
 // claims again soon, to take what other relays give back. False with
 // WithRowLeases.
-func (s *Store) Rebalancing() bool {
-	if s.own == nil {
-		return false
-	}
-	return s.own.rebalancing()
-}
+func (s *Store) Rebalancing() bool { return s.c.rebalancing() }
 
 // Owned returns the partitions the Store owns now, as far as it knows
 // (nil with WithRowLeases).
-func (s *Store) Owned() []int {
-	if s.own == nil {
-		return nil
-	}
-	return s.own.owned()
-}
+func (s *Store) Owned() []int { return s.c.owned() }
 
 // utcNow is the clock: UTC at the microsecond precision every dialect
 // stores.
@@ -183,55 +216,20 @@ func (s *Store) insertChunk(events []*outbox.Event) int {
 // (fencing: a relay whose lease was taken over changes nothing); it
 // returns how many did.
 func (s *Store) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
-	now := s.sx.Time(s.now())
-	if tokens, held, seqs, ok := s.ownedClaim(token, ids); ok {
-		// By seq, the primary key: the claim knows each row's.
-		total := 0
-		for _, chunk := range chunks(seqs, s.sx.maxParams-2-2*len(tokens)) {
-			q := newQuery(s.sx)
-			q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
-			s.own.fence(q, "partition_no", tokens)
-			n, err := s.fencedExec(ctx, q)
-			total += n
-			if err != nil {
-				return total, fmt.Errorf("sqlstore: mark synced: %w", err)
-			}
-		}
-		s.own.finish(token, held)
-		return total, nil
+	if token == "" || len(ids) == 0 {
+		return 0, nil
 	}
-	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
-		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now),
-			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", chunk, false))
-	})
-	if err != nil {
-		return n, fmt.Errorf("sqlstore: mark synced: %w", err)
-	}
-	return n, nil
+	return s.c.markSynced(ctx, token, ids)
 }
 
 // Release ends the lease on the events without counting an attempt, so
 // any relay may claim them at once. Only rows still held by token change;
 // it returns how many did.
 func (s *Store) Release(ctx context.Context, token string, ids []string) (int, error) {
-	if _, held, _, ok := s.ownedClaim(token, ids); ok {
-		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("sqlstore: release: %w", err)
-		}
-		// Nothing was written to the rows: ending the claim in memory
-		// is the release.
-		s.own.finish(token, held)
-		s.own.released()
-		return len(held), nil
+	if token == "" || len(ids) == 0 {
+		return 0, nil
 	}
-	n, err := s.perChunk(ctx, token, ids, 1, func(q *query, chunk []string) {
-		q.sql("UPDATE ", s.t.Quoted, " SET claim_token = NULL, locked_until = NULL WHERE claim_token = ",
-			q.arg(token), " AND ", q.in("id", chunk, false))
-	})
-	if err != nil {
-		return n, fmt.Errorf("sqlstore: release: %w", err)
-	}
-	return n, nil
+	return s.c.release(ctx, token, ids)
 }
 
 // Fail records failed attempts in one statement: attempts+1, last_error,
@@ -245,64 +243,40 @@ func (s *Store) Fail(ctx context.Context, token string, failures []storage.Failu
 	if token == "" || len(failures) == 0 {
 		return 0, nil
 	}
-	now := s.now()
-	tokens, held, _, owned := s.ownedClaim(token, failureIDs(failures))
-	if owned && len(held) == 0 {
-		return 0, nil
+	return s.c.fail(ctx, token, failures)
+}
+
+// failSet starts the UPDATE of a Fail of failures at now: the table and
+// the SET of attempts, last error, next attempt and burial, for the
+// claimer to append its fence to.
+func (s *Store) failSet(failures []storage.Failure, now time.Time) *query {
+	q := newQuery(s.sx)
+	q.sql("UPDATE ", s.t.Quoted, " SET attempts = attempts + 1, last_error = CASE id")
+	for _, f := range failures {
+		q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castText(q.arg(f.Err)))
 	}
-	total := 0
-	for _, chunk := range chunks(failures, (s.sx.maxParams-4-2*len(tokens))/6) {
-		q := newQuery(s.sx)
-		q.sql("UPDATE ", s.t.Quoted, " SET attempts = attempts + 1, last_error = CASE id")
-		for _, f := range chunk {
-			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castText(q.arg(f.Err)))
+	q.sql(" END")
+	var dead []string
+	live := false
+	for _, f := range failures {
+		if f.Dead {
+			dead = append(dead, f.ID)
+			continue
 		}
-		q.sql(" END")
-		var dead []string
-		live := false
-		for _, f := range chunk {
-			if f.Dead {
-				dead = append(dead, f.ID)
-				continue
-			}
-			if !live {
-				q.sql(", next_attempt_at = CASE id")
-				live = true
-			}
-			at := now.Add(max(f.Delay, 0)).Truncate(time.Microsecond)
-			q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castTime(q.arg(s.sx.Time(at))))
+		if !live {
+			q.sql(", next_attempt_at = CASE id")
+			live = true
 		}
-		if live {
-			q.sql(" ELSE next_attempt_at END")
-		}
-		if len(dead) > 0 {
-			q.sql(", dead_at = CASE WHEN ", q.in("id", dead, false), " THEN ", s.sx.castTime(q.arg(s.sx.Time(now))), " ELSE dead_at END")
-		}
-		ids := make([]string, len(chunk))
-		for i, f := range chunk {
-			ids[i] = f.ID
-		}
-		if owned {
-			q.sql(" WHERE ", q.in("id", ids, false), " AND synced_at IS NULL")
-			s.own.fence(q, "partition_no", tokens)
-		} else {
-			q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", ids, false))
-		}
-		exec := s.exec
-		if owned {
-			exec = s.fencedExec
-		}
-		n, err := exec(ctx, q)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("sqlstore: fail: %w", err)
-		}
+		at := now.Add(max(f.Delay, 0)).Truncate(time.Microsecond)
+		q.sql(" WHEN ", q.arg(f.ID), " THEN ", s.sx.castTime(q.arg(s.sx.Time(at))))
 	}
-	if owned {
-		s.own.fail(token, failures, now)
-		s.own.finish(token, failureIDs(failures))
+	if live {
+		q.sql(" ELSE next_attempt_at END")
 	}
-	return total, nil
+	if len(dead) > 0 {
+		q.sql(", dead_at = CASE WHEN ", q.in("id", dead, false), " THEN ", s.sx.castTime(q.arg(s.sx.Time(now))), " ELSE dead_at END")
+	}
+	return q
 }
 
 func failureIDs(failures []storage.Failure) []string {
@@ -311,16 +285,6 @@ func failureIDs(failures []storage.Failure) []string {
 		ids[i] = f.ID
 	}
 	return ids
-}
-
-// ownedClaim returns, when token is a claim of partition ownership, the
-// partition tokens of the events of ids it holds, those events and their
-// seqs.
-func (s *Store) ownedClaim(token string, ids []string) (map[int]int64, []string, []int64, bool) {
-	if s.own == nil || token == "" {
-		return nil, nil, nil, false
-	}
-	return s.own.tokensOf(token, ids)
 }
 
 // perChunk runs one UPDATE per chunk of ids (one in all but huge batches)
@@ -353,19 +317,6 @@ func (s *Store) exec(ctx context.Context, q *query) (int, error) {
 		return 0, err
 	}
 	return int(n), nil
-}
-
-// fencedExec runs a write fenced by partition tokens (owner.fence), again
-// if the database rolled it back to break a deadlock (see
-// deadlockRetries).
-func (s *Store) fencedExec(ctx context.Context, q *query) (int, error) {
-	var n int
-	err := s.own.retryDeadlock(ctx, func() error {
-		var err error
-		n, err = s.exec(ctx, q)
-		return err
-	})
-	return n, err
 }
 
 // chunks splits s into pieces of at most size elements.

@@ -64,12 +64,23 @@ type Purger interface {
 }
 
 // Owner is implemented by a Store whose relays own parts of the table
-// rather than leasing rows (sqlstore's partition ownership).
+// rather than leasing rows (sqlstore's partition ownership). Run finds it
+// by type assertion: it beats in a goroutine of its own while it runs,
+// and leaves when it stops.
 type Owner interface {
-	// Leave gives back at once what the Store owns and has nothing in
-	// flight of, so that other relays take it over without waiting for
-	// its leases to end; a later claim takes a share again. Run calls it
-	// when it stops.
+	// Heartbeat proves the relay alive among the table's relays and
+	// rebalances what it owns: it keeps its parts, gives back what it
+	// holds beyond its fair share once nothing of it is in flight, and
+	// takes free parts up to its share. It returns when to call it again
+	// and whether it took parts (whose events then wait for the relay's
+	// next pass). A relay that stops beating loses its parts to the
+	// others after the Store's time to live.
+	Heartbeat(ctx context.Context) (next time.Duration, took bool, err error)
+	// Leave gives back what the Store owns, each part as soon as nothing
+	// of it is in flight (waiting until ctx ends for that), and ends its
+	// membership, so that other relays take them over without waiting
+	// for its leases to end; a later claim or heartbeat joins again. Run
+	// calls it when it stops.
 	Leave(ctx context.Context) error
 	// Rebalancing reports whether the Store owns less than its fair
 	// share, so that parts other relays give back wait to be taken: the

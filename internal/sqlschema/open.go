@@ -2,6 +2,7 @@ package sqlschema
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -18,6 +19,9 @@ type Options struct {
 	// and the relay's name in the partition table.
 	RowLeases bool
 	RelayName string
+	// Of sqlstore only: how often a relay beats, and how long it counts
+	// as alive after (0: the defaults).
+	Heartbeat, MemberTTL time.Duration
 }
 
 // Open checks what New of sqlstore and inbox is given and returns the

@@ -1,0 +1,272 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The tables of partition ownership (migration 006 on Postgres, 005 on
+// MySQL and SQLite), named after the outbox table.
+const (
+	partitionsSuffix = "_partitions"
+	relaysSuffix     = "_relays"
+)
+
+// ErrNoPartitions is wrapped by Claim and Heartbeat when the table has no
+// partition table (the schema predates partition ownership): run
+// Migrate, or use WithRowLeases.
+var ErrNoPartitions = errors.New("sqlstore: the partitions table is missing or empty; run Migrate, or use WithRowLeases")
+
+// deadlockRetries is how many times a fenced write, a heartbeat or a
+// give-back runs again after the database rolled it back to break a
+// deadlock. Such deadlocks are expected on MySQL: a fenced write
+// share-locks the rows of its partitions in the order of its events'
+// rows, while a heartbeat locks those it owns in partition order, so a
+// write and a heartbeat of the same Store can each wait for the other.
+// The database rolls one back whole, so running it again is safe, and
+// the other has gone on by then.
+const deadlockRetries = 5
+
+// retryDeadlock runs fn, and again while it fails with a deadlock (see
+// deadlockRetries), after a short pause growing with each try.
+func (o *owner) retryDeadlock(ctx context.Context, fn func() error) error {
+	for try := 1; ; try++ {
+		err := fn()
+		if err == nil || try > deadlockRetries || !o.s.d.deadlock(err) {
+			return err
+		}
+		if !sleep(ctx, time.Duration(try)*time.Millisecond) {
+			return err
+		}
+	}
+}
+
+// sleep waits for d, or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// heartbeat proves the Store's relay alive and rebalances, in one short
+// transaction on the database's clock (beatTx), then reads the dead
+// aggregates of what it owns and hands both to the ledger at once.
+func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, err error) {
+	o.l.join()
+	o.beatMu.Lock()
+	defer o.beatMu.Unlock()
+	var b beat
+	err = o.retryDeadlock(ctx, func() error {
+		var err error
+		b, err = o.beatTx(ctx)
+		return err
+	})
+	if err != nil {
+		return o.every, false, o.tooOld(ctx, err)
+	}
+	dead, err := o.deadAggregates(ctx, b.mine)
+	if err != nil {
+		return o.every, false, err
+	}
+	return o.every, o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl), nil
+}
+
+// beat is what a committed heartbeat found: the partitions owned with
+// their tokens, the partition count, the fair share, and when (local
+// clock) the transaction began.
+type beat struct {
+	mine         map[int]int64
+	count, share int
+	sent         time.Time
+}
+
+// beatTx runs the transaction of a heartbeat, its steps named as in the
+// model (relay.pml):
+//
+//  1. register: the relay is seen until now + ttl;
+//  2. share: the partition count over the live relays, rounded up;
+//  3. renew: the leases of its partitions run until now + ttl;
+//  4. decide (ledger, under the lock claims take under): beyond the share
+//     it drains partitions, and gives back those with nothing in flight;
+//  5. take: below the share, free partitions (given back, or whose
+//     owner's lease ran out) are taken under a raised token.
+//
+// o.beatMu held.
+func (o *owner) beatTx(ctx context.Context) (beat, error) {
+	s := o.s
+	d := s.d
+	parts, relays := s.t.Sibling(partitionsSuffix), s.t.Sibling(relaysSuffix)
+	sent := o.clock()
+	tx, err := s.db.BeginTxx(ctx, d.txOptions())
+	if err != nil {
+		return beat{}, beatErr("begin", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	exec := func(step string, q *query) error {
+		if _, err := tx.ExecContext(ctx, q.String(), q.args...); err != nil {
+			return beatErr(step, err)
+		}
+		return nil
+	}
+
+	q := newQuery(s.sx)
+	d.upsert(q, relays, q.arg(o.name), d.dbLater(q, o.ttl))
+	if err := exec("register", q); err != nil {
+		return beat{}, err
+	}
+	// Relays that died without leaving are forgotten once they have not
+	// been seen for a day (until then `outbox status` can tell of them).
+	q = newQuery(s.sx)
+	q.sql("DELETE FROM ", relays, " WHERE seen_until < ", d.dbLater(q, -24*time.Hour))
+	if err := exec("forget dead relays", q); err != nil {
+		return beat{}, err
+	}
+	var live, count int
+	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+relays+" WHERE seen_until > "+d.dbNow()).Scan(&live); err != nil {
+		return beat{}, beatErr("count relays", err)
+	}
+	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+parts).Scan(&count); err != nil {
+		return beat{}, beatErr("count partitions", err)
+	}
+	if count == 0 {
+		return beat{}, ErrNoPartitions
+	}
+	share := (count + max(live, 1) - 1) / max(live, 1)
+	q = newQuery(s.sx)
+	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name))
+	if err := exec("renew", q); err != nil {
+		return beat{}, err
+	}
+	mine, err := o.ownedIn(ctx, tx, parts)
+	if err != nil {
+		return beat{}, err
+	}
+	if give := o.l.decide(mine, share); len(give) > 0 {
+		q = newQuery(s.sx)
+		q.sql("UPDATE ", parts, " SET owner = NULL, lease_until = ", d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
+		if err := exec("give back", q); err != nil {
+			return beat{}, err
+		}
+		for _, p := range give {
+			delete(mine, p)
+		}
+	} else if len(mine) < share && !o.l.leaving() {
+		q = newQuery(s.sx)
+		q.sql("SELECT partition_no FROM ", parts, " WHERE lease_until <= ", d.dbNow(), " ORDER BY partition_no LIMIT ", q.arg(share-len(mine)), d.skipLocked())
+		var free []int
+		if err := tx.SelectContext(ctx, &free, q.String(), q.args...); err != nil {
+			return beat{}, beatErr("read free partitions", err)
+		}
+		if len(free) > 0 {
+			q = newQuery(s.sx)
+			q.sql("UPDATE ", parts, " SET owner = ", q.arg(o.name), ", token = token + 1, lease_until = ", d.dbLater(q, o.ttl), " WHERE ", partIn("partition_no", toSet(free)))
+			if err := exec("take", q); err != nil {
+				return beat{}, err
+			}
+			if mine, err = o.ownedIn(ctx, tx, parts); err != nil {
+				return beat{}, err
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return beat{}, beatErr("commit", err)
+	}
+	return beat{mine: mine, count: count, share: share, sent: sent}, nil
+}
+
+// leave gives back every partition the Store owns as soon as nothing of
+// it is in flight, and ends its relay's membership, so that the other
+// relays take them at their next heartbeat without waiting for leases to
+// end. From the call on, no claim of this Store takes from them (they
+// drain): a claim in flight (a publication right after commit, say) is
+// waited for until ctx ends, the leases of what it holds kept renewed
+// meanwhile. A later bulk claim or heartbeat joins again.
+func (o *owner) leave(ctx context.Context) error {
+	o.beatMu.Lock()
+	defer o.beatMu.Unlock()
+	s := o.s
+	var errs []error
+	renewed := o.clock()
+	for {
+		give, waiting := o.l.leave()
+		if len(give) > 0 {
+			q := newQuery(s.sx)
+			q.sql("UPDATE ", s.t.Sibling(partitionsSuffix), " SET owner = NULL, lease_until = ", s.d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
+			if err := o.retryDeadlock(ctx, func() error {
+				_, err := s.db.ExecContext(ctx, q.String(), q.args...)
+				return err
+			}); err != nil {
+				errs = append(errs, fmt.Errorf("sqlstore: give back partitions: %w", err))
+				break
+			}
+			o.l.given(give)
+		}
+		if !waiting {
+			break
+		}
+		if o.clock().Sub(renewed) >= o.every {
+			q := newQuery(s.sx)
+			q.sql("UPDATE ", s.t.Sibling(partitionsSuffix), " SET lease_until = ", s.d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name))
+			if _, err := s.db.ExecContext(ctx, q.String(), q.args...); err == nil {
+				renewed = o.clock()
+			}
+		}
+		if !sleep(ctx, 10*time.Millisecond) {
+			errs = append(errs, fmt.Errorf("sqlstore: leave: claims still in flight: %w", ctx.Err()))
+			break
+		}
+	}
+	q := newQuery(s.sx)
+	q.sql("DELETE FROM ", s.t.Sibling(relaysSuffix), " WHERE owner = ", q.arg(o.name))
+	if _, err := s.db.ExecContext(context.WithoutCancel(ctx), q.String(), q.args...); err != nil {
+		errs = append(errs, fmt.Errorf("sqlstore: leave: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// tooOld returns err, or, when the table's recorded schema predates the
+// partitions migration (the package was upgraded, Migrate not run), an
+// error wrapping ErrNoPartitions that says so: the statements of a
+// heartbeat fail on such a table, and the driver's message alone does
+// not tell why.
+func (o *owner) tooOld(ctx context.Context, err error) error {
+	if errors.Is(err, ErrNoPartitions) || ctx.Err() != nil {
+		return err
+	}
+	ms, merr := ddl.Migrations(o.s.Dialect())
+	if merr != nil {
+		return err
+	}
+	need := 0
+	for _, m := range ms {
+		if strings.Contains(m.Name, "_partitions") {
+			need = m.Version
+		}
+	}
+	v, verr := o.s.Version(ctx)
+	if verr != nil || need == 0 || v >= need {
+		return err
+	}
+	return fmt.Errorf("%w: table %s is at schema version %d, partitions come with version %d (%v)", ErrNoPartitions, o.s.Table(), v, need, err)
+}
+
+func beatErr(step string, err error) error {
+	return fmt.Errorf("sqlstore: heartbeat: %s: %w", step, err)
+}
+
+func toSet(ps []int) map[int]int64 {
+	m := make(map[int]int64, len(ps))
+	for _, p := range slices.Compact(slices.Sorted(slices.Values(ps))) {
+		m[p] = 0
+	}
+	return m
+}
