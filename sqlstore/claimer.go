@@ -125,7 +125,7 @@ func (r rowLeases) fail(ctx context.Context, token string, failures []storage.Fa
 }
 
 func (rowLeases) heartbeat(context.Context) (time.Duration, bool, error) { return 0, false, nil }
-func (rowLeases) leave(context.Context) error                      { return nil }
-func (rowLeases) rebalancing() bool                                { return false }
-func (rowLeases) owned() []int                                     { return nil }
-func (rowLeases) requeued()                                        {}
+func (rowLeases) leave(context.Context) error                            { return nil }
+func (rowLeases) rebalancing() bool                                      { return false }
+func (rowLeases) owned() []int                                           { return nil }
+func (rowLeases) requeued()                                              {}
