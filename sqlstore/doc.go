@@ -54,31 +54,47 @@
 // bits of its MD5, modulo 64), so an aggregate's events all share one.
 // The table <table>_partitions has a row per partition: its owner, a
 // fencing token raised each time it changes hands, and a lease on the
-// database's clock; <table>_relays lists the live relays. A Store that
-// relays (a Claim without IDs) joins, takes free or expired partitions up
-// to its fair share (the partition count over the live relays, rounded
-// up), gives back what it holds beyond it, and renews its leases while it
-// claims. Its claims then read the due events of its partitions in order
-// and write nothing to them: no other relay reads those partitions.
+// database's clock; <table>_relays lists the relays and how long each
+// counts as alive.
+//
+// A relay proves itself alive with a heartbeat (Heartbeat, which
+// outbox.Outbox.Run calls in a goroutine of its own), every second by
+// default and apart from its claims: one short transaction on the
+// database's clock that renews its membership and its partitions' leases
+// for three seconds, and rebalances. The fair share is the partition
+// count over the relays whose heartbeat is current, rounded up. Below
+// it, a relay takes free partitions: given back, or whose owner's lease
+// ran out. Beyond it, a relay drains partitions: it claims nothing more
+// from them, decided under the same lock its claims take under, and
+// gives each back once nothing of it is in flight. So a partition
+// changes hands only after its owner stopped claiming it (the
+// publication right after commit included) and finished what it held: a
+// join or a leave (Leave, which Run calls when it stops) causes no
+// duplicate and no reordering. A relay killed without leaving has its
+// partitions taken over within its time to live and one heartbeat (4 s
+// by default; WithHeartbeat sets both, and what each heartbeat costs).
+//
+// A relay's claims read the due events of its partitions in order and
+// write nothing to them: no other relay reads those partitions.
 // MarkSynced and Fail change only rows whose partition the Store still
 // owns under the token the claim was made under, checked in the same
 // statement under a share lock of the partition's row, so a relay paused
 // past its lease changes nothing once another took over (and that relay
-// publishes the events again: a duplicate only under that fault, as with
-// a lease). Each event is written once, when it is marked.
+// publishes the events again: a duplicate only under that fault). Each
+// event is written once, when it is marked. Within one Store, claims
+// running at once are kept apart in memory. A claim by IDs (the
+// publication right after a commit) takes the events of the Store's own
+// partitions that way; for an event whose partition no live relay owns
+// (a process that publishes but runs no relay) it leases the row,
+// reading the partition's row under a share lock so that a relay taking
+// the partition waits for it, and owners pass over leased rows. An event
+// of a partition another live relay owns is left to that relay, which
+// Postgres's notification wakes at once (MySQL and SQLite relays find it
+// at their next pass).
 //
-// A partition's lease lasts 1.25 times the claims' lease
-// (outbox.WithLease): a relay that dies without Leave (outbox.Outbox.Run
-// calls it when it stops) has its partitions taken over within that
-// time. Within one Store, claims running at once are kept apart in
-// memory. A claim by IDs (the publication right after a commit) takes the
-// events of the Store's own partitions that way; for an event whose
-// partition no live relay owns (a process that publishes but runs no
-// relay) it leases the row as before, reading the partition's row under a
-// share lock so that a relay taking the partition waits for it, and
-// owners pass over leased rows. An event of a partition another live
-// relay owns is left to that relay, which Postgres's notification wakes
-// at once (MySQL and SQLite relays find it at their next pass).
+// The protocol is written down as a model (relay.pml beside this file,
+// checked by spin in the tests), with the same names as the code
+// (ledger.go holds its rules, membership.go its heartbeat).
 //
 // On Postgres a relay's reads go on from where its last read stopped (a
 // cursor in memory: the claim index read as a range from the last event
@@ -163,9 +179,9 @@
 //
 // # Clock
 //
-// Partition leases are on the database's clock, and a Store measures how
-// long its own leases hold with the monotonic clock, from before it sent
-// the renewal: a relay whose wall clock is wrong, or jumps, never takes
+// Partition leases and heartbeats are on the database's clock, and a
+// Store measures how long its own leases hold with the monotonic clock,
+// from before it sent the heartbeat: a relay whose wall clock is wrong, or jumps, never takes
 // or keeps a partition another relay holds. The times of events (created,
 // due, synced, buried), and the row leases of claims by IDs and of
 // WithRowLeases, come from the application's clock in UTC, at microsecond

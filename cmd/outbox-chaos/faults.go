@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/eventsync/outbox/sqlstore"
 )
 
 // The faults a run injects.
@@ -15,7 +17,7 @@ const (
 	faultKill   = "kill_relay"  // SIGKILL a relay, start a new one
 	faultBroker = "cut_broker"  // drop and refuse the relays' broker connections for a while
 	faultDB     = "cut_db"      // drop and refuse the relays' database connections for a while
-	faultPause  = "pause_relay" // SIGSTOP a relay past its lease, then SIGCONT
+	faultPause  = "pause_relay" // SIGSTOP a relay past its leases, then SIGCONT
 	faultSlow   = "slow_broker" // delay everything through the broker proxy for a while
 )
 
@@ -112,7 +114,9 @@ func (r *run) fault(kind string, rng *rand.Rand) {
 			return
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
-		time.Sleep(r.cfg.Lease + between(rng, 300*time.Millisecond, 1500*time.Millisecond))
+		// Past the claim lease and the relay's time to live, so that its
+		// partitions move and its late writes meet the fence.
+		time.Sleep(max(r.cfg.Lease, sqlstore.DefaultMemberTTL) + between(rng, 300*time.Millisecond, 1500*time.Millisecond))
 		_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	case faultSlow:
 		r.brokerProxy.SetDelay(between(rng, 20*time.Millisecond, 150*time.Millisecond))

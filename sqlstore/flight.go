@@ -1,0 +1,417 @@
+package sqlstore
+
+import (
+	"slices"
+	"time"
+
+	"github.com/eventsync/outbox/storage"
+)
+
+// The ledger's bookkeeping of claims: what is in flight, which
+// aggregates are held, and which rows a claim may take. The rules of
+// membership (what is owned, drained, given back) are in ledger.go.
+
+// flight is what one claim holds.
+type flight struct {
+	tokens   map[int]int64  // partition -> token at the claim
+	agg      map[string]int // event ID -> 1 + index into aggs (0: not in flight)
+	aggs     []string
+	part     map[string]int   // event ID -> partition
+	seq      map[string]int64 // event ID -> seq, by which writes find the rows
+	deadline time.Time        // local: the claim's lease
+	// leased are the events of the same claim (by IDs) that it leased as
+	// rows, in partitions no relay owned: their writes go by the lease.
+	leased map[string]bool
+}
+
+// beginRead registers a read that starts now and returns its start.
+func (l *ledger) beginRead() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reads[l.finishes]++
+	return l.finishes
+}
+
+// endRead unregisters a read and forgets finished events that no running
+// read began before.
+func (l *ledger) endRead(start uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reads[start]--; l.reads[start] == 0 {
+		delete(l.reads, start)
+	}
+	oldest := l.finishes
+	for r := range l.reads {
+		oldest = min(oldest, r)
+	}
+	for id, at := range l.finished {
+		if at <= oldest {
+			delete(l.finished, id)
+		}
+	}
+}
+
+// takeReq is what take needs of the claim: its token, the claim's view
+// of now (for backoff, the statements' clock) and whether it keeps
+// order or passes dead events.
+type takeReq struct {
+	token    string
+	now      time.Time // the statements' clock: next attempts compare with it
+	ordered  bool
+	passDead bool
+	start    uint64        // beginRead's
+	lease    time.Duration // the claim's lease
+	margin   time.Duration // a partition's lease must hold this much more
+}
+
+// take keeps, of the rows a read returned (in priority, then save order),
+// those the claim may have, and registers them as in flight: rows of
+// partitions still claimable under the token the read was made for, not
+// finished by another claim since the read began, and of an aggregate
+// with nothing in flight or held, from its first undelivered event on. A
+// row that is not due holds its aggregate until it is; so does one leased
+// by a claim by IDs. An event never attempted is due whatever its
+// next_attempt_at says: that is the saving Store's clock, and an owner
+// whose clock is behind the saver's must not hold its partitions' new
+// events back by the difference. mono is the local monotonic clock.
+func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time.Time) []eventRow {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	blocked := map[string]bool{}
+	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, deadline: mono.Add(r.lease)}
+	kept := rows[:0]
+	for _, row := range rows {
+		p := int(row.Partition.Int64)
+		agg := row.AggregateID
+		tok, ok := owned[p]
+		if !ok || !l.claimableLocked(p, tok, mono, r.margin) {
+			continue
+		}
+		if at, done := l.finished[row.ID]; done && at > r.start {
+			if agg != "" {
+				blocked[agg] = true
+			}
+			continue
+		}
+		if _, dup := f.part[row.ID]; dup {
+			continue
+		}
+		if l.inFlightLocked(row.ID) {
+			if agg != "" {
+				blocked[agg] = true
+			}
+			continue
+		}
+		if !r.ordered {
+			agg = ""
+		}
+		if agg != "" {
+			if blocked[agg] || l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) {
+				blocked[agg] = true
+				continue
+			}
+			if until, held := l.holds[agg]; held {
+				if until.After(r.now) {
+					blocked[agg] = true
+					continue
+				}
+				delete(l.holds, agg)
+			}
+		}
+		if row.Leased.Int64 == 1 {
+			if agg != "" {
+				blocked[agg] = true
+			}
+			continue
+		}
+		if row.Attempts > 0 && row.NextAttemptAt.After(r.now) {
+			if agg != "" {
+				l.holds[agg] = row.NextAttemptAt.Time
+				blocked[agg] = true
+			}
+			continue
+		}
+		f.tokens[p] = tok
+		f.part[row.ID] = p
+		f.seq[row.ID] = row.Seq
+		f.aggs = append(f.aggs, row.AggregateID)
+		f.agg[row.ID] = len(f.aggs)
+		kept = append(kept, row)
+	}
+	if len(kept) == 0 {
+		return kept
+	}
+	// Busy is counted after the loop: an aggregate's run of events in
+	// this claim does not block itself.
+	for _, agg := range f.aggs {
+		if agg != "" {
+			l.busy[agg]++
+		}
+	}
+	l.flights[r.token] = f
+	return kept
+}
+
+// inFlightLocked reports whether an event is held by a claim; l.mu held.
+func (l *ledger) inFlightLocked(id string) bool {
+	for _, f := range l.flights {
+		if f.agg[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// busyAggregates returns which of aggs have an event in flight here.
+func (l *ledger) busyAggregates(aggs []string) map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]bool{}
+	for _, a := range aggs {
+		if a != "" && l.busy[a] > 0 {
+			out[a] = true
+		}
+	}
+	return out
+}
+
+// holding is what a claim holds of the events a write names: the
+// partition tokens under which it claimed those it holds in memory, those
+// events and their seqs, and those it leased as rows.
+type holding struct {
+	tokens map[int]int64
+	ids    []string
+	seqs   []int64
+	leased []string
+}
+
+// heldBy returns what token's claim holds of ids; ok is false if token
+// is no claim that took events in memory (a claim by IDs that only
+// leased rows, or one that ended).
+func (l *ledger) heldBy(token string, ids []string) (h holding, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.flights[token]
+	if !ok {
+		return h, false
+	}
+	h.tokens = map[int]int64{}
+	for _, id := range ids {
+		switch {
+		case f.agg[id] > 0:
+			h.tokens[f.part[id]] = f.tokens[f.part[id]]
+			h.ids = append(h.ids, id)
+			h.seqs = append(h.seqs, f.seq[id])
+		case f.leased[id]:
+			h.leased = append(h.leased, id)
+		}
+	}
+	return h, true
+}
+
+// addLeased records the rows a claim by IDs leased beside the events it
+// took in memory (if it took none, it is no flight: its writes all go by
+// the lease).
+func (l *ledger) addLeased(token string, ids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.flights[token]
+	if !ok || len(ids) == 0 {
+		return
+	}
+	if f.leased == nil {
+		f.leased = map[string]bool{}
+	}
+	for _, id := range ids {
+		f.leased[id] = true
+	}
+}
+
+// finish ends the claim of the events of token's flight among ids.
+func (l *ledger) finish(token string, ids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.flights[token]
+	if !ok {
+		return
+	}
+	if token != l.cursor.lastBulk || len(l.reads) > 0 {
+		// The events of this claim held back the later events of their
+		// aggregates from a read that began while it was in flight (one
+		// running now, or the last bulk read when this claim is another
+		// one), and those may be below the cursor.
+		l.cursor.dirty()
+	}
+	for _, id := range ids {
+		if f.agg[id] > 0 {
+			l.doneLocked(f, id)
+		}
+		delete(f.leased, id)
+	}
+	if len(f.part) == 0 && len(f.leased) == 0 {
+		delete(l.flights, token)
+		return
+	}
+	// A partition the flight holds nothing of any more is not in flight:
+	// a heartbeat or Leave may give it back.
+	left := make(map[int]bool, len(f.tokens))
+	for _, p := range f.part {
+		left[p] = true
+	}
+	for p := range f.tokens {
+		if !left[p] {
+			delete(f.tokens, p)
+		}
+	}
+}
+
+// doneLocked removes one event from its flight; l.mu held.
+func (l *ledger) doneLocked(f *flight, id string) {
+	i := f.agg[id]
+	if agg := f.aggs[i-1]; agg != "" {
+		if l.busy[agg]--; l.busy[agg] <= 0 {
+			delete(l.busy, agg)
+		}
+	}
+	delete(f.agg, id)
+	delete(f.part, id)
+	delete(f.seq, id)
+	l.finishes++
+	if len(l.reads) > 0 {
+		l.finished[id] = l.finishes
+	}
+}
+
+// expire ends the flights whose lease has passed at mono: their events
+// may be claimed again, as rows whose lease ended.
+func (l *ledger) expire(mono time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for tok, f := range l.flights {
+		if mono.After(f.deadline) {
+			for id := range f.part {
+				l.doneLocked(f, id)
+			}
+			delete(l.flights, tok)
+			l.cursor.dirty()
+		}
+	}
+}
+
+// failed records, in memory, what Fail wrote for a claim: a failure that
+// backs off holds its aggregate until it is due, a dead one until it is
+// re-queued (or passed, for a claim with SkipDead).
+func (l *ledger) failed(token string, failures []storage.Failure, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cursor.dirty()
+	f, ok := l.flights[token]
+	if !ok {
+		return
+	}
+	for _, fl := range failures {
+		i := f.agg[fl.ID]
+		if i == 0 {
+			continue
+		}
+		agg := f.aggs[i-1]
+		if agg == "" {
+			continue
+		}
+		if fl.Dead {
+			p := f.part[fl.ID]
+			if l.dead[p] == nil {
+				l.dead[p] = map[string]bool{}
+			}
+			l.dead[p][agg] = true
+		} else {
+			l.holds[agg] = now.Add(max(fl.Delay, 0))
+		}
+	}
+}
+
+// skipList is what a read leaves out: the aggregates held, dead (unless
+// passDead) or with an event in flight, and the seqs of the events in
+// flight without an aggregate; unordered, only the events in flight. At
+// most maxSkip of them in all.
+func (l *ledger) skipList(ordered, passDead bool, now time.Time) (aggs []string, seqs []int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.flights {
+		for id, i := range f.agg {
+			if !ordered || f.aggs[i-1] == "" {
+				seqs = append(seqs, f.seq[id])
+			}
+		}
+	}
+	if ordered {
+		for agg, until := range l.holds {
+			if until.After(now) {
+				aggs = append(aggs, agg)
+			} else {
+				// Its events are due again, and may be below the cursor.
+				delete(l.holds, agg)
+				l.cursor.dirty()
+			}
+		}
+		for agg := range l.busy {
+			aggs = append(aggs, agg)
+		}
+		if !passDead {
+			for _, dead := range l.dead {
+				for agg := range dead {
+					aggs = append(aggs, agg)
+				}
+			}
+		}
+	}
+	// Beyond maxSkip, the rest is left out in memory only (take): the
+	// read may then bring back rows it cannot use.
+	slices.Sort(aggs)
+	aggs = slices.Compact(aggs)
+	seqs = seqs[:min(len(seqs), maxSkip)]
+	aggs = aggs[:min(len(aggs), maxSkip-len(seqs))]
+	return aggs, seqs
+}
+
+// maxSkip bounds the held aggregates a read passes to the database to
+// leave out; beyond it they are left out in memory only.
+const maxSkip = 2000
+
+// setDead replaces the dead aggregates with those a read found.
+func (l *ledger) setDead(dead map[int]map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dead, l.deadStale = dead, false
+}
+
+// deadChanged makes the next claim read the dead aggregates again.
+func (l *ledger) deadChanged() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadStale = true
+	l.cursor.dirty()
+}
+
+// staleDead returns the owned partitions with their tokens when the dead
+// aggregates must be read again, else nil.
+func (l *ledger) staleDead() map[int]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.deadStale {
+		return nil
+	}
+	parts := make(map[int]int64, len(l.parts))
+	for p, pl := range l.parts {
+		parts[p] = pl.token
+	}
+	return parts
+}
+
+// released makes the next bulk read a full one: events given back may be
+// below the cursor.
+func (l *ledger) released() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cursor.dirty()
+}

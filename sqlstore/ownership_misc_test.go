@@ -1,0 +1,165 @@
+package sqlstore
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
+)
+
+// Stores made one after the other in one process are distinct relays by
+// default: a shared name would make them share every partition.
+func TestDefaultRelayNamesDiffer(t *testing.T) {
+	db := openDB(t, SQLite)
+	seen := map[string]bool{}
+	for range 50 {
+		s, err := New(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[ownerOf(s).name] {
+			t.Fatalf("two Stores got the relay name %q", ownerOf(s).name)
+		}
+		if len(ownerOf(s).name) > 64 {
+			t.Fatalf("relay name %q is longer than 64 bytes", ownerOf(s).name)
+		}
+		seen[ownerOf(s).name] = true
+	}
+}
+
+// The read cursor never lets a later event of an aggregate go before an
+// earlier one that a claim gave back, failed or let expire: each of those
+// makes the next read start again from the oldest pending event. A1 and
+// B1 are claimed (the cursor then stands past both), A2 is saved after
+// them; whatever happened to A1, the next claims return A1 before A2.
+func TestReadCursorGivesBackWhatClaimsReturn(t *testing.T) {
+	for _, how := range []string{"release", "fail", "expire"} {
+		t.Run(how, func(t *testing.T) {
+			eachDialect(t, func(t *testing.T, b *bundle) {
+				ctx := t.Context()
+				a1, b1, a2 := b.event("A", 0), b.event("B", 0), b.event("A", 0)
+				b.save(t, a1, b1, a2)
+				c := b.claim(t, 2)
+				equalIDs(t, "first claim", ids(c.Events), []string{a1.ID, b1.ID})
+				b.mark(t, c, b1)
+				switch how {
+				case "release":
+					n, err := b.store.Release(ctx, c.Token, []string{a1.ID})
+					wantN(t, "Release", n, err, 1)
+				case "fail":
+					n, err := b.store.Fail(ctx, c.Token, []storage.Failure{{ID: a1.ID, Err: "nack"}})
+					wantN(t, "Fail", n, err, 1)
+				case "expire":
+					b.clock.Advance(2 * time.Minute) // past the claim's lease
+				}
+				got := b.claim(t, 10)
+				equalIDs(t, "claim after A1 came back", ids(got.Events), []string{a1.ID, a2.ID})
+			})
+		})
+	}
+}
+
+// A Store short of its fair share asks its relay to claim again soon only
+// for a while after the relays changed: with 64 partitions and three
+// relays one of them owns 20 of a share of 22 for good, and its relay must
+// then wait its interval like the others.
+func TestRebalancingEnds(t *testing.T) {
+	b := setup(t, Postgres)
+	ctx := t.Context()
+	var stores []*Store
+	for i := range 3 {
+		s := newStore(t, b.db, b.table, WithRelayName(fmt.Sprintf("relay-%d", i)))
+		useClock(s, b.clock)
+		stores = append(stores, s)
+	}
+	claim := func(s *Store) {
+		if _, err := s.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Join all three, then let them settle: each renews (the clock moved
+	// past the renewal cadence) and takes what the others gave back.
+	for range 4 {
+		for _, s := range stores {
+			claim(s)
+		}
+		b.clock.Advance(time.Second)
+	}
+	total, short := 0, 0
+	for _, s := range stores {
+		total += len(s.Owned())
+		if len(s.Owned()) < 22 {
+			short++
+		}
+	}
+	if total != 64 || short != 1 {
+		t.Fatalf("after settling: %d partitions owned in all, %d stores short of 22; want 64 and 1", total, short)
+	}
+	b.clock.Advance(eagerWindow)
+	for _, s := range stores {
+		claim(s)
+		if s.Rebalancing() {
+			t.Fatalf("store %s owning %d partitions still rebalancing %v after the relays settled", ownerOf(s).name, len(s.Owned()), eagerWindow)
+		}
+	}
+}
+
+// A table whose schema predates partitions (the package upgraded, Migrate
+// not run) makes a relay's claim fail with ErrNoPartitions, which says to
+// run Migrate, rather than with the driver's "no such table" alone; its
+// events stay pending.
+func TestClaimOnATableWithoutPartitions(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		e := b.event("A", 0)
+		b.save(t, e)
+		ms, err := ddl.Migrations(b.store.Dialect())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := ms[len(ms)-1].Version
+		if !strings.Contains(ms[len(ms)-1].Name, "partitions") {
+			t.Fatalf("the newest migration is %s, not the partitions one", ms[len(ms)-1].Name)
+		}
+		for _, stmt := range []string{
+			"DROP TABLE " + b.store.t.Sibling(partitionsSuffix),
+			"DROP TABLE " + b.store.t.Sibling(relaysSuffix),
+			"ALTER TABLE " + b.store.t.Quoted + " DROP COLUMN partition_no",
+			"DELETE FROM " + b.store.t.MigrationsTable() + " WHERE version >= " + strconv.Itoa(v),
+		} {
+			if _, err := b.db.ExecContext(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = b.store.Claim(ctx, storage.ClaimRequest{Limit: 10, Lease: time.Minute})
+		if !errors.Is(err, ErrNoPartitions) || !strings.Contains(err.Error(), "schema version") {
+			t.Fatalf("Claim on a table without partitions: %v, want ErrNoPartitions naming the schema version", err)
+		}
+		got, err := b.store.Get(ctx, e.ID)
+		if err != nil || got.Delivery.Status() != outbox.StatusPending {
+			t.Fatalf("event after the failed claim: %+v, %v; want pending", got, err)
+		}
+		// Migrate brings the partitions back, computing the waiting
+		// event's, and the relay claims it.
+		if err := b.store.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		equalIDs(t, "claim after Migrate", ids(b.claim(t, 10).Events), []string{e.ID})
+	})
+}
+
+// A relay name longer than the owner column is refused at New.
+func TestRelayNameTooLong(t *testing.T) {
+	db := openDB(t, SQLite)
+	if _, err := New(db, WithRelayName(strings.Repeat("r", 65))); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Fatalf("New with a 65-byte relay name: %v, want ErrInvalidConfig", err)
+	}
+	if _, err := New(db, WithRelayName(strings.Repeat("r", 64))); err != nil {
+		t.Fatalf("New with a 64-byte relay name: %v", err)
+	}
+}
