@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"database/sql"
-	"time"
 
 	"github.com/eventsync/outbox/storage"
 )
@@ -49,28 +48,16 @@ type Store interface {
 	Release(ctx context.Context, token string, ids []string) (int, error)
 }
 
-// Claim is a batch of events leased to one relay pass, as Store.Claim
-// returns it. Token fences the lease: once it expires and another relay
-// claims the events, writes made with the old token change nothing.
-type Claim struct {
-	Token  string   // fences the lease; MarkSynced, Fail and Release take it
-	Events []*Event // the claimed events, in save order
-}
+// Claim is a batch of events claimed by one relay pass, as Store.Claim
+// returns it (storage.Claim, for Event): its Token fences the claim, so
+// that once the claim ended and another relay claimed the events, writes
+// made with the old token change nothing.
+type Claim = storage.Claim[Event]
 
-// Stats are the figures operators watch. A Store that can compute them
-// implements StatsReader.
-type Stats struct {
-	Pending          int64            // committed, not yet acknowledged, not dead
-	PendingByType    map[string]int64 // Pending by event type
-	OldestPendingAge time.Duration    // age of the oldest pending event; 0 with none
-	Dead             int64            // dead events
-	Synced           int64            // events acknowledged within the window asked for
-	AvgSyncLatency   time.Duration    // mean created → synced within the window
-	P99SyncLatency   time.Duration    // 99th percentile of the same
-}
+// Stats are the figures operators watch (storage.Stats). A Store that can
+// compute them implements StatsReader.
+type Stats = storage.Stats
 
-// StatsReader is implemented by a Store that computes Stats. window bounds
-// Synced and the latencies to events synced in the last window.
-type StatsReader interface {
-	Stats(ctx context.Context, window time.Duration) (Stats, error)
-}
+// StatsReader is implemented by a Store that computes Stats
+// (storage.StatsReader).
+type StatsReader = storage.StatsReader

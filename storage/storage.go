@@ -1,6 +1,7 @@
 // Package storage holds what an implementation of outbox.Store works
-// with: the claim request, the record of a failed attempt, and the
-// optional capabilities the relay looks for by type assertion. Services
+// with: the claim request and the claim, the record of a failed attempt,
+// the figures of Stats, and the optional capabilities the relay looks for
+// by type assertion. A Store imports it and the outbox package's Event. Services
 // that use the outbox never need it; whoever writes a Store does. The
 // sqlstore package is the implementation for PostgreSQL, MySQL/MariaDB and
 // SQLite, and outboxtest's store suite tells whether another one is right.
@@ -35,6 +36,35 @@ type ClaimRequest struct {
 	// SkipDead lets later events of an aggregate go past a dead one. By
 	// default a dead event holds its aggregate until it is re-queued.
 	SkipDead bool
+}
+
+// Claim is a batch of events claimed by one relay pass, as a Store's
+// Claim returns it; E is the outbox's Event (outbox.Claim is
+// Claim[outbox.Event], the type a Store returns). Token fences the claim:
+// once it ended (its lease ran out, or the relay lost the part of the
+// table the events are in) and another relay claimed the events, writes
+// made with the old token change nothing.
+type Claim[E any] struct {
+	Token  string // fences the claim; MarkSynced, Fail and Release take it
+	Events []*E   // the claimed events, in save order
+}
+
+// Stats are the figures operators watch. A Store that can compute them
+// implements StatsReader.
+type Stats struct {
+	Pending          int64            // committed, not yet acknowledged, not dead
+	PendingByType    map[string]int64 // Pending by event type
+	OldestPendingAge time.Duration    // age of the oldest pending event; 0 with none
+	Dead             int64            // dead events
+	Synced           int64            // events acknowledged within the window asked for
+	AvgSyncLatency   time.Duration    // mean created → synced within the window
+	P99SyncLatency   time.Duration    // 99th percentile of the same
+}
+
+// StatsReader is implemented by a Store that computes Stats. window bounds
+// Synced and the latencies to events synced in the last window.
+type StatsReader interface {
+	Stats(ctx context.Context, window time.Duration) (Stats, error)
 }
 
 // Failure is one failed publish attempt.
