@@ -38,8 +38,8 @@ type RelayStatus struct {
 	// Name is the relay's name: sqlstore.WithRelayName, or the host,
 	// process and a random suffix.
 	Name string
-	// SeenLeft is how long the relay counts as live without renewing, on
-	// the database's clock.
+	// SeenLeft is how long the relay counts as live without another
+	// heartbeat, on the database's clock.
 	SeenLeft time.Duration
 	// Partitions counts the partitions whose live lease it holds.
 	Partitions int
@@ -94,7 +94,8 @@ func (s *Store) Partitions(ctx context.Context) ([]PartitionStatus, error) {
 // Relays reads, in one statement, the live relays of the table (those
 // seen until a time still ahead of the database's clock) by name, each
 // with the partitions whose live lease it holds. A relay joins at its
-// first bulk claim and leaves with Leave, or when it stops renewing.
+// first heartbeat (or bulk claim) and leaves with Leave, or when its
+// heartbeats stop for its time to live.
 func (s *Store) Relays(ctx context.Context) ([]RelayStatus, error) {
 	d := s.d
 	now := d.dbNow()
