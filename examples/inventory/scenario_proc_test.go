@@ -84,7 +84,7 @@ func (in *instance) start() error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return fmt.Errorf("instance %d exited at start: %v", in.n, cmd.ProcessState)
+			return fmt.Errorf("instance %d exited at start: %v\n%s", in.n, cmd.ProcessState, tail(in.logText(), 4000))
 		default:
 		}
 		resp, err := client.Get("http://" + in.addr + "/healthz")
