@@ -2,20 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // serviceBinary builds this package's command into a temporary folder
@@ -151,69 +147,6 @@ func (in *instance) logText() string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.logs.String()
-}
-
-// privateRedis is a redis-server of the test's own, which it may kill
-// and start again: an append-only file fsynced on every write keeps what
-// it acknowledged across a SIGKILL.
-type privateRedis struct {
-	addr string
-	args []string
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
-}
-
-func startPrivateRedis(t *testing.T) *privateRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("the scenario with broker restarts needs redis-server on PATH: %v", err)
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	r := &privateRedis{addr: "127.0.0.1:" + strconv.Itoa(port), args: []string{
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
-		"--logfile", filepath.Join(dir, "redis.log"),
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always"}}
-	t.Cleanup(r.kill)
-	if err := r.start(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// start runs redis-server and waits until it answers PING.
-func (r *privateRedis) start() error {
-	cmd := exec.Command("redis-server", r.args...)
-	cmd.SysProcAttr = scenarioProcAttr()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server on %s: %w", r.addr, err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	rc := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
-	defer rc.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if rc.Ping(context.Background()).Err() == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("redis-server on %s did not answer within 10 s", r.addr)
-}
-
-// kill ends redis-server with SIGKILL and waits for it.
-func (r *privateRedis) kill() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.

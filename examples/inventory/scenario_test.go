@@ -98,7 +98,6 @@ type scenario struct {
 
 // runScenario runs the scenario once and checks it.
 func runScenario(t *testing.T, bin, pgURL string, faults bool) scenarioResult {
-	s := newScenario(t, bin, pgURL, faults)
 	var broker *privateRedis
 	redisURL := os.Getenv("OUTBOX_TEST_REDIS")
 	if faults {
@@ -107,6 +106,7 @@ func runScenario(t *testing.T, bin, pgURL string, faults bool) scenarioResult {
 	} else if redisURL == "" {
 		t.Skip("set OUTBOX_TEST_REDIS (redis://...) to run the scenario without faults")
 	}
+	s := newScenario(t, pgURL)
 	s.connectRedis(redisURL)
 	s.startInstances(bin, pgURL, redisURL)
 
@@ -171,7 +171,7 @@ func runScenario(t *testing.T, bin, pgURL string, faults bool) scenarioResult {
 
 // newScenario makes the run's schema (dropped at the end) and its stream
 // name.
-func newScenario(t *testing.T, bin, pgURL string, faults bool) *scenario {
+func newScenario(t *testing.T, pgURL string) *scenario {
 	t.Helper()
 	db, err := sqlx.Open("pgx", pgURL)
 	if err != nil {
@@ -331,68 +331,4 @@ func (s *scenario) postStock(in *instance, product string, q int) (string, int, 
 		}
 	}
 	return out.EventID, resp.StatusCode, nil
-}
-
-// injectFaults kills a random instance about every second and starts it
-// again at once, and kills and restarts the broker every three seconds or
-// so, until the returned stop is called; stop returns the counts.
-func (s *scenario) injectFaults(broker *privateRedis) (stop func() (kills, restarts int)) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var kills, restarts int
-	var errMu sync.Mutex
-	var errs []error
-	fail := func(err error) { errMu.Lock(); errs = append(errs, err); errMu.Unlock() }
-	wg.Go(func() {
-		var starts sync.WaitGroup
-		defer starts.Wait()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(700*time.Millisecond + rand.N(600*time.Millisecond)):
-			}
-			var up []*instance
-			for _, in := range s.instances {
-				if in.isUp() {
-					up = append(up, in)
-				}
-			}
-			if len(up) == 0 {
-				continue
-			}
-			in := up[rand.IntN(len(up))]
-			in.kill()
-			kills++
-			starts.Go(func() {
-				if err := in.start(); err != nil {
-					fail(err)
-				}
-			})
-		}
-	})
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(2500*time.Millisecond + rand.N(time.Second)):
-			}
-			broker.kill()
-			restarts++
-			time.Sleep(200*time.Millisecond + rand.N(300*time.Millisecond))
-			if err := broker.start(); err != nil {
-				fail(err)
-				return
-			}
-		}
-	})
-	return func() (int, int) {
-		close(done)
-		wg.Wait()
-		for _, err := range errs {
-			s.t.Error(err)
-		}
-		return kills, restarts
-	}
 }

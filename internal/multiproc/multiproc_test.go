@@ -28,9 +28,12 @@ func TestGracefulJoinAndLeave(t *testing.T) {
 			start := time.Now()
 			fl := &fleet{}
 			incarnation := map[int]int{}
+			slotOf := map[*relayProc]int{}
 			startSlot := func(slot int) {
 				incarnation[slot]++
-				fl.add(f.startRelay(fmt.Sprintf("mp-%d-%d", slot, incarnation[slot])))
+				r := f.startRelay(fmt.Sprintf("mp-%d-%d", slot, incarnation[slot]))
+				slotOf[r] = slot
+				fl.add(r)
 			}
 			for slot := range 3 {
 				startSlot(slot)
@@ -38,11 +41,6 @@ func TestGracefulJoinAndLeave(t *testing.T) {
 			stopWriters := f.writers(fl, aggregates, writePause)
 
 			const cycles = 6
-			slotOf := func(r *relayProc) int {
-				var slot, n int
-				fmt.Sscanf(r.name, "mp-%d-%d", &slot, &n)
-				return slot
-			}
 			for range cycles {
 				time.Sleep(800*time.Millisecond + rand.N(600*time.Millisecond))
 				live := fl.live()
@@ -50,7 +48,7 @@ func TestGracefulJoinAndLeave(t *testing.T) {
 				fl.remove(r)
 				r.stop(t)
 				time.Sleep(rand.N(400 * time.Millisecond))
-				startSlot(slotOf(r))
+				startSlot(slotOf[r])
 			}
 			time.Sleep(time.Second)
 			last := stopWriters()

@@ -37,6 +37,7 @@ type relayProc struct {
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled when inflight falls
 	open     bool       // new writes may be sent to it
+	gone     bool       // it exited; replies answered uncertain
 	inflight int
 	replies  map[string]chan outcome
 	begun    map[string]bool // IDs of the batches it began publishing
@@ -77,7 +78,7 @@ func (f *fixture) startRelay(name string) *relayProc {
 		err := cmd.Wait()
 		r.mu.Lock()
 		r.err = err
-		r.open = false
+		r.open, r.gone = false, true
 		for id, ch := range r.replies {
 			ch <- uncertain
 			delete(r.replies, id)
@@ -161,25 +162,15 @@ func (r *relayProc) stderrText() string {
 func (r *relayProc) write(id, agg string, seq int) outcome {
 	ch := make(chan outcome, 1)
 	r.mu.Lock()
-	r.replies[id] = ch
+	if r.gone {
+		r.mu.Unlock()
+		return uncertain
+	}
+	r.replies[id] = ch // answered by line, or uncertain when it exits
 	r.mu.Unlock()
 	r.inMu.Lock()
-	_, err := fmt.Fprintf(r.stdin, "w %s %s %d\n", id, agg, seq)
+	_, _ = fmt.Fprintf(r.stdin, "w %s %s %d\n", id, agg, seq) // fails only if it is exiting
 	r.inMu.Unlock()
-	if err != nil {
-		// The process is gone or going: the reader answers uncertain.
-		select {
-		case o := <-ch:
-			return o
-		case <-r.exited:
-		}
-		select {
-		case o := <-ch:
-			return o
-		default:
-			return uncertain
-		}
-	}
 	return <-ch
 }
 
