@@ -238,8 +238,9 @@ func (s *scenario) startInstances(bin, pgURL, redisURL string) {
 		s.instances = append(s.instances, in)
 		t.Cleanup(in.kill)
 	}
-	// The first alone: instances started at once on an empty database
-	// race to create the business tables, and one of them dies.
+	// The first alone: instances started at once on an empty schema race
+	// in CREATE TABLE IF NOT EXISTS of the business tables (Postgres:
+	// duplicate key in pg_type_typname_nsp_index), and the losers exit.
 	if err := s.instances[0].start(); err != nil {
 		t.Fatal(err)
 	}
