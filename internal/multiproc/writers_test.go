@@ -53,7 +53,8 @@ func (l *ledger) counts() (ok, bad, unsure int) {
 // per aggregate sends its writes one after the other, each to a random
 // relay process, the next only once the previous one's answer is in (so
 // an aggregate's save order is its commit order, across processes), with
-// pause between two. stop ends them and returns when the last answer came.
+// pause between two. stop ends them and returns when the last answer
+// came; they also end with the test.
 func (f *fixture) writers(fl *fleet, aggs int, pause time.Duration) (stop func() time.Time) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -81,9 +82,11 @@ func (f *fixture) writers(fl *fleet, aggs int, pause time.Duration) (stop func()
 			}
 		})
 	}
+	var once sync.Once
+	stopAll := func() { once.Do(func() { close(done); wg.Wait() }) }
+	f.t.Cleanup(stopAll) // a test that fails half-way leaves no writer behind
 	return func() time.Time {
-		close(done)
-		wg.Wait()
+		stopAll()
 		f.events.mu.Lock()
 		defer f.events.mu.Unlock()
 		return f.events.lastAt
