@@ -77,23 +77,41 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	if err != nil {
 		return o.every, false, err
 	}
-	return o.every, o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl), nil
+	return b.next(o.every), o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl), nil
 }
 
 // beat is what a committed heartbeat found: the partitions owned with
-// their tokens, the partition count, the fair share, and when (local
-// clock) the transaction began.
+// their tokens, the partition count, the fair share, when (local clock)
+// the transaction began, and how long until the first other relay
+// stops counting as live unless it beats again (0: no other relay).
 type beat struct {
 	mine         map[int]int64
 	count, share int
 	sent         time.Time
+	lapse        time.Duration
 }
+
+// next is when to beat again after b: every, or just after another
+// relay's membership lapses if that comes first, so that a dead relay's
+// partitions are taken over as soon as they are free, not up to a
+// heartbeat later.
+func (b beat) next(every time.Duration) time.Duration {
+	if b.lapse <= 0 || b.lapse+lapseSlack >= every {
+		return every
+	}
+	return b.lapse + lapseSlack
+}
+
+// lapseSlack is how long after another relay's membership lapses a
+// relay beats to take over from it.
+const lapseSlack = 20 * time.Millisecond
 
 // beatTx runs the transaction of a heartbeat, its steps named as in the
 // model (relay.pml):
 //
 //  1. register: the relay is seen until now + ttl;
-//  2. share: the partition count over the live relays, rounded up;
+//  2. share: the partition count over the live relays, rounded up (and
+//     when the first other relay's membership lapses: see beat.next);
 //  3. renew: the leases of its partitions run until now + ttl;
 //  4. decide (ledger, under the lock claims take under): beyond the share
 //     it drains partitions, and gives back those with nothing in flight;
@@ -130,8 +148,15 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	if err := exec("forget dead relays", q); err != nil {
 		return beat{}, err
 	}
+	// The live relays, and when the first of the others stops counting
+	// as live unless it beats again: a relay that died then, and this one
+	// beats right after to take over its partitions.
 	var live, count int
-	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+relays+" WHERE seen_until > "+d.dbNow()).Scan(&live); err != nil {
+	var lapse, now dbTime
+	q = newQuery(s.sx)
+	q.sql("SELECT COUNT(*), ", s.sx.timeCol("MIN(CASE WHEN owner <> "+q.arg(o.name)+" THEN seen_until END)"), ", ", s.sx.timeCol(d.dbNow()),
+		" FROM ", relays, " WHERE seen_until > ", d.dbNow())
+	if err := tx.QueryRowxContext(ctx, q.String(), q.args...).Scan(&live, &lapse, &now); err != nil {
 		return beat{}, beatErr("count relays", err)
 	}
 	if err := tx.QueryRowxContext(ctx, "SELECT COUNT(*) FROM "+parts).Scan(&count); err != nil {
@@ -180,7 +205,11 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	if err := tx.Commit(); err != nil {
 		return beat{}, beatErr("commit", err)
 	}
-	return beat{mine: mine, count: count, share: share, sent: sent}, nil
+	b := beat{mine: mine, count: count, share: share, sent: sent}
+	if !lapse.IsZero() && !now.IsZero() {
+		b.lapse = lapse.Sub(now.Time)
+	}
+	return b, nil
 }
 
 // leave gives back every partition the Store owns as soon as nothing of
