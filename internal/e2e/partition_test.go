@@ -30,13 +30,14 @@ import (
 // with childEnv set to its configuration (see TestMain).
 const childEnv = "OUTBOX_E2E_PARTITION_RELAY"
 
-// The timing of every relay: a claim lease of a second makes a
-// partition lease of 1.25 s, so a dead relay's partitions move within
-// that.
+// The timing of every relay: a heartbeat every quarter second, alive
+// for 1.25 s after the last, so a dead relay's partitions move within
+// that; a claim lease of a second.
 const (
 	partTimeout = 500 * time.Millisecond
 	partLease   = time.Second
 	partTTL     = partLease + partLease/4
+	partBeat    = partTTL / 5
 )
 
 // childConfig is what a relay process runs with.
@@ -67,7 +68,7 @@ func relayChild(raw string) int {
 		return fail(err)
 	}
 	defer db.Close()
-	store, err := sqlstore.New(db, sqlstore.WithTable(cfg.Table), sqlstore.WithRelayName(cfg.Name))
+	store, err := sqlstore.New(db, sqlstore.WithTable(cfg.Table), sqlstore.WithRelayName(cfg.Name), sqlstore.WithHeartbeat(partBeat, partTTL))
 	if err != nil {
 		return fail(err)
 	}
