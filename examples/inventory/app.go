@@ -49,12 +49,11 @@ type app struct {
 // newApp opens the database, creates the tables, and connects the outbox
 // to the configured publisher. The broker need not be up: events wait in
 // the table until it is.
-func newApp(ctx context.Context, cfg config, log *slog.Logger) (a *app, err error) {
-	a = &app{cfg: cfg, log: log}
+func newApp(ctx context.Context, cfg config, log *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
-			a.close()
-			a = nil
+			_ = a.close() // what was opened before the failure
 		}
 	}()
 

@@ -73,6 +73,29 @@ func (d *database) createTables(ctx context.Context) error {
 	created_at %[4]s NOT NULL
 )`, d.resv, text, integer, ts),
 	}
+	if d.driver == "pgx" {
+		// Instances started together would race: two concurrent CREATE
+		// TABLE IF NOT EXISTS of one table can fail on Postgres with a
+		// duplicate key in its catalog. A transaction-scoped advisory
+		// lock makes them take turns.
+		tx, err := d.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("create business tables: %w", err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", d.stock); err != nil {
+			return fmt.Errorf("create business tables: lock: %w", err)
+		}
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return fmt.Errorf("create business tables: %w", err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("create business tables: %w", err)
+		}
+		return nil
+	}
 	for _, s := range stmts {
 		if _, err := d.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create business tables: %w", err)
