@@ -55,6 +55,14 @@ type Store interface {
 type Claim struct {
 	Token  string   // fences the lease; MarkSynced, Fail and Release take it
 	Events []*Event // the claimed events, in save order
+
+	// Elsewhere lists, for a claim by IDs, the IDs it did not take because
+	// another relay owns their partition (a store whose relays own
+	// partitions, see storage.Owner), so that relay delivers them.
+	// Publish reports them as handed to the relay (OwnedElsewhere); an ID
+	// asked for that is neither claimed nor here is reported as InFlight.
+	// A bulk claim, and a store without ownership, leave it nil.
+	Elsewhere []string
 }
 
 // Stats are the figures operators watch. A Store that can compute them
