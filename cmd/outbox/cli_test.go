@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -202,8 +203,25 @@ func checkPartitions(t *testing.T, tg *target, st statusJSON, parts int, slow *o
 	if len(st.Partitions) != parts || st.PartitionsFree != 0 {
 		t.Fatalf("status --json: %d partitions, %d free; want %d, all owned", len(st.Partitions), st.PartitionsFree, parts)
 	}
-	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].SeenLeftSeconds <= 0 {
+	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].ExpiresInSeconds <= 0 {
 		t.Fatalf("status --json relays: %+v, want one owning %d partitions", st.Relays, parts)
+	}
+	// The relay joined moments ago (seed); its membership, renewed with a
+	// lease of a minute, expires over a minute from now. Telling one for
+	// the other was the bug of "SEEN FOR".
+	if r := st.Relays[0]; r.SeenSinceSeconds < 0 || r.SeenSinceSeconds > 20 || r.ExpiresInSeconds < 30 {
+		t.Errorf("status --json relay %+v: want seen since a few seconds, expiring in over 30 s", r)
+	}
+	out := ok(t, tg.args("status")...)
+	row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(st.Relays[0].Name) + `\s+` + fmt.Sprint(parts) + `\s+(\S+) ago\s+(\S+)$`).FindStringSubmatch(out)
+	if !regexp.MustCompile(`RELAY\s+PARTITIONS\s+SEEN SINCE\s+EXPIRES IN\n`).MatchString(out) || row == nil {
+		t.Fatalf("status: no relay row with SEEN SINCE and EXPIRES IN:\n%s", out)
+	}
+	if since, err := time.ParseDuration(row[1]); err != nil || since > 20*time.Second {
+		t.Errorf("status: the relay seen since %s ago, want a few seconds", row[1])
+	}
+	if exp, err := time.ParseDuration(row[2]); err != nil || exp < 30*time.Second {
+		t.Errorf("status: the relay expires in %s, want over 30 s", row[2])
 	}
 	if owned := tg.store.Owned(); len(owned) != parts {
 		t.Fatalf("the store owns %v, want %d partitions", owned, parts)
