@@ -20,7 +20,6 @@ import (
 	"github.com/eventsync/outbox/sqlstore"
 )
 
-
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return one
