@@ -307,8 +307,19 @@ func TestCommands(t *testing.T) {
 				}
 				return evs
 			}
-			if evs := listJSON(); len(evs) != 1 || evs[0].ID != ev["stock.slow"][0].ID || evs[0].Attempts != 1 || evs[0].LastError == "" {
-				t.Errorf("list (pending): %+v", evs)
+			if evs := listJSON("--status", "pending"); len(evs) != 1 || evs[0].ID != ev["stock.slow"][0].ID || evs[0].Attempts != 1 || evs[0].LastError == "" {
+				t.Errorf("list --status pending: %+v", evs)
+			}
+			// With no --status, list shows every event, synced ones too: a
+			// table whose events are all delivered does not look empty.
+			if evs := listJSON(); len(evs) != 6 {
+				t.Errorf("list (all by default): %d events, want 6", len(evs))
+			}
+			if out := ok(t, tg.args("list", "--type", "stock.ok")...); strings.Count(out, "synced") != 3 {
+				t.Errorf("list --type stock.ok, all synced:\n%s", out)
+			}
+			if out := ok(t, tg.args("list", "--status", "pending", "--type", "stock.ok")...); out != "no pending events of type stock.ok\n" {
+				t.Errorf("list of nothing: %q", out)
 			}
 			if evs := listJSON("--status", "dead"); len(evs) != 2 || evs[0].Status != outbox.StatusDead {
 				t.Errorf("list --status dead: %+v", evs)
@@ -319,7 +330,7 @@ func TestCommands(t *testing.T) {
 			if evs := listJSON("--status", "all", "--limit", "4"); len(evs) != 4 {
 				t.Errorf("list --status all --limit 4: %d events", len(evs))
 			}
-			if evs := listJSON("--type", "stock.ok"); len(evs) != 0 {
+			if evs := listJSON("--status", "pending", "--type", "stock.ok"); len(evs) != 0 {
 				t.Errorf("list pending of a type with none pending: %+v", evs)
 			}
 			out = ok(t, tg.args("list", "--status", "dead")...)
@@ -351,20 +362,20 @@ func TestCommands(t *testing.T) {
 				t.Errorf("requeue --all --dry-run:\n%s", out)
 			}
 			out = ok(t, tg.args("requeue", "--dry-run", "--id", dead.ID+","+ev["stock.ok"][0].ID, "no-such-id")...)
-			if !strings.Contains(out, "would requeue 1 events") || !strings.Contains(out, "synced") || !strings.Contains(out, "not found") {
+			if !strings.Contains(out, "would requeue 1 event\n") || !strings.Contains(out, "synced") || !strings.Contains(out, "not found") {
 				t.Errorf("requeue --dry-run --id:\n%s", out)
 			}
 			if st := tg.status(t); st.Dead != 2 {
 				t.Fatalf("a dry run changed the table: %+v", st)
 			}
-			if out := ok(t, tg.args("requeue", "--id", dead.ID)...); !strings.Contains(out, "requeued 1 events") {
+			if out := ok(t, tg.args("requeue", "--id", dead.ID)...); !strings.Contains(out, "requeued 1 event\n") {
 				t.Errorf("requeue --id: %q", out)
 			}
 			if st := tg.status(t); st.Dead != 1 || st.Pending != 2 {
 				t.Fatalf("after requeue --id: %+v", st)
 			}
 			start := time.Now()
-			if out := ok(t, tg.args("requeue", "--type", "stock.poison", "--rate", "100", "--batch", "1")...); !strings.Contains(out, "requeued 1 events") {
+			if out := ok(t, tg.args("requeue", "--type", "stock.poison", "--rate", "100", "--batch", "1")...); !strings.Contains(out, "requeued 1 event\n") {
 				t.Errorf("requeue --type --rate: %q", out)
 			}
 			if time.Since(start) > 10*time.Second {
@@ -533,6 +544,14 @@ func TestBadInput(t *testing.T) {
 	ok(t, tg.args("migrate")...)
 	t.Setenv(EnvDatabaseURL, "")
 	missing := "sqlite:" + filepath.Join(t.TempDir(), "missing.db")
+	bare := "sqlite:" + filepath.Join(t.TempDir(), "bare.db") // a database with a table, none of the outbox's
+	ok(t, "migrate", "--db", bare, "--table", "stock")
+	bareDB := sqlx.MustOpen("sqlite", strings.TrimPrefix(bare, "sqlite:"))
+	_, err := bareDB.Exec("DROP TABLE stock_migrations")
+	bareDB.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -552,7 +571,10 @@ func TestBadInput(t *testing.T) {
 		{"sqlite missing file", []string{"status", "--db", missing}, 1, "no SQLite database at"},
 		{"unreachable server", []string{"status", "--db", "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", "--timeout", "2s"}, 1, "cannot connect to postgres://u:xxxxx@127.0.0.1:1/db"},
 		{"bad table name", tg.args("status", "--table", "no;such"), 2, "sqlstore"},
-		{"table not migrated", tg.args("status", "--table", "other_events"), 1, `table other_events is not set up in this database (run "outbox migrate")`},
+		{"table not migrated", tg.args("status", "--table", "other_events"), 1,
+			`table other_events is not set up in this database; its outbox table is ` + tg.table + `: pass --table ` + tg.table + ` (or run "outbox migrate" to create other_events)`},
+		{"no outbox table", []string{"status", "--db", bare, "--table", "other_events"}, 1,
+			`table other_events is not set up in this database, which holds no outbox table (run "outbox migrate" to create it)`},
 		{"status extra argument", tg.args("status", "extra"), 2, "unexpected arguments"},
 		{"status zero window", tg.args("status", "--window", "0s"), 2, "--window 0s is not positive"},
 		{"status bad window", tg.args("status", "--window", "soon"), 2, "invalid value"},

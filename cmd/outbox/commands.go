@@ -20,6 +20,11 @@ import (
 	"github.com/eventsync/outbox/sqlstore"
 )
 
+// count is n and noun, in the plural unless n is 1: "1 event", "2 events".
+func count(n int64, noun string) string {
+	return fmt.Sprintf("%d %s", n, plural(int(n), noun, noun+"s"))
+}
+
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return one
@@ -98,7 +103,7 @@ func parseStatus(s string) (outbox.Status, error) {
 }
 
 func listCommand(fs *flag.FlagSet) body {
-	status := fs.String("status", "pending", "pending (oldest first), dead, synced or all (newest first)")
+	status := fs.String("status", "all", "all (newest first), pending (oldest first), dead or synced")
 	typ := fs.String("type", "", "only events of this type")
 	limit := fs.Int("limit", sqlstore.DefaultListLimit, fmt.Sprintf("at most this many events (up to %d)", sqlstore.MaxListLimit))
 	asJSON := fs.Bool("json", false, "print JSON, one array")
@@ -130,6 +135,17 @@ func list(ctx context.Context, e *env, f sqlstore.ListFilter, asJSON bool) error
 			out[i] = toJSON(ev, false)
 		}
 		return writeJSON(e, out)
+	}
+	if len(events) == 0 {
+		what := "events"
+		if f.Status != "" {
+			what = string(f.Status) + " events"
+		}
+		if f.Type != "" {
+			what += " of type " + f.Type
+		}
+		e.printf("no %s\n", what)
+		return nil
 	}
 	printEvents(e, events)
 	return nil
@@ -256,7 +272,7 @@ func requeueCommand(fs *flag.FlagSet) body {
 			if err != nil {
 				return err
 			}
-			e.printf("requeued %d events\n", n)
+			e.printf("requeued %s\n", count(int64(n), "event"))
 			return nil
 		},
 	}
@@ -298,7 +314,7 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 		if err != nil {
 			return err
 		}
-		e.printf("dry run: would requeue %d events\n", len(evs))
+		e.printf("dry run: would requeue %s\n", count(int64(len(evs)), "event"))
 		printEvents(e, evs[:min(len(evs), shown)])
 		if len(evs) > shown {
 			e.printf("… and %d more\n", len(evs)-shown)
@@ -317,7 +333,7 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 	if err != nil {
 		return err
 	}
-	e.printf("dry run: would requeue %d events\n", n)
+	e.printf("dry run: would requeue %s\n", count(int64(n), "event"))
 	printEvents(e, evs)
 	if more := n - int64(len(evs)); more > 0 {
 		e.printf("… and %d more\n", more)
@@ -373,7 +389,7 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		n, err := call(ctx, e, e.store.Requeue, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
 		total += int64(n)
 		if err != nil {
-			e.printf("requeued %d events before the error\n", total)
+			e.printf("requeued %s before the error\n", count(total, "event"))
 			return err
 		}
 		e.printf("requeued %d (%d so far)\n", n, total)
@@ -384,13 +400,13 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		if pause > 0 && more() {
 			select {
 			case <-ctx.Done():
-				e.printf("requeued %d events, interrupted\n", total)
+				e.printf("requeued %s, interrupted\n", count(total, "event"))
 				return ctx.Err()
 			case <-time.After(pause):
 			}
 		}
 	}
-	e.printf("requeued %d events\n", total)
+	e.printf("requeued %s\n", count(total, "event"))
 	if !byIDs {
 		// The re-queue is done: a failed count only loses the reminder.
 		left, err := call(ctx, e, e.store.CountDead, f.Type)
@@ -433,18 +449,18 @@ func purge(ctx context.Context, e *env, age time.Duration, batch int, asked stri
 		n, err := bounded(ctx, e, func(ctx context.Context) (int, error) { return e.store.Purge(ctx, age, batch) })
 		total += n
 		if err != nil {
-			e.printf("purged %d events before the error\n", total)
+			e.printf("purged %s before the error\n", count(int64(total), "event"))
 			return err
 		}
 		if n < batch {
 			break
 		}
 		if ctx.Err() != nil {
-			e.printf("purged %d events, interrupted\n", total)
+			e.printf("purged %s, interrupted\n", count(int64(total), "event"))
 			return ctx.Err()
 		}
 	}
-	e.printf("purged %d events synced more than %s ago\n", total, asked)
+	e.printf("purged %s synced more than %s ago\n", count(int64(total), "event"), asked)
 	return nil
 }
 
