@@ -71,7 +71,7 @@ func (h Handoff) String() string {
 	case OwnedElsewhere:
 		return "another relay owns its partition"
 	case InFlight:
-		return "held behind an earlier event of its aggregate in flight"
+		return "in flight, or held behind an earlier undelivered event of its aggregate"
 	case BreakerOpen:
 		return "the circuit breaker is open"
 	case ClaimFailed:

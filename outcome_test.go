@@ -80,7 +80,7 @@ func TestPublishSaysWhatHappened(t *testing.T) {
 	o := newTestOutbox(t, s, pub)
 	res, err := o.Publish(t.Context(), evs["acked"], evs["owned"], evs["retry"], evs["held"], evs["acked"], evs["dead"], evs["heldback"])
 	want := "acked=acknowledged; owned=handed to the relay: another relay owns its partition; " +
-		"retry=waiting for a retry: NOSCRIPT; held=handed to the relay: held behind an earlier event of its aggregate in flight; " +
+		"retry=waiting for a retry: NOSCRIPT; held=handed to the relay: in flight, or held behind an earlier undelivered event of its aggregate; " +
 		"dead=dead: too large; heldback=handed to the relay: given back unattempted"
 	if got := outcomes(res); got != want {
 		t.Errorf("outcomes:\n got %s\nwant %s", got, want)

@@ -50,7 +50,7 @@ func TestTransactSaysWhatHappened(t *testing.T) {
 	if err != nil || len(res.Outcomes) != 1 || res.Outcomes[0].Fate != outbox.HandedToRelay || res.Outcomes[0].Handoff != outbox.InFlight {
 		t.Fatalf("behind an event in flight: %+v, %v", res.Outcomes, err)
 	}
-	if got := res.Outcomes[0].String(); got != "handed to the relay: held behind an earlier event of its aggregate in flight" {
+	if got := res.Outcomes[0].String(); got != "handed to the relay: in flight, or held behind an earlier undelivered event of its aggregate" {
 		t.Errorf("in words: %q", got)
 	}
 }
