@@ -126,11 +126,35 @@ func (o *Outbox) deliver(ctx context.Context, claim *Claim, immediate bool) (Res
 			"synced", res.Synced, "failed", res.Failed, "dead", res.Dead, "released", res.Released)
 	}
 	if len(out.failed) > 0 && !stopping {
-		o.cfg.logger.Warn("outbox: publish failed (will retry)", "events", len(out.failed), "err", firstError(out.failed))
+		o.cfg.logger.Warn("outbox: publish failed; events waiting for a retry", "events", len(out.failed), "err", firstError(out.failed))
+	}
+	if immediate {
+		res.Outcomes = outcomesOf(&out)
 	}
 	done.Failed, done.BrokerErr = out.failed, out.brokerErr
 	o.cfg.hooks.afterPublish(pctx, done)
 	return res, err
+}
+
+// outcomesOf says what an immediate publication did with each claimed
+// event: acknowledged, waiting for a retry, dead, or given back to the
+// relay unattempted.
+func outcomesOf(out *outcome) []Outcome {
+	res := make([]Outcome, 0, len(out.acked)+len(out.fails)+len(out.release))
+	for _, id := range out.acked {
+		res = append(res, Outcome{ID: id, Fate: Acknowledged})
+	}
+	for _, f := range out.fails {
+		fate := WaitingForRetry
+		if f.Dead && out.failsRecorded {
+			fate = Dead
+		}
+		res = append(res, Outcome{ID: f.ID, Fate: fate, Err: out.failed[f.ID]})
+	}
+	for _, id := range out.release {
+		res = append(res, Outcome{ID: id, Fate: HandedToRelay, Handoff: GivenBack})
+	}
+	return res
 }
 
 // record writes an outcome to the store: marks, failures and releases, each

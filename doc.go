@@ -15,7 +15,7 @@
 //
 //	ob, err := outbox.New(store, publisher)
 //	...
-//	err = ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+//	res, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error {
 //		if _, err := tx.ExecContext(ctx, "UPDATE stock SET quantity = $1 WHERE id = $2", q, id); err != nil {
 //			return err
 //		}
@@ -24,13 +24,18 @@
 //		})
 //	})
 //
-// Transact commits, then publishes the saved events at once. Or keep your
-// own transaction (a *sql.Tx or *sqlx.Tx) and call the pieces:
+// Transact commits, then publishes the saved events at once, and returns
+// when the broker has answered. Its Result says of each event whether the
+// broker acknowledged it, whether it was handed to the relay (and why:
+// another relay owns its partition, or an earlier event of its aggregate
+// is in flight) or whether it waits for a retry. It does not wait for a
+// relay. Or keep your own transaction (a *sql.Tx or *sqlx.Tx) and call the
+// pieces:
 //
 //	ev := &outbox.Event{Topic: "inventory", Type: "stock.updated", AggregateID: id, Payload: body}
 //	if err := ob.Save(ctx, tx, ev); err != nil { ... }  // never commits
 //	if err := tx.Commit(); err != nil { ... }
-//	_, _ = ob.Publish(ctx, ev) // an error here only means "the relay will do it"
+//	res, err := ob.Publish(ctx, ev) // an error here only means "a relay will do it"
 //
 // # The relay
 //
@@ -40,9 +45,11 @@
 //
 //	go ob.Run(ctx)
 //
-// Each pass claims a batch of due events under a lease, publishes the
-// batch in one round trip, marks what the broker acknowledged, and
-// reschedules the rest with exponential backoff and jitter. An event that
+// Each pass reads a batch of due events of the partitions its relay owns
+// (the aggregate space is cut into partitions; relays share them out
+// through the database), publishes the batch in one round trip, marks
+// what the broker acknowledged, and reschedules the rest with exponential
+// backoff and jitter. An event that
 // fails MaxAttempts times, or with an error marked Permanent, is buried:
 // kept in the table as dead, with its last error. Several relays, in one
 // process or many, may share one table. SyncPending runs one pass (the
@@ -58,8 +65,13 @@
 // transaction while it talks to the broker, holds one batch in memory,
 // and on stop marks or releases its batch before Run returns.
 //
-// Claims are leased and fenced by a token: any number of relays and the
-// immediate path never publish an event twice while nothing crashes.
+// A relay owns partitions under a lease on the database's clock, fenced by
+// a token raised on every change of hands, and writes nothing per event
+// it reads: its mark changes nothing once another relay took a partition
+// over. The publication right after commit goes through the partition's
+// owner (or, where no relay owns it, leases the rows it sends). So any
+// number of relays and the immediate path never publish an event twice
+// while nothing crashes.
 // Events with the same AggregateID reach the broker in the order they were
 // saved; a failing event holds back the later events of its aggregate only
 // (WithPerAggregateOrder, WithSkipDead). Higher Priority events

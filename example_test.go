@@ -59,7 +59,7 @@ func ExampleOutbox_Transact() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	err = ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+	res, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO stock (sku, qty) VALUES ('sku-42', 7)`); err != nil {
 			return err
 		}
@@ -68,8 +68,12 @@ func ExampleOutbox_Transact() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	for _, o := range res.Outcomes {
+		fmt.Println(o.Fate) // acknowledged, handed to the relay, waiting for a retry, or dead
+	}
 	// Output:
 	// published stock.updated sku-42 {"qty":7}
+	// acknowledged
 }
 
 // With a broker that is down, the event stays pending in the table; one
@@ -113,7 +117,7 @@ func ExampleOutbox_SyncPending() {
 	}
 	fmt.Printf("synced %d, failed %d\n", res.Synced, res.Failed)
 	// Output:
-	// not now: outbox: publish: 1 of 1 events not acknowledged; the relay will retry them
+	// not now: outbox: publish: 1 of 1 events not acknowledged: 1 waiting for a retry
 	// published stock.updated sku-42 {"qty":6}
 	// synced 1, failed 0
 }

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +52,12 @@ type Result struct {
 	// counts an attempt but never makes an event dead; the circuit breaker
 	// paces the retries.
 	BrokerErr error
+
+	// Outcomes says, for Publish and Transact, what became of each event
+	// they were asked to publish, in the order they were given (one per
+	// distinct ID): acknowledged, handed to the relay and why, waiting
+	// for a retry, or dead. A relay pass leaves it nil.
+	Outcomes []Outcome
 }
 
 // New returns an Outbox over store and pub. See the With* options for its
@@ -103,24 +111,36 @@ func (o *Outbox) Save(ctx context.Context, exec Executor, events ...*Event) erro
 
 // Publish sends events that Save wrote, once their transaction has
 // committed, and marks those the broker acknowledged. Call it right after
-// Commit. It claims the events first, so a relay never publishes them too;
-// an event not yet committed, already published, claimed by a relay, or
-// (with per-aggregate order) behind an undelivered earlier event of its
-// aggregate is left alone for the relay. While the circuit breaker is open
-// it sends nothing and returns ErrBreakerOpen.
+// Commit. It claims the events first, so a relay never publishes them too.
+// It returns when the broker has answered for what it sent (or its
+// timeout passed); it never waits for a relay.
 //
-// The result counts what it claimed and published; events it did not claim
-// were left for the relay. A non-nil error means some events were not
-// published now. They are safe in the table and the relay delivers them
-// with backoff: it is never a reason to fail the business operation.
-// Publish runs on its own timeout (WithTimeout), detached from ctx's
-// cancellation, so a request that ends right after commit does not abort
-// its own publication; an immediate publication that runs out of time
-// gives its events back to the relay without counting an attempt.
+// Result.Outcomes says what became of each event (see Fate):
+//   - Acknowledged: on the broker when Publish returns, and marked synced.
+//   - HandedToRelay: not sent by this call, and not failed: another relay
+//     owns the event's partition (OwnedElsewhere), or the event or an
+//     earlier event of its aggregate is in flight (InFlight: a relay,
+//     possibly this process's own, claimed it first), or the breaker is
+//     open (BreakerOpen, with ErrBreakerOpen), or the claim failed
+//     (ClaimFailed, with the error). A relay delivers it: within moments
+//     when the broker is up and a relay runs (Run), since the relay that
+//     owns it is woken or already at work.
+//   - WaitingForRetry and Dead: sent and not acknowledged (see Fate); the
+//     error then says how many.
+//
+// A non-nil error means some events were not published now. They are safe
+// in the table and a relay delivers them: it is never a reason to fail the
+// business operation. Publish runs on its own timeout (WithTimeout),
+// detached from ctx's cancellation, so a request that ends right after
+// commit does not abort its own publication; an immediate publication that
+// runs out of time gives its events back to the relay without counting an
+// attempt.
 func (o *Outbox) Publish(ctx context.Context, events ...*Event) (Result, error) {
 	ids := make([]string, 0, len(events))
+	seen := make(map[string]bool, len(events))
 	for _, e := range events {
-		if e != nil && e.ID != "" {
+		if e != nil && e.ID != "" && !seen[e.ID] {
+			seen[e.ID] = true
 			ids = append(ids, e.ID)
 		}
 	}
@@ -128,7 +148,9 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (Result, error) 
 		return Result{}, nil
 	}
 	if o.breaker.isOpen() {
-		return Result{}, ErrBreakerOpen
+		res := Result{Outcomes: handedAll(ids, BreakerOpen)}
+		o.logHandoffs(ctx, res.Outcomes)
+		return res, ErrBreakerOpen
 	}
 	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), o.cfg.timeout, errImmediateTimeout)
 	defer cancel()
@@ -141,16 +163,23 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (Result, error) 
 		if !o.storeFailing.Load() {
 			o.Kick()
 		}
-		return Result{}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
+		return Result{Outcomes: handedAll(ids, ClaimFailed)}, fmt.Errorf("outbox: publish: claim: %w (the events stay pending for the relay)", err)
 	}
-	if len(claim.Events) < len(ids) {
-		// Some were not claimable: most likely held behind an earlier event
-		// of their aggregate that is being published right now. Wake the
-		// relay now and again after the next mark, whichever comes first.
+	elsewhere := make(map[string]bool, len(claim.Elsewhere))
+	for _, id := range claim.Elsewhere {
+		elsewhere[id] = true
+	}
+	if len(claim.Events)+len(elsewhere) < len(ids) {
+		// Some were not claimable, and not because another relay owns
+		// them: most likely held behind an earlier event of their
+		// aggregate that is being published right now. Wake the relay now
+		// and again after the next mark, whichever comes first.
 		o.deferred.Store(true)
 		o.Kick()
 	}
 	res, err := o.deliver(ctx, claim, true)
+	res.Outcomes = ordered(ids, res.Outcomes, elsewhere)
+	o.logHandoffs(ctx, res.Outcomes)
 	if res.BrokerErr != nil {
 		// The broker failed the batch, as a whole or event by event: the
 		// events are due again at once; let the relay retry them and count
@@ -161,9 +190,76 @@ func (o *Outbox) Publish(ctx context.Context, events ...*Event) (Result, error) 
 		return res, err
 	}
 	if n := res.Failed + res.Dead + res.Released; n > 0 {
-		return res, fmt.Errorf("outbox: publish: %d of %d events not acknowledged; the relay will retry them", n, len(claim.Events))
+		return res, fmt.Errorf("outbox: publish: %d of %d events not acknowledged: %s", n, len(claim.Events), notAcked(res))
 	}
 	return res, nil
+}
+
+// notAcked says what became of the events a publication sent or claimed
+// and the broker did not acknowledge, in the words of Fate.
+func notAcked(res Result) string {
+	var parts []string
+	for _, p := range []struct {
+		n    int
+		fate Fate
+	}{{res.Failed, WaitingForRetry}, {res.Dead, Dead}, {res.Released, HandedToRelay}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.fate))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// handedAll is the outcome of a Publish that sent nothing, for why.
+func handedAll(ids []string, why Handoff) []Outcome {
+	out := make([]Outcome, len(ids))
+	for i, id := range ids {
+		out[i] = Outcome{ID: id, Fate: HandedToRelay, Handoff: why}
+	}
+	return out
+}
+
+// ordered returns the outcome of each of ids, in their order: the one
+// deliver gave a claimed event, and for an event not claimed, a handoff
+// to the relay that owns its partition (elsewhere) or to whichever holds
+// it or its aggregate.
+func ordered(ids []string, claimed []Outcome, elsewhere map[string]bool) []Outcome {
+	byID := make(map[string]Outcome, len(claimed))
+	for _, c := range claimed {
+		byID[c.ID] = c
+	}
+	out := make([]Outcome, len(ids))
+	for i, id := range ids {
+		c, ok := byID[id]
+		switch {
+		case ok:
+		case elsewhere[id]:
+			c = Outcome{ID: id, Fate: HandedToRelay, Handoff: OwnedElsewhere}
+		default:
+			c = Outcome{ID: id, Fate: HandedToRelay, Handoff: InFlight}
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// logHandoffs logs, once per reason, the events Publish handed to the
+// relay.
+func (o *Outbox) logHandoffs(ctx context.Context, outcomes []Outcome) {
+	if !o.cfg.logger.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	byWhy := map[Handoff][]string{}
+	for _, c := range outcomes {
+		if c.Fate == HandedToRelay {
+			byWhy[c.Handoff] = append(byWhy[c.Handoff], c.ID)
+		}
+	}
+	for why := OwnedElsewhere; why <= GivenBack; why++ {
+		if ids := byWhy[why]; len(ids) > 0 {
+			o.cfg.logger.Info("outbox: events handed to the relay: "+why.String(), "events", len(ids), "event_ids", ids)
+		}
+	}
 }
 
 // TxBeginner starts a transaction: a *sql.DB, or a *sqlx.DB through the
@@ -192,16 +288,19 @@ func (t *Tx) Save(ctx context.Context, events ...*Event) error {
 
 // Transact runs fn in a new transaction of db, commits it if fn returns
 // nil and rolls it back otherwise (or if fn panics), then publishes the
-// events fn saved. The error is fn's, or the begin or commit failure;
-// a failed publication is not an error here (the relay delivers the events,
-// see Publish) and is logged.
-func (o *Outbox) Transact(ctx context.Context, db TxBeginner, fn func(tx *Tx) error) error {
+// events fn saved with Publish, and returns Publish's Result: when it
+// returns, the events whose Outcome is Acknowledged are on the broker;
+// the others were handed to the relay (and why) or wait for a retry.
+// Transact does not wait for a relay. The error is fn's, or the begin or
+// commit failure; a failed publication is not an error here (the events
+// are committed and a relay delivers them, see Publish) and is logged.
+func (o *Outbox) Transact(ctx context.Context, db TxBeginner, fn func(tx *Tx) error) (Result, error) {
 	if isNil(db) {
-		return fmt.Errorf("outbox: transact: nil database")
+		return Result{}, fmt.Errorf("outbox: transact: nil database")
 	}
 	sqlTx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("outbox: begin: %w", err)
+		return Result{}, fmt.Errorf("outbox: begin: %w", err)
 	}
 	tx := &Tx{Tx: sqlTx, o: o}
 	committed := false
@@ -213,18 +312,19 @@ func (o *Outbox) Transact(ctx context.Context, db TxBeginner, fn func(tx *Tx) er
 	if err := fn(tx); err != nil {
 		committed = true // rolled back here; nothing left for the deferred call
 		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("outbox: rollback: %w", rbErr))
+			return Result{}, errors.Join(err, fmt.Errorf("outbox: rollback: %w", rbErr))
 		}
-		return err
+		return Result{}, err
 	}
 	committed = true
 	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("outbox: commit: %w", err)
+		return Result{}, fmt.Errorf("outbox: commit: %w", err)
 	}
-	if _, err := o.Publish(ctx, tx.saved...); err != nil {
-		o.cfg.logger.Warn("outbox: event saved, publish deferred to the relay", "err", err)
+	res, err := o.Publish(ctx, tx.saved...)
+	if err != nil {
+		o.cfg.logger.Warn("outbox: events committed; not all were published at once (see the result)", "err", err)
 	}
-	return nil
+	return res, nil
 }
 
 // isNil reports whether v is nil or a nil pointer in an interface.

@@ -99,7 +99,7 @@ func (b *bundle) save(t *testing.T, ctx context.Context, topic string) *outbox.E
 // transact saves an event and publishes it right after commit.
 func (b *bundle) transact(t *testing.T, ctx context.Context, topic string) {
 	t.Helper()
-	err := b.ob.Transact(ctx, b.db, func(tx *outbox.Tx) error {
+	_, err := b.ob.Transact(ctx, b.db, func(tx *outbox.Tx) error {
 		return tx.Save(ctx, &outbox.Event{Topic: topic, Type: "stock.updated", AggregateID: "sku-1", Payload: []byte(`{"qty":1}`)})
 	})
 	if err != nil {

@@ -311,7 +311,7 @@ func TestMetricsBreaker(t *testing.T) {
 func TestMetricsImmediate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	err := b.ob.Transact(t.Context(), b.db, func(tx *outbox.Tx) error {
+	_, err := b.ob.Transact(t.Context(), b.db, func(tx *outbox.Tx) error {
 		return tx.Save(t.Context(), &outbox.Event{Topic: "stock", Type: "ok", AggregateID: "sku-1", Payload: []byte("{}")})
 	})
 	if err != nil {

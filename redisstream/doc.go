@@ -92,5 +92,8 @@
 // event the stream function maps to an empty key; later events of its
 // aggregate in the batch are then held back (outbox.ErrHeldBack).
 //
-// Redis 5.0 or later is required (streams, MAXLEN ~).
+// Redis 6.2 or later is supported, as for the whole SDK: the publisher
+// itself uses nothing newer than 5.0 (streams, MAXLEN ~, scripts), and
+// the inbox's consumer (package inbox/redisconsumer) needs 6.2 for
+// XAUTOCLAIM.
 package redisstream

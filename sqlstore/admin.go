@@ -72,11 +72,19 @@ func (s *Store) CountDead(ctx context.Context, eventType string) (int64, error) 
 // type and not All.
 var ErrEmptyFilter = errors.New("sqlstore: requeue: empty filter (set IDs, Type, or All)")
 
+// RequeuedErrorPrefix labels the last error of a re-queued event as
+// history: Requeue keeps the error that buried the event, for the record,
+// as RequeuedErrorPrefix + the error, so that once the event is delivered
+// (or while it waits) nobody reads it as the outcome of its last attempt.
+// A failure after the re-queue replaces it.
+const RequeuedErrorPrefix = "before requeue: "
+
 // Requeue gives buried events back to the relays: dead_at cleared,
-// attempts 0, due now, no lease; last_error is kept for the record. Only
-// buried events change (pending and synced ones never do), and it returns
-// how many did. A re-queued event that heads its aggregate is delivered
-// before the events it held back.
+// attempts 0, due now, no lease; the last error is kept as history,
+// labelled with RequeuedErrorPrefix. Only buried events change (pending
+// and synced ones never do), and it returns how many did. A re-queued
+// event that heads its aggregate is delivered before the events it held
+// back.
 func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 	if f.All && (len(f.IDs) > 0 || f.Type != "") {
 		return 0, fmt.Errorf("sqlstore: requeue: All cannot be combined with IDs or Type: %w", outbox.ErrInvalidConfig)
@@ -90,7 +98,13 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 	defer s.c.requeued()
 	build := func(q *query, ids []string) {
 		q.sql("UPDATE ", s.t.Quoted, " SET dead_at = NULL, attempts = 0, next_attempt_at = ", q.arg(now),
-			", claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL")
+			", claim_token = NULL, locked_until = NULL, last_error = ")
+		if s.Dialect() == MySQL {
+			q.sql("CONCAT(", q.arg(RequeuedErrorPrefix), ", last_error)")
+		} else {
+			q.sql(q.arg(RequeuedErrorPrefix), " || last_error")
+		}
+		q.sql(" WHERE synced_at IS NULL AND dead_at IS NOT NULL")
 		if f.Type != "" {
 			q.sql(" AND event_type = ", q.arg(f.Type))
 		}

@@ -41,14 +41,18 @@ func TestMockPurge(t *testing.T) {
 
 func TestMockRequeue(t *testing.T) {
 	eachMockDialect(t, func(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) {
+		label := "? || last_error"
+		if d == MySQL {
+			label = "CONCAT(?, last_error)"
+		}
 		base := "UPDATE " + quotedTable(d) + " SET dead_at = NULL, attempts = 0, next_attempt_at = ?, " +
-			"claim_token = NULL, locked_until = NULL WHERE synced_at IS NULL AND dead_at IS NOT NULL"
+			"claim_token = NULL, locked_until = NULL, last_error = " + label + " WHERE synced_at IS NULL AND dead_at IS NOT NULL"
 		now := mockTime(d, mockNow)
 		mock.ExpectExec(ph(d, base+" AND event_type = ? AND "+inSQL(d, "id", 2, false))).
-			WithArgs(concat([]driver.Value{now, "t"}, idArgs(d, "e1", "e2"))...).
+			WithArgs(concat([]driver.Value{now, RequeuedErrorPrefix, "t"}, idArgs(d, "e1", "e2"))...).
 			WillReturnResult(sqlmock.NewResult(0, 2))
-		mock.ExpectExec(ph(d, base)).WithArgs(now).WillReturnResult(sqlmock.NewResult(0, 7))
-		mock.ExpectExec(ph(d, base+" AND event_type = ?")).WithArgs(now, "t").WillReturnError(errBoom)
+		mock.ExpectExec(ph(d, base)).WithArgs(now, RequeuedErrorPrefix).WillReturnResult(sqlmock.NewResult(0, 7))
+		mock.ExpectExec(ph(d, base+" AND event_type = ?")).WithArgs(now, RequeuedErrorPrefix, "t").WillReturnError(errBoom)
 		n, err := s.Requeue(t.Context(), RequeueFilter{IDs: []string{"e1", "e2", "e1"}, Type: "t"})
 		wantN(t, "Requeue by IDs and type", n, err, 2)
 		n, err = s.Requeue(t.Context(), RequeueFilter{All: true})
@@ -127,8 +131,16 @@ func TestRequeue(t *testing.T) {
 		wantN(t, "Requeue by ID", n, err, 1)
 		back := b.claim(t, 10)
 		equalIDs(t, "re-queued head and its successor", ids(back.Events), ids(a))
-		if d := back.Events[0].Delivery; d.Attempts != 0 || d.LastError != "poison" || d.Status() != outbox.StatusPending {
+		// The error that buried it is kept, labelled as history.
+		if d := back.Events[0].Delivery; d.Attempts != 0 || d.LastError != RequeuedErrorPrefix+"poison" || d.Status() != outbox.StatusPending {
 			t.Fatalf("re-queued event: %+v", d)
+		}
+		// Once delivered, it reads as history, not as the outcome of its
+		// delivery.
+		n, err = b.store.MarkSynced(ctx, back.Token, ids(back.Events))
+		wantN(t, "MarkSynced", n, err, 2)
+		if got, err := b.store.Get(ctx, a[0].ID); err != nil || got.Delivery.Status() != outbox.StatusSynced || got.Delivery.LastError != "before requeue: poison" {
+			t.Fatalf("re-queued event, delivered: %+v, %v", got, err)
 		}
 		n, err = b.store.Requeue(ctx, RequeueFilter{Type: "stock.reserved"})
 		wantN(t, "Requeue by type", n, err, 1)

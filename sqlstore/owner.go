@@ -113,6 +113,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	tr.start = o.l.beginRead()
 	defer o.l.endRead(tr.start)
 	var rows []eventRow
+	var elsewhere []string
 	switch {
 	case req.IDs != nil:
 		mine, others, err := o.readIDs(ctx, cr, owned, req.Limit, dedupe(req.IDs))
@@ -120,13 +121,14 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 			return nil, err
 		}
 		rows = o.l.take(mine, owned, tr, o.clock())
-		leased, err := o.leaseUnowned(ctx, cr, req.Limit-len(rows), others)
+		leased, tried, err := o.leaseUnowned(ctx, cr, req.Limit-len(rows), others)
 		if err != nil {
 			o.l.finish(cr.token, idsOf(rows))
 			return nil, err
 		}
 		o.l.addLeased(cr.token, idsOf(leased))
 		rows = append(rows, leased...)
+		elsewhere = without(tried, idsOf(leased))
 	case len(owned) > 0:
 		read, fromCursor, gen, err := o.readBulk(ctx, cr, owned, req.Limit)
 		if err != nil {
@@ -151,34 +153,51 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	if err != nil {
 		return nil, err
 	}
-	return &outbox.Claim{Token: cr.token, Events: events}, nil
+	return &outbox.Claim{Token: cr.token, Events: events, Elsewhere: elsewhere}, nil
 }
 
 // leaseUnowned leases, under the claim's token, up to limit of the rows a
 // claim by IDs read in partitions this Store may not claim from, where
 // no live relay owns the partition. Events of an aggregate with an event
-// in flight here are left alone: that one's mark comes first.
-func (o *owner) leaseUnowned(ctx context.Context, cr claimRun, limit int, others []eventRow) ([]eventRow, error) {
+// in flight here are left alone: that one's mark comes first. It returns
+// the rows leased and the IDs it tried: those of the tried that it did
+// not lease are in partitions another relay owns.
+func (o *owner) leaseUnowned(ctx context.Context, cr claimRun, limit int, others []eventRow) (leased []eventRow, tried []string, err error) {
 	if limit <= 0 || len(others) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	aggs := make([]string, len(others))
 	for i, r := range others {
 		aggs[i] = r.AggregateID
 	}
 	busy := o.l.busyAggregates(aggs)
-	var ids []string
 	for _, r := range others {
 		if !cr.ordered || !busy[r.AggregateID] {
-			ids = append(ids, r.ID)
+			tried = append(tried, r.ID)
 		}
 	}
-	if len(ids) == 0 {
-		return nil, nil
+	if len(tried) == 0 {
+		return nil, nil, nil
 	}
 	rcr := cr
 	rcr.unowned = o.unowned
-	return o.rows.leaseRows(ctx, rcr, limit, ids)
+	leased, err = o.rows.leaseRows(ctx, rcr, limit, tried)
+	return leased, tried, err
+}
+
+// without returns ids less those in drop.
+func without(ids, drop []string) []string {
+	gone := make(map[string]bool, len(drop))
+	for _, id := range drop {
+		gone[id] = true
+	}
+	var out []string
+	for _, id := range ids {
+		if !gone[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func idsOf(rows []eventRow) []string {

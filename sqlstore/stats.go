@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/eventsync/outbox"
@@ -27,22 +28,48 @@ var _ outbox.StatsReader = (*Store)(nil)
 // window (through the index on synced_at). The 99th percentile is
 // interpolated by percentile_cont on Postgres; on MySQL and SQLite it is
 // the nearest-rank value, read by ordering the window's events by latency.
+//
+// The figures are one snapshot of the table: their statements run in one
+// read-only transaction, at REPEATABLE READ on Postgres and MySQL (one
+// snapshot for the whole transaction) and as one read transaction on
+// SQLite, so an event marked while Stats runs is counted once, as pending
+// or as synced, never as both or neither.
 func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, error) {
+	opts := &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	if s.Dialect() == SQLite {
+		opts.Isolation = sql.LevelDefault // a read transaction is one snapshot (WAL)
+	}
+	tx, err := s.db.BeginTx(ctx, opts)
+	if err != nil {
+		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read only: nothing to undo
 	st := outbox.Stats{PendingByType: map[string]int64{}}
-	if err := s.pendingStats(ctx, &st); err != nil {
+	if err := s.pendingStats(ctx, tx, &st); err != nil {
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: pending: %w", err)
 	}
+	if hook, ok := statsHooks.Load(s); ok {
+		hook.(func())()
+	}
 	dead := "SELECT COUNT(*) FROM " + s.t.Quoted + " WHERE synced_at IS NULL AND dead_at IS NOT NULL"
-	if err := s.db.QueryRowContext(ctx, dead).Scan(&st.Dead); err != nil {
+	if err := tx.QueryRowContext(ctx, dead).Scan(&st.Dead); err != nil {
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: dead: %w", err)
 	}
 	if window > 0 {
-		if err := s.syncStats(ctx, window, &st); err != nil {
+		if err := s.syncStats(ctx, tx, window, &st); err != nil {
 			return outbox.Stats{}, fmt.Errorf("sqlstore: stats: synced: %w", err)
 		}
 	}
+	if err := tx.Commit(); err != nil {
+		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: end: %w", err)
+	}
 	return st, nil
 }
+
+// statsHooks holds, by Store, a function Stats calls between its first
+// read and the others: the test of its snapshot writes there. It is
+// empty outside that test.
+var statsHooks sync.Map
 
 // pendingStatsQuery counts the pending events by type, with the oldest
 // creation time of each.
@@ -51,8 +78,8 @@ func (s *Store) pendingStatsQuery() string {
 		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY event_type"
 }
 
-func (s *Store) pendingStats(ctx context.Context, st *outbox.Stats) error {
-	rows, err := s.db.QueryContext(ctx, s.pendingStatsQuery())
+func (s *Store) pendingStats(ctx context.Context, tx *sql.Tx, st *outbox.Stats) error {
+	rows, err := tx.QueryContext(ctx, s.pendingStatsQuery())
 	if err != nil {
 		return err
 	}
@@ -104,7 +131,7 @@ func (s *Store) p99Query(cutoff time.Time, n int64) *query {
 	return q
 }
 
-func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.Stats) error {
+func (s *Store) syncStats(ctx context.Context, tx *sql.Tx, window time.Duration, st *outbox.Stats) error {
 	cutoff := s.now().Add(-window)
 	q := s.syncStatsQuery(cutoff)
 	var avg, p99 sql.NullFloat64
@@ -113,7 +140,7 @@ func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.
 	if interpolated {
 		dest = append(dest, &p99)
 	}
-	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(dest...); err != nil {
+	if err := tx.QueryRowContext(ctx, q.String(), q.args...).Scan(dest...); err != nil {
 		return err
 	}
 	if st.Synced == 0 {
@@ -121,8 +148,8 @@ func (s *Store) syncStats(ctx context.Context, window time.Duration, st *outbox.
 	}
 	if !interpolated {
 		q := s.p99Query(cutoff, st.Synced)
-		err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&p99)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) { // rows purged in between: no percentile
+		err := tx.QueryRowContext(ctx, q.String(), q.args...).Scan(&p99)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 	}

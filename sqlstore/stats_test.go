@@ -254,3 +254,41 @@ func explainMySQL(t *testing.T, b *bundle, q string) []string {
 	}
 	return keys
 }
+
+// Stats is one snapshot: an event marked synced between its first read
+// (the pending figures) and its last (the synced ones) is counted once,
+// as pending, never as pending and synced at once.
+func TestStatsIsOneSnapshot(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		ev := b.newEvents(1)
+		b.save(t, ev...)
+		c := b.claim(t, 1)
+		if len(c.Events) != 1 {
+			t.Fatalf("claimed %d events", len(c.Events))
+		}
+		marked := false
+		statsHooks.Store(b.store, func() {
+			// Another connection marks the event while Stats runs.
+			n, err := b.store.MarkSynced(ctx, c.Token, ids(c.Events))
+			marked = err == nil && n == 1
+			if err != nil {
+				t.Errorf("mark during Stats: %v", err)
+			}
+		})
+		st, err := b.store.Stats(ctx, time.Hour)
+		statsHooks.Delete(b.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !marked {
+			t.Fatal("the event was not marked while Stats ran: the test proves nothing")
+		}
+		if st.Pending+st.Synced+st.Dead != 1 || st.Pending != 1 {
+			t.Errorf("one event, marked while Stats ran: pending %d, synced %d, dead %d; want it counted once, as pending", st.Pending, st.Synced, st.Dead)
+		}
+		if st, err := b.store.Stats(ctx, time.Hour); err != nil || st.Pending != 0 || st.Synced != 1 {
+			t.Errorf("after: %+v, %v; want it synced", st, err)
+		}
+	})
+}

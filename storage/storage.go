@@ -47,6 +47,14 @@ type ClaimRequest struct {
 type Claim[E any] struct {
 	Token  string // fences the claim; MarkSynced, Fail and Release take it
 	Events []*E   // the claimed events, in save order
+
+	// Elsewhere lists, for a claim by IDs, the IDs it did not take because
+	// another relay owns their partition (a store whose relays own
+	// partitions, see Owner), so that relay delivers them. The outbox's
+	// Publish reports them as handed to the relay (OwnedElsewhere); an ID
+	// asked for that is neither claimed nor here is reported as InFlight.
+	// A bulk claim, and a store without ownership, leave it nil.
+	Elsewhere []string
 }
 
 // Stats are the figures operators watch. A Store that can compute them

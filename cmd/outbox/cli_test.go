@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -202,8 +203,25 @@ func checkPartitions(t *testing.T, tg *target, st statusJSON, parts int, slow *o
 	if len(st.Partitions) != parts || st.PartitionsFree != 0 {
 		t.Fatalf("status --json: %d partitions, %d free; want %d, all owned", len(st.Partitions), st.PartitionsFree, parts)
 	}
-	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].SeenLeftSeconds <= 0 {
+	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].ExpiresInSeconds <= 0 {
 		t.Fatalf("status --json relays: %+v, want one owning %d partitions", st.Relays, parts)
+	}
+	// The relay joined moments ago (seed); its membership, renewed with a
+	// lease of a minute, expires over a minute from now. Telling one for
+	// the other was the bug of "SEEN FOR".
+	if r := st.Relays[0]; r.SeenSinceSeconds < 0 || r.SeenSinceSeconds > 20 || r.ExpiresInSeconds < 30 {
+		t.Errorf("status --json relay %+v: want seen since a few seconds, expiring in over 30 s", r)
+	}
+	out := ok(t, tg.args("status")...)
+	row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(st.Relays[0].Name) + `\s+` + fmt.Sprint(parts) + `\s+(\S+) ago\s+(\S+)$`).FindStringSubmatch(out)
+	if !regexp.MustCompile(`RELAY\s+PARTITIONS\s+SEEN SINCE\s+EXPIRES IN\n`).MatchString(out) || row == nil {
+		t.Fatalf("status: no relay row with SEEN SINCE and EXPIRES IN:\n%s", out)
+	}
+	if since, err := time.ParseDuration(row[1]); err != nil || since > 20*time.Second {
+		t.Errorf("status: the relay seen since %s ago, want a few seconds", row[1])
+	}
+	if exp, err := time.ParseDuration(row[2]); err != nil || exp < 30*time.Second {
+		t.Errorf("status: the relay expires in %s, want over 30 s", row[2])
 	}
 	if owned := tg.store.Owned(); len(owned) != parts {
 		t.Fatalf("the store owns %v, want %d partitions", owned, parts)
@@ -289,8 +307,19 @@ func TestCommands(t *testing.T) {
 				}
 				return evs
 			}
-			if evs := listJSON(); len(evs) != 1 || evs[0].ID != ev["stock.slow"][0].ID || evs[0].Attempts != 1 || evs[0].LastError == "" {
-				t.Errorf("list (pending): %+v", evs)
+			if evs := listJSON("--status", "pending"); len(evs) != 1 || evs[0].ID != ev["stock.slow"][0].ID || evs[0].Attempts != 1 || evs[0].LastError == "" {
+				t.Errorf("list --status pending: %+v", evs)
+			}
+			// With no --status, list shows every event, synced ones too: a
+			// table whose events are all delivered does not look empty.
+			if evs := listJSON(); len(evs) != 6 {
+				t.Errorf("list (all by default): %d events, want 6", len(evs))
+			}
+			if out := ok(t, tg.args("list", "--type", "stock.ok")...); strings.Count(out, "synced") != 3 {
+				t.Errorf("list --type stock.ok, all synced:\n%s", out)
+			}
+			if out := ok(t, tg.args("list", "--status", "pending", "--type", "stock.ok")...); out != "no pending events of type stock.ok\n" {
+				t.Errorf("list of nothing: %q", out)
 			}
 			if evs := listJSON("--status", "dead"); len(evs) != 2 || evs[0].Status != outbox.StatusDead {
 				t.Errorf("list --status dead: %+v", evs)
@@ -301,7 +330,7 @@ func TestCommands(t *testing.T) {
 			if evs := listJSON("--status", "all", "--limit", "4"); len(evs) != 4 {
 				t.Errorf("list --status all --limit 4: %d events", len(evs))
 			}
-			if evs := listJSON("--type", "stock.ok"); len(evs) != 0 {
+			if evs := listJSON("--status", "pending", "--type", "stock.ok"); len(evs) != 0 {
 				t.Errorf("list pending of a type with none pending: %+v", evs)
 			}
 			out = ok(t, tg.args("list", "--status", "dead")...)
@@ -333,20 +362,20 @@ func TestCommands(t *testing.T) {
 				t.Errorf("requeue --all --dry-run:\n%s", out)
 			}
 			out = ok(t, tg.args("requeue", "--dry-run", "--id", dead.ID+","+ev["stock.ok"][0].ID, "no-such-id")...)
-			if !strings.Contains(out, "would requeue 1 events") || !strings.Contains(out, "synced") || !strings.Contains(out, "not found") {
+			if !strings.Contains(out, "would requeue 1 event\n") || !strings.Contains(out, "synced") || !strings.Contains(out, "not found") {
 				t.Errorf("requeue --dry-run --id:\n%s", out)
 			}
 			if st := tg.status(t); st.Dead != 2 {
 				t.Fatalf("a dry run changed the table: %+v", st)
 			}
-			if out := ok(t, tg.args("requeue", "--id", dead.ID)...); !strings.Contains(out, "requeued 1 events") {
+			if out := ok(t, tg.args("requeue", "--id", dead.ID)...); !strings.Contains(out, "requeued 1 event\n") {
 				t.Errorf("requeue --id: %q", out)
 			}
 			if st := tg.status(t); st.Dead != 1 || st.Pending != 2 {
 				t.Fatalf("after requeue --id: %+v", st)
 			}
 			start := time.Now()
-			if out := ok(t, tg.args("requeue", "--type", "stock.poison", "--rate", "100", "--batch", "1")...); !strings.Contains(out, "requeued 1 events") {
+			if out := ok(t, tg.args("requeue", "--type", "stock.poison", "--rate", "100", "--batch", "1")...); !strings.Contains(out, "requeued 1 event\n") {
 				t.Errorf("requeue --type --rate: %q", out)
 			}
 			if time.Since(start) > 10*time.Second {
@@ -515,6 +544,14 @@ func TestBadInput(t *testing.T) {
 	ok(t, tg.args("migrate")...)
 	t.Setenv(EnvDatabaseURL, "")
 	missing := "sqlite:" + filepath.Join(t.TempDir(), "missing.db")
+	bare := "sqlite:" + filepath.Join(t.TempDir(), "bare.db") // a database with a table, none of the outbox's
+	ok(t, "migrate", "--db", bare, "--table", "stock")
+	bareDB := sqlx.MustOpen("sqlite", strings.TrimPrefix(bare, "sqlite:"))
+	_, err := bareDB.Exec("DROP TABLE stock_migrations")
+	bareDB.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -534,7 +571,10 @@ func TestBadInput(t *testing.T) {
 		{"sqlite missing file", []string{"status", "--db", missing}, 1, "no SQLite database at"},
 		{"unreachable server", []string{"status", "--db", "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", "--timeout", "2s"}, 1, "cannot connect to postgres://u:xxxxx@127.0.0.1:1/db"},
 		{"bad table name", tg.args("status", "--table", "no;such"), 2, "sqlstore"},
-		{"table not migrated", tg.args("status", "--table", "other_events"), 1, `table other_events is not set up in this database (run "outbox migrate")`},
+		{"table not migrated", tg.args("status", "--table", "other_events"), 1,
+			`table other_events is not set up in this database; its outbox table is ` + tg.table + `: pass --table ` + tg.table + ` (or run "outbox migrate" to create other_events)`},
+		{"no outbox table", []string{"status", "--db", bare, "--table", "other_events"}, 1,
+			`table other_events is not set up in this database, which holds no outbox table (run "outbox migrate" to create it)`},
 		{"status extra argument", tg.args("status", "extra"), 2, "unexpected arguments"},
 		{"status zero window", tg.args("status", "--window", "0s"), 2, "--window 0s is not positive"},
 		{"status bad window", tg.args("status", "--window", "soon"), 2, "invalid value"},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -21,161 +20,9 @@ import (
 	"github.com/eventsync/outbox/sqlstore"
 )
 
-// statusJSON is the --json form of status.
-type statusJSON struct {
-	Table                 string           `json:"table"`
-	Pending               int64            `json:"pending"`
-	PendingByType         map[string]int64 `json:"pending_by_type"`
-	OldestPendingSeconds  float64          `json:"oldest_pending_seconds"`
-	Dead                  int64            `json:"dead"`
-	WindowSeconds         float64          `json:"window_seconds"`
-	Synced                int64            `json:"synced"`
-	AvgSyncLatencySeconds float64          `json:"avg_sync_latency_seconds"`
-	P99SyncLatencySeconds float64          `json:"p99_sync_latency_seconds"`
-	PartitionsFree        int              `json:"partitions_free"` // free or expired: no live owner
-	Partitions            []partitionJSON  `json:"partitions"`      // every partition, in order
-	Relays                []relayJSON      `json:"relays"`          // the live relays, by name
-}
-
-// partitionJSON is the --json form of one partition.
-type partitionJSON struct {
-	Partition            int     `json:"partition"`
-	Owner                string  `json:"owner"` // the owner, or the last one if not live; "" if none
-	Live                 bool    `json:"live"`  // the owner's lease holds
-	Token                int64   `json:"token"`
-	LeaseLeftSeconds     float64 `json:"lease_left_seconds"`
-	Pending              int64   `json:"pending"`
-	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
-}
-
-// relayJSON is the --json form of one live relay.
-type relayJSON struct {
-	Name            string  `json:"name"`
-	Partitions      int     `json:"partitions"` // whose live lease it holds
-	SeenLeftSeconds float64 `json:"seen_left_seconds"`
-}
-
-func statusCommand(fs *flag.FlagSet) body {
-	window := fs.Duration("window", time.Hour, "the synced figures cover events synced within this window")
-	top := fs.Int("partitions", 10, "show this many partitions, those with the most pending events (0: none; --json lists all)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	return body{
-		check: func(*env, []string) error {
-			if *window <= 0 {
-				return usagef("--window %v is not positive", *window)
-			}
-			if *top < 0 {
-				return usagef("--partitions %d is negative", *top)
-			}
-			return nil
-		},
-		run: func(ctx context.Context, e *env, _ []string) error { return status(ctx, e, *window, *top, *asJSON) },
-	}
-}
-
-// status prints the table's figures, then its partitions: the live
-// relays with the partitions each owns, how many have no live owner, and
-// the top partitions by pending events.
-func status(ctx context.Context, e *env, window time.Duration, top int, asJSON bool) error {
-	st, err := call(ctx, e, e.store.Stats, window)
-	if err != nil {
-		return err
-	}
-	parts, err := bounded(ctx, e, e.store.Partitions)
-	if err != nil {
-		return err
-	}
-	relays, err := bounded(ctx, e, e.store.Relays)
-	if err != nil {
-		return err
-	}
-	free := 0
-	for _, p := range parts {
-		if !p.Live {
-			free++
-		}
-	}
-	if asJSON {
-		j := statusJSON{
-			Table: e.table, Pending: st.Pending, PendingByType: st.PendingByType,
-			OldestPendingSeconds: st.OldestPendingAge.Seconds(), Dead: st.Dead,
-			WindowSeconds: window.Seconds(), Synced: st.Synced,
-			AvgSyncLatencySeconds: st.AvgSyncLatency.Seconds(), P99SyncLatencySeconds: st.P99SyncLatency.Seconds(),
-			PartitionsFree: free, Partitions: make([]partitionJSON, len(parts)), Relays: make([]relayJSON, len(relays)),
-		}
-		for i, p := range parts {
-			j.Partitions[i] = partitionJSON{
-				Partition: p.Partition, Owner: p.Owner, Live: p.Live, Token: p.Token,
-				LeaseLeftSeconds: p.LeaseLeft.Seconds(), Pending: p.Pending, OldestPendingSeconds: p.OldestPendingAge.Seconds(),
-			}
-		}
-		for i, r := range relays {
-			j.Relays[i] = relayJSON{Name: r.Name, Partitions: r.Partitions, SeenLeftSeconds: r.SeenLeft.Seconds()}
-		}
-		return writeJSON(e, j)
-	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "table\t%s\n", e.table)
-	fmt.Fprintf(w, "pending\t%d\n", st.Pending)
-	for _, typ := range slices.Sorted(maps.Keys(st.PendingByType)) {
-		fmt.Fprintf(w, "  %s\t%d\n", typ, st.PendingByType[typ])
-	}
-	fmt.Fprintf(w, "oldest pending\t%s\n", roundDuration(st.OldestPendingAge))
-	fmt.Fprintf(w, "dead\t%d\n", st.Dead)
-	fmt.Fprintf(w, "synced (last %s)\t%d\n", window, st.Synced)
-	fmt.Fprintf(w, "avg sync latency\t%s\n", roundDuration(st.AvgSyncLatency))
-	fmt.Fprintf(w, "p99 sync latency\t%s\n", roundDuration(st.P99SyncLatency))
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return printPartitions(e, parts, relays, free, top)
-}
-
-// printPartitions prints the partitions section of status: a summary
-// line, the live relays and the top partitions by pending events.
-func printPartitions(e *env, parts []sqlstore.PartitionStatus, relays []sqlstore.RelayStatus, free, top int) error {
-	e.printf("\npartitions: %d, %d free or expired, %d live %s\n", len(parts), free, len(relays), plural(len(relays), "relay", "relays"))
-	if len(relays) > 0 {
-		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "RELAY\tPARTITIONS\tSEEN FOR")
-		for _, r := range relays {
-			fmt.Fprintf(w, "%s\t%d\t%s\n", r.Name, r.Partitions, roundDuration(r.SeenLeft))
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-	}
-	var lagging []sqlstore.PartitionStatus
-	for _, p := range parts {
-		if p.Pending > 0 {
-			lagging = append(lagging, p)
-		}
-	}
-	if top == 0 || len(lagging) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(lagging, func(a, b sqlstore.PartitionStatus) int { return cmp.Compare(b.Pending, a.Pending) })
-	e.printf("\n")
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PARTITION\tPENDING\tOLDEST\tOWNER\tLEASE LEFT")
-	for _, p := range lagging[:min(top, len(lagging))] {
-		owner := p.Owner
-		switch {
-		case !p.Live && owner == "":
-			owner = "(free)"
-		case !p.Live:
-			owner = "(expired) " + owner
-		}
-		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", p.Partition, p.Pending, roundDuration(p.OldestPendingAge), owner, roundDuration(p.LeaseLeft))
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if len(lagging) > top {
-		n := len(lagging) - top
-		e.printf("… and %d more %s with pending events (--partitions N, or --json)\n", n, plural(n, "partition", "partitions"))
-	}
-	return nil
+// count is n and noun, in the plural unless n is 1: "1 event", "2 events".
+func count(n int64, noun string) string {
+	return fmt.Sprintf("%d %s", n, plural(int(n), noun, noun+"s"))
 }
 
 func plural(n int, one, many string) string {
@@ -256,7 +103,7 @@ func parseStatus(s string) (outbox.Status, error) {
 }
 
 func listCommand(fs *flag.FlagSet) body {
-	status := fs.String("status", "pending", "pending (oldest first), dead, synced or all (newest first)")
+	status := fs.String("status", "all", "all (newest first), pending (oldest first), dead or synced")
 	typ := fs.String("type", "", "only events of this type")
 	limit := fs.Int("limit", sqlstore.DefaultListLimit, fmt.Sprintf("at most this many events (up to %d)", sqlstore.MaxListLimit))
 	asJSON := fs.Bool("json", false, "print JSON, one array")
@@ -288,6 +135,17 @@ func list(ctx context.Context, e *env, f sqlstore.ListFilter, asJSON bool) error
 			out[i] = toJSON(ev, false)
 		}
 		return writeJSON(e, out)
+	}
+	if len(events) == 0 {
+		what := "events"
+		if f.Status != "" {
+			what = string(f.Status) + " events"
+		}
+		if f.Type != "" {
+			what += " of type " + f.Type
+		}
+		e.printf("no %s\n", what)
+		return nil
 	}
 	printEvents(e, events)
 	return nil
@@ -414,7 +272,7 @@ func requeueCommand(fs *flag.FlagSet) body {
 			if err != nil {
 				return err
 			}
-			e.printf("requeued %d events\n", n)
+			e.printf("requeued %s\n", count(int64(n), "event"))
 			return nil
 		},
 	}
@@ -456,7 +314,7 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 		if err != nil {
 			return err
 		}
-		e.printf("dry run: would requeue %d events\n", len(evs))
+		e.printf("dry run: would requeue %s\n", count(int64(len(evs)), "event"))
 		printEvents(e, evs[:min(len(evs), shown)])
 		if len(evs) > shown {
 			e.printf("… and %d more\n", len(evs)-shown)
@@ -475,7 +333,7 @@ func requeueDryRun(ctx context.Context, e *env, f sqlstore.RequeueFilter) error 
 	if err != nil {
 		return err
 	}
-	e.printf("dry run: would requeue %d events\n", n)
+	e.printf("dry run: would requeue %s\n", count(int64(n), "event"))
 	printEvents(e, evs)
 	if more := n - int64(len(evs)); more > 0 {
 		e.printf("… and %d more\n", more)
@@ -531,7 +389,7 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		n, err := call(ctx, e, e.store.Requeue, sqlstore.RequeueFilter{IDs: chunk, Type: f.Type})
 		total += int64(n)
 		if err != nil {
-			e.printf("requeued %d events before the error\n", total)
+			e.printf("requeued %s before the error\n", count(total, "event"))
 			return err
 		}
 		e.printf("requeued %d (%d so far)\n", n, total)
@@ -542,13 +400,13 @@ func requeueAtRate(ctx context.Context, e *env, f sqlstore.RequeueFilter, rate f
 		if pause > 0 && more() {
 			select {
 			case <-ctx.Done():
-				e.printf("requeued %d events, interrupted\n", total)
+				e.printf("requeued %s, interrupted\n", count(total, "event"))
 				return ctx.Err()
 			case <-time.After(pause):
 			}
 		}
 	}
-	e.printf("requeued %d events\n", total)
+	e.printf("requeued %s\n", count(total, "event"))
 	if !byIDs {
 		// The re-queue is done: a failed count only loses the reminder.
 		left, err := call(ctx, e, e.store.CountDead, f.Type)
@@ -591,18 +449,18 @@ func purge(ctx context.Context, e *env, age time.Duration, batch int, asked stri
 		n, err := bounded(ctx, e, func(ctx context.Context) (int, error) { return e.store.Purge(ctx, age, batch) })
 		total += n
 		if err != nil {
-			e.printf("purged %d events before the error\n", total)
+			e.printf("purged %s before the error\n", count(int64(total), "event"))
 			return err
 		}
 		if n < batch {
 			break
 		}
 		if ctx.Err() != nil {
-			e.printf("purged %d events, interrupted\n", total)
+			e.printf("purged %s, interrupted\n", count(int64(total), "event"))
 			return ctx.Err()
 		}
 	}
-	e.printf("purged %d events synced more than %s ago\n", total, asked)
+	e.printf("purged %s synced more than %s ago\n", count(int64(total), "event"), asked)
 	return nil
 }
 

@@ -241,7 +241,7 @@ func (e *env) open(ctx context.Context) error {
 	v, err := bounded(ctx, e, s.Version)
 	switch {
 	case err != nil:
-		return fmt.Errorf("table %s is not set up in this database (run \"outbox migrate\"): %w", e.table, err)
+		return notSetUp(ctx, e, d.dialect, err)
 	case v < latest:
 		return fmt.Errorf("table %s is at schema version %d, this tool needs %d: run \"outbox migrate\" (with this version of the tool)", e.table, v, latest)
 	case v > latest:

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/sqlstore"
 	"github.com/eventsync/outbox/storage"
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
@@ -34,7 +35,7 @@ const (
 	defaultDatabaseURL = "sqlite:inventory.db"
 	defaultPublisher   = publisherRedis
 	defaultTopic       = "inventory.events"
-	defaultEventsTable = "events"
+	defaultEventsTable = sqlstore.DefaultTable // what the outbox command reads by default
 
 	publisherRedis = "redis"
 	publisherKafka = "kafka"

@@ -24,7 +24,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if c.DB.Driver != "sqlite" || !strings.HasPrefix(c.DB.DSN, "inventory.db?") || c.DB.Safe != "sqlite:inventory.db" {
 		t.Errorf("default database: %+v", c.DB)
 	}
-	if c.eventsTable() != "events" || c.stockTable() != "stock" || c.reservationsTable() != "reservations" {
+	if c.eventsTable() != "outbox_events" || c.stockTable() != "stock" || c.reservationsTable() != "reservations" {
 		t.Errorf("table names: %s %s %s", c.eventsTable(), c.stockTable(), c.reservationsTable())
 	}
 	if len(c.Outbox) != 0 {

@@ -14,6 +14,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main() // the test binary, re-executed as the service (TestBinaryStopsOnSIGTERM)
+	}
 	routeRedisLogs(slog.New(slog.DiscardHandler)) // the outbox logs the failures that matter
 	leaktest.Main(m)
 }

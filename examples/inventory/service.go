@@ -22,12 +22,17 @@ const (
 // holds fewer units than asked for; nothing is written.
 var ErrInsufficientStock = errors.New("insufficient stock")
 
-// EventRef says which event a change emitted and whether it reached the
-// broker at once; when it did not, the relay delivers it later.
+// EventRef says which event a change emitted and what became of it right
+// after the commit: Published is true when the broker acknowledged it;
+// Outcome says so in words ("acknowledged", "handed to the relay:
+// another relay owns its partition", "waiting for a retry"), as the logs
+// do. When it is not acknowledged the event is safe in the table and
+// a relay delivers it.
 type EventRef struct {
 	ID        string `json:"id"`
 	Type      string `json:"type"`
 	Published bool   `json:"published"`
+	Outcome   string `json:"outcome"`
 }
 
 // writer runs a business change and its event in one transaction, then
@@ -73,18 +78,21 @@ func (w *writer) write(ctx context.Context, fn change) (EventRef, error) {
 
 	ref := EventRef{ID: ev.ID, Type: ev.Type}
 	res, err := w.ob.Publish(ctx, ev)
-	if err != nil {
-		log.Warn("event publish failed (will retry)", "err", err)
-		return ref, nil
+	o, ok := res.Outcome(ev.ID)
+	switch {
+	case !ok: // Publish reports every event it is given
+		ref.Outcome = "unknown"
+		log.Warn("event not published at once", "err", err)
+	case o.Fate == outbox.Acknowledged:
+		ref.Published, ref.Outcome = true, o.String()
+		log.Info("event acknowledged")
+	case o.Fate == outbox.HandedToRelay:
+		ref.Outcome = o.String()
+		log.Info("event handed to the relay", "why", o.Handoff.String())
+	default: // waiting for a retry, or dead: the error goes to the log
+		ref.Outcome = o.Fate.String()
+		log.Warn("event "+o.Fate.String(), "err", o.Err)
 	}
-	if res.Synced == 0 {
-		// Not claimed: the relay had taken it, or an earlier event of the
-		// same stock item is still on its way; the relay delivers it.
-		log.Info("event handed to the relay")
-		return ref, nil
-	}
-	ref.Published = true
-	log.Info("event published")
 	return ref, nil
 }
 

@@ -376,7 +376,7 @@ func relayThroughOutage(t *testing.T, o *outageDB, outage time.Duration) {
 			e := &outbox.Event{Topic: "inventory", Type: "stock.updated", AggregateID: agg, Payload: []byte(strconv.Itoa(seq[agg]))}
 			seq[agg]++
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := ob.Transact(sctx, o.db, func(tx *outbox.Tx) error { return tx.Save(sctx, e) })
+			_, err := ob.Transact(sctx, o.db, func(tx *outbox.Tx) error { return tx.Save(sctx, e) })
 			cancel()
 			attempts = append(attempts, attempt{e.ID, time.Now(), err})
 		}

@@ -76,7 +76,7 @@ func TestSeedFailedPublishStaysPendingThenRelayMarks(t *testing.T) {
 		ob := newOutbox(t, store, pub)
 
 		ev := &outbox.Event{Topic: "inventory", Type: "stock.created", AggregateID: "s1/p1", Payload: []byte("{}")}
-		err := ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, ev) })
+		_, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, ev) })
 		mustNoErr(t, err, "the business operation must not fail because the broker is down")
 
 		got := status(t, store, ev.ID)
@@ -153,7 +153,7 @@ func TestAtomicWrite(t *testing.T) {
 		// Transact: fn's error rolls back the event with the business writes.
 		ev := newEvents("atomic", 1)[0]
 		boom := errors.New("out of stock")
-		err := ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+		_, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error {
 			if err := tx.Save(ctx, ev); err != nil {
 				return err
 			}
@@ -171,7 +171,7 @@ func TestAtomicWrite(t *testing.T) {
 					t.Error("the panic was swallowed")
 				}
 			}()
-			_ = ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+			_, _ = ob.Transact(ctx, db, func(tx *outbox.Tx) error {
 				_ = tx.Save(ctx, ev)
 				panic("bug in business code")
 			})
@@ -223,7 +223,7 @@ func TestRedisDownThenBack(t *testing.T) {
 
 		save := func(n int) []*outbox.Event {
 			evs := newEvents(stream, n)
-			err := ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, evs...) })
+			_, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, evs...) })
 			mustNoErr(t, err, "transact")
 			return evs
 		}
@@ -240,7 +240,7 @@ func TestRedisDownThenBack(t *testing.T) {
 			}
 		}
 		rolledBack := newEvents(stream, 1)
-		_ = ob.Transact(ctx, db, func(tx *outbox.Tx) error { _ = tx.Save(ctx, rolledBack...); return errors.New("abort") })
+		_, _ = ob.Transact(ctx, db, func(tx *outbox.Tx) error { _ = tx.Save(ctx, rolledBack...); return errors.New("abort") })
 
 		b.proxy.Restore()
 		runCtx, stop := context.WithCancel(ctx)

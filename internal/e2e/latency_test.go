@@ -54,10 +54,10 @@ func TestHeldEventFollowsItsPredecessorAtOnce(t *testing.T) {
 		second := &outbox.Event{Topic: "t", Type: "stock.updated", AggregateID: "s1/p1"}
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, first) }), "first")
+			mustNoErr(t, transactErr(ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, first) })), "first")
 		})
 		time.Sleep(20 * time.Millisecond) // the first is being published
-		mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, second) }), "second")
+		mustNoErr(t, transactErr(ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, second) })), "second")
 		committed := time.Now()
 		wg.Wait()
 

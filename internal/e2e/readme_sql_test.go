@@ -18,13 +18,13 @@ import (
 // first line is "-- <dialect>".
 func readmeQueries(t *testing.T, dialect string) []string {
 	t.Helper()
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	blocks := regexp.MustCompile("(?s)```sql\n-- "+dialect+"\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
 	if len(blocks) != 1 {
-		t.Fatalf("README has %d SQL blocks for %s, want 1", len(blocks), dialect)
+		t.Fatalf("docs/operations.md has %d SQL blocks for %s, want 1", len(blocks), dialect)
 	}
 	var out []string
 	for _, stmt := range strings.Split(blocks[0][1], ";") {

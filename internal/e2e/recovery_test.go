@@ -145,7 +145,7 @@ func TestRecoveryAfterOutage(t *testing.T) {
 		var saved []*outbox.Event
 		for range 10 {
 			evs := newEvents(stream, 50)
-			mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, evs...) }), "transact while Redis is down")
+			mustNoErr(t, transactErr(ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, evs...) })), "transact while Redis is down")
 			saved = append(saved, evs...)
 		}
 		waitFor(t, "the breaker to open", func() bool { return ob.Breaker().Open })

@@ -37,7 +37,7 @@ func TestNoConnectionHeldWhilePublishing(t *testing.T) {
 		ob := newOutbox(t, store, pub)
 
 		// The immediate path after commit.
-		mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, newEvents("t", 3)...) }), "transact")
+		mustNoErr(t, transactErr(ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, newEvents("t", 3)...) })), "transact")
 		// The relay.
 		saveCommitted(t, db, ob, newEvents("t", 5)...)
 		res, err := ob.SyncPending(ctx, 100)

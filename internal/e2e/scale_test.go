@@ -88,7 +88,7 @@ func saveAll(t *testing.T, db *sqlx.DB, ob *outbox.Outbox, events []*outbox.Even
 	ctx := context.Background()
 	for i := 0; i < len(events); i += 100 {
 		batch := events[i:min(i+100, len(events))]
-		mustNoErr(t, ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, batch...) }), "transact")
+		mustNoErr(t, transactErr(ob.Transact(ctx, db, func(tx *outbox.Tx) error { return tx.Save(ctx, batch...) })), "transact")
 	}
 }
 

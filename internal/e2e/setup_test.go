@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 	_ "modernc.org/sqlite"
 
+	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/testproxy"
 	"github.com/eventsync/outbox/sqlstore"
 )
@@ -196,3 +197,7 @@ func mustNoErr(t *testing.T, err error, format string, args ...any) {
 		t.Fatalf("%s: %v", fmt.Sprintf(format, args...), err)
 	}
 }
+
+// transactErr is the error of a Transact, whose result the caller does
+// not need.
+func transactErr(_ outbox.Result, err error) error { return err }

@@ -127,10 +127,11 @@ func relayChild(raw string) int {
 func write(ob *outbox.Outbox, db *sqlx.DB, id, agg, seq string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return ob.Transact(ctx, db, func(tx *outbox.Tx) error {
+	_, err := ob.Transact(ctx, db, func(tx *outbox.Tx) error {
 		return tx.Save(ctx, &outbox.Event{ID: id, Topic: "multiproc", Type: "multiproc.written",
 			AggregateID: agg, Payload: fmt.Appendf(nil, `{"seq":%s}`, seq)})
 	})
+	return err
 }
 
 // lineWriter writes whole lines to stdout, unbuffered, so that a line is

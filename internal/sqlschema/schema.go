@@ -57,7 +57,7 @@ func New(c Config) *Schema {
 		// index, constraint or trigger name, and "()" after a function's
 		// name.
 		defaultNameRE: regexp.MustCompile(`(DROP INDEX IF EXISTS )?\b` + c.DefaultTable + `(_[A-Za-z0-9_]+)?\b(\(\))?`),
-		alterRE:       regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+` + c.DefaultTable + `\s+(.*)$`),
+		alterRE:       regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+` + c.DefaultTable + `(_[a-z]+)?\s+(.*)$`),
 	}
 }
 
@@ -362,9 +362,10 @@ var (
 	dropIndexRE = regexp.MustCompile(`(?is)^DROP\s+(?:KEY|INDEX)\s+([A-Za-z_][A-Za-z0-9_]*)$`)
 )
 
-// AlterClauses splits a migration's ALTER TABLE of the default table
-// into its clauses (at commas outside parentheses); ok is false for any
-// other statement.
+// AlterClauses splits a migration's ALTER TABLE of the default table, or
+// of one of its siblings (the default name with a suffix), into its
+// clauses (at commas outside parentheses); ok is false for any other
+// statement.
 func (s *Schema) AlterClauses(stmt string) (clauses []AlterClause, ok bool) {
 	m := s.alterRE.FindStringSubmatch(stmt)
 	if m == nil {
@@ -372,7 +373,7 @@ func (s *Schema) AlterClauses(stmt string) (clauses []AlterClause, ok bool) {
 	}
 	var parts []string
 	depth, start := 0, 0
-	body := m[1]
+	body := m[2]
 	for i, r := range body {
 		switch r {
 		case '(':
@@ -413,6 +414,11 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 	if !ok {
 		return t.Rename(stmt), nil
 	}
+	suffix := t.s.alterRE.FindStringSubmatch(stmt)[1] // "" for the table itself
+	target, quoted := t.Name+suffix, t.Quoted
+	if suffix != "" {
+		quoted = t.Sibling(suffix)
+	}
 	schema := "DATABASE()"
 	var args []any
 	if t.Schema != "" {
@@ -432,7 +438,7 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 			return "", fmt.Errorf("cannot tell whether %q was already applied", c.Text)
 		}
 		var n int
-		if err := q.QueryRowContext(ctx, check, append(args, t.Name, name)...).Scan(&n); err != nil {
+		if err := q.QueryRowContext(ctx, check, append(args, target, name)...).Scan(&n); err != nil {
 			return "", fmt.Errorf("check %s %s: %w", c.Kind, name, err)
 		}
 		// What to add is kept while it is missing; what to drop, while it
@@ -444,7 +450,7 @@ func (t Table) mysqlRemaining(ctx context.Context, q Querier, stmt string) (stri
 	if len(keep) == 0 {
 		return "", nil
 	}
-	return "ALTER TABLE " + t.Quoted + "\n    " + strings.Join(keep, ",\n    "), nil
+	return "ALTER TABLE " + quoted + "\n    " + strings.Join(keep, ",\n    "), nil
 }
 
 // Sibling returns the quoted name, in the table's schema, of the table

@@ -104,13 +104,13 @@ func TestCheck(t *testing.T) {
 // TimeLayout (or, for the Kafka records written before v1, decode).
 func TestReadme(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../docs/brokers-and-wire-format.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(b), "\n## Wire format\n")
 	if !ok {
-		t.Fatal(`README.md has no "## Wire format" section`)
+		t.Fatal(`docs/brokers-and-wire-format.md has no "## Wire format" section`)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	for _, name := range []string{ID, Type, AggregateID, CreatedAt, Payload, HeaderPrefix + "<key>"} {
