@@ -22,6 +22,11 @@ type readCursor struct {
 	ordered bool      // the claims it was made for
 	at      time.Time // local time of the full read it started from
 	dirty   bool
+	// parts names the partitions (with their tokens) it was read over:
+	// a read over any other set is a full one. A partition that comes
+	// back to the set (taken, no longer draining, its lease renewed in
+	// time) has events below seq that no cursor read would find.
+	parts string
 }
 
 // cursorAge is how long a read cursor lasts before a full read.
@@ -42,13 +47,13 @@ func (c *cursorState) dirty() {
 	c.gen++
 }
 
-// cursorFor returns the read cursor, whether a read may start from it
-// at mono, and its generation.
-func (l *ledger) cursorFor(ordered bool, mono time.Time) (readCursor, bool, uint64) {
+// cursorFor returns the read cursor, whether a read over parts (see
+// readCursor.parts) may start from it at mono, and its generation.
+func (l *ledger) cursorFor(ordered bool, parts string, mono time.Time) (readCursor, bool, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.cursor.cur
-	ok := c.seq > 0 && !c.dirty && c.ordered == ordered && mono.Sub(c.at) < cursorAge
+	ok := c.seq > 0 && !c.dirty && c.ordered == ordered && c.parts == parts && mono.Sub(c.at) < cursorAge
 	return c, ok, l.cursor.gen
 }
 
@@ -60,14 +65,15 @@ func (l *ledger) bulkTaken(token string) {
 }
 
 // advance moves the read cursor after a bulk read of rows (in the order
-// read: priority, then seq) of which the claim took those in taken: over
+// read: priority, then seq, over the partitions parts) of which the
+// claim took those in taken: over
 // the events taken from the start of the read, up to the first it did
 // not take. A full read starts a new cursor when all its rows have one
 // priority (so that priority order is seq order), below its first row.
 //
 // Nothing moves when the cursor was made dirty since the read began
 // (gen): what released events did so after the read's snapshot.
-func (l *ledger) advance(seqs []int64, prios []int, taken map[int64]bool, fromCursor, ordered bool, gen uint64, mono time.Time) {
+func (l *ledger) advance(seqs []int64, prios []int, taken map[int64]bool, fromCursor, ordered bool, parts string, gen uint64, mono time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cs := &l.cursor
@@ -77,7 +83,7 @@ func (l *ledger) advance(seqs []int64, prios []int, taken map[int64]bool, fromCu
 	}
 	c := cs.cur
 	if !fromCursor {
-		c = readCursor{ordered: ordered, at: mono}
+		c = readCursor{ordered: ordered, parts: parts, at: mono}
 		if len(seqs) == 0 {
 			cs.cur = readCursor{}
 			return

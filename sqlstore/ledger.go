@@ -167,9 +167,6 @@ func (l *ledger) decide(mine map[int]int64, share int) (give []int) {
 		}
 	}
 	l.draining = drain
-	if len(give) > 0 || len(drain) > 0 {
-		l.cursor.dirty() // what is read changes
-	}
 	return give
 }
 

@@ -143,7 +143,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		for _, r := range rows {
 			taken[r.Seq] = true
 		}
-		o.l.advance(seqs, prios, taken, fromCursor, cr.ordered, gen, o.clock())
+		o.l.advance(seqs, prios, taken, fromCursor, cr.ordered, partKey(owned), gen, o.clock())
 		if len(rows) > 0 {
 			o.l.bulkTaken(cr.token)
 		}

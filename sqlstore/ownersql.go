@@ -67,7 +67,7 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 // generation when the read began (see ledger.advance).
 func (o *owner) readBulk(ctx context.Context, cr claimRun, owned map[int]int64, limit int) ([]eventRow, bool, uint64, error) {
 	skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
-	cur, ok, gen := o.l.cursorFor(cr.ordered, o.clock())
+	cur, ok, gen := o.l.cursorFor(cr.ordered, partKey(owned), o.clock())
 	if ok && o.s.sx.readCursor {
 		rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, &cur)
 		if err != nil || len(rows) > 0 {
@@ -76,6 +76,19 @@ func (o *owner) readBulk(ctx context.Context, cr claimRun, owned map[int]int64, 
 	}
 	rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, nil)
 	return rows, false, gen, err
+}
+
+// partKey names a set of partitions with their tokens, for the read
+// cursor: partitions and tokens in partition order.
+func partKey(parts map[int]int64) string {
+	var b []byte
+	for _, p := range slices.Sorted(maps.Keys(parts)) {
+		b = strconv.AppendInt(b, int64(p), 10)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, parts[p], 10)
+		b = append(b, ',')
+	}
+	return string(b)
 }
 
 // leasedCol is 1 for a row leased to a claim by IDs (see owner.claim),

@@ -111,7 +111,9 @@ func newTarget(t *testing.T, d sqlstore.Dialect) *target {
 	if err := tg.db.PingContext(ctx); err != nil {
 		t.Fatalf("%s test database is configured but unreachable: %v", d, err)
 	}
-	tg.store, err = sqlstore.New(tg.db, sqlstore.WithDialect(d), sqlstore.WithTable(tg.table))
+	// A membership of a minute, so that a relay's time alive and the
+	// time left of its membership cannot be mistaken for one another.
+	tg.store, err = sqlstore.New(tg.db, sqlstore.WithDialect(d), sqlstore.WithTable(tg.table), sqlstore.WithHeartbeat(20*time.Second, time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +208,8 @@ func checkPartitions(t *testing.T, tg *target, st statusJSON, parts int, slow *o
 	if len(st.Relays) != 1 || st.Relays[0].Partitions != parts || st.Relays[0].ExpiresInSeconds <= 0 {
 		t.Fatalf("status --json relays: %+v, want one owning %d partitions", st.Relays, parts)
 	}
-	// The relay joined moments ago (seed); its membership, renewed with a
-	// lease of a minute, expires over a minute from now. Telling one for
+	// The relay joined moments ago (seed); its membership, renewed for a
+	// minute, expires almost a minute from now. Telling one for
 	// the other was the bug of "SEEN FOR".
 	if r := st.Relays[0]; r.SeenSinceSeconds < 0 || r.SeenSinceSeconds > 20 || r.ExpiresInSeconds < 30 {
 		t.Errorf("status --json relay %+v: want seen since a few seconds, expiring in over 30 s", r)

@@ -83,7 +83,7 @@ func (s *scenario) compare(w *writes) scenarioResult {
 	defer cancel()
 	var r scenarioResult
 	rows := map[string]row{}
-	q, err := s.db.QueryContext(ctx, "SELECT id, aggregate_id, payload, CASE WHEN synced_at IS NULL THEN 1 ELSE 0 END FROM "+s.schema+".events")
+	q, err := s.db.QueryContext(ctx, "SELECT id, aggregate_id, payload, CASE WHEN synced_at IS NULL THEN 1 ELSE 0 END FROM "+s.schema+"."+defaultEventsTable)
 	if err != nil {
 		t.Fatalf("read the events table: %v", err)
 	}
@@ -164,7 +164,7 @@ func (s *scenario) compare(w *writes) scenarioResult {
 func (s *scenario) waitDrained(last time.Time, limit time.Duration) (time.Duration, int) {
 	for {
 		var n int
-		if err := s.db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM "+s.schema+".events WHERE synced_at IS NULL").Scan(&n); err != nil {
+		if err := s.db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM "+s.schema+"."+defaultEventsTable+" WHERE synced_at IS NULL").Scan(&n); err != nil {
 			s.t.Fatalf("count pending: %v", err)
 		}
 		if n == 0 {
@@ -197,7 +197,7 @@ func (s *scenario) logOwnership() {
 		}
 		in.mu.Unlock()
 	}
-	rows, err := s.db.QueryContext(context.Background(), "SELECT COALESCE(owner, ''), CASE WHEN lease_until > now() THEN 1 ELSE 0 END FROM "+s.schema+".events_partitions")
+	rows, err := s.db.QueryContext(context.Background(), "SELECT COALESCE(owner, ''), CASE WHEN lease_until > now() THEN 1 ELSE 0 END FROM "+s.schema+"."+defaultEventsTable+"_partitions")
 	if err != nil {
 		t.Logf("read partitions: %v", err)
 		return
