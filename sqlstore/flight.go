@@ -124,6 +124,13 @@ func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time
 			}
 			continue
 		}
+		if row.Behind.Int64 == 1 {
+			// An earlier event of its aggregate committed below the
+			// cursor: a full read comes next, and takes them in order.
+			blocked[row.AggregateID] = true
+			l.cursor.dirty()
+			continue
+		}
 		if row.Attempts > 0 && row.NextAttemptAt.After(r.now) {
 			if agg != "" {
 				l.holds[agg] = row.NextAttemptAt.Time

@@ -163,3 +163,41 @@ func TestRelayNameTooLong(t *testing.T) {
 		t.Fatalf("New with a 64-byte relay name: %v", err)
 	}
 }
+
+// Transactions commit in an order other than their seqs': an event can
+// become visible below the read cursor after the cursor passed its seq.
+// The next event of its aggregate, saved once it committed, is then
+// above the cursor, and a read from the cursor must not take it first:
+// A1 is saved in a transaction that stays open while B1 is saved,
+// claimed and marked (the cursor passes A1's seq); A1 commits, A2 is
+// saved; the claims that follow return A1 before A2.
+func TestReadCursorWaitsForLateCommits(t *testing.T) {
+	b := setup(t, Postgres)
+	ctx := t.Context()
+	z := b.event("Z", 0)
+	b.save(t, z)
+	b.mark(t, b.claim(t, 10), z) // a full read: the cursor starts
+
+	a1, b1, a2 := b.event("A", 0), b.event("B", 0), b.event("A", 0)
+	late, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = late.Rollback() }()
+	if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
+		t.Fatal(err)
+	}
+	b.save(t, b1)
+	c := b.claim(t, 10)
+	equalIDs(t, "claim while A1's transaction is open", ids(c.Events), []string{b1.ID})
+	b.mark(t, c, b1)
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b.save(t, a2)
+	var got []string
+	for range 3 {
+		got = append(got, ids(b.claim(t, 10).Events)...)
+	}
+	equalIDs(t, "claims after A1 committed late", got, []string{a1.ID, a2.ID})
+}

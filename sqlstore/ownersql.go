@@ -23,12 +23,27 @@ import (
 // priority and no index is probed. Events without an aggregate that are
 // not due or are leased are left out; those with one are read, so that
 // they hold their aggregate (see ledger.take).
+//
+// A read from the cursor (cur) reads only the events past it, and marks
+// those whose aggregate has an undelivered event at or below it (Behind):
+// events commit in an order other than their seqs', so an event can
+// become visible below the cursor after the cursor passed its seq, and
+// the next event of its aggregate, saved after it committed, above.
 func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64, cur *readCursor) ([]eventRow, error) {
 	s := o.s
 	now := s.sx.Time(cr.now)
 	q := newQuery(s.sx)
-	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
-		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
+	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased")
+	if cur != nil && cr.ordered {
+		// A row whose aggregate has an undelivered event at or below the
+		// cursor: that event's transaction took its seq before the
+		// cursor passed it and committed after, so no cursor read finds
+		// it. The row waits (ledger.take) for a full read, which takes
+		// the aggregate's events in order.
+		q.sql(", CASE WHEN c.aggregate_id <> '' AND EXISTS (SELECT 1 ", s.undelivered("b", "c.aggregate_id", cr.passDead),
+			" AND b.seq <= ", q.arg(cur.seq), ") THEN 1 ELSE 0 END AS behind")
+	}
+	q.sql(" FROM ", s.t.Quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
 	if cr.ordered {
 		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
 	} else {
