@@ -135,6 +135,10 @@ byte crashed = NONE, crashAt;
 byte ghost;                    /* events whose duplicate is allowed */
 byte pub[NE];                  /* publications of each event (max 2) */
 
+/* the properties: each assertion names the one it checks */
+hidden byte P1_duplicate, P2_order, P3_unpublished, P4_no_live_owner, P5_unfenced_write, stuck;
+#define CHECK(prop, cond) prop = !(cond); assert(!prop)
+
 hidden byte i, j, k, p, e, a, n, need, inflightP;
 hidden byte ok;
 
@@ -209,10 +213,10 @@ inline publish(r, s) {
 			if
 			:: pub[e] == 0 ->
 				for (j : 0 .. NE-1) {
-					assert(!(j < e && AGG(j) == AGG(e) && pub[j] == 0)) /* P2 */
+					CHECK(P2_order, !(j < e && AGG(j) == AGG(e) && pub[j] == 0))
 				}
 			:: else ->
-				assert(HAS(ghost, e)) /* P1 */
+				CHECK(P1_duplicate, HAS(ghost, e))
 			fi;
 			if :: pub[e] < 2 -> pub[e]++ :: else fi
 		:: else
@@ -240,7 +244,7 @@ inline mark(r, s) {
 			if
 			:: !HAS(synced, e) ->
 #ifdef NO_FENCE
-				assert(ok); /* P5 */
+				CHECK(P5_unfenced_write, ok);
 				synced = synced | BIT(e)
 #else
 				if :: ok -> synced = synced | BIT(e) :: else fi
@@ -598,7 +602,7 @@ inline tick() {
 	if
 	:: crashed != NONE && now + 1 >= crashAt + TTL + INTERVAL && (LIVE(0) || LIVE(1)) ->
 		for (j : 0 .. NP-1) {
-			assert(owner[j] != NONE && LIVE(owner[j]) && leaseUntil[j] > now) /* P4 */
+			CHECK(P4_no_live_owner, owner[j] != NONE && LIVE(owner[j]) && leaseUntil[j] > now)
 		}
 	:: else
 	fi;
@@ -641,19 +645,19 @@ end:
    event is synced if some relay runs */
 proctype finale() {
 	timeout ->
-	assert(now == TMAX);
-	assert(!(LIVE(0) || LIVE(1)) || (committed & ~synced) == 0) /* P3 */
+	CHECK(stuck, now == TMAX);
+	CHECK(P3_unpublished, !(LIVE(0) || LIVE(1)) || (committed & ~synced) == 0)
 }
 
 init {
 	atomic {
 		for (j : 0 .. NP-1) { owner[j] = NONE; lockedBy[j] = NONE };
 		alive[0] = 1; alive[1] = 1; joined[0] = 1;
-		/* two scenarios, explored one after the other: a graceful
-		   leave, or one fault (a crash or a pause) */
+		/* two scenarios, explored one after the other: one fault (a
+		   crash or a pause), or a graceful leave */
 		if
-		:: leaves = 1
 		:: faults = 1
+		:: leaves = 1
 		fi;
 		run heartbeat(0); run pass(0);
 		run heartbeat(1); run pass(1);
