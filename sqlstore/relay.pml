@@ -582,7 +582,6 @@ inline crash(c) {
 proctype injector() {
 end:
 	do
-	:: d_step { !joined[1] && now <= FMAX -> joined[1] = 1; printf("t%d r1 start\n", now) }
 	:: d_step { CAN_FAULT(0) -> crash(0) }
 	:: d_step { CAN_FAULT(1) -> crash(1) }
 	:: d_step { CAN_PAUSE(0) -> faults--; paused[0] = 1; printf("t%d r0 pause\n", now) }
@@ -638,6 +637,9 @@ end:
 	   ended by FMAX lasts for ever */
 	:: d_step { CAN_TICK && paused[0] && now < FMAX -> tick(); paused[0] = 0; printf("t%d r0 resume\n", now) }
 	:: d_step { CAN_TICK && paused[1] && now < FMAX -> tick(); paused[1] = 0; printf("t%d r1 resume\n", now) }
+	/* relay 1 starts at a tick (or at 0): its steps then interleave with
+	   all of that window's */
+	:: d_step { CAN_TICK && !joined[1] && now < FMAX -> tick(); joined[1] = 1; printf("t%d r1 start\n", now) }
 	od
 }
 
@@ -653,6 +655,10 @@ init {
 	atomic {
 		for (j : 0 .. NP-1) { owner[j] = NONE; lockedBy[j] = NONE };
 		alive[0] = 1; alive[1] = 1; joined[0] = 1;
+		if
+		:: joined[1] = 1; printf("t0 r1 start\n")
+		:: skip
+		fi;
 		/* two scenarios, explored one after the other: one fault (a
 		   crash or a pause), or a graceful leave */
 		if
