@@ -59,9 +59,16 @@ func TestRelayModel(t *testing.T) {
 			t.Skipf("model check skipped: %s; set %s=1 to make this a failure", msg, envModel)
 		}
 	}
-	model, err := os.ReadFile("relay.pml")
-	if err != nil {
-		t.Fatal(err)
+	// relay.pml and the files it includes.
+	files, err := filepath.Glob("relay*.pml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("the model's files: %v %v", files, err)
+	}
+	model := map[string][]byte{}
+	for _, f := range files {
+		if model[f], err = os.ReadFile(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, c := range modelCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -97,14 +104,17 @@ func TestRelayModel(t *testing.T) {
 	}
 }
 
-// runModel generates, compiles and runs the verifier of model with flags
+// runModel generates, compiles and runs the verifier of model (file name
+// -> text) with flags
 // in a directory of its own, and returns its report and, when it found a
 // violation, the replayed counterexample (the model's own trace lines).
-func runModel(t *testing.T, tools map[string]string, model []byte, flags []string) (string, string) {
+func runModel(t *testing.T, tools map[string]string, model map[string][]byte, flags []string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "relay.pml"), model, 0o644); err != nil {
-		t.Fatal(err)
+	for name, text := range model {
+		if err := os.WriteFile(filepath.Join(dir, name), text, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
