@@ -112,7 +112,9 @@ const lapseSlack = 20 * time.Millisecond
 //  1. register: the relay is seen until now + ttl;
 //  2. share: the partition count over the live relays, rounded up (and
 //     when the first other relay's membership lapses: see beat.next);
-//  3. renew: the leases of its partitions run until now + ttl;
+//  3. renew: the leases of its partitions that still hold run until
+//     now + ttl (one that ran out is free, and taken again in step 5
+//     under a raised token);
 //  4. decide (ledger, under the lock claims take under): beyond the share
 //     it drains partitions, and gives back those with nothing in flight;
 //  5. take: below the share, free partitions (given back, or whose
@@ -167,7 +169,13 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	}
 	share := (count + max(live, 1) - 1) / max(live, 1)
 	q = newQuery(s.sx)
-	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name))
+	// Only leases that still hold: a partition of this relay whose lease
+	// ran out (its heartbeats stopped: paused, or cut off from the
+	// database) may have changed hands and back, or had its events
+	// leased by a claim by IDs meanwhile. It is free, and taken again
+	// below under a raised token, so that nothing this relay read or
+	// claimed before is written or taken under the old one.
+	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name), " AND lease_until > ", d.dbNow())
 	if err := exec("renew", q); err != nil {
 		return beat{}, err
 	}

@@ -124,11 +124,11 @@ func (o ownSQL) countRelays() string {
 func (o ownSQL) countParts() string { return "SELECT COUNT(*) FROM " + o.parts() }
 
 func (o ownSQL) renew() string {
-	return ph(o.d, "UPDATE "+o.parts()+" SET lease_until = "+o.later()+" WHERE owner = ?")
+	return ph(o.d, "UPDATE "+o.parts()+" SET lease_until = "+o.later()+" WHERE owner = ? AND lease_until > "+o.now())
 }
 
 func (o ownSQL) readOwned() string {
-	return ph(o.d, "SELECT partition_no, token FROM "+o.parts()+" WHERE owner = ?")
+	return ph(o.d, "SELECT partition_no, token FROM "+o.parts()+" WHERE owner = ? AND lease_until > "+o.now())
 }
 
 func (o ownSQL) giveBack(ps string) string {

@@ -282,7 +282,7 @@ func (o *owner) fail(ctx context.Context, token string, failures []storage.Failu
 	if !ok {
 		return o.rows.fail(ctx, token, failures)
 	}
-	mine, leased := pick(failures, h.ids), pick(failures, h.leased)
+	mine, leased := failuresOf(failures, h.ids), failuresOf(failures, h.leased)
 	now := s.now()
 	total := 0
 	for _, chunk := range chunks(mine, (s.sx.maxParams-4-2*len(h.tokens))/6) {
@@ -305,8 +305,8 @@ func (o *owner) fail(ctx context.Context, token string, failures []storage.Failu
 	return total, nil
 }
 
-// pick returns the failures of the events in ids.
-func pick(failures []storage.Failure, ids []string) []storage.Failure {
+// failuresOf returns the failures of the events in ids.
+func failuresOf(failures []storage.Failure, ids []string) []storage.Failure {
 	in := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		in[id] = true

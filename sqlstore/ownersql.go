@@ -185,10 +185,11 @@ func (o *owner) fencedExec(ctx context.Context, q *query) (int, error) {
 	return n, err
 }
 
-// ownedIn reads the partitions the Store owns, with their tokens.
+// ownedIn reads the partitions the Store owns under a lease that holds,
+// with their tokens.
 func (o *owner) ownedIn(ctx context.Context, tx sqlx.QueryerContext, parts string) (map[int]int64, error) {
 	q := newQuery(o.s.sx)
-	q.sql("SELECT partition_no, token FROM ", parts, " WHERE owner = ", q.arg(o.name))
+	q.sql("SELECT partition_no, token FROM ", parts, " WHERE owner = ", q.arg(o.name), " AND lease_until > ", o.s.d.dbNow())
 	rows, err := tx.QueryxContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, beatErr("read owned", err)

@@ -16,8 +16,11 @@ inline hbOpen(r) {
 	};
 	hShare[r] = (leaving[r] -> 0 : (NP + n - 1) / n);
 	hMine[r] = 0;
+	/* renew only leases that still hold: an own partition whose lease
+	   ran out is free, taken again below with the token raised.
+	   Go: owner.beatTx ("renew", ownedIn) */
 	for (j : 0 .. NP-1) {
-		if :: owner[j] == r -> hMine[r] = hMine[r] | BIT(j); lockedBy[j] = r :: else fi
+		if :: owner[j] == r && leaseUntil[j] > now -> hMine[r] = hMine[r] | BIT(j); lockedBy[j] = r :: else fi
 	};
 	inflightParts(r);
 #ifdef STALE_INFLIGHT
