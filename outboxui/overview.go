@@ -1,0 +1,100 @@
+package outboxui
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/eventsync/outbox"
+)
+
+// chartMinutes is how far back the overview's chart reaches.
+const chartMinutes = 60
+
+// overviewData is what the overview shows.
+type overviewData struct {
+	Stats   outbox.Stats
+	Types   []typeCount
+	Synced  int64 // within the chart's hour
+	P50     time.Duration
+	P99     time.Duration
+	Chart   chart
+	Breaker *outbox.BreakerState
+}
+
+type typeCount struct {
+	Type string
+	N    int64
+}
+
+func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	var d overviewData
+	var err error
+	// A window of 0: the synced figures come from the two reads below.
+	if d.Stats, err = h.store.Stats(ctx, 0); err != nil {
+		h.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	for _, typ := range slices.Sorted(maps.Keys(d.Stats.PendingByType)) {
+		d.Types = append(d.Types, typeCount{typ, d.Stats.PendingByType[typ]})
+	}
+	per, start, err := h.store.SyncedPerMinute(ctx, chartMinutes)
+	if err != nil {
+		h.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	lat, err := h.store.SyncLatency(ctx, chartMinutes*time.Minute)
+	if err != nil {
+		h.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	d.Synced, d.P50, d.P99 = lat.Synced, lat.P50, lat.P99
+	d.Chart = newChart(per, start)
+	if h.c.breaker != nil {
+		b := h.c.breaker()
+		d.Breaker = &b
+	}
+	h.render(w, r, http.StatusOK, "overview", layout{Title: "Overview", Nav: "overview"}, d)
+}
+
+// chart is the synced-per-minute bar chart, drawn as SVG on the server
+// so that it needs no script.
+type chart struct {
+	Width, Height int
+	Bars          []bar
+	Max           int64
+	Total         int64
+	From, To      time.Time
+}
+
+// bar is one minute of the chart.
+type bar struct {
+	X, Y, W, H int
+	Title      string
+}
+
+func newChart(per []int64, start time.Time) chart {
+	const barW, height = 10, 120
+	c := chart{Width: barW * len(per), Height: height, From: start, To: start.Add(time.Duration(len(per)) * time.Minute)}
+	for _, n := range per {
+		c.Max = max(c.Max, n)
+		c.Total += n
+	}
+	for i, n := range per {
+		h := 0
+		if c.Max > 0 {
+			h = int(n * int64(height) / c.Max)
+		}
+		if n > 0 && h == 0 {
+			h = 1
+		}
+		at := start.Add(time.Duration(i) * time.Minute)
+		c.Bars = append(c.Bars, bar{X: i * barW, Y: height - h, W: barW - 2, H: h,
+			Title: fmt.Sprintf("%s UTC: %d synced", at.Format("15:04"), n)})
+	}
+	return c
+}
