@@ -82,7 +82,11 @@ func (h *handler) requeue(w http.ResponseWriter, r *http.Request) {
 func done(w http.ResponseWriter, r *http.Request, page string, v url.Values, what string, n int) {
 	v.Set("done", what)
 	v.Set("n", strconv.Itoa(n))
-	http.Redirect(w, r, page+"?"+v.Encode(), http.StatusSeeOther)
+	// Relative, resolved by the browser against the URL it posted to:
+	// http.Redirect would resolve it against the path after the prefix
+	// was stripped.
+	w.Header().Set("Location", page+"?"+v.Encode())
+	w.WriteHeader(http.StatusSeeOther)
 }
 
 type purgeData struct {

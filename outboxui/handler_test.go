@@ -208,9 +208,13 @@ func TestCSRF(t *testing.T) {
 	if n := b.count(t, "dead_at IS NOT NULL"); n != 6 {
 		t.Fatalf("%d dead events after refused POSTs, want 6", n)
 	}
-	code, _ = post(t, c, b.base+"requeue", form(token), http.Header{"Sec-Fetch-Site": {"same-origin"}})
-	if code != http.StatusSeeOther {
-		t.Fatalf("POST with the token: %d, want 303", code)
+	resp, err := c.PostForm(b.base+"requeue", form(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "event?done=requeued&id="+dead[0]+"&n=1" {
+		t.Fatalf("POST with the token: %d to %q, want 303 to the event's page, relative", resp.StatusCode, loc)
 	}
 	if n := b.count(t, "dead_at IS NOT NULL"); n != 5 {
 		t.Fatalf("%d dead events after the requeue, want 5", n)
