@@ -2,6 +2,7 @@ package outboxui
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,6 +111,11 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	p, err := h.store.Page(ctx, pq)
 	if errors.Is(err, sqlstore.ErrBadCursor) {
 		h.fail(w, r, http.StatusBadRequest, err)
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) && f.Filtered() {
+		h.fail(w, r, http.StatusServiceUnavailable, fmt.Errorf("these filters did not fill a page within %v: "+
+			"only the state is indexed, and the filters match few of its events; narrow it with a creation time range (%w)", h.c.timeout, err))
 		return
 	}
 	if err != nil {

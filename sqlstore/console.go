@@ -148,10 +148,11 @@ func (s *Store) where(q *query, pq PageQuery) error {
 // by keyset (the cursor names the last event read), never by OFFSET:
 // pending and failed events through the index the relay's claims walk
 // (priority, then seq), dead ones through the index of buried events,
-// synced ones through the index on synced_at, so a page costs the same
-// however deep it is. The other filters are checked on the rows those
-// indexes yield (an aggregate ID through the index of undelivered events
-// where the planner prefers it).
+// synced ones through the index on synced_at (from pq.From, when set, on),
+// so a page costs the same however deep it is. The other filters are
+// checked on the rows those indexes yield (an aggregate ID through the
+// index of undelivered events where the planner prefers it): a filter
+// that matches few of many rows reads many to fill a page.
 func (s *Store) Page(ctx context.Context, pq PageQuery) (Page, error) {
 	limit := pq.Limit
 	switch {
@@ -247,6 +248,12 @@ func (s *Store) pageQuery(pq PageQuery, c cursor, limit int) *query {
 		}
 		q.sql(" ORDER BY seq DESC LIMIT ", q.arg(limit))
 		return q
+	}
+	if !pq.From.IsZero() {
+		// An event is synced after it was created: the creation time
+		// bounds the range of the index on synced_at (with a minute to
+		// spare for the clocks of different machines).
+		q.sql(" AND synced_at >= ", q.arg(s.sx.Time(pq.From.UTC().Add(-time.Minute))))
 	}
 	if c.used {
 		at := s.sx.Time(time.UnixMicro(c.key).UTC())
