@@ -114,7 +114,7 @@ func TestBrowserPages(t *testing.T) {
 	want := map[string]int64{
 		"pending": b.count(t, "synced_at IS NULL AND dead_at IS NULL"),
 		"dead":    b.count(t, "synced_at IS NULL AND dead_at IS NOT NULL"),
-		"synced":  b.count(t, "synced_at >= now() - interval '1 hour'"),
+		"synced":  b.count(t, "synced_at >= date_trunc('minute', now()) - interval '59 minutes'"),
 	}
 	for id, n := range want {
 		if got := run(t, ctx, id, chromedp.Text(chromedp.ID(id))); got != showNumber(n) {

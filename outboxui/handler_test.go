@@ -73,7 +73,7 @@ func TestPages(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"", 200, []string{`id="pending">37<`, `id="dead">6<`, `id="synced">720<`, "orders-db", "<svg", "reservation.cancelled"}},
+		{"", 200, []string{`id="pending">37<`, `id="dead">6<`, "orders-db", "<svg", "reservation.cancelled", "the latest 720 synced"}},
 		{"events", 200, []string{"pen-0000", "pen-0036", "Next attempt"}},
 		{"events?state=failed", 200, []string{"pen-0003", "pen-0010", "pen-0020", "connection refused"}},
 		{"events?state=dead&type=payment.captured", 200, []string{"dead-0001", "dead-0003", "dead-0005", `id="requeue-view"`}},

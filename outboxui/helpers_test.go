@@ -162,7 +162,7 @@ func (b *bundle) seed(t testing.TB, topic string) (dead []string) {
 	var events []*outbox.Event
 	for i := range 720 {
 		// More in recent minutes, with a dip: a shape worth drawing.
-		ago := time.Duration(i*i%3600) * time.Second
+		ago := time.Duration(i*i%3500) * time.Second
 		events = append(events, event(fmt.Sprintf("syn-%04d", i), topic, "stock.updated", fmt.Sprintf("sku-%d", i%40), now.Add(-ago)))
 	}
 	types := []string{"stock.updated", "reservation.created", "reservation.cancelled"}

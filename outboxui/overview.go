@@ -1,13 +1,16 @@
 package outboxui
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/sqlstore"
 )
 
 // chartMinutes is how far back the overview's chart reaches.
@@ -18,6 +21,7 @@ type overviewData struct {
 	Stats   outbox.Stats
 	Types   []typeCount
 	Synced  int64 // within the chart's hour
+	Sampled int64 // the latest synced events the latencies are over
 	P50     time.Duration
 	P99     time.Duration
 	Chart   chart
@@ -32,28 +36,26 @@ type typeCount struct {
 func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := h.ctx(r)
 	defer cancel()
+	// Three reads of three indexes, side by side on three connections.
 	var d overviewData
-	var err error
-	// A window of 0: the synced figures come from the two reads below.
-	if d.Stats, err = h.store.Stats(ctx, 0); err != nil {
+	var per []int64
+	var start time.Time
+	var lat sqlstore.Latency
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() { d.Stats, errs[0] = h.store.Stats(ctx, 0) }) // 0: no synced figures, read below
+	wg.Go(func() { per, start, errs[1] = h.store.SyncedPerMinute(ctx, chartMinutes) })
+	wg.Go(func() { lat, errs[2] = h.store.SyncLatency(ctx, chartMinutes*time.Minute) })
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		h.fail(w, r, http.StatusInternalServerError, err)
 		return
 	}
 	for _, typ := range slices.Sorted(maps.Keys(d.Stats.PendingByType)) {
 		d.Types = append(d.Types, typeCount{typ, d.Stats.PendingByType[typ]})
 	}
-	per, start, err := h.store.SyncedPerMinute(ctx, chartMinutes)
-	if err != nil {
-		h.fail(w, r, http.StatusInternalServerError, err)
-		return
-	}
-	lat, err := h.store.SyncLatency(ctx, chartMinutes*time.Minute)
-	if err != nil {
-		h.fail(w, r, http.StatusInternalServerError, err)
-		return
-	}
-	d.Synced, d.P50, d.P99 = lat.Synced, lat.P50, lat.P99
 	d.Chart = newChart(per, start)
+	d.Synced, d.Sampled, d.P50, d.P99 = d.Chart.Total, lat.Events, lat.P50, lat.P99
 	if h.c.breaker != nil {
 		b := h.c.breaker()
 		d.Breaker = &b

@@ -64,49 +64,53 @@ func (s *Store) perMinuteQuery(start time.Time) *query {
 	return q
 }
 
-// Latency is the sync latency (created → synced) of the events synced
-// within a window.
+// LatencySample is the most events SyncLatency reads: the latest synced.
+const LatencySample = 10000
+
+// Latency is the sync latency (created → synced) of the latest events
+// synced within a window.
 type Latency struct {
-	Synced   int64         // events synced within the window
+	Events   int64         // events the percentiles are over: at most LatencySample
 	P50, P99 time.Duration // 50th and 99th percentiles; 0 with none
 }
 
 // SyncLatency returns the median and 99th-percentile sync latency of the
-// events synced within the last window of the store's clock, read through
-// the index on synced_at over the window alone: interpolated by
-// percentile_cont on Postgres, the nearest-rank values on MySQL and
-// SQLite.
+// latest LatencySample events synced within the last window of the
+// store's clock (all of them if fewer), read backwards through the index
+// on synced_at, so its cost does not grow with the rate of deliveries:
+// interpolated by percentile_cont on Postgres, the nearest-rank values on
+// MySQL and SQLite.
 func (s *Store) SyncLatency(ctx context.Context, window time.Duration) (Latency, error) {
 	if window <= 0 {
 		return Latency{}, fmt.Errorf("sqlstore: sync latency: window %v is not positive", window)
 	}
 	cutoff := s.sx.Time(s.now().Add(-window))
-	lat := s.d.latency()
 	var l Latency
 	if s.Dialect() == Postgres {
 		q := s.percentilesQuery(cutoff)
 		var p50, p99 sql.NullFloat64
-		if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&l.Synced, &p50, &p99); err != nil {
+		if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&l.Events, &p50, &p99); err != nil {
 			return Latency{}, fmt.Errorf("sqlstore: sync latency: %w", err)
 		}
 		l.P50, l.P99 = micros(p50), micros(p99)
 		return l, nil
 	}
-	q := newQuery(s.sx).sql("SELECT COUNT(*) FROM ", s.t.Quoted, " WHERE synced_at >= ")
-	q.sql(q.arg(cutoff))
-	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&l.Synced); err != nil {
+	q := newQuery(s.sx).sql("SELECT COUNT(*) FROM ")
+	s.latestSynced(q, cutoff)
+	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&l.Events); err != nil {
 		return Latency{}, fmt.Errorf("sqlstore: sync latency: %w", err)
 	}
 	for _, p := range []struct {
 		f   float64
 		out *time.Duration
 	}{{0.5, &l.P50}, {0.99, &l.P99}} {
-		if l.Synced == 0 {
+		if l.Events == 0 {
 			break
 		}
-		rank := max(int64(math.Ceil(p.f*float64(l.Synced))), 1)
-		q := newQuery(s.sx).sql("SELECT ", lat, " AS latency FROM ", s.t.Quoted, " WHERE synced_at >= ")
-		q.sql(q.arg(cutoff), " ORDER BY latency LIMIT 1 OFFSET ", q.arg(rank-1))
+		rank := max(int64(math.Ceil(p.f*float64(l.Events))), 1)
+		q := newQuery(s.sx).sql("SELECT latency FROM ")
+		s.latestSynced(q, cutoff)
+		q.sql(" ORDER BY latency LIMIT 1 OFFSET ", q.arg(rank-1))
 		var v sql.NullFloat64
 		err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&v)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) { // rows purged in between: no figure
@@ -117,14 +121,20 @@ func (s *Store) SyncLatency(ctx context.Context, window time.Duration) (Latency,
 	return l, nil
 }
 
+// latestSynced writes the derived table "(latest events synced since
+// cutoff) w" with their latency, at most LatencySample of them.
+func (s *Store) latestSynced(q *query, cutoff any) {
+	q.sql("(SELECT ", s.d.latency(), " AS latency FROM ", s.t.Quoted, " WHERE synced_at >= ", q.arg(cutoff),
+		" ORDER BY synced_at DESC LIMIT ", q.arg(LatencySample), ") w")
+}
+
 // percentilesQuery reads, on Postgres, the count and the interpolated
-// median and 99th percentile of the latency of the events synced since
-// cutoff.
+// median and 99th percentile of the latency of the latest events synced
+// since cutoff.
 func (s *Store) percentilesQuery(cutoff any) *query {
-	lat := s.d.latency()
-	q := newQuery(s.sx).sql("SELECT COUNT(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ", lat,
-		"), percentile_cont(0.99) WITHIN GROUP (ORDER BY ", lat, ") FROM ", s.t.Quoted, " WHERE synced_at >= ")
-	q.sql(q.arg(cutoff))
+	q := newQuery(s.sx).sql("SELECT COUNT(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY latency), ",
+		"percentile_cont(0.99) WITHIN GROUP (ORDER BY latency) FROM ")
+	s.latestSynced(q, cutoff)
 	return q
 }
 

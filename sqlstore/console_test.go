@@ -160,7 +160,7 @@ func TestConsoleFigures(t *testing.T) {
 		// Event i was created at now-(30-i)s and synced at now-(29-i)s:
 		// every latency is 1 s.
 		l, err := b.store.SyncLatency(t.Context(), time.Hour)
-		if err != nil || l.Synced != 10 {
+		if err != nil || l.Events != 10 {
 			t.Fatalf("SyncLatency = %+v, %v", l, err)
 		}
 		near := func(d time.Duration) bool {
