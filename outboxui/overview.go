@@ -18,7 +18,8 @@ const chartMinutes = 60
 
 // overviewData is what the overview shows.
 type overviewData struct {
-	Stats   outbox.Stats
+	Pending sqlstore.PendingFigures
+	Dead    int64
 	Types   []typeCount
 	Synced  int64 // within the chart's hour
 	Sampled int64 // the latest synced events the latencies are over
@@ -36,23 +37,24 @@ type typeCount struct {
 func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := h.ctx(r)
 	defer cancel()
-	// Three reads of three indexes, side by side on three connections.
+	// Four reads of three indexes, side by side on four connections.
 	var d overviewData
 	var per []int64
 	var start time.Time
 	var lat sqlstore.Latency
-	errs := make([]error, 3)
+	errs := make([]error, 4)
 	var wg sync.WaitGroup
-	wg.Go(func() { d.Stats, errs[0] = h.store.Stats(ctx, 0) }) // 0: no synced figures, read below
-	wg.Go(func() { per, start, errs[1] = h.store.SyncedPerMinute(ctx, chartMinutes) })
-	wg.Go(func() { lat, errs[2] = h.store.SyncLatency(ctx, chartMinutes*time.Minute) })
+	wg.Go(func() { d.Pending, errs[0] = h.store.Pending(ctx) })
+	wg.Go(func() { d.Dead, errs[1] = h.store.CountDead(ctx, "") })
+	wg.Go(func() { per, start, errs[2] = h.store.SyncedPerMinute(ctx, chartMinutes) })
+	wg.Go(func() { lat, errs[3] = h.store.SyncLatency(ctx, chartMinutes*time.Minute) })
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		h.fail(w, r, http.StatusInternalServerError, err)
 		return
 	}
-	for _, typ := range slices.Sorted(maps.Keys(d.Stats.PendingByType)) {
-		d.Types = append(d.Types, typeCount{typ, d.Stats.PendingByType[typ]})
+	for _, typ := range slices.Sorted(maps.Keys(d.Pending.ByType)) {
+		d.Types = append(d.Types, typeCount{typ, d.Pending.ByType[typ]})
 	}
 	d.Chart = newChart(per, start)
 	d.Synced, d.Sampled, d.P50, d.P99 = d.Chart.Total, lat.Events, lat.P50, lat.P99

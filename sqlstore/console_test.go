@@ -228,3 +228,30 @@ func TestConsolePlans(t *testing.T) {
 		}
 	}
 }
+
+// Pending is exact up to PendingExactLimit pending events, then estimates
+// the counts on Postgres (and keeps the oldest age exact).
+func TestConsolePending(t *testing.T) {
+	eachDialect(t, func(t *testing.T, b *bundle) {
+		consoleTable(t, b)
+		f, err := b.store.Pending(t.Context())
+		if err != nil || f.Estimated || f.Total != 10 || f.ByType["stock.updated"] != 10 || f.OldestAge != 30*time.Second {
+			t.Fatalf("Pending = %+v, %v; want 10 exact stock.updated, the oldest 30s old", f, err)
+		}
+	})
+	t.Run("estimated", func(t *testing.T) {
+		b := setup(t, Postgres)
+		fillPostgres(t, b, PendingExactLimit+20_000, 200, 0)
+		var exact int64
+		if err := b.db.Get(&exact, "SELECT COUNT(*) FROM "+b.store.t.Quoted+" WHERE synced_at IS NULL AND dead_at IS NULL"); err != nil {
+			t.Fatal(err)
+		}
+		f, err := b.store.Pending(t.Context())
+		if err != nil || !f.Estimated || len(f.ByType) != 1 || f.Total < exact*8/10 || f.Total > exact*12/10 {
+			t.Fatalf("Pending = %+v, %v; want an estimate near %d of stock.updated", f, err, exact)
+		}
+		if f.OldestAge < 30*time.Second || f.OldestAge > 2*time.Minute {
+			t.Errorf("OldestAge = %v, want about a minute (fillPostgres advances the clock by one)", f.OldestAge)
+		}
+	})
+}
