@@ -8,6 +8,7 @@
 //	outbox requeue  --db URL (--id ID ... | --type T | --all) [--dry-run] [--rate N] [--batch N]
 //	outbox purge    --db URL --older-than 720h [--batch N]
 //	outbox migrate  --db URL [--print] | migrate --print --dialect postgres|mysql|sqlite
+//	outbox ui       --db URL [--listen 127.0.0.1:8089] [--actions] [--user NAME]
 //
 // URL is postgres://user:pass@host:5432/db?sslmode=disable,
 // mysql://user:pass@host:3306/db (or mysql://user:pass@tcp(host:3306)/db)
@@ -60,6 +61,7 @@ Commands:
   requeue   give dead events back to the relay
   purge     delete events synced longer ago than a duration, in batches
   migrate   create or upgrade the outbox table, or print its schema
+  ui        serve the operator console in the browser (loopback by default)
 
 Database URLs: ` + urlForms + `
 (--db, or $` + EnvDatabaseURL + `). Run "outbox COMMAND -h" for a command's flags.
@@ -105,6 +107,7 @@ var commands = map[string]command{
 	"requeue": {requeueCommand, true},
 	"purge":   {purgeCommand, true},
 	"migrate": {migrateCommand, false},
+	"ui":      {uiCommand, true},
 }
 
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -159,10 +159,6 @@ func TestReadmeIsShort(t *testing.T) {
 
 var link = regexp.MustCompile(`\]\(([^)#\s]+)(#[^)]*)?\)`)
 
-// pendingPages are linked from the README before they exist: the operator
-// console's page comes with the console.
-var pendingPages = []string{"docs/console.md"}
-
 // Every relative link of the README and of docs/ leads to a file or
 // folder of the repository, and every anchor to a heading of its page.
 func TestLinksResolve(t *testing.T) {
@@ -173,9 +169,6 @@ func TestLinksResolve(t *testing.T) {
 				continue
 			}
 			path := filepath.ToSlash(filepath.Join(filepath.Dir(page), target))
-			if slices.Contains(pendingPages, path) {
-				continue
-			}
 			if _, err := os.Stat(filepath.Join(root, path)); err != nil {
 				t.Errorf("%s: link to %s: %v", page, target, err)
 				continue
