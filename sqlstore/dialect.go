@@ -64,6 +64,11 @@ type dialect interface {
 	upsert(q *query, table, name, until string)
 	// txOptions are those of the heartbeat's transaction.
 	txOptions() *sql.TxOptions
+	// idleBound is the statement that ends the heartbeat's transaction
+	// on the server when it stays idle for d (its relay paused in the
+	// middle of it, holding its partitions' row locks), or "" where the
+	// database has none.
+	idleBound(d time.Duration) string
 	// deadlock reports whether err is the database's report that it
 	// rolled the transaction back to break a deadlock.
 	deadlock(err error) bool

@@ -137,6 +137,14 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 		}
 		return nil
 	}
+	if bound := d.idleBound(o.ttl); bound != "" {
+		// A relay paused in the middle of this transaction would hold its
+		// partitions' row locks, and other relays could not take them
+		// over: the server ends it after the time to live instead.
+		if err := exec("bound", newQuery(s.sx).sql(bound)); err != nil {
+			return beat{}, err
+		}
+	}
 
 	q := newQuery(s.sx)
 	d.upsert(q, relays, q.arg(o.name), d.dbLater(q, o.ttl))
@@ -225,8 +233,8 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 // relays take them at their next heartbeat without waiting for leases to
 // end. From the call on, no claim of this Store takes from them (they
 // drain): a claim in flight (a publication right after commit, say) is
-// waited for until ctx ends, the leases of what it holds kept renewed
-// meanwhile. A later bulk claim or heartbeat joins again.
+// waited for until it ends, its lease runs out or ctx ends, the leases
+// of what it holds kept renewed meanwhile. A later bulk claim or heartbeat joins again.
 func (o *owner) leave(ctx context.Context) error {
 	o.beatMu.Lock()
 	defer o.beatMu.Unlock()
@@ -250,6 +258,7 @@ func (o *owner) leave(ctx context.Context) error {
 		if !waiting {
 			break
 		}
+		o.l.expire(o.clock()) // a claim whose lease ran out holds nothing
 		if o.clock().Sub(renewed) >= o.every {
 			q := newQuery(s.sx)
 			q.sql("UPDATE ", s.t.Sibling(partitionsSuffix), " SET lease_until = ", s.d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name))

@@ -149,10 +149,11 @@ func TestMockOwnerDeadlockRetried(t *testing.T) {
 			s, mock := mockOwnerStore(t, d)
 			// The first renewal deadlocks at renew, and runs again.
 			steps := takeAll(d)
-			for _, st := range steps[:5] {
+			at := stepIndex(steps, "renew")
+			for _, st := range steps[:at] {
 				st.ok(mock)
 			}
-			steps[5].fail(mock, deadlockErr(d))
+			steps[at].fail(mock, deadlockErr(d))
 			mock.ExpectRollback()
 			expectRenewal(mock, steps)
 			mock.ExpectQuery(o.read("0,1")).WithArgs(readArgs(d)...).WillReturnRows(readRows(d))
@@ -232,7 +233,7 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%s/read owned rows", d, sc.name), func(t *testing.T) {
 				t.Parallel()
 				s, mock := mockOwnerStore(t, d)
-				for _, st := range steps[:6] {
+				for _, st := range steps[:stepIndex(steps, "read owned")] {
 					st.ok(mock)
 				}
 				mock.ExpectQuery(ownSQL{d}.readOwned()).WithArgs(mockRelay).
@@ -250,7 +251,7 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 	t.Run("no partitions", func(t *testing.T) {
 		s, mock := mockOwnerStore(t, SQLite)
 		steps := takeAll(SQLite)
-		for _, st := range steps[:4] {
+		for _, st := range steps[:stepIndex(steps, "count partitions")] {
 			st.ok(mock)
 		}
 		mock.ExpectQuery(ownSQL{SQLite}.countParts()).WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(0))
@@ -340,7 +341,7 @@ func TestMockOwnerLeave(t *testing.T) {
 func TestMockOwnerClaimIDsUnowned(t *testing.T) {
 	unowned := func(d Dialect, col string) string {
 		return " AND " + col + " IN (SELECT p.partition_no FROM " + ownSQL{d}.parts() + " p WHERE p.lease_until <= " +
-			ownSQL{d}.now() + ownSQL{d}.share() + ")"
+			ownSQL{d}.now() + map[Dialect]string{Postgres: " FOR SHARE SKIP LOCKED", MySQL: " LOCK IN SHARE MODE SKIP LOCKED"}[d] + ")"
 	}
 	idRead := func(d Dialect, n int) string {
 		return ph(d, "SELECT "+ownSQL{d}.cols()+", c.partition_no"+claimSQL{d: d, ordered: true, ids: n}.candidates()+

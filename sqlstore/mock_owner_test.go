@@ -281,6 +281,11 @@ func renewSteps(d Dialect, live int, before, after []int64) []renewStep {
 		{name: "begin",
 			ok:   func(m sqlmock.Sqlmock) { m.ExpectBegin() },
 			fail: func(m sqlmock.Sqlmock, err error) { m.ExpectBegin().WillReturnError(err) }},
+	}
+	if d == Postgres {
+		steps = append(steps, exec("bound", "SET LOCAL idle_in_transaction_session_timeout = "+fmt.Sprint(mockTTL.Milliseconds())))
+	}
+	steps = append(steps,
 		exec("register", o.register(), mockRelay, o.laterArg(mockTTL)),
 		exec("forget dead relays", o.forget(), o.laterArg(-24*time.Hour)),
 		query("count relays", o.countRelays(), func() *sqlmock.Rows {
@@ -289,7 +294,7 @@ func renewSteps(d Dialect, live int, before, after []int64) []renewStep {
 		query("count partitions", o.countParts(), count(2)),
 		exec("renew", o.renew(), o.laterArg(mockTTL), mockRelay),
 		query("read owned", o.readOwned(), owned(before), mockRelay),
-	}
+	)
 	mine := before
 	switch share := (2 + live - 1) / live; {
 	case len(before)/2 > share:
@@ -397,4 +402,14 @@ func ownClaim(t *testing.T, d Dialect, s *Store, mock sqlmock.Sqlmock) string {
 	}
 	equalIDs(t, "claimed", ids(claim.Events), []string{"e1", "e2"})
 	return claim.Token
+}
+
+// stepIndex returns the index of the step named name.
+func stepIndex(steps []renewStep, name string) int {
+	for i, st := range steps {
+		if st.name == name {
+			return i
+		}
+	}
+	panic("no step " + name)
 }

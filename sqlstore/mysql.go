@@ -209,6 +209,7 @@ func (mysqlDialect) dbLater(q *query, d time.Duration) string {
 func (mysqlDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON DUPLICATE KEY UPDATE seen_until = VALUES(seen_until)")
 }
+func (mysqlDialect) idleBound(time.Duration) string { return "" }
 func (mysqlDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }

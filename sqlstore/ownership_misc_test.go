@@ -1,8 +1,10 @@
 package sqlstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,9 +124,14 @@ func TestClaimOnATableWithoutPartitions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := ms[len(ms)-1].Version
-		if !strings.Contains(ms[len(ms)-1].Name, "partitions") {
-			t.Fatalf("the newest migration is %s, not the partitions one", ms[len(ms)-1].Name)
+		v := 0
+		for _, m := range ms {
+			if strings.Contains(m.Name, "_partitions") {
+				v = m.Version
+			}
+		}
+		if v == 0 {
+			t.Fatal("no partitions migration")
 		}
 		for _, stmt := range []string{
 			"DROP TABLE " + b.store.t.Sibling(partitionsSuffix),
@@ -200,4 +207,48 @@ func TestReadCursorWaitsForLateCommits(t *testing.T) {
 		got = append(got, ids(b.claim(t, 10).Events)...)
 	}
 	equalIDs(t, "claims after A1 committed late", got, []string{a1.ID, a2.ID})
+}
+
+// A claim by IDs never waits for a heartbeat: a partition row that a
+// relay's heartbeat holds locked (a relay paused in the middle of one)
+// counts as owned, and the event is left to the relays. Before, the
+// claim's share lock waited for as long as the heartbeat's transaction
+// stayed open.
+func TestClaimByIDsSkipsLockedPartitions(t *testing.T) {
+	for _, d := range []Dialect{Postgres, MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			db, st := ownTable(t, d, "writer")
+			writer := st[0]
+			e := ownEvents(1, 1)[0]
+			insertAll(t, db, writer, []*outbox.Event{e})
+			// A heartbeat in the middle of its transaction: it locks every
+			// partition row, as its renew and take do.
+			hb, err := db.BeginTxx(t.Context(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = hb.Rollback() }()
+			if _, err := hb.ExecContext(t.Context(), "UPDATE "+writer.t.Sibling(partitionsSuffix)+" SET token = token"); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			c, err := writer.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{e.ID}})
+			if err != nil {
+				t.Fatalf("claim by ID while a heartbeat holds the partitions: %v (after %v)", err, time.Since(start))
+			}
+			if len(c.Events) != 0 || !slices.Equal(c.Elsewhere, []string{e.ID}) {
+				t.Fatalf("claimed %d events, elsewhere %v; want none claimed and the event left to the relays", len(c.Events), c.Elsewhere)
+			}
+			if err := hb.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			c, err = writer.Claim(t.Context(), storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{e.ID}})
+			if err != nil || len(c.Events) != 1 {
+				t.Fatalf("claim by ID once the heartbeat ended: %v, %v; want the event (no relay owns it)", c, err)
+			}
+		})
+	}
 }

@@ -139,10 +139,18 @@ func (o *owner) readIDs(ctx context.Context, cr claimRun, owned map[int]int64, l
 // unowned appends, to the conditions of a row-lease claim by IDs, that
 // the row's partition has no live owner, read under a share lock (see
 // owner.claim): a relay that takes the partition at the same moment
-// waits for the claim, or the claim sees the new owner.
+// waits for the claim, or the claim sees the new owner. A partition row
+// that a heartbeat holds locked (renewing, giving back or taking it) is
+// skipped, as owned: a claim right after commit never waits for a relay,
+// not even one paused in the middle of its heartbeat, and what it skips
+// is left to the relays.
 func (o *owner) unowned(q *query, col string) {
 	s := o.s
-	q.sql(" AND ", col, " IN (SELECT p.partition_no FROM ", s.t.Sibling(partitionsSuffix), " p WHERE p.lease_until <= ", s.d.dbNow(), s.d.shareLock(), ")")
+	lock := s.d.shareLock()
+	if lock != "" {
+		lock += " SKIP LOCKED"
+	}
+	q.sql(" AND ", col, " IN (SELECT p.partition_no FROM ", s.t.Sibling(partitionsSuffix), " p WHERE p.lease_until <= ", s.d.dbNow(), lock, ")")
 }
 
 // partIn is the condition "col is one of the partitions", written out:

@@ -225,6 +225,9 @@ func (postgresDialect) dbLater(q *query, d time.Duration) string {
 func (postgresDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = EXCLUDED.seen_until")
 }
+func (postgresDialect) idleBound(d time.Duration) string {
+	return "SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(d.Milliseconds(), 1), 10)
+}
 func (postgresDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }

@@ -179,7 +179,7 @@ inline isHead(ev, loose) {
 }
 
 /* the end of a flight (mark, expire): busy released, and the claimers
-   whose read is running learn it. Go: owner.finish */
+   whose read is running learn it. Go: ledger.finish */
 inline finish(r, s) {
 	mem[r].doneSince[0] = mem[r].doneSince[0] | mem[r].reg[s];
 	mem[r].doneSince[1] = mem[r].doneSince[1] | mem[r].reg[s];
@@ -190,7 +190,7 @@ inline clearHand(r, s) {
 	mem[r].hand[s] = 0; mem[r].acked[s] = 0; mem[r].stale[s] = 0; mem[r].row[s] = 0
 }
 
-/* expire (Go: owner.expire, at the start of every claim): a flight whose
+/* expire (Go: ledger.expire, at the start of every claim): a flight whose
    claim lease passed locally is dropped, its events claimable again;
    the claimer may still be publishing what it holds */
 inline expire(r) {
@@ -225,7 +225,7 @@ inline publish(r, s) {
 	mem[r].acked[s] = mem[r].hand[s]
 }
 
-/* mark (Go: Store.MarkSynced, owner.fence): an in-memory claim under the fence (the
+/* mark (Go: owner.markSynced, owner.fence): an in-memory claim under the fence (the
    partition still owned by r with the token of the claim, read under a
    share lock), a row-lease claim by its claim token; then the flight is
    done. P5: a row changes only under the fence. */

@@ -13,7 +13,7 @@ end:
 		   with their tokens, and the busy aggregates. Then the read (no
 		   lock, no write): the pending events of those partitions, busy
 		   aggregates left out; a running row lease is read as leased.
-		   Go: owner.claimBulk (snapshot, read) */
+		   Go: owner.claim (ledger.claimable, owner.readBulk) */
 		expire(r);
 		busyAggs(r);
 		mem[r].doneSince[0] = 0;
@@ -39,7 +39,7 @@ end:
 		   is still claimable with the same token, it is not in flight
 		   and not finished since the read began, its aggregate is not
 		   busy, it is not row-leased, and nothing earlier of its
-		   aggregate was skipped in this read. Go: owner.take */
+		   aggregate was skipped in this read. Go: ledger.take */
 		busyAggs(r);
 		a = 0; /* aggregates skipped in this read */
 		for (e : 0 .. NE-1) {
@@ -93,7 +93,7 @@ end:
 /* rowLease: the partition's row read under a share lock (a heartbeat
    holding it is waited for: phase 4); no live owner -> lease the event
    if pending, the first undelivered of its aggregate and not leased;
-   else leave it to the owner. Go: owner.claimByID -> rowLease */
+   else leave it to the owner. Go: owner.claim (IDs) -> owner.leaseUnowned */
 inline rowLease() {
 	p = PART(wNext);
 	isHead(wNext, LOOSE_ROWLEASE_ON);
@@ -110,7 +110,7 @@ inline rowLease() {
 /* commit, then claimByID under mu: expire; the partition claimable here
    -> the read (readIDs, no lock: pending, first undelivered of its
    aggregate, not row-leased), then take (phase 3); else rowLease.
-   Go: Outbox.Publish after commit -> Store.Claim(IDs) -> owner.claimByID */
+   Go: Outbox.Publish after commit -> Store.Claim(IDs) -> owner.claim (owner.readIDs) */
 inline commitAndClaim() {
 	committed = committed | BIT(wNext); wLast = now + 1;
 	printf("t%d r%d commit e%d\n", now, wProc, wNext);
@@ -137,7 +137,7 @@ end:
 	:: d_step { wPhase == 0 && wNext < NE && wLast <= now && now <= WMAX && HOST(0) -> wProc = 0; commitAndClaim() }
 	:: d_step { wPhase == 0 && wNext < NE && wLast <= now && now <= WMAX && HOST(1) -> wProc = 1; commitAndClaim() }
 	:: d_step { wPhase == 3 && W_ALIVE ->
-		/* claimByID's take under mu, as claimBulk's. Go: owner.take */
+		/* claimByID's take under mu, as claimBulk's. Go: ledger.take */
 		p = PART(wNext);
 		busyAggs(wProc);
 #ifdef NO_RECHECK

@@ -7,7 +7,7 @@
    UPDATE locks the rows of mine); then under mu drain beyond the share
    (prefer partitions with nothing in flight), and giveBack the draining
    ones with nothing in flight now (R1: in the snapshot).
-   Go: owner.heartbeat (renew, share), owner.drain under mu */
+   Go: owner.beatTx (register, share, renew), ledger.decide under mu */
 inline hbOpen(r) {
 	sentAt[r] = now;
 	n = 1;
@@ -60,7 +60,7 @@ inline hbOpen(r) {
    then under mu parts = mine with localUntil = sentAt + TTL, the
    draining partitions not given back still draining. Leave ends here:
    nothing owned, nothing in flight: delete relays(me).
-   Go: owner.heartbeat (giveBack, take, commit), owner.leave */
+   Go: owner.beatTx (give back, take, commit), ledger.adopt, owner.leave */
 inline hbCommit(r) {
 	seenUntil[r] = now + LEASE;
 	hNew[r] = 0;
@@ -120,7 +120,7 @@ end:
 	:: d_step { RUNNING(r) && hPhase[r] == 2 -> hbCommit(r); hPhase[r] = 0 }
 	:: d_step { RUNNING(r) && hPhase[r] == 0 && !leaving[r] && leaves > 0 && now <= FMAX ->
 		/* leave (SIGTERM): under mu every partition draining.
-		   Go: owner.leave (from Outbox.leave) */
+		   Go: owner.leave, ledger.leave (from Outbox.leave) */
 		leaves--; leaving[r] = 1; mem[r].drain = mem[r].own;
 		printf("t%d r%d leave: all draining\n", now, r) }
 	od
