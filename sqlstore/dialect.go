@@ -69,6 +69,12 @@ type dialect interface {
 	// middle of it, holding its partitions' row locks), or "" where the
 	// database has none.
 	idleBound(d time.Duration) string
+	// sessionBound is, where the database has no such bound on one
+	// transaction (MySQL), the statement that makes the server close the
+	// heartbeat's connection once idle for d, and the one that puts the
+	// session's default back before the connection returns to the pool;
+	// "" and "" elsewhere.
+	sessionBound(d time.Duration) (set, reset string)
 	// deadlock reports whether err is the database's report that it
 	// rolled the transaction back to break a deadlock.
 	deadlock(err error) bool

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"slices"
@@ -126,7 +127,28 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	d := s.d
 	parts, relays := s.t.Sibling(partitionsSuffix), s.t.Sibling(relaysSuffix)
 	sent := o.clock()
-	tx, err := s.db.BeginTxx(ctx, d.txOptions())
+	// A relay paused in the middle of its heartbeat would hold its
+	// partitions' row locks, and other relays could not take them over:
+	// the server ends such a transaction after the time to live instead
+	// (on Postgres a bound on the transaction, on MySQL on its
+	// connection, put back before the connection goes back to the pool).
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		return beat{}, beatErr("connect", err)
+	}
+	defer conn.Close()
+	if set, reset := d.sessionBound(o.ttl); set != "" {
+		if _, err := conn.ExecContext(ctx, set); err != nil {
+			return beat{}, beatErr("bound", err)
+		}
+		defer func() {
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), reset); err != nil {
+				// Never hand a connection with the bound to the pool.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
+	tx, err := conn.BeginTxx(ctx, d.txOptions())
 	if err != nil {
 		return beat{}, beatErr("begin", err)
 	}
@@ -138,9 +160,6 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 		return nil
 	}
 	if bound := d.idleBound(o.ttl); bound != "" {
-		// A relay paused in the middle of this transaction would hold its
-		// partitions' row locks, and other relays could not take them
-		// over: the server ends it after the time to live instead.
 		if err := exec("bound", newQuery(s.sx).sql(bound)); err != nil {
 			return beat{}, err
 		}

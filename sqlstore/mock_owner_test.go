@@ -277,11 +277,19 @@ func renewSteps(d Dialect, live int, before, after []int64) []renewStep {
 		return func() *sqlmock.Rows { return sqlmock.NewRows([]string{"n"}).AddRow(n) }
 	}
 	owned := func(ps []int64) func() *sqlmock.Rows { return func() *sqlmock.Rows { return ownedRows(ps...) } }
-	steps := []renewStep{
+	var steps []renewStep
+	if d == MySQL {
+		steps = append(steps, renewStep{name: "bound",
+			ok: func(m sqlmock.Sqlmock) {
+				m.ExpectExec(mysqlBound).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+			},
+			fail: func(m sqlmock.Sqlmock, err error) { m.ExpectExec(mysqlBound).WithoutArgs().WillReturnError(err) }})
+	}
+	steps = append(steps, []renewStep{
 		{name: "begin",
 			ok:   func(m sqlmock.Sqlmock) { m.ExpectBegin() },
 			fail: func(m sqlmock.Sqlmock, err error) { m.ExpectBegin().WillReturnError(err) }},
-	}
+	}...)
 	if d == Postgres {
 		steps = append(steps, exec("bound", "SET LOCAL idle_in_transaction_session_timeout = "+fmt.Sprint(mockTTL.Milliseconds())))
 	}
@@ -323,6 +331,9 @@ func renewSteps(d Dialect, live int, before, after []int64) []renewStep {
 	steps = append(steps, renewStep{name: "commit",
 		ok:   func(m sqlmock.Sqlmock) { m.ExpectCommit() },
 		fail: func(m sqlmock.Sqlmock, err error) { m.ExpectCommit().WillReturnError(err) }})
+	if d == MySQL {
+		steps = append(steps, renewStep{name: "reset", ok: expectReset, fail: func(m sqlmock.Sqlmock, _ error) { expectReset(m) }})
+	}
 	if len(mine) > 0 {
 		var ps []string
 		for i := 0; i < len(mine); i += 2 {
@@ -412,4 +423,26 @@ func stepIndex(steps []renewStep, name string) int {
 		}
 	}
 	panic("no step " + name)
+}
+
+// The statements that bound a MySQL heartbeat's connection and put the
+// session's default back.
+const (
+	mysqlBound = "SET SESSION wait_timeout = 75" // mockTTL
+	mysqlReset = "SET SESSION wait_timeout = DEFAULT"
+)
+
+func expectReset(m sqlmock.Sqlmock) {
+	m.ExpectExec(mysqlReset).WithoutArgs().WillReturnResult(sqlmock.NewResult(0, 0))
+}
+
+// expectAfterFailure expects what a heartbeat runs after its step failed:
+// the rollback of its transaction, and on MySQL the reset of the bound.
+func expectAfterFailure(m sqlmock.Sqlmock, d Dialect, st renewStep) {
+	if st.inTx {
+		m.ExpectRollback()
+	}
+	if d == MySQL && st.name != "bound" && st.name != "read dead aggregates" {
+		expectReset(m)
+	}
 }

@@ -210,6 +210,13 @@ func (mysqlDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON DUPLICATE KEY UPDATE seen_until = VALUES(seen_until)")
 }
 func (mysqlDialect) idleBound(time.Duration) string { return "" }
+
+// sessionBound: MySQL and MariaDB close a connection idle for
+// wait_timeout seconds, inside a transaction too, and roll it back.
+func (mysqlDialect) sessionBound(d time.Duration) (string, string) {
+	secs := max((d+time.Second-1)/time.Second, 1)
+	return "SET SESSION wait_timeout = " + strconv.FormatInt(int64(secs), 10), "SET SESSION wait_timeout = DEFAULT"
+}
 func (mysqlDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }

@@ -228,6 +228,7 @@ func (postgresDialect) upsert(q *query, table, name, until string) {
 func (postgresDialect) idleBound(d time.Duration) string {
 	return "SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(d.Milliseconds(), 1), 10)
 }
+func (postgresDialect) sessionBound(time.Duration) (string, string) { return "", "" }
 func (postgresDialect) txOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }

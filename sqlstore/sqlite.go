@@ -68,8 +68,9 @@ func (sqliteDialect) dbLater(q *query, d time.Duration) string {
 func (sqliteDialect) upsert(q *query, table, name, until string) {
 	q.sql("INSERT INTO ", table, " (owner, seen_until) VALUES (", name, ", ", until, ") ON CONFLICT (owner) DO UPDATE SET seen_until = excluded.seen_until")
 }
-func (sqliteDialect) txOptions() *sql.TxOptions      { return nil }
-func (sqliteDialect) idleBound(time.Duration) string { return "" }
+func (sqliteDialect) txOptions() *sql.TxOptions                   { return nil }
+func (sqliteDialect) idleBound(time.Duration) string              { return "" }
+func (sqliteDialect) sessionBound(time.Duration) (string, string) { return "", "" }
 
 // deadlock: never; SQLite has one writer at a time.
 func (sqliteDialect) deadlock(error) bool { return false }
