@@ -64,6 +64,15 @@ func (c *countingStore) Leave(ctx context.Context) error {
 	return nil
 }
 
+// Heartbeat passes on to a store that owns partitions; for one that does
+// not, there is nothing to beat.
+func (c *countingStore) Heartbeat(ctx context.Context) (time.Duration, bool, error) {
+	if l, ok := c.relayStore.(storage.Owner); ok {
+		return l.Heartbeat(ctx)
+	}
+	return 0, false, nil
+}
+
 // Rebalancing passes on to a store that owns partitions.
 func (c *countingStore) Rebalancing() bool {
 	l, ok := c.relayStore.(storage.Owner)
