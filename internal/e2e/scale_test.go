@@ -477,7 +477,7 @@ func TestScalePoisonEvent(t *testing.T) {
 		waitFor(t, "the re-queued event to be marked", func() bool {
 			return status(t, store, held[0].ID).Delivery.Status() == outbox.StatusSynced
 		})
-		if d := status(t, store, held[0].ID).Delivery; d.LastError != "schema violation" {
+		if d := status(t, store, held[0].ID).Delivery; d.LastError != sqlstore.RequeuedErrorPrefix+"schema violation" {
 			t.Fatalf("re-queued event lost its history: %+v", d)
 		}
 	})
