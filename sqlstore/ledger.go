@@ -290,6 +290,20 @@ func (l *ledger) rebalancing(now time.Time) bool {
 	return l.renewed && !l.left && len(l.parts)-len(l.draining) < l.share && now.Before(l.eagerUntil)
 }
 
+// hurried reports whether the Store is in the middle of a rebalance:
+// it drains partitions that still have events in flight, or it is short
+// of its fair share within eagerWindow of a change (others are giving
+// partitions back). Its heartbeat then comes sooner, so that a handoff
+// takes a fraction of a second, not several heartbeats.
+func (l *ledger) hurried(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.left || !l.renewed {
+		return false
+	}
+	return len(l.draining) > 0 || (len(l.parts)-len(l.draining) < l.share && now.Before(l.eagerUntil))
+}
+
 // eagerWindow is how long after relays joined or left, or after it took
 // partitions, a Store short of its fair share keeps its relay claiming
 // every rebalance wait. With a partition count that does not divide

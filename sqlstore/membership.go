@@ -78,7 +78,12 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	if err != nil {
 		return o.every, false, err
 	}
-	return b.next(o.every), o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl), nil
+	took = o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl)
+	next = b.next(o.every)
+	if o.l.hurried(o.clock()) {
+		next = min(next, max(o.every/10, MinHeartbeat))
+	}
+	return next, took, nil
 }
 
 // beat is what a committed heartbeat found: the partitions owned with
