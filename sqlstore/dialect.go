@@ -92,13 +92,6 @@ type syntax struct {
 	maxStatementBytes int
 	// arrays: a list of IDs can travel as one TEXT[] parameter.
 	arrays bool
-	// readCursor: a relay's bulk reads go on from a cursor (see
-	// owner.readBulk). Postgres keeps the index entries of marked rows
-	// until vacuum, and a read from the oldest pending event walks past
-	// all of them; SQLite removes them at once and InnoDB's purge soon
-	// after, so a full read costs them nothing (on SQLite the cursor's
-	// statement was measured slower: 8,100 events/s against 20,000).
-	readCursor bool
 
 	// timeCol is the select expression that reads time column col back
 	// as something dbTime can scan.

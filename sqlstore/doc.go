@@ -96,14 +96,11 @@
 // checked by spin in the tests), with the same names as the code
 // (ledger.go holds its rules, membership.go its heartbeat).
 //
-// On Postgres a relay's reads go on from where its last read stopped (a
-// cursor in memory: the claim index read as a range from the last event
-// it took), rather than from the oldest pending event, past the index
-// entries of every event marked since the last vacuum. Whatever could give an event
-// below the cursor back (a failure, a release, a claim whose lease ended,
-// a hold ending, a re-queue, a partition taken over) makes the next read
-// a full one, and so does a second's time, for events whose transaction
-// commits after a later one was read.
+// Every bulk read of a relay starts from the oldest pending event of its
+// partitions. (Earlier versions read on from where the last read stopped,
+// on Postgres; that passed over an event whose transaction took its seq
+// before the read passed it and committed after, and the next event of
+// its aggregate went first.)
 //
 // WithRowLeases keeps the protocol of earlier versions: each claim leases
 // its rows under a token (FOR UPDATE SKIP LOCKED on Postgres and MySQL).

@@ -124,13 +124,6 @@ func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time
 			}
 			continue
 		}
-		if row.Behind.Int64 == 1 {
-			// An earlier event of its aggregate committed below the
-			// cursor: a full read comes next, and takes them in order.
-			blocked[row.AggregateID] = true
-			l.cursor.dirty()
-			continue
-		}
 		if row.Attempts > 0 && row.NextAttemptAt.After(r.now) {
 			if agg != "" {
 				l.holds[agg] = row.NextAttemptAt.Time
@@ -242,13 +235,6 @@ func (l *ledger) finish(token string, ids []string) {
 	if !ok {
 		return
 	}
-	if token != l.cursor.lastBulk || len(l.reads) > 0 {
-		// The events of this claim held back the later events of their
-		// aggregates from a read that began while it was in flight (one
-		// running now, or the last bulk read when this claim is another
-		// one), and those may be below the cursor.
-		l.cursor.dirty()
-	}
 	for _, id := range ids {
 		if f.agg[id] > 0 {
 			l.doneLocked(f, id)
@@ -300,7 +286,6 @@ func (l *ledger) expire(mono time.Time) {
 				l.doneLocked(f, id)
 			}
 			delete(l.flights, tok)
-			l.cursor.dirty()
 		}
 	}
 }
@@ -311,7 +296,6 @@ func (l *ledger) expire(mono time.Time) {
 func (l *ledger) failed(token string, failures []storage.Failure, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.cursor.dirty()
 	f, ok := l.flights[token]
 	if !ok {
 		return
@@ -356,9 +340,7 @@ func (l *ledger) skipList(ordered, passDead bool, now time.Time) (aggs []string,
 			if until.After(now) {
 				aggs = append(aggs, agg)
 			} else {
-				// Its events are due again, and may be below the cursor.
-				delete(l.holds, agg)
-				l.cursor.dirty()
+				delete(l.holds, agg) // its events are due again
 			}
 		}
 		for agg := range l.busy {
@@ -397,7 +379,6 @@ func (l *ledger) deadChanged() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.deadStale = true
-	l.cursor.dirty()
 }
 
 // staleDead returns the owned partitions with their tokens when the dead
@@ -413,12 +394,4 @@ func (l *ledger) staleDead() map[int]int64 {
 		parts[p] = pl.token
 	}
 	return parts
-}
-
-// released makes the next bulk read a full one: events given back may be
-// below the cursor.
-func (l *ledger) released() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.cursor.dirty()
 }

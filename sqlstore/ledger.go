@@ -44,8 +44,6 @@ type ledger struct {
 	// dead again first.
 	deadStale bool
 
-	cursor cursorState
-
 	// finishes counts the events whose claim ended (marked, failed,
 	// released); finished holds when each ended, for as long as a read
 	// that began before that is running (reads), so that a read never
@@ -184,9 +182,6 @@ func (l *ledger) adopt(mine map[int]int64, dead map[int]map[string]bool, count, 
 		if old, ok := l.parts[p]; !ok || old.token != tok {
 			gained = true
 		}
-	}
-	if gained || len(mine) != len(l.parts) {
-		l.cursor.dirty() // taken (its events are below the cursor) or lost
 	}
 	l.parts = make(map[int]partLease, len(mine))
 	for p, tok := range mine {

@@ -218,35 +218,3 @@ func TestLedgerAdopt(t *testing.T) {
 		t.Fatal("a partition taken again under a new token is not a gain")
 	}
 }
-
-// A read from the cursor is over the partitions the cursor was read
-// over: a partition that comes back (no longer draining, taken again)
-// has events below the cursor, and the read over it is a full one. Else
-// a later event of one of its aggregates, above the cursor, would be
-// taken before an earlier one below it.
-func TestLedgerCursorFollowsPartitions(t *testing.T) {
-	l := owning(map[int]int64{0: 1, 1: 1}, 2)
-	readOver := func(parts map[int]int64, seqs ...int64) {
-		_, fromCursor, gen := l.cursorFor(true, partKey(parts), t0)
-		taken := map[int64]bool{}
-		for _, s := range seqs {
-			taken[s] = true
-		}
-		l.advance(seqs, make([]int, len(seqs)), taken, fromCursor, true, partKey(parts), gen, t0)
-	}
-	both := l.claimable(t0, tMargin)
-	readOver(both, 5, 6)
-	if c, ok, _ := l.cursorFor(true, partKey(both), t0); !ok || c.seq != 6 {
-		t.Fatalf("cursor %+v, %v after a full read; want one at 6", c, ok)
-	}
-	l.decide(map[int]int64{0: 1, 1: 1}, 1) // partition 1 drains
-	one := l.claimable(t0, tMargin)
-	if _, ok, _ := l.cursorFor(true, partKey(one), t0); ok {
-		t.Fatal("a cursor made over two partitions serves a read over one")
-	}
-	readOver(one, 9)
-	l.decide(map[int]int64{0: 1, 1: 1}, 2) // and comes back
-	if _, ok, _ := l.cursorFor(true, partKey(l.claimable(t0, tMargin)), t0); ok {
-		t.Fatal("a cursor read over a partition that came back: its events below the cursor would be passed over")
-	}
-}

@@ -130,23 +130,12 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		rows = append(rows, leased...)
 		elsewhere = without(tried, idsOf(leased))
 	case len(owned) > 0:
-		read, fromCursor, gen, err := o.readBulk(ctx, cr, owned, req.Limit)
+		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
+		read, err := o.read(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
 		if err != nil {
 			return nil, err
 		}
-		seqs, prios := make([]int64, len(read)), make([]int, len(read))
-		for i, r := range read {
-			seqs[i], prios[i] = r.Seq, r.Priority
-		}
 		rows = o.l.take(read, owned, tr, o.clock())
-		taken := make(map[int64]bool, len(rows))
-		for _, r := range rows {
-			taken[r.Seq] = true
-		}
-		o.l.advance(seqs, prios, taken, fromCursor, cr.ordered, partKey(owned), gen, o.clock())
-		if len(rows) > 0 {
-			o.l.bulkTaken(cr.token)
-		}
 	}
 	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
 	events, err := o.s.decodeClaimed(ctx, cr, rows)
@@ -264,7 +253,6 @@ func (o *owner) release(ctx context.Context, token string, ids []string) (int, e
 		return 0, fmt.Errorf("sqlstore: release: %w", err)
 	}
 	o.l.finish(token, h.ids)
-	o.l.released()
 	if len(h.leased) > 0 {
 		n, err := o.rows.release(ctx, token, h.leased)
 		o.l.finish(token, h.leased)

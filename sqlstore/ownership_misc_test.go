@@ -34,12 +34,11 @@ func TestDefaultRelayNamesDiffer(t *testing.T) {
 	}
 }
 
-// The read cursor never lets a later event of an aggregate go before an
-// earlier one that a claim gave back, failed or let expire: each of those
-// makes the next read start again from the oldest pending event. A1 and
-// B1 are claimed (the cursor then stands past both), A2 is saved after
-// them; whatever happened to A1, the next claims return A1 before A2.
-func TestReadCursorGivesBackWhatClaimsReturn(t *testing.T) {
+// A later event of an aggregate never goes before an earlier one that a
+// claim gave back, failed or let expire. A1 and B1 are claimed, A2 is
+// saved after them; whatever happened to A1, the next claims return A1
+// before A2.
+func TestClaimsGiveBackInOrder(t *testing.T) {
 	for _, how := range []string{"release", "fail", "expire"} {
 		t.Run(how, func(t *testing.T) {
 			eachDialect(t, func(t *testing.T, b *bundle) {
@@ -172,18 +171,18 @@ func TestRelayNameTooLong(t *testing.T) {
 }
 
 // Transactions commit in an order other than their seqs': an event can
-// become visible below the read cursor after the cursor passed its seq.
-// The next event of its aggregate, saved once it committed, is then
-// above the cursor, and a read from the cursor must not take it first:
+// become visible after a later seq was read and claimed. The next event
+// of its aggregate, saved once it committed, must not be taken first (a
+// read that went on from where the last one stopped did):
 // A1 is saved in a transaction that stays open while B1 is saved,
 // claimed and marked (the cursor passes A1's seq); A1 commits, A2 is
 // saved; the claims that follow return A1 before A2.
-func TestReadCursorWaitsForLateCommits(t *testing.T) {
+func TestLateCommitKeepsOrder(t *testing.T) {
 	b := setup(t, Postgres)
 	ctx := t.Context()
 	z := b.event("Z", 0)
 	b.save(t, z)
-	b.mark(t, b.claim(t, 10), z) // a full read: the cursor starts
+	b.mark(t, b.claim(t, 10), z)
 
 	a1, b1, a2 := b.event("A", 0), b.event("B", 0), b.event("A", 0)
 	late, err := b.db.BeginTx(ctx, nil)

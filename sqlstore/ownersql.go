@@ -24,26 +24,16 @@ import (
 // not due or are leased are left out; those with one are read, so that
 // they hold their aggregate (see ledger.take).
 //
-// A read from the cursor (cur) reads only the events past it, and marks
-// those whose aggregate has an undelivered event at or below it (Behind):
-// events commit in an order other than their seqs', so an event can
-// become visible below the cursor after the cursor passed its seq, and
-// the next event of its aggregate, saved after it committed, above.
-func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64, cur *readCursor) ([]eventRow, error) {
+// Every read starts from the oldest pending event: a read that went on
+// from where the last one stopped (a cursor) passed over an event whose
+// transaction took its seq before the cursor passed it and committed
+// after, and took the next event of its aggregate first.
+func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, error) {
 	s := o.s
 	now := s.sx.Time(cr.now)
 	q := newQuery(s.sx)
-	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased")
-	if cur != nil && cr.ordered {
-		// A row whose aggregate has an undelivered event at or below the
-		// cursor: that event's transaction took its seq before the
-		// cursor passed it and committed after, so no cursor read finds
-		// it. The row waits (ledger.take) for a full read, which takes
-		// the aggregate's events in order.
-		q.sql(", CASE WHEN c.aggregate_id <> '' AND EXISTS (SELECT 1 ", s.undelivered("b", "c.aggregate_id", cr.passDead),
-			" AND b.seq <= ", q.arg(cur.seq), ") THEN 1 ELSE 0 END AS behind")
-	}
-	q.sql(" FROM ", s.t.Quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
+	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
+		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
 	if cr.ordered {
 		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
 	} else {
@@ -55,17 +45,7 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	switch {
-	case cur != nil:
-		// From the cursor on, at the one priority every pending event
-		// had; an event of another priority makes it read nothing (two
-		// index probes at the edges of that priority's range), and the
-		// caller reads in full.
-		p := q.arg(cur.prio)
-		q.sql(" AND c.priority = ", p, " AND c.seq > ", q.arg(cur.seq),
-			" AND NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " m WHERE m.synced_at IS NULL AND m.dead_at IS NULL AND m.priority > ", q.arg(cur.prio), ")",
-			" AND NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " m WHERE m.synced_at IS NULL AND m.dead_at IS NULL AND m.priority < ", q.arg(cur.prio), ")")
-	case cr.ordered:
+	if cr.ordered {
 		// The lowest pending priority, read from the end of the claim
 		// index (priority DESC, seq) as one entry.
 		q.sql(" AND (c.aggregate_id = '' OR c.priority = (SELECT m.priority FROM ", s.t.Quoted,
@@ -74,36 +54,6 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	}
 	claimOrder(q, limit)
 	return claimRows(ctx, s.db, q)
-}
-
-// readBulk is the read of a bulk claim: from the read cursor when there
-// is a clean one, else (and when that reads nothing) in full. It
-// returns the rows, whether they came from the cursor, and the cursor's
-// generation when the read began (see ledger.advance).
-func (o *owner) readBulk(ctx context.Context, cr claimRun, owned map[int]int64, limit int) ([]eventRow, bool, uint64, error) {
-	skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
-	cur, ok, gen := o.l.cursorFor(cr.ordered, partKey(owned), o.clock())
-	if ok && o.s.sx.readCursor {
-		rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, &cur)
-		if err != nil || len(rows) > 0 {
-			return rows, true, gen, err
-		}
-	}
-	rows, err := o.read(ctx, cr, owned, limit, skipAggs, skipSeqs, nil)
-	return rows, false, gen, err
-}
-
-// partKey names a set of partitions with their tokens, for the read
-// cursor: partitions and tokens in partition order.
-func partKey(parts map[int]int64) string {
-	var b []byte
-	for _, p := range slices.Sorted(maps.Keys(parts)) {
-		b = strconv.AppendInt(b, int64(p), 10)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, parts[p], 10)
-		b = append(b, ',')
-	}
-	return string(b)
 }
 
 // leasedCol is 1 for a row leased to a claim by IDs (see owner.claim),

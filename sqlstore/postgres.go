@@ -17,13 +17,12 @@ import (
 type postgresDialect struct{}
 
 var postgresSyntax = &syntax{
-	Syntax:     sqlschema.SyntaxOf(Postgres),
-	maxParams:  65535,
-	arrays:     true,
-	readCursor: true,
-	timeCol:    sameExpr,
-	castTime:   func(ph string) string { return "CAST(" + ph + " AS TIMESTAMPTZ)" },
-	castText:   func(ph string) string { return "CAST(" + ph + " AS TEXT)" },
+	Syntax:    sqlschema.SyntaxOf(Postgres),
+	maxParams: 65535,
+	arrays:    true,
+	timeCol:   sameExpr,
+	castTime:  func(ph string) string { return "CAST(" + ph + " AS TIMESTAMPTZ)" },
+	castText:  func(ph string) string { return "CAST(" + ph + " AS TEXT)" },
 }
 
 func (postgresDialect) syntax() *syntax { return postgresSyntax }

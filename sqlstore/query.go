@@ -158,10 +158,6 @@ type eventRow struct {
 	// Leased is 1 for a row leased to a claim by IDs, read only by the
 	// bulk claim of partition ownership.
 	Leased sql.NullInt64 `db:"leased"`
-	// Behind is 1 for a row read from the read cursor whose aggregate has
-	// an undelivered event at or below the cursor (one whose transaction
-	// committed after the cursor passed its seq): see owner.read.
-	Behind sql.NullInt64 `db:"behind"`
 }
 
 // field returns the destination of column col, or nil for a column an
@@ -200,8 +196,6 @@ func (r *eventRow) field(col string) any {
 		return &r.Head
 	case "partition_no":
 		return &r.Partition
-	case "behind":
-		return &r.Behind
 	case "leased":
 		return &r.Leased
 	}
