@@ -288,8 +288,9 @@ func (l *ledger) rebalancing(now time.Time) bool {
 // hurried reports whether the Store is in the middle of a rebalance:
 // it drains partitions that still have events in flight, or it is short
 // of its fair share within eagerWindow of a change (others are giving
-// partitions back). Its heartbeat then comes sooner, so that a handoff
-// takes a fraction of a second, not several heartbeats.
+// partitions back). Its heartbeat then comes every twentieth of the
+// period (at least MinHeartbeat), so that a handoff takes a fraction of
+// a second, not several heartbeats.
 func (l *ledger) hurried(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -81,7 +81,7 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	took = o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl)
 	next = b.next(o.every)
 	if o.l.hurried(o.clock()) {
-		next = min(next, max(o.every/10, MinHeartbeat))
+		next = min(next, max(o.every/20, MinHeartbeat))
 	}
 	return next, took, nil
 }
