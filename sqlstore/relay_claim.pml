@@ -124,9 +124,12 @@ inline commitAndClaim() {
 		printf("t%d r%d claimByID e%d: read %d\n", now, wProc, wNext, wHas);
 		wPhase = 3
 	:: else ->
+		/* a partition row a heartbeat holds locked counts as owned:
+		   SKIP LOCKED, the event is left to the relays.
+		   Go: owner.unowned */
 		if
 		:: lockedBy[p] == NONE -> rowLease()
-		:: else -> wPhase = 4
+		:: else -> printf("t%d r%d claimByID e%d: partition locked, left to the relay\n", now, wProc, wNext); wPhase = 0; wNext++
 		fi
 	fi
 }
@@ -158,7 +161,6 @@ end:
 		:: else -> printf("t%d r%d claimByID e%d: not taken\n", now, wProc, wNext); wPhase = 0; wNext++ /* left to the relay */
 		fi;
 		wTok = 0; wHas = 0; wStale = 0; mem[wProc].doneSince[1] = 0 }
-	:: d_step { wPhase == 4 && W_ALIVE && lockedBy[PART(wNext)] == NONE -> rowLease() }
 	:: d_step { wPhase == 5 && W_ALIVE ->
 		printf("t%d r%d claimByID: publish %d\n", now, wProc, mem[wProc].hand[1]);
 		publish(wProc, 1); wPhase = 6 }
