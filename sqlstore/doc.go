@@ -205,7 +205,11 @@
 // Times are TEXT ('2006-01-02 15:04:05.000000', UTC), which sorts in time
 // order and which SQLite's date functions read. Schema-qualified table
 // names are not supported. A transaction that the service holds open
-// holds SQLite's only write lock, so relays wait for it.
+// holds SQLite's only write lock, so relays wait for it. So does a relay
+// process stopped (SIGSTOP, a debugger) inside one of its own short
+// transactions: with no server to end that transaction, every writer of
+// the file, the service included, waits until the process goes on or
+// dies. Its partition moves to another relay only once that lock is free.
 //
 // # Watching the outbox
 //

@@ -656,8 +656,7 @@ func TestPartitionsMoveFromAPausedRelay(t *testing.T) {
 		other := f.startRelay("other", 0)
 		f.waitFair("paused", "other")
 
-		key := paused.nextPublished(t)
-		paused.signal(t, syscall.SIGSTOP)
+		key := f.pauseOutsideWriteLock(paused)
 		stoppedAt := time.Now()
 		inFlight := paused.batch(key)
 		gone := ownedBy(f.partitions(), "paused")
@@ -693,6 +692,50 @@ func TestPartitionsMoveFromAPausedRelay(t *testing.T) {
 		t.Logf("%d events; %d partitions moved %v after the pause; %d arrived twice; %v in all",
 			saved, len(gone), moved.Round(time.Millisecond), len(repeated), time.Since(start).Round(time.Millisecond))
 	})
+}
+
+// pauseOutsideWriteLock stops r (SIGSTOP) just after it published a
+// batch and returns that batch's key. On SQLite, whose one write lock a
+// stopped process keeps (there is no server to end its transaction), it
+// resumes r and tries again whenever the pause caught r holding that lock:
+// no relay, and no service, can write the file until r goes on or dies.
+// sqlstore's documentation says so; this test checks what a pause outside
+// that lock does.
+func (f *partFixture) pauseOutsideWriteLock(r *relayProc) string {
+	t := f.t
+	t.Helper()
+	for try := 1; ; try++ {
+		key := r.nextPublished(t)
+		r.signal(t, syscall.SIGSTOP)
+		if f.dbName != "sqlite" || !f.sqliteWriteLocked() {
+			return key
+		}
+		if try == 20 {
+			t.Fatalf("relay %s held SQLite's write lock at each of %d pauses", r.name, try)
+		}
+		t.Logf("pause %d caught %s holding SQLite's write lock; resuming it and pausing again", try, r.name)
+		r.signal(t, syscall.SIGCONT)
+	}
+}
+
+// sqliteWriteLocked reports whether another connection holds the SQLite
+// file's write lock for longer than half a second.
+func (f *partFixture) sqliteWriteLocked() bool {
+	t := f.t
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	conn, err := f.db.Conn(ctx)
+	mustNoErr(t, err, "connect")
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "PRAGMA busy_timeout = 500")
+	mustNoErr(t, err, "busy_timeout")
+	defer conn.ExecContext(context.Background(), "PRAGMA busy_timeout = 5000") //nolint:errcheck // best effort; the connection is pooled
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return true
+	}
+	_, err = conn.ExecContext(ctx, "ROLLBACK")
+	mustNoErr(t, err, "rollback")
+	return false
 }
 
 // Relays join and leave under load: one, then three, then one stopped
