@@ -150,7 +150,7 @@ func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) 
 func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 	now := s.sx.Time(cr.now)
 	q.sql(" FROM ", s.t.Quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
-		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
+		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")", s.notMarked("c"))
 	if ids != nil {
 		q.sql(" AND ", q.in("c.id", ids, false))
 	}
@@ -193,11 +193,22 @@ func claimOrder(q *query, limit int) {
 // alias, of the aggregate agg (an SQL expression); with skipDead buried
 // ones are left out.
 func (s *Store) undelivered(alias, agg string, skipDead bool) string {
-	w := "FROM " + s.t.Quoted + " " + alias + " WHERE " + alias + ".aggregate_id = " + agg + " AND " + alias + ".synced_at IS NULL"
+	w := "FROM " + s.t.Quoted + " " + alias + " WHERE " + alias + ".aggregate_id = " + agg + " AND " + alias + ".synced_at IS NULL" + s.notMarked(alias)
 	if skipDead {
 		w += " AND " + alias + ".dead_at IS NULL"
 	}
 	return w
+}
+
+// notMarked is, for a Store with watermarks, the condition (with a
+// leading AND) that the event (as alias) is not delivered by its
+// partition's recorded mark; "" without.
+func (s *Store) notMarked(alias string) string {
+	if !s.marks {
+		return ""
+	}
+	return " AND NOT (" + alias + ".xid IS NOT NULL AND EXISTS (SELECT 1 FROM " + s.t.Sibling(partitionsSuffix) + " w WHERE w.partition_no = " + alias +
+		".partition_no AND " + alias + ".seq <= w.mark_seq AND txid_visible_in_snapshot(" + alias + ".xid, w.mark_snap)))"
 }
 
 // prefixCount is the order check of an aggregate with several candidates:

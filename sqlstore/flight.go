@@ -22,6 +22,9 @@ type flight struct {
 	// leased are the events of the same claim (by IDs) that it leased as
 	// rows, in partitions no relay owned: their writes go by the lease.
 	leased map[string]bool
+	// xid holds the transaction IDs of the events delivered by the
+	// partition's mark (watermarks), not per row.
+	xid map[string]int64
 }
 
 // beginRead registers a read that starts now and returns its start.
@@ -62,7 +65,22 @@ type takeReq struct {
 	start    uint64        // beginRead's
 	lease    time.Duration // the claim's lease
 	margin   time.Duration // a partition's lease must hold this much more
+	// marks, for a bulk read of a Store with watermarks, is what the read
+	// started from by partition, and snap the read's snapshot: take moves
+	// the fronts (see watermark.go).
+	marks map[int]markRead
+	snap  string
 }
+
+// The fates take gives a row with an xid that it does not hand to the
+// claim, for the segment of the read (watermarks).
+const (
+	fateTaken    = iota // handed to the claim: open until it ends
+	fateInFlight        // another claim holds it: open until that ends
+	fatePark            // held, not due, leased: made per-row
+	fateAhead           // delivered before: covered now
+	fateIgnore          // not the read's to settle
+)
 
 // take keeps, of the rows a read returned (in priority, then save order),
 // those the claim may have, and registers them as in flight: rows of
@@ -78,14 +96,33 @@ func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	blocked := map[string]bool{}
-	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, deadline: mono.Add(r.lease)}
+	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, xid: map[string]int64{}, deadline: mono.Add(r.lease)}
+	fates := make([]int, len(rows))
+	orig := slices.Clone(rows)
 	kept := rows[:0]
-	for _, row := range rows {
+	for i, row := range rows {
+		fates[i] = fatePark
 		p := int(row.Partition.Int64)
 		agg := row.AggregateID
 		tok, ok := owned[p]
 		if !ok || !l.claimableLocked(p, tok, mono, r.margin) {
+			fates[i] = fateIgnore
 			continue
+		}
+		byMark := l.marks != nil && row.Xid.Valid
+		if byMark {
+			pm := l.marks[p]
+			if pm == nil || pm.front.covers(row.Seq, row.Xid.Int64) {
+				fates[i] = fateIgnore // a read took it already
+				if agg != "" {
+					blocked[agg] = true
+				}
+				continue
+			}
+			if _, ahead := pm.ahead[row.ID]; ahead {
+				fates[i] = fateAhead
+				continue
+			}
 		}
 		if at, done := l.finished[row.ID]; done && at > r.start {
 			if agg != "" {
@@ -94,9 +131,11 @@ func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time
 			continue
 		}
 		if _, dup := f.part[row.ID]; dup {
+			fates[i] = fateIgnore
 			continue
 		}
 		if l.inFlightLocked(row.ID) {
+			fates[i] = fateInFlight
 			if agg != "" {
 				blocked[agg] = true
 			}
@@ -134,9 +173,16 @@ func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time
 		f.tokens[p] = tok
 		f.part[row.ID] = p
 		f.seq[row.ID] = row.Seq
+		if byMark {
+			f.xid[row.ID] = row.Xid.Int64
+		}
 		f.aggs = append(f.aggs, row.AggregateID)
 		f.agg[row.ID] = len(f.aggs)
+		fates[i] = fateTaken
 		kept = append(kept, row)
+	}
+	if r.marks != nil {
+		l.moveFrontsLocked(orig, fates, owned, r, mono)
 	}
 	if len(kept) == 0 {
 		return kept
@@ -181,7 +227,7 @@ func (l *ledger) busyAggregates(aggs []string) map[string]bool {
 type holding struct {
 	tokens map[int]int64
 	ids    []string
-	seqs   []int64
+	seqs   []int64 // of those of ids delivered per row
 	leased []string
 }
 
@@ -201,7 +247,9 @@ func (l *ledger) heldBy(token string, ids []string) (h holding, ok bool) {
 		case f.agg[id] > 0:
 			h.tokens[f.part[id]] = f.tokens[f.part[id]]
 			h.ids = append(h.ids, id)
-			h.seqs = append(h.seqs, f.seq[id])
+			if _, byMark := f.xid[id]; !byMark {
+				h.seqs = append(h.seqs, f.seq[id])
+			}
 		case f.leased[id]:
 			h.leased = append(h.leased, id)
 		}
@@ -227,8 +275,16 @@ func (l *ledger) addLeased(token string, ids []string) {
 	}
 }
 
-// finish ends the claim of the events of token's flight among ids.
-func (l *ledger) finish(token string, ids []string) {
+// How a claim of events ended, for the segments of watermarks.
+const (
+	endDelivered = iota // the broker acknowledged them
+	endFailed           // their failure made them per-row
+	endReleased         // given back: made per-row if a read covered them
+)
+
+// finish ends the claim of the events of token's flight among ids, which
+// ended as how says.
+func (l *ledger) finish(token string, ids []string, how int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f, ok := l.flights[token]
@@ -237,6 +293,14 @@ func (l *ledger) finish(token string, ids []string) {
 	}
 	for _, id := range ids {
 		if f.agg[id] > 0 {
+			if xid, byMark := f.xid[id]; byMark {
+				switch how {
+				case endDelivered:
+					l.deliveredLocked(f.part[id], id, f.seq[id], xid)
+				default:
+					l.resolveLocked(id, f.seq[id], how == endReleased)
+				}
+			}
 			l.doneLocked(f, id)
 		}
 		delete(f.leased, id)
@@ -269,6 +333,7 @@ func (l *ledger) doneLocked(f *flight, id string) {
 	delete(f.agg, id)
 	delete(f.part, id)
 	delete(f.seq, id)
+	delete(f.xid, id)
 	l.finishes++
 	if len(l.reads) > 0 {
 		l.finished[id] = l.finishes
@@ -283,6 +348,7 @@ func (l *ledger) expire(mono time.Time) {
 	for tok, f := range l.flights {
 		if mono.After(f.deadline) {
 			for id := range f.part {
+				l.resolveLocked(id, f.seq[id], true)
 				l.doneLocked(f, id)
 			}
 			delete(l.flights, tok)

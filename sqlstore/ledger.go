@@ -52,6 +52,12 @@ type ledger struct {
 	finishes uint64
 	finished map[string]uint64
 	reads    map[uint64]int
+
+	// marks is the delivery state of each owned partition, for a Store
+	// with watermarks (nil without); segOf the segment of each event a
+	// read covered that is not resolved yet (watermark.go).
+	marks map[int]*partMark
+	segOf map[string]*segment
 }
 
 // partLease is one owned partition: its token and, by the local
@@ -116,13 +122,19 @@ func (l *ledger) inFlightPartsLocked() map[int]bool {
 // nothing in flight: the heartbeat gives those back in the same
 // transaction. A partition drained at an earlier heartbeat that is within
 // the share again (relays left) is claimable again.
-func (l *ledger) decide(mine map[int]int64, share int) (give []int) {
+//
+// With watermarks, a partition is busy too until everything read of it is
+// recorded by recs (what this heartbeat records), and ahead lists the
+// events of the partitions given back that were delivered ahead of any
+// read and that their recorded marks do not cover: the heartbeat writes
+// those per row before it gives them back.
+func (l *ledger) decide(mine map[int]int64, share int, recs map[int]record) (give []int, ahead []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.left {
 		share = 0
 	}
-	busy := l.inFlightPartsLocked()
+	busy := l.busyPartsLocked(recs)
 	for p := range l.draining {
 		if _, ok := mine[p]; !ok {
 			delete(l.draining, p)
@@ -131,7 +143,7 @@ func (l *ledger) decide(mine map[int]int64, share int) (give []int) {
 	excess := len(mine) - share
 	if excess <= 0 {
 		clear(l.draining)
-		return nil
+		return nil, nil
 	}
 	// Already draining first (keep the decision), then idle ones, then
 	// busy ones; higher numbers first within each.
@@ -165,7 +177,31 @@ func (l *ledger) decide(mine map[int]int64, share int) (give []int) {
 		}
 	}
 	l.draining = drain
-	return give
+	return give, l.aheadOfLocked(give, recs)
+}
+
+// busyPartsLocked returns the partitions that may not be given back now:
+// some flight holds events of them, or (watermarks) something read of
+// them is not recorded by recs. l.mu held.
+func (l *ledger) busyPartsLocked(recs map[int]record) map[int]bool {
+	busy := l.inFlightPartsLocked()
+	for p := range l.marks {
+		if ok, _ := l.settledLocked(p, recs); !ok {
+			busy[p] = true
+		}
+	}
+	return busy
+}
+
+// aheadOfLocked returns the ahead events of the partitions give that
+// their marks (as recs records them) do not cover. l.mu held.
+func (l *ledger) aheadOfLocked(give []int, recs map[int]record) []string {
+	var ahead []string
+	for _, p := range give {
+		_, a := l.settledLocked(p, recs)
+		ahead = append(ahead, a...)
+	}
+	return ahead
 }
 
 // adopt records a heartbeat that committed: the Store owns mine (with
@@ -174,10 +210,15 @@ func (l *ledger) decide(mine map[int]int64, share int) (give []int) {
 // the heartbeat's transaction began; dead are their aggregates held by a
 // dead event. count is the table's partition count, share the fair
 // share. It reports whether the Store gained a partition.
-func (l *ledger) adopt(mine map[int]int64, dead map[int]map[string]bool, count, share int, sent time.Time, ttl time.Duration) (gained bool) {
+//
+// With watermarks, recs are the marks the table holds for mine: a
+// partition newly owned (or owned again under a new token) reads on from
+// its mark.
+func (l *ledger) adopt(mine map[int]int64, recs map[int]mark, dead map[int]map[string]bool, count, share int, sent time.Time, ttl time.Duration) (gained bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dead, l.deadStale = dead, false
+	l.adoptMarksLocked(mine, recs)
 	for p, tok := range mine {
 		if old, ok := l.parts[p]; !ok || old.token != tok {
 			gained = true
@@ -209,16 +250,26 @@ func (l *ledger) given(ps []int) {
 		delete(l.parts, p)
 		delete(l.draining, p)
 	}
+	l.adoptMarksLocked(l.tokensLocked(), nil)
+}
+
+// tokensLocked returns the owned partitions with their tokens. l.mu held.
+func (l *ledger) tokensLocked() map[int]int64 {
+	out := make(map[int]int64, len(l.parts))
+	for p, pl := range l.parts {
+		out[p] = pl.token
+	}
+	return out
 }
 
 // leave drains every partition and stops claims; it returns the
 // partitions to give back now (nothing in flight) and whether some are
 // still in flight.
-func (l *ledger) leave() (give []int, waiting bool) {
+func (l *ledger) leave(recs map[int]record) (give []int, ahead []string, waiting bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.left = true
-	busy := l.inFlightPartsLocked()
+	busy := l.busyPartsLocked(recs)
 	for p := range l.parts {
 		l.draining[p] = true
 		if busy[p] {
@@ -228,7 +279,7 @@ func (l *ledger) leave() (give []int, waiting bool) {
 		}
 	}
 	slices.Sort(give)
-	return give, waiting
+	return give, l.aheadOfLocked(give, recs), waiting
 }
 
 // join undoes leave: a bulk claim after Leave takes part again.

@@ -32,7 +32,7 @@ func row(seq int64, p int, agg string) eventRow {
 // heartbeat at t0 with the given share.
 func owning(parts map[int]int64, share int) *ledger {
 	l := newLedger()
-	l.adopt(parts, nil, 4, share, t0, tTTL)
+	l.adopt(parts, nil, nil, 4, share, t0, tTTL)
 	return l
 }
 
@@ -57,12 +57,12 @@ func TestLedgerHandoff(t *testing.T) {
 	}
 	// A relay joined: the share is 1, one partition must go. Partition 0
 	// is idle, so it goes first, at once.
-	if give := l.decide(map[int]int64{0: 1, 1: 1}, 1); !slices.Equal(give, []int{0}) {
+	if give := first(l.decide(map[int]int64{0: 1, 1: 1}, 1, nil)); !slices.Equal(give, []int{0}) {
 		t.Fatalf("gave back %v, want [0]", give)
 	}
 	// Two relays joined: share 0 of partition 1 too; it is in flight, so
 	// it drains and is not given back yet.
-	if give := l.decide(map[int]int64{1: 1}, 0); len(give) != 0 {
+	if give := first(l.decide(map[int]int64{1: 1}, 0, nil)); len(give) != 0 {
 		t.Fatalf("gave back %v with partition 1 in flight", give)
 	}
 	// Draining: a claim read before the decision takes nothing of it.
@@ -73,8 +73,8 @@ func TestLedgerHandoff(t *testing.T) {
 	if _, ok := l.claimable(t0, tMargin)[1]; ok {
 		t.Fatal("a draining partition is claimable")
 	}
-	l.finish("c1", []string{"e1"})
-	if give := l.decide(map[int]int64{1: 1}, 0); !slices.Equal(give, []int{1}) {
+	l.finish("c1", []string{"e1"}, endDelivered)
+	if give := first(l.decide(map[int]int64{1: 1}, 0, nil)); !slices.Equal(give, []int{1}) {
 		t.Fatalf("gave back %v once the flight ended, want [1]", give)
 	}
 }
@@ -84,13 +84,13 @@ func TestLedgerHandoff(t *testing.T) {
 func TestLedgerUndrain(t *testing.T) {
 	l := owning(map[int]int64{0: 1, 1: 1}, 2)
 	takeIDs(l, "c1", row(1, 0, "a"), row(2, 1, "b"))
-	if give := l.decide(map[int]int64{0: 1, 1: 1}, 1); len(give) != 0 {
+	if give := first(l.decide(map[int]int64{0: 1, 1: 1}, 1, nil)); len(give) != 0 {
 		t.Fatalf("gave back %v with both in flight", give)
 	}
 	if got := l.claimable(t0, tMargin); len(got) != 1 {
 		t.Fatalf("claimable %v while one partition drains", got)
 	}
-	l.decide(map[int]int64{0: 1, 1: 1}, 2)
+	first(l.decide(map[int]int64{0: 1, 1: 1}, 2, nil))
 	if got := l.claimable(t0, tMargin); len(got) != 2 {
 		t.Fatalf("claimable %v after the share grew back", got)
 	}
@@ -103,7 +103,7 @@ func TestLedgerUndrain(t *testing.T) {
 func TestLedgerTakeRechecksToken(t *testing.T) {
 	l := owning(map[int]int64{0: 1}, 1)
 	owned := l.claimable(t0, tMargin)
-	l.adopt(map[int]int64{0: 2}, nil, 4, 1, t0, tTTL)
+	l.adopt(map[int]int64{0: 2}, nil, nil, 4, 1, t0, tTTL)
 	if got := l.take([]eventRow{row(1, 0, "a")}, owned, req("c"), t0); len(got) != 0 {
 		t.Fatalf("took %v under a stale token", idsOf(got))
 	}
@@ -129,7 +129,7 @@ func TestLedgerLeaseMargin(t *testing.T) {
 func TestLedgerLeave(t *testing.T) {
 	l := owning(map[int]int64{0: 1, 1: 1, 2: 1}, 3)
 	takeIDs(l, "c1", row(1, 2, "a"))
-	give, waiting := l.leave()
+	give, _, waiting := l.leave(nil)
 	if !slices.Equal(give, []int{0, 1}) || !waiting {
 		t.Fatalf("leave: give %v, waiting %v", give, waiting)
 	}
@@ -137,8 +137,8 @@ func TestLedgerLeave(t *testing.T) {
 	if got := takeIDs(l, "c2", row(2, 2, "b")); len(got) != 0 {
 		t.Fatalf("took %v after Leave", got)
 	}
-	l.finish("c1", []string{"e1"})
-	if give, waiting = l.leave(); !slices.Equal(give, []int{2}) || waiting {
+	l.finish("c1", []string{"e1"}, endDelivered)
+	if give, _, waiting = l.leave(nil); !slices.Equal(give, []int{2}) || waiting {
 		t.Fatalf("leave after the flight: give %v, waiting %v", give, waiting)
 	}
 	l.join()
@@ -168,7 +168,7 @@ func TestLedgerTakeOrder(t *testing.T) {
 	}
 	// A failure that backs off holds its aggregate; a dead one too.
 	l.failed("c1", []storage.Failure{{ID: "e1", Delay: time.Second}}, t0)
-	l.finish("c1", []string{"e1"})
+	l.finish("c1", []string{"e1"}, endDelivered)
 	if got := takeIDs(l, "c3", row(2, 0, "a")); len(got) != 0 {
 		t.Fatalf("took %v while a backs off", got)
 	}
@@ -189,11 +189,11 @@ func TestLedgerExpire(t *testing.T) {
 		t.Fatal("took nothing")
 	}
 	l.expire(t0.Add(500 * time.Millisecond))
-	if give := l.decide(map[int]int64{0: 1}, 0); len(give) != 0 {
+	if give := first(l.decide(map[int]int64{0: 1}, 0, nil)); len(give) != 0 {
 		t.Fatal("gave back a partition in flight")
 	}
 	l.expire(t0.Add(2 * time.Second))
-	if give := l.decide(map[int]int64{0: 1}, 0); !slices.Equal(give, []int{0}) {
+	if give := first(l.decide(map[int]int64{0: 1}, 0, nil)); !slices.Equal(give, []int{0}) {
 		t.Fatalf("gave back %v after the flight expired", give)
 	}
 }
@@ -202,19 +202,22 @@ func TestLedgerExpire(t *testing.T) {
 // ones draining, and forgets those no longer owned.
 func TestLedgerAdopt(t *testing.T) {
 	l := owning(map[int]int64{0: 1}, 2)
-	if !l.adopt(map[int]int64{0: 1, 1: 4}, nil, 4, 2, t0, tTTL) {
+	if !l.adopt(map[int]int64{0: 1, 1: 4}, nil, nil, 4, 2, t0, tTTL) {
 		t.Fatal("a taken partition is not reported")
 	}
-	if l.adopt(map[int]int64{0: 1, 1: 4}, nil, 4, 2, t0, tTTL) {
+	if l.adopt(map[int]int64{0: 1, 1: 4}, nil, nil, 4, 2, t0, tTTL) {
 		t.Fatal("nothing changed, but a gain is reported")
 	}
 	takeIDs(l, "c", row(1, 1, "a"))
-	l.decide(map[int]int64{0: 1, 1: 4}, 0)
-	l.adopt(map[int]int64{1: 4}, nil, 4, 0, t0, tTTL) // 0 given back
+	first(l.decide(map[int]int64{0: 1, 1: 4}, 0, nil))
+	l.adopt(map[int]int64{1: 4}, nil, nil, 4, 0, t0, tTTL) // 0 given back
 	if !maps.Equal(l.draining, map[int]bool{1: true}) || len(l.parts) != 1 {
 		t.Fatalf("draining %v, parts %v", l.draining, l.parts)
 	}
-	if !l.adopt(map[int]int64{1: 5}, nil, 4, 1, t0, tTTL) {
+	if !l.adopt(map[int]int64{1: 5}, nil, nil, 4, 1, t0, tTTL) {
 		t.Fatal("a partition taken again under a new token is not a gain")
 	}
 }
+
+// first returns the first of two results.
+func first[A, B any](a A, _ B) A { return a }

@@ -78,7 +78,8 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	if err != nil {
 		return o.every, false, err
 	}
-	took = o.l.adopt(b.mine, dead, b.count, b.share, b.sent, o.ttl)
+	o.l.recorded(b.recs, b.tokens)
+	took = o.l.adopt(b.mine, b.marks, dead, b.count, b.share, b.sent, o.ttl)
 	next = b.next(o.every)
 	if o.l.hurried(o.clock()) {
 		next = min(next, max(o.every/20, MinHeartbeat))
@@ -95,6 +96,11 @@ type beat struct {
 	count, share int
 	sent         time.Time
 	lapse        time.Duration
+	// With watermarks: what it recorded, under the ledger's tokens at
+	// its start, and the marks the table holds for mine.
+	recs   map[int]record
+	tokens map[int]int64
+	marks  map[int]mark
 }
 
 // next is when to beat again after b: every, or just after another
@@ -200,6 +206,17 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 		return beat{}, ErrNoPartitions
 	}
 	share := (count + max(live, 1) - 1) / max(live, 1)
+	// With watermarks, what the relay delivered since the last heartbeat:
+	// the events its segments leave undelivered are made per-row, then
+	// the renewal records the marks.
+	var recs map[int]record
+	tokens := o.l.tokens()
+	if o.l.marks != nil {
+		recs = o.l.recordable()
+		if err := o.park(ctx, tx, recs, tokens); err != nil {
+			return beat{}, err
+		}
+	}
 	q = newQuery(s.sx)
 	// Only leases that still hold: a partition of this relay whose lease
 	// ran out (its heartbeats stopped: paused, or cut off from the
@@ -207,7 +224,9 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	// leased by a claim by IDs meanwhile. It is free, and taken again
 	// below under a raised token, so that nothing this relay read or
 	// claimed before is written or taken under the old one.
-	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl), " WHERE owner = ", q.arg(o.name), " AND lease_until > ", d.dbNow())
+	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl))
+	setMarks(q, recs)
+	q.sql(" WHERE owner = ", q.arg(o.name), " AND lease_until > ", d.dbNow())
 	if err := exec("renew", q); err != nil {
 		return beat{}, err
 	}
@@ -215,7 +234,10 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	if err != nil {
 		return beat{}, err
 	}
-	if give := o.l.decide(mine, share); len(give) > 0 {
+	if give, ahead := o.l.decide(mine, share, recs); len(give) > 0 {
+		if err := o.flushAhead(ctx, tx, ahead, give, tokens); err != nil {
+			return beat{}, err
+		}
 		q = newQuery(s.sx)
 		q.sql("UPDATE ", parts, " SET owner = NULL, lease_until = ", d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
 		if err := exec("give back", q); err != nil {
@@ -242,10 +264,14 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 			}
 		}
 	}
+	marks, err := o.ownedMarks(ctx, tx, parts, mine)
+	if err != nil {
+		return beat{}, err
+	}
 	if err := tx.Commit(); err != nil {
 		return beat{}, beatErr("commit", err)
 	}
-	b := beat{mine: mine, count: count, share: share, sent: sent}
+	b := beat{mine: mine, count: count, share: share, sent: sent, recs: recs, tokens: tokens, marks: marks}
 	if !lapse.IsZero() && !now.IsZero() {
 		b.lapse = lapse.Sub(now.Time)
 	}
@@ -266,13 +292,11 @@ func (o *owner) leave(ctx context.Context) error {
 	var errs []error
 	renewed := o.clock()
 	for {
-		give, waiting := o.l.leave()
+		recs := o.l.recordable()
+		give, ahead, waiting := o.l.leave(recs)
 		if len(give) > 0 {
-			q := newQuery(s.sx)
-			q.sql("UPDATE ", s.t.Sibling(partitionsSuffix), " SET owner = NULL, lease_until = ", s.d.dbNow(), " WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
 			if err := o.retryDeadlock(ctx, func() error {
-				_, err := s.db.ExecContext(ctx, q.String(), q.args...)
-				return err
+				return o.handBack(ctx, give, ahead, recs)
 			}); err != nil {
 				errs = append(errs, fmt.Errorf("sqlstore: give back partitions: %w", err))
 				break

@@ -63,7 +63,7 @@ type owner struct {
 
 var _ claimer = (*owner)(nil)
 
-func newOwner(s *Store, name string, every, ttl time.Duration) *owner {
+func newOwner(s *Store, name string, every, ttl time.Duration, marks bool) *owner {
 	if name == "" {
 		host, _ := os.Hostname()
 		if len(host) > 32 {
@@ -74,7 +74,11 @@ func newOwner(s *Store, name string, every, ttl time.Duration) *owner {
 		id := outbox.NewID()
 		name = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), id[len(id)-12:])
 	}
-	return &owner{s: s, rows: rowLeases{s}, name: name, clock: time.Now, every: every, ttl: ttl, l: newLedger()}
+	l := newLedger()
+	if marks {
+		l.marks, l.segOf = map[int]*partMark{}, map[string]*segment{}
+	}
+	return &owner{s: s, rows: rowLeases{s}, name: name, clock: time.Now, every: every, ttl: ttl, l: l}
 }
 
 // claim is Store.Claim by partition ownership. A bulk claim joins the
@@ -123,12 +127,23 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		rows = o.l.take(mine, owned, tr, o.clock())
 		leased, tried, err := o.leaseUnowned(ctx, cr, req.Limit-len(rows), others)
 		if err != nil {
-			o.l.finish(cr.token, idsOf(rows))
+			o.l.finish(cr.token, idsOf(rows), endReleased)
 			return nil, err
 		}
 		o.l.addLeased(cr.token, idsOf(leased))
 		rows = append(rows, leased...)
 		elsewhere = without(tried, idsOf(leased))
+	case len(owned) > 0 && o.l.marks != nil:
+		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
+		read, marks, err := o.readMarks(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
+		if err != nil {
+			return nil, err
+		}
+		tr.marks = marks
+		if len(read) > 0 {
+			tr.snap = read[0].Snap.String
+		}
+		rows = o.l.take(read, owned, tr, o.clock())
 	case len(owned) > 0:
 		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
 		read, err := o.read(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
@@ -222,7 +237,7 @@ func (o *owner) markSynced(ctx context.Context, token string, ids []string) (int
 		return o.rows.markSynced(ctx, token, ids)
 	}
 	now := s.sx.Time(s.now())
-	total := 0
+	total := len(h.ids) - len(h.seqs) // delivered by the partitions' marks: no write
 	for _, chunk := range chunks(h.seqs, s.sx.maxParams-2-2*len(h.tokens)) {
 		q := newQuery(s.sx)
 		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
@@ -233,10 +248,10 @@ func (o *owner) markSynced(ctx context.Context, token string, ids []string) (int
 			return total, fmt.Errorf("sqlstore: mark synced: %w", err)
 		}
 	}
-	o.l.finish(token, h.ids)
+	o.l.finish(token, h.ids, endDelivered)
 	if len(h.leased) > 0 {
 		n, err := o.rows.markSynced(ctx, token, h.leased)
-		o.l.finish(token, h.leased)
+		o.l.finish(token, h.leased, endDelivered)
 		return total + n, err
 	}
 	return total, nil
@@ -252,10 +267,10 @@ func (o *owner) release(ctx context.Context, token string, ids []string) (int, e
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("sqlstore: release: %w", err)
 	}
-	o.l.finish(token, h.ids)
+	o.l.finish(token, h.ids, endReleased)
 	if len(h.leased) > 0 {
 		n, err := o.rows.release(ctx, token, h.leased)
-		o.l.finish(token, h.leased)
+		o.l.finish(token, h.leased, endReleased)
 		return len(h.ids) + n, err
 	}
 	return len(h.ids), nil
@@ -275,6 +290,9 @@ func (o *owner) fail(ctx context.Context, token string, failures []storage.Failu
 	total := 0
 	for _, chunk := range chunks(mine, (s.sx.maxParams-4-2*len(h.tokens))/6) {
 		q := s.failSet(chunk, now)
+		if o.l.marks != nil {
+			q.sql(", xid = NULL") // delivered per row from now on
+		}
 		q.sql(" WHERE ", q.in("id", failureIDs(chunk), false), " AND synced_at IS NULL")
 		o.fence(q, "partition_no", h.tokens)
 		n, err := o.fencedExec(ctx, q)
@@ -284,10 +302,11 @@ func (o *owner) fail(ctx context.Context, token string, failures []storage.Failu
 		}
 	}
 	o.l.failed(token, mine, now)
-	o.l.finish(token, h.ids)
+	o.l.finish(token, failureIDs(mine), endFailed)
+	o.l.finish(token, h.ids, endReleased) // named but not failed
 	if len(leased) > 0 {
 		n, err := o.rows.fail(ctx, token, leased)
-		o.l.finish(token, h.leased)
+		o.l.finish(token, h.leased, endFailed)
 		return total + n, err
 	}
 	return total, nil

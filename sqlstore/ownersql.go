@@ -69,6 +69,9 @@ func (o *owner) readIDs(ctx context.Context, cr claimRun, owned map[int]int64, l
 	s := o.s
 	for _, chunk := range chunks(ids, (s.sx.maxParams-16)/2) {
 		q := newQuery(s.sx).sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no")
+		if s.marks {
+			q.sql(", c.xid")
+		}
 		s.candidates(q, cr, chunk, "")
 		claimOrder(q, limit)
 		r, err := claimRows(ctx, s.db, q)

@@ -158,6 +158,11 @@ type eventRow struct {
 	// Leased is 1 for a row leased to a claim by IDs, read only by the
 	// bulk claim of partition ownership.
 	Leased sql.NullInt64 `db:"leased"`
+	// Xid is the saving transaction's ID, read only by a Store with
+	// watermarks (NULL: the event is delivered per row); Snap the
+	// snapshot of the read that returned it, as text.
+	Xid  sql.NullInt64  `db:"xid"`
+	Snap sql.NullString `db:"snap"`
 }
 
 // field returns the destination of column col, or nil for a column an
@@ -196,6 +201,10 @@ func (r *eventRow) field(col string) any {
 		return &r.Head
 	case "partition_no":
 		return &r.Partition
+	case "xid":
+		return &r.Xid
+	case "snap":
+		return &r.Snap
 	case "leased":
 		return &r.Leased
 	}

@@ -74,8 +74,8 @@ var statsHooks sync.Map
 // pendingStatsQuery counts the pending events by type, with the oldest
 // creation time of each.
 func (s *Store) pendingStatsQuery() string {
-	return "SELECT event_type, COUNT(*), " + s.sx.timeCol("MIN(created_at)") + " FROM " + s.t.Quoted +
-		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY event_type"
+	return "SELECT c.event_type, COUNT(*), " + s.sx.timeCol("MIN(c.created_at)") + " FROM " + s.t.Quoted +
+		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL" + s.notMarked("c") + " GROUP BY c.event_type"
 }
 
 func (s *Store) pendingStats(ctx context.Context, tx *sql.Tx, st *outbox.Stats) error {

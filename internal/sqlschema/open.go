@@ -22,6 +22,8 @@ type Options struct {
 	// Of sqlstore only: how often a relay beats, and how long it counts
 	// as alive after (0: the defaults).
 	Heartbeat, MemberTTL time.Duration
+	// Of sqlstore only: delivery recorded per partition.
+	Watermarks bool
 }
 
 // Open checks what New of sqlstore and inbox is given and returns the

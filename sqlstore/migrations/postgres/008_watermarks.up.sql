@@ -1,0 +1,29 @@
+-- +goose Up
+-- Delivery recorded per partition (a watermark) instead of per event, for
+-- Stores built WithWatermarks. Each event keeps the ID of the transaction
+-- that saved it (the 64-bit, epoch-extended txid_current(); rows saved
+-- before this migration have NULL and are delivered per row, as before).
+-- Adding a nullable column and then its default rewrites nothing.
+ALTER TABLE outbox_events ADD COLUMN IF NOT EXISTS xid BIGINT NULL;
+ALTER TABLE outbox_events ALTER COLUMN xid SET DEFAULT txid_current();
+
+-- A partition's owner records "delivered up to here": every event of the
+-- partition with a transaction ID whose seq is at most mark_seq and whose
+-- transaction mark_snap sees as committed. A transaction that took a
+-- lower seq and committed later is not in mark_snap, so it is still
+-- pending, and found by its transaction ID.
+ALTER TABLE outbox_events_partitions ADD COLUMN IF NOT EXISTS mark_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE outbox_events_partitions ADD COLUMN IF NOT EXISTS mark_snap txid_snapshot NULL;
+
+-- The reads of a watermark relay: a partition's events after its mark in
+-- save order, and those of transactions its mark did not see.
+CREATE INDEX IF NOT EXISTS outbox_events_part_seq_idx
+    ON outbox_events (partition_no, seq) WHERE xid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_events_part_xid_idx
+    ON outbox_events (partition_no, xid) WHERE xid IS NOT NULL;
+
+-- The events delivered per row that are still pending: failed, held
+-- behind a failed or dead event of their aggregate, or saved before this
+-- migration. A few rows, not the stream.
+CREATE INDEX IF NOT EXISTS outbox_events_per_row_idx
+    ON outbox_events (partition_no, seq) WHERE xid IS NULL AND synced_at IS NULL AND dead_at IS NULL;

@@ -1,0 +1,278 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
+)
+
+// markBundle is a Postgres table with a Store that records delivery by
+// watermarks.
+func markBundle(t *testing.T) *bundle {
+	t.Helper()
+	return setup(t, Postgres, WithWatermarks(), WithRelayName("wm-"+randomName("")))
+}
+
+// drain claims and marks until a claim returns nothing, beating after
+// each claim, and returns the IDs in the order claimed.
+func (b *bundle) drain(t *testing.T, limit int) []string {
+	t.Helper()
+	var got []string
+	for range 1000 {
+		c := b.claim(t, limit)
+		if len(c.Events) == 0 {
+			return got
+		}
+		got = append(got, ids(c.Events)...)
+		b.mark(t, c, c.Events...)
+		b.beat(t)
+	}
+	t.Fatal("the drain did not end")
+	return nil
+}
+
+func (b *bundle) beat(t *testing.T) {
+	t.Helper()
+	if _, _, err := b.store.Heartbeat(t.Context()); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+}
+
+// perRowWrites counts the rows delivered per row (synced_at written) and
+// the rows made per-row (xid NULL).
+func (b *bundle) perRowWrites(t *testing.T) (synced, parked int) {
+	t.Helper()
+	err := b.db.QueryRowContext(t.Context(), "SELECT COUNT(*) FILTER (WHERE synced_at IS NOT NULL), COUNT(*) FILTER (WHERE xid IS NULL) FROM "+b.store.t.Quoted).Scan(&synced, &parked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return synced, parked
+}
+
+// reopen returns a new Store on the table after the bundle's Store left
+// (a relay restarted, or another relay taking over), with the same clock.
+func (b *bundle) reopen(t *testing.T) *bundle {
+	t.Helper()
+	if err := b.store.Leave(t.Context()); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	s, err := New(b.db, WithTable(b.table), WithWatermarks(), WithRelayName("wm-"+randomName("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	useClock(s, b.clock)
+	return &bundle{store: s, db: b.db, clock: b.clock, table: b.table}
+}
+
+// sibling returns an aggregate ID other than agg in agg's partition.
+func sibling(agg string) string {
+	for i := 0; ; i++ {
+		if o := fmt.Sprintf("%s-%d", agg, i); partitionOf(Postgres, o) == partitionOf(Postgres, agg) {
+			return o
+		}
+	}
+}
+
+func inOrder(t *testing.T, got []string, events []*outbox.Event) {
+	t.Helper()
+	pos := map[string]int{}
+	for i, id := range got {
+		if _, dup := pos[id]; dup {
+			t.Fatalf("event %s delivered twice", id)
+		}
+		pos[id] = i
+	}
+	last := map[string]int{}
+	for _, e := range events {
+		i, ok := pos[e.ID]
+		if !ok {
+			t.Fatalf("event %s never delivered", e.ID)
+		}
+		if j, seen := last[e.AggregateID]; seen && i < j {
+			t.Fatalf("event %s of %s delivered before an earlier one of its aggregate", e.ID, e.AggregateID)
+		}
+		last[e.AggregateID] = i
+	}
+	if len(got) != len(events) {
+		t.Fatalf("delivered %d events, want %d", len(got), len(events))
+	}
+}
+
+// In the steady state a relay with watermarks writes nothing per event:
+// every event is delivered once, in order, with no synced_at written
+// and none made per-row, and the partitions' marks record it, so that a
+// relay that takes over delivers nothing again.
+func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
+	b := markBundle(t)
+	var events []*outbox.Event
+	for i := range 60 {
+		e := b.event(string(rune('A'+i%7)), 0)
+		events = append(events, e)
+		if i%3 == 2 {
+			b.save(t, events[i-2:i+1]...)
+		}
+	}
+	got := b.drain(t, 16)
+	inOrder(t, got, events)
+	if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
+		t.Fatalf("%d events got synced_at and %d were made per-row; want none of either", synced, parked)
+	}
+	var marked int
+	if err := b.db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+b.store.t.Sibling(partitionsSuffix)+" WHERE mark_seq > 0").Scan(&marked); err != nil {
+		t.Fatal(err)
+	}
+	if marked == 0 {
+		t.Fatal("no partition records a mark")
+	}
+	st, err := b.store.Stats(t.Context(), 0)
+	if err != nil || st.Pending != 0 {
+		t.Fatalf("Stats after the drain: %+v, %v; want nothing pending", st, err)
+	}
+	next := b.reopen(t)
+	if again := next.drain(t, 16); len(again) != 0 {
+		t.Fatalf("the next relay delivered %d events again", len(again))
+	}
+}
+
+// A transaction that took a lower seq and commits after a later event was
+// delivered and recorded is still delivered, exactly once: by the relay
+// that read past it, and by a relay that takes over from the recorded
+// mark.
+func TestWatermarkLateCommit(t *testing.T) {
+	for _, takeover := range []bool{false, true} {
+		name := map[bool]string{false: "same relay", true: "after a takeover"}[takeover]
+		t.Run(name, func(t *testing.T) {
+			b := markBundle(t)
+			ctx := t.Context()
+			// B in A's partition: its read moves the front past A1's seq.
+			a1, b1, a2 := b.event("A", 0), b.event(sibling("A"), 0), b.event("A", 0)
+			late, err := b.db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = late.Rollback() }()
+			if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
+				t.Fatal(err)
+			}
+			b.save(t, b1)
+			got := b.drain(t, 10)
+			equalIDs(t, "drain while A1's transaction is open", got, []string{b1.ID})
+			if err := late.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			b.save(t, a2)
+			if takeover {
+				b = b.reopen(t)
+			}
+			got = b.drain(t, 10)
+			equalIDs(t, "drain after A1 committed late", got, []string{a1.ID, a2.ID})
+			if again := b.reopen(t).drain(t, 10); len(again) != 0 {
+				t.Fatalf("delivered again after all: %v", again)
+			}
+		})
+	}
+}
+
+// A transaction left open, with or without outbox events of its own,
+// holds nothing else back: the events of other transactions are
+// delivered at once, and the open transaction's event once it commits.
+func TestWatermarkLongTransactionDoesNotStall(t *testing.T) {
+	b := markBundle(t)
+	ctx := t.Context()
+	idle, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = idle.Rollback() }()
+	if _, err := idle.ExecContext(ctx, "SELECT txid_current()"); err != nil { // holds the oldest transaction ID open
+		t.Fatal(err)
+	}
+	long, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = long.Rollback() }()
+	mine := b.event("L", 0)
+	if err := b.store.Insert(ctx, long, []*outbox.Event{mine}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		batch := []*outbox.Event{b.event(sibling("L"), 0), b.event("Y", 0)}
+		b.save(t, batch...)
+		got := b.drain(t, 10)
+		equalIDs(t, "round "+string(rune('0'+round)), got, ids(batch))
+	}
+	if err := long.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	equalIDs(t, "after the long transaction committed", b.drain(t, 10), []string{mine.ID})
+	if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
+		t.Fatalf("%d synced_at written and %d made per-row; want none", synced, parked)
+	}
+}
+
+// A failed event is delivered per row from then on, and holds its
+// aggregate: the later events of its aggregate wait (made per-row too),
+// the others flow, and once it is delivered they follow, in order.
+func TestWatermarkFailureHoldsItsAggregate(t *testing.T) {
+	b := markBundle(t)
+	ctx := t.Context()
+	a := b.run("A", 3)
+	x := b.run(sibling("A"), 2)
+	b.save(t, a[0], x[0])
+	c := b.claim(t, 10)
+	equalIDs(t, "first claim", ids(c.Events), []string{a[0].ID, x[0].ID})
+	n, err := b.store.Fail(ctx, c.Token, []storage.Failure{{ID: a[0].ID, Err: "broker said no", Delay: time.Hour}})
+	wantN(t, "Fail", n, err, 1)
+	b.mark(t, c, x[0])
+	b.save(t, a[1], a[2], x[1])
+	got := b.drain(t, 10)
+	equalIDs(t, "while A's head backs off", got, []string{x[1].ID})
+	_, parked := b.perRowWrites(t)
+	if parked != 3 {
+		t.Fatalf("%d events per-row, want 3 (A's failed head and the two held behind it)", parked)
+	}
+	b.clock.Advance(2 * time.Hour)
+	got = b.drain(t, 10)
+	equalIDs(t, "once A's head is due", got, ids(a))
+	synced, _ := b.perRowWrites(t)
+	if synced != 3 {
+		t.Fatalf("%d events delivered per row, want 3", synced)
+	}
+	if again := b.reopen(t).drain(t, 10); len(again) != 0 {
+		t.Fatalf("delivered again: %v", again)
+	}
+}
+
+// A claim by IDs right after commit delivers an event before any read
+// covered it (ahead, no write); a read then passes over it, and a relay
+// that leaves writes what its marks do not cover, so a takeover
+// delivers nothing twice.
+func TestWatermarkAheadThenHandoff(t *testing.T) {
+	b := markBundle(t)
+	b.beat(t) // the relay owns the partitions
+	e := b.event("A", 0)
+	b.save(t, e)
+	c := b.claim(t, 10, e.ID)
+	equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
+	b.mark(t, c, e)
+	if synced, _ := b.perRowWrites(t); synced != 0 {
+		t.Fatalf("the claim by ID wrote synced_at for %d events, want none", synced)
+	}
+	f := b.event("A", 0)
+	b.save(t, f)
+	c = b.claim(t, 10, f.ID)
+	if len(c.Events) == 1 {
+		b.mark(t, c, f)
+	}
+	next := b.reopen(t) // Leave writes what no mark covers
+	if again := next.drain(t, 10); len(again) != 0 && !(len(c.Events) == 0 && slices.Equal(again, []string{f.ID})) {
+		t.Fatalf("after the handoff the next relay delivered %v", again)
+	}
+	_ = context.Background
+}
