@@ -95,6 +95,19 @@ const (
 func (l *ledger) take(rows []eventRow, owned map[int]int64, r takeReq, mono time.Time) []eventRow {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.takeLocked(rows, owned, r, mono)
+}
+
+// takeMarked is take for a watermark read: it first picks the rows the
+// claim may take and where the fronts move (pickLocked), at most limit.
+func (l *ledger) takeMarked(rows []eventRow, owned map[int]int64, r takeReq, mono time.Time, limit int) []eventRow {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.takeLocked(l.pickLocked(rows, r, limit), owned, r, mono)
+}
+
+// takeLocked is take with l.mu held.
+func (l *ledger) takeLocked(rows []eventRow, owned map[int]int64, r takeReq, mono time.Time) []eventRow {
 	blocked := map[string]bool{}
 	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, xid: map[string]int64{}, deadline: mono.Add(r.lease)}
 	fates := make([]int, len(rows))

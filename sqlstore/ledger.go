@@ -58,6 +58,10 @@ type ledger struct {
 	// read covered that is not resolved yet (watermark.go).
 	marks map[int]*partMark
 	segOf map[string]*segment
+	// toPark are the events, by partition, that a claim, release or
+	// expiry left undelivered behind a front, for the caller to make
+	// per-row at once (see parkLocked).
+	toPark map[int][]int64
 }
 
 // partLease is one owned partition: its token and, by the local

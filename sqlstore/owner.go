@@ -96,6 +96,9 @@ func newOwner(s *Store, name string, every, ttl time.Duration, marks bool) *owne
 // partitions another relay owns are left to it.
 func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun) (*outbox.Claim, error) {
 	o.l.expire(o.clock())
+	if err := o.parkNow(ctx); err != nil {
+		return nil, err
+	}
 	if req.IDs == nil {
 		o.l.join()
 	}
@@ -143,7 +146,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		if len(read) > 0 {
 			tr.snap = read[0].Snap.String
 		}
-		rows = o.l.take(read, owned, tr, o.clock())
+		rows = o.l.takeMarked(read, owned, tr, o.clock(), req.Limit)
 	case len(owned) > 0:
 		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
 		read, err := o.read(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
@@ -151,6 +154,10 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 			return nil, err
 		}
 		rows = o.l.take(read, owned, tr, o.clock())
+	}
+	if err := o.parkNow(ctx); err != nil {
+		o.l.finish(cr.token, idsOf(rows), endReleased)
+		return nil, err
 	}
 	slices.SortFunc(rows, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
 	events, err := o.s.decodeClaimed(ctx, cr, rows)
@@ -236,6 +243,9 @@ func (o *owner) markSynced(ctx context.Context, token string, ids []string) (int
 	if !ok {
 		return o.rows.markSynced(ctx, token, ids)
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("sqlstore: mark synced: %w", err)
+	}
 	now := s.sx.Time(s.now())
 	total := len(h.ids) - len(h.seqs) // delivered by the partitions' marks: no write
 	for _, chunk := range chunks(h.seqs, s.sx.maxParams-2-2*len(h.tokens)) {
@@ -268,6 +278,9 @@ func (o *owner) release(ctx context.Context, token string, ids []string) (int, e
 		return 0, fmt.Errorf("sqlstore: release: %w", err)
 	}
 	o.l.finish(token, h.ids, endReleased)
+	if err := o.parkNow(ctx); err != nil {
+		return len(h.ids), fmt.Errorf("sqlstore: release: %w", err)
+	}
 	if len(h.leased) > 0 {
 		n, err := o.rows.release(ctx, token, h.leased)
 		o.l.finish(token, h.leased, endReleased)

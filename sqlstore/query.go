@@ -163,6 +163,9 @@ type eventRow struct {
 	// snapshot of the read that returned it, as text.
 	Xid  sql.NullInt64  `db:"xid"`
 	Snap sql.NullString `db:"snap"`
+	// Branch is the part of a watermark read that returned the row (see
+	// owner.readMarks).
+	Branch sql.NullString `db:"branch"`
 }
 
 // field returns the destination of column col, or nil for a column an
@@ -205,6 +208,8 @@ func (r *eventRow) field(col string) any {
 		return &r.Xid
 	case "snap":
 		return &r.Snap
+	case "branch":
+		return &r.Branch
 	case "leased":
 		return &r.Leased
 	}

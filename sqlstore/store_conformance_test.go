@@ -37,6 +37,25 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceWatermarks runs the suite on Postgres with delivery
+// recorded per partition (WithWatermarks).
+func TestConformanceWatermarks(t *testing.T) {
+	openDB(t, Postgres)
+	outboxtest.TestStore(t, outboxtest.StoreHarness{
+		New: func(t *testing.T) outboxtest.StoreSetup {
+			b := setup(t, Postgres, WithWatermarks())
+			return outboxtest.StoreSetup{
+				Store:   b.store,
+				Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },
+				Advance: b.clock.Advance,
+				Requeue: func(ctx context.Context, ids []string) (int, error) {
+					return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
+				},
+			}
+		},
+	})
+}
+
 // TestConformanceRealClock runs the suite once more on SQLite with the
 // store's own clock, as a third party without a clock hook would: leases
 // and delays then pass in real time.

@@ -12,48 +12,72 @@ import (
 // The statements of watermarks (see watermark.go): the bulk read, and
 // what a heartbeat and Leave write.
 
-// readMarks is the bulk read of a Store with watermarks: in one
-// statement, under one snapshot, for each claimable partition its events
-// after its front (range) and those of transactions the front's snapshot
-// did not see (late), and the events delivered per row that are pending
-// (with the skip lists and the due conditions of read), all in save
-// order, at most limit. Events delivered ahead are left out (at most
-// maxSkip of them). Each row carries the statement's snapshot.
+// readMarks is the bulk read of a Store with watermarks. One statement,
+// under one snapshot, reads for each claimable partition its events after
+// its front in save order (range) and those of transactions the front's
+// snapshot did not see (late); the events of priority above 0 after the
+// fronts, highest first (priority); and the pending events delivered per
+// row, with the skip lists and the due conditions of read (per-row). Each
+// branch reads at most limit. Events delivered ahead are left out (at
+// most maxSkip of them).
+//
+// Of those, the claim gets at most limit in (priority, save) order, an
+// event whose earlier undelivered event of its aggregate has another
+// priority left out (a run claimed together has one priority). Each
+// partition's front moves over the prefix of its range that the claim
+// got, only if it got all of the partition's late events (pickMarks).
 func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, error) {
 	s := o.s
 	now := s.sx.Time(cr.now)
 	fronts := o.l.fronts(owned)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
 	q := newQuery(s.sx)
-	cols := selectColumns(s.sx, "c.") + ", c.partition_no, c.xid, " + leasedCol(q, now) + " AS leased"
-	q.sql("SELECT ", cols, ", txid_current_snapshot()::text AS snap FROM (")
-	branch := func(where func()) {
-		q.sql("(SELECT c.* FROM ", s.t.Quoted, " c WHERE ")
-		where()
-		q.sql(" ORDER BY c.seq LIMIT ", q.arg(limit), ") UNION ALL ")
-	}
+	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch, txid_current_snapshot()::text AS snap FROM (")
+	pending := " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL"
 	notAhead := func() {
 		if len(ahead) > 0 {
 			q.sql(" AND NOT (", q.seqIn("c.seq", ahead), ")")
 		}
 	}
-	for _, p := range slices.Sorted(maps.Keys(fronts)) {
+	branch := func(tag string, where func(), order string) {
+		q.sql("(SELECT c.*, '", tag, "' AS b FROM ", s.t.Quoted, " c WHERE ")
+		where()
+		q.sql(" ORDER BY ", order, " LIMIT ", q.arg(limit), ") UNION ALL ")
+	}
+	ps := slices.Sorted(maps.Keys(fronts))
+	for _, p := range ps {
 		f := fronts[p]
 		pn := strconv.Itoa(p)
-		branch(func() {
-			q.sql("c.partition_no = ", pn, " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND c.seq > ", q.arg(f.seq))
+		branch("r", func() {
+			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq))
 			notAhead()
-		})
+		}, "c.seq")
 		if f.snap != "" {
-			branch(func() {
+			branch("l", func() {
 				sn := q.arg(f.snap) + "::txid_snapshot"
-				q.sql("c.partition_no = ", pn, " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND c.seq <= ", q.arg(f.seq),
+				q.sql("c.partition_no = ", pn, pending, " AND c.seq <= ", q.arg(f.seq),
 					" AND (c.xid >= txid_snapshot_xmax(", sn, ") OR c.xid IN (SELECT txid_snapshot_xip(", sn, ")))")
 				notAhead()
-			})
+			}, "c.seq")
 		}
 	}
-	q.sql("(SELECT c.* FROM ", s.t.Quoted, " c WHERE c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
+	if len(ps) > 0 && cr.ordered {
+		// Events of a higher priority than the default, after the fronts,
+		// whose earlier undelivered events have their priority.
+		q.sql("(SELECT c.*, 'p' AS b FROM ", s.t.Quoted, " c JOIN (VALUES ")
+		for i, p := range ps {
+			if i > 0 {
+				q.sql(", ")
+			}
+			q.sql("(", strconv.Itoa(p), ", ", q.arg(fronts[p].seq), "::bigint, ", q.arg(fronts[p].snap), "::text)")
+		}
+		q.sql(") f(p, seq, snap) ON f.p = c.partition_no WHERE c.priority > 0 AND c.seq > f.seq", pending)
+		notAhead()
+		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " e WHERE e.aggregate_id = c.aggregate_id AND e.seq < c.seq",
+			" AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > f.seq OR NOT COALESCE(txid_visible_in_snapshot(e.xid, NULLIF(f.snap, '')::txid_snapshot), false))))",
+			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ") UNION ALL ")
+	}
+	q.sql("(SELECT c.*, 'w' AS b FROM ", s.t.Quoted, " c WHERE c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
 	if cr.ordered {
 		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
 	} else {
@@ -65,21 +89,14 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(limit), ")) c ORDER BY c.seq LIMIT ", q.arg(limit))
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(limit), ")) c")
 	rows, err := claimRows(ctx, s.db, q)
 	if err != nil {
 		return nil, nil, err
 	}
 	marks := make(map[int]markRead, len(fronts))
-	late := map[int]int{}
-	for _, r := range rows {
-		p := int(r.Partition.Int64)
-		if f, ok := fronts[p]; ok && r.Xid.Valid && r.Seq <= f.seq {
-			late[p]++
-		}
-	}
 	for p, f := range fronts {
-		marks[p] = markRead{front: f, lateFull: late[p] >= limit}
+		marks[p] = markRead{front: f}
 	}
 	return rows, marks, nil
 }
@@ -140,6 +157,20 @@ func (o *owner) park(ctx context.Context, tx sqlx.ExecerContext, recs map[int]re
 		}
 	}
 	return nil
+}
+
+// parkNow makes per-row at once the events that claims, releases and
+// expiries left undelivered behind a front (see ledger.parkLocked). If it
+// fails, the next heartbeat does it before it records their segments.
+func (o *owner) parkNow(ctx context.Context) error {
+	if o.l.marks == nil {
+		return nil
+	}
+	recs, tokens := o.l.takePark()
+	if len(recs) == 0 {
+		return nil
+	}
+	return o.retryDeadlock(ctx, func() error { return o.park(ctx, o.s.db, recs, tokens) })
 }
 
 // setMarks appends to an UPDATE of the partitions table the SET of the
