@@ -211,6 +211,17 @@ func (s *Store) notMarked(alias string) string {
 		".partition_no AND " + alias + ".seq <= w.mark_seq AND txid_visible_in_snapshot(" + alias + ".xid, w.mark_snap)))"
 }
 
+// perRow is, for a Store with watermarks, the SET (with a leading comma)
+// that makes an event's delivery recorded per row from now on (its
+// synced_at, attempts or dead_at), not by its partition's mark; ""
+// without.
+func (s *Store) perRow() string {
+	if !s.marks {
+		return ""
+	}
+	return ", xid = NULL"
+}
+
 // prefixCount is the order check of an aggregate with several candidates:
 // a subquery counting the undelivered events of aggregate agg up to seq
 // maxSeq (buried ones left out with cr.passDead). The candidates are a

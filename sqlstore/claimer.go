@@ -87,7 +87,7 @@ func (r rowLeases) markSynced(ctx context.Context, token string, ids []string) (
 	s := r.s
 	now := s.sx.Time(s.now())
 	n, err := s.perChunk(ctx, token, ids, 2, func(q *query, chunk []string) {
-		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now),
+		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), s.perRow(),
 			", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", chunk, false))
 	})
 	if err != nil {
@@ -114,7 +114,7 @@ func (r rowLeases) fail(ctx context.Context, token string, failures []storage.Fa
 	total := 0
 	for _, chunk := range chunks(failures, (s.sx.maxParams-4)/6) {
 		q := s.failSet(chunk, now)
-		q.sql(", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", failureIDs(chunk), false))
+		q.sql(s.perRow(), ", claim_token = NULL, locked_until = NULL WHERE claim_token = ", q.arg(token), " AND ", q.in("id", failureIDs(chunk), false))
 		n, err := s.exec(ctx, q)
 		total += n
 		if err != nil {

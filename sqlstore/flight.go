@@ -24,7 +24,8 @@ type flight struct {
 	leased map[string]bool
 	// xid holds the transaction IDs of the events delivered by the
 	// partition's mark (watermarks), not per row.
-	xid map[string]int64
+	xid     map[string]int64
+	created map[string]time.Time // of the same events: when saved
 }
 
 // beginRead registers a read that starts now and returns its start.
@@ -188,6 +189,10 @@ func (l *ledger) takeLocked(rows []eventRow, owned map[int]int64, r takeReq, mon
 		f.seq[row.ID] = row.Seq
 		if byMark {
 			f.xid[row.ID] = row.Xid.Int64
+			if f.created == nil {
+				f.created = map[string]time.Time{}
+			}
+			f.created[row.ID] = row.CreatedAt.Time
 		}
 		f.aggs = append(f.aggs, row.AggregateID)
 		f.agg[row.ID] = len(f.aggs)
@@ -310,6 +315,7 @@ func (l *ledger) finish(token string, ids []string, how int) {
 				switch how {
 				case endDelivered:
 					l.deliveredLocked(f.part[id], id, f.seq[id], xid)
+					l.deliveredLatencyLocked(f.created[id])
 				default:
 					l.resolveLocked(id, f.seq[id], how == endReleased)
 				}
@@ -347,6 +353,7 @@ func (l *ledger) doneLocked(f *flight, id string) {
 	delete(f.part, id)
 	delete(f.seq, id)
 	delete(f.xid, id)
+	delete(f.created, id)
 	l.finishes++
 	if len(l.reads) > 0 {
 		l.finished[id] = l.finishes

@@ -62,6 +62,10 @@ type ledger struct {
 	// expiry left undelivered behind a front, for the caller to make
 	// per-row at once (see parkLocked).
 	toPark map[int][]int64
+	// deliv sums up what was delivered by marks since the last
+	// heartbeat; now is the Store's clock its latencies are measured by.
+	deliv deliveries
+	now   func() time.Time
 }
 
 // partLease is one owned partition: its token and, by the local

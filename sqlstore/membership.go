@@ -15,6 +15,9 @@ import (
 const (
 	partitionsSuffix = "_partitions"
 	relaysSuffix     = "_relays"
+	// deliveriesSuffix names the table of what relays with watermarks
+	// delivered (Postgres migration 008).
+	deliveriesSuffix = "_deliveries"
 )
 
 // ErrNoPartitions is wrapped by Claim and Heartbeat when the table has no
@@ -210,10 +213,21 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	// the events its segments leave undelivered are made per-row, then
 	// the renewal records the marks.
 	var recs map[int]record
+	var dv deliveries
+	committed := false
+	defer func() {
+		if !committed {
+			o.l.putBackDeliveries(dv) // written by a later heartbeat
+		}
+	}()
 	tokens := o.l.tokens()
 	if o.l.marks != nil {
 		recs = o.l.recordable()
 		if err := o.park(ctx, tx, recs, tokens); err != nil {
+			return beat{}, err
+		}
+		dv = o.l.takeDeliveries()
+		if err := o.writeDeliveries(ctx, tx, dv); err != nil {
 			return beat{}, err
 		}
 	}
@@ -271,6 +285,7 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	if err := tx.Commit(); err != nil {
 		return beat{}, beatErr("commit", err)
 	}
+	committed = true
 	b := beat{mine: mine, count: count, share: share, sent: sent, recs: recs, tokens: tokens, marks: marks}
 	if !lapse.IsZero() && !now.IsZero() {
 		b.lapse = lapse.Sub(now.Time)

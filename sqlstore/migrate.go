@@ -78,6 +78,7 @@ func (s *Store) Drop(ctx context.Context) error {
 		"DROP TABLE IF EXISTS " + s.t.Quoted,
 		"DROP TABLE IF EXISTS " + s.t.Sibling(partitionsSuffix),
 		"DROP TABLE IF EXISTS " + s.t.Sibling(relaysSuffix),
+		"DROP TABLE IF EXISTS " + s.t.Sibling(deliveriesSuffix),
 		"DROP TABLE IF EXISTS " + s.t.MigrationsTable(),
 	}, s.d.leftBehind(s.t)...)
 	return ddl.Locked(ctx, conn, s.t, func(q sqlschema.Querier) error {

@@ -76,7 +76,7 @@ func newOwner(s *Store, name string, every, ttl time.Duration, marks bool) *owne
 	}
 	l := newLedger()
 	if marks {
-		l.marks, l.segOf = map[int]*partMark{}, map[string]*segment{}
+		l.marks, l.segOf, l.now = map[int]*partMark{}, map[string]*segment{}, func() time.Time { return s.now() }
 	}
 	return &owner{s: s, rows: rowLeases{s}, name: name, clock: time.Now, every: every, ttl: ttl, l: l}
 }
@@ -250,7 +250,7 @@ func (o *owner) markSynced(ctx context.Context, token string, ids []string) (int
 	total := len(h.ids) - len(h.seqs) // delivered by the partitions' marks: no write
 	for _, chunk := range chunks(h.seqs, s.sx.maxParams-2-2*len(h.tokens)) {
 		q := newQuery(s.sx)
-		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
+		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), s.perRow(), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")
 		o.fence(q, "partition_no", h.tokens)
 		n, err := o.fencedExec(ctx, q)
 		total += n
@@ -303,9 +303,7 @@ func (o *owner) fail(ctx context.Context, token string, failures []storage.Failu
 	total := 0
 	for _, chunk := range chunks(mine, (s.sx.maxParams-4-2*len(h.tokens))/6) {
 		q := s.failSet(chunk, now)
-		if o.l.marks != nil {
-			q.sql(", xid = NULL") // delivered per row from now on
-		}
+		q.sql(s.perRow())
 		q.sql(" WHERE ", q.in("id", failureIDs(chunk), false), " AND synced_at IS NULL")
 		o.fence(q, "partition_no", h.tokens)
 		n, err := o.fencedExec(ctx, q)

@@ -129,6 +129,13 @@ func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
 	if marked == 0 {
 		t.Fatal("no partition records a mark")
 	}
+	var delivered int
+	if err := b.db.QueryRowContext(t.Context(), "SELECT COALESCE(SUM(events), 0) FROM "+b.store.t.Sibling(deliveriesSuffix)).Scan(&delivered); err != nil {
+		t.Fatal(err)
+	}
+	if delivered != len(events) {
+		t.Fatalf("the deliveries table counts %d events, want %d", delivered, len(events))
+	}
 	st, err := b.store.Stats(t.Context(), 0)
 	if err != nil || st.Pending != 0 {
 		t.Fatalf("Stats after the drain: %+v, %v; want nothing pending", st, err)

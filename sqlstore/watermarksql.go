@@ -188,7 +188,7 @@ func setMarks(q *query, recs map[int]record) {
 	for _, p := range ps {
 		q.sql(" WHEN ", strconv.Itoa(p), " THEN ", q.arg(recs[p].to.snap), "::txid_snapshot")
 	}
-	q.sql(" ELSE mark_snap END")
+	q.sql(" ELSE mark_snap END, mark_at = CASE WHEN ", partIn("partition_no", toSet(ps)), " THEN now() ELSE mark_at END")
 }
 
 // flushAhead writes synced_at for events delivered ahead of any read in

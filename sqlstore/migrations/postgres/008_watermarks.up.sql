@@ -27,3 +27,23 @@ CREATE INDEX IF NOT EXISTS outbox_events_part_xid_idx
 -- migration. A few rows, not the stream.
 CREATE INDEX IF NOT EXISTS outbox_events_per_row_idx
     ON outbox_events (partition_no, seq) WHERE xid IS NULL AND synced_at IS NULL AND dead_at IS NULL;
+
+-- When each partition's mark was last recorded: an event its mark covers
+-- was delivered by then.
+ALTER TABLE outbox_events_partitions ADD COLUMN IF NOT EXISTS mark_at TIMESTAMPTZ NULL;
+
+-- What the relays delivered by their marks, one row per relay and
+-- heartbeat that delivered anything: how many events, and their latency
+-- (saved -> acknowledged, in microseconds) as a sum, a maximum and a
+-- histogram ("bucket:count,...", bucket = floor(4 * log2(1 + latency))).
+-- Stats and the console read these for the events no synced_at records.
+-- Heartbeats delete rows older than a day.
+CREATE TABLE IF NOT EXISTS outbox_events_deliveries (
+    relay          VARCHAR(64) NOT NULL,
+    at             TIMESTAMPTZ NOT NULL,
+    events         INTEGER     NOT NULL,
+    latency_sum_us BIGINT      NOT NULL,
+    latency_max_us BIGINT      NOT NULL,
+    latency_hist   TEXT        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_events_deliveries_at_idx ON outbox_events_deliveries (at);
