@@ -247,6 +247,9 @@ type holding struct {
 	ids    []string
 	seqs   []int64 // of those of ids delivered per row
 	leased []string
+	// byMark are those of ids delivered by their partition's mark, by
+	// partition.
+	byMark map[int][]string
 }
 
 // heldBy returns what token's claim holds of ids; ok is false if token
@@ -265,7 +268,12 @@ func (l *ledger) heldBy(token string, ids []string) (h holding, ok bool) {
 		case f.agg[id] > 0:
 			h.tokens[f.part[id]] = f.tokens[f.part[id]]
 			h.ids = append(h.ids, id)
-			if _, byMark := f.xid[id]; !byMark {
+			if _, byMark := f.xid[id]; byMark {
+				if h.byMark == nil {
+					h.byMark = map[int][]string{}
+				}
+				h.byMark[f.part[id]] = append(h.byMark[f.part[id]], id)
+			} else {
 				h.seqs = append(h.seqs, f.seq[id])
 			}
 		case f.leased[id]:
@@ -480,4 +488,20 @@ func (l *ledger) staleDead() map[int]int64 {
 		parts[p] = pl.token
 	}
 	return parts
+}
+
+// lapsed returns, of events held by their partitions' marks (by
+// partition, as holding.byMark), those whose partition the Store may no
+// longer hold under tokens at mono: its lease ran out by the local clock,
+// or it changed hands. Their delivery is not the Store's to record.
+func (l *ledger) lapsed(byMark map[int][]string, tokens map[int]int64, mono time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, ids := range byMark {
+		if pl, ok := l.parts[p]; !ok || pl.token != tokens[p] || !pl.until.After(mono) {
+			out = append(out, ids...)
+		}
+	}
+	return out
 }

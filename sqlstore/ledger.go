@@ -216,7 +216,7 @@ func (l *ledger) aheadOfLocked(give []int, recs map[int]record) []string {
 // the tokens the table holds, given-back ones already left out), leased
 // until sent+ttl by the local clock, sent being the local time before
 // the heartbeat's transaction began; dead are their aggregates held by a
-// dead event. count is the table's partition count, share the fair
+// dead event (nil: not read; the next claim reads them). count is the table's partition count, share the fair
 // share. It reports whether the Store gained a partition.
 //
 // With watermarks, recs are the marks the table holds for mine: a
@@ -225,7 +225,11 @@ func (l *ledger) aheadOfLocked(give []int, recs map[int]record) []string {
 func (l *ledger) adopt(mine map[int]int64, recs map[int]mark, dead map[int]map[string]bool, count, share int, sent time.Time, ttl time.Duration) (gained bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.dead, l.deadStale = dead, false
+	if dead != nil {
+		l.dead, l.deadStale = dead, false
+	} else {
+		l.deadStale = true // not read: the next claim reads them
+	}
 	l.adoptMarksLocked(mine, recs)
 	for p, tok := range mine {
 		if old, ok := l.parts[p]; !ok || old.token != tok {

@@ -77,12 +77,18 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	if err != nil {
 		return o.every, false, o.tooOld(ctx, err)
 	}
-	dead, err := o.deadAggregates(ctx, b.mine)
-	if err != nil {
-		return o.every, false, err
-	}
+	// The beat committed: the ledger must learn what it owns now even if
+	// ctx ended meanwhile (the relay stopping), or Leave would not give
+	// back what it just took. Without the dead aggregates, the next
+	// claim reads them.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ttl)
+	dead, derr := o.deadAggregates(dctx, b.mine)
+	cancel()
 	o.l.recorded(b.recs, b.tokens)
 	took = o.l.adopt(b.mine, b.marks, dead, b.count, b.share, b.sent, o.ttl)
+	if derr != nil {
+		return o.every, took, derr
+	}
 	next = b.next(o.every)
 	if o.l.hurried(o.clock()) {
 		next = min(next, max(o.every/20, MinHeartbeat))

@@ -225,6 +225,14 @@ func TestMockOwnerRenewalErrors(t *testing.T) {
 					if !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "sqlstore: heartbeat: ") {
 						t.Fatalf("renewal: %v, want an error wrapping the driver's", err)
 					}
+					if st.name == "read dead aggregates" {
+						// The renewal committed: the ledger owns what
+						// the table says, so that Leave gives it back.
+						want = map[int]int64{0: 5, 1: 7}
+						if sc.name == "give back" {
+							want = map[int]int64{0: 5}
+						}
+					}
 					if got := ownedTokens(s); !maps.Equal(got, want) {
 						t.Fatalf("owned %v after a failed renewal, want %v", got, want)
 					}

@@ -247,7 +247,11 @@ func (o *owner) markSynced(ctx context.Context, token string, ids []string) (int
 		return 0, fmt.Errorf("sqlstore: mark synced: %w", err)
 	}
 	now := s.sx.Time(s.now())
-	total := len(h.ids) - len(h.seqs) // delivered by the partitions' marks: no write
+	// Delivered by the partitions' marks: no write, unless the lease of
+	// their partition lapsed meanwhile (another relay may have them now).
+	lapsed := o.l.lapsed(h.byMark, h.tokens, o.clock())
+	o.l.finish(token, lapsed, endReleased)
+	total := len(h.ids) - len(h.seqs) - len(lapsed)
 	for _, chunk := range chunks(h.seqs, s.sx.maxParams-2-2*len(h.tokens)) {
 		q := newQuery(s.sx)
 		q.sql("UPDATE ", s.t.Quoted, " SET synced_at = ", q.arg(now), s.perRow(), " WHERE ", q.seqIn("seq", chunk), " AND synced_at IS NULL")

@@ -141,6 +141,9 @@ type markRead struct {
 	front mark
 	to    int64
 	stay  bool
+	// cutoff, when not 0, is the highest seq of the read's seq-ordered
+	// part, which was full: rows of higher seq may exist unread.
+	cutoff int64
 }
 
 // record is what a heartbeat writes for one partition: the mark of its

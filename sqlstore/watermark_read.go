@@ -82,7 +82,8 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 				late = append(late, row)
 			}
 		}
-		stay := len(late) >= limit
+		// Late rows above a full read's cutoff may be unread.
+		stay := mr.cutoff != 0 && mr.front.seq > mr.cutoff
 		for _, row := range late {
 			stay = stay || !passed[row.ID]
 		}
@@ -100,7 +101,7 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 			}
 			to = row.Seq
 		}
-		if whole && len(rng) < limit {
+		if whole && mr.cutoff == 0 {
 			if pm, ok := l.marks[p]; ok {
 				for _, a := range pm.ahead {
 					to = max(to, a.seq)

@@ -31,18 +31,19 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	now := s.sx.Time(cr.now)
 	fronts := o.l.fronts(owned)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
+	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	q := newQuery(s.sx)
-	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch, txid_current_snapshot()::text AS snap FROM (")
+	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch, txid_current_snapshot()::text AS snap FROM ((SELECT * FROM (")
 	pending := " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL"
 	notAhead := func() {
 		if len(ahead) > 0 {
 			q.sql(" AND NOT (", q.seqIn("c.seq", ahead), ")")
 		}
 	}
-	branch := func(tag string, where func(), order string) {
+	branch := func(tag string, where func()) {
 		q.sql("(SELECT c.*, '", tag, "' AS b FROM ", s.t.Quoted, " c WHERE ")
 		where()
-		q.sql(" ORDER BY ", order, " LIMIT ", q.arg(limit), ") UNION ALL ")
+		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	}
 	ps := slices.Sorted(maps.Keys(fronts))
 	for _, p := range ps {
@@ -51,31 +52,15 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 		branch("r", func() {
 			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq))
 			notAhead()
-		}, "c.seq")
+		})
 		if f.snap != "" {
 			branch("l", func() {
 				sn := q.arg(f.snap) + "::txid_snapshot"
 				q.sql("c.partition_no = ", pn, pending, " AND c.seq <= ", q.arg(f.seq),
 					" AND (c.xid >= txid_snapshot_xmax(", sn, ") OR c.xid IN (SELECT txid_snapshot_xip(", sn, ")))")
 				notAhead()
-			}, "c.seq")
+			})
 		}
-	}
-	if len(ps) > 0 && cr.ordered {
-		// Events of a higher priority than the default, after the fronts,
-		// whose earlier undelivered events have their priority.
-		q.sql("(SELECT c.*, 'p' AS b FROM ", s.t.Quoted, " c JOIN (VALUES ")
-		for i, p := range ps {
-			if i > 0 {
-				q.sql(", ")
-			}
-			q.sql("(", strconv.Itoa(p), ", ", q.arg(fronts[p].seq), "::bigint, ", q.arg(fronts[p].snap), "::text)")
-		}
-		q.sql(") f(p, seq, snap) ON f.p = c.partition_no WHERE c.priority > 0 AND c.seq > f.seq", pending)
-		notAhead()
-		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " e WHERE e.aggregate_id = c.aggregate_id AND e.seq < c.seq",
-			" AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > f.seq OR NOT COALESCE(txid_visible_in_snapshot(e.xid, NULLIF(f.snap, '')::txid_snapshot), false))))",
-			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ") UNION ALL ")
 	}
 	q.sql("(SELECT c.*, 'w' AS b FROM ", s.t.Quoted, " c WHERE c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
 	if cr.ordered {
@@ -89,14 +74,44 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(limit), ")) c")
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
+	if len(ps) > 0 && cr.ordered {
+		// Events of a higher priority than the default, after the fronts,
+		// whose earlier undelivered events have their priority.
+		q.sql(" UNION ALL (SELECT c.*, 'p' AS b FROM ", s.t.Quoted, " c JOIN (VALUES ")
+		for i, p := range ps {
+			if i > 0 {
+				q.sql(", ")
+			}
+			q.sql("(", strconv.Itoa(p), ", ", q.arg(fronts[p].seq), "::bigint, ", q.arg(fronts[p].snap), "::text)")
+		}
+		q.sql(") f(p, seq, snap) ON f.p = c.partition_no WHERE c.priority > 0 AND c.seq > f.seq", pending)
+		notAhead()
+		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " e WHERE e.aggregate_id = c.aggregate_id AND e.seq < c.seq",
+			" AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > f.seq OR NOT COALESCE(txid_visible_in_snapshot(e.xid, NULLIF(f.snap, '')::txid_snapshot), false))))",
+			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ")")
+	}
+	q.sql(") c")
 	rows, err := claimRows(ctx, s.db, q)
 	if err != nil {
 		return nil, nil, err
 	}
+	// The seq-ordered part returned the n lowest seqs: if it is full, a
+	// partition's rows above its highest seq were cut (cutoff).
+	var inSeq int
+	var cutoff int64
+	for _, r := range rows {
+		if r.Branch.String != "p" {
+			inSeq++
+			cutoff = max(cutoff, r.Seq)
+		}
+	}
+	if inSeq < n {
+		cutoff = 0
+	}
 	marks := make(map[int]markRead, len(fronts))
 	for p, f := range fronts {
-		marks[p] = markRead{front: f}
+		marks[p] = markRead{front: f, cutoff: cutoff}
 	}
 	return rows, marks, nil
 }
