@@ -53,6 +53,11 @@ func (l *ledger) endRead(start uint64) {
 			delete(l.finished, id)
 		}
 	}
+	for agg, at := range l.parkedAt {
+		if at <= oldest {
+			delete(l.parkedAt, agg)
+		}
+	}
 }
 
 // takeReq is what take needs of the claim: its token, the claim's view
@@ -159,7 +164,7 @@ func (l *ledger) takeLocked(rows []eventRow, owned map[int]int64, r takeReq, mon
 			agg = ""
 		}
 		if agg != "" {
-			if blocked[agg] || l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) {
+			if blocked[agg] || l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) || l.parkHeldLocked(agg, r.start) {
 				blocked[agg] = true
 				continue
 			}
@@ -325,7 +330,7 @@ func (l *ledger) finish(token string, ids []string, how int) {
 					l.deliveredLocked(f.part[id], id, f.seq[id], xid)
 					l.deliveredLatencyLocked(f.created[id])
 				default:
-					l.resolveLocked(id, f.seq[id], how == endReleased)
+					l.resolveLocked(id, f.seq[id], f.aggs[f.agg[id]-1], how == endReleased)
 				}
 			}
 			l.doneLocked(f, id)
@@ -376,7 +381,7 @@ func (l *ledger) expire(mono time.Time) {
 	for tok, f := range l.flights {
 		if mono.After(f.deadline) {
 			for id := range f.part {
-				l.resolveLocked(id, f.seq[id], true)
+				l.resolveLocked(id, f.seq[id], f.aggs[f.agg[id]-1], true)
 				l.doneLocked(f, id)
 			}
 			delete(l.flights, tok)

@@ -62,6 +62,13 @@ type ledger struct {
 	// expiry left undelivered behind a front, for the caller to make
 	// per-row at once (see parkLocked).
 	toPark map[int][]int64
+	// parkPending are the events to park whose park has not committed,
+	// parking their aggregates' counts, parkedAt when a park of an
+	// aggregate's event committed (as finishes counts), for as long as a
+	// read that began before runs (see parkLocked).
+	parkPending map[int64]parkRow
+	parking     map[string]int
+	parkedAt    map[string]uint64
 	// deliv sums up what was delivered by marks since the last
 	// heartbeat; now is the Store's clock its latencies are measured by.
 	deliv deliveries
@@ -77,14 +84,17 @@ type partLease struct {
 
 func newLedger() *ledger {
 	return &ledger{
-		parts:    map[int]partLease{},
-		draining: map[int]bool{},
-		flights:  map[string]*flight{},
-		busy:     map[string]int{},
-		holds:    map[string]time.Time{},
-		dead:     map[int]map[string]bool{},
-		finished: map[string]uint64{},
-		reads:    map[uint64]int{},
+		parts:       map[int]partLease{},
+		draining:    map[int]bool{},
+		flights:     map[string]*flight{},
+		busy:        map[string]int{},
+		holds:       map[string]time.Time{},
+		dead:        map[int]map[string]bool{},
+		finished:    map[string]uint64{},
+		parkPending: map[int64]parkRow{},
+		parking:     map[string]int{},
+		parkedAt:    map[string]uint64{},
+		reads:       map[uint64]int{},
 	}
 }
 

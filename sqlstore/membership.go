@@ -84,6 +84,7 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ttl)
 	dead, derr := o.deadAggregates(dctx, b.mine)
 	cancel()
+	o.l.parked(parkSeqs(b.recs))
 	o.l.recorded(b.recs, b.tokens)
 	took = o.l.adopt(b.mine, b.marks, dead, b.count, b.share, b.sent, o.ttl)
 	if derr != nil {

@@ -235,6 +235,11 @@ func (l *ledger) adoptMarksLocked(mine map[int]int64, recs map[int]mark) {
 					delete(l.segOf, id)
 				}
 			}
+			for seq, r := range l.parkPending {
+				if r.p == p {
+					l.unparkLocked(seq, false)
+				}
+			}
 			delete(l.marks, p)
 		}
 	}
@@ -281,7 +286,7 @@ func (l *ledger) aheadSeqs(owned map[int]int64, limit int) []int64 {
 // resolveLocked ends the open event id of its segment; with park set the
 // event is to be made per-row before the segment is recorded. It
 // reports whether id was in a segment. l.mu held.
-func (l *ledger) resolveLocked(id string, seq int64, park bool) bool {
+func (l *ledger) resolveLocked(id string, seq int64, agg string, park bool) bool {
 	g, ok := l.segOf[id]
 	if !ok {
 		return false
@@ -289,7 +294,7 @@ func (l *ledger) resolveLocked(id string, seq int64, park bool) bool {
 	delete(l.segOf, id)
 	delete(g.open, id)
 	if park {
-		l.parkLocked(g, seq)
+		l.parkLocked(g, seq, agg)
 	}
 	return true
 }
@@ -299,12 +304,64 @@ func (l *ledger) resolveLocked(id string, seq int64, park bool) bool {
 // segment, and to toPark, which the claim or release at hand writes at
 // once, so that it can be claimed again (per row) without waiting for a
 // heartbeat. l.mu held.
-func (l *ledger) parkLocked(g *segment, seq int64) {
+//
+// Until the park commits, and for reads that began before it did, the
+// event's aggregate is held (parkHeldLocked): a read does not see the
+// event (the front covers it, its xid is still set), and must not take a
+// later event of its aggregate first.
+func (l *ledger) parkLocked(g *segment, seq int64, agg string) {
 	g.park = append(g.park, seq)
 	if l.toPark == nil {
 		l.toPark = map[int][]int64{}
 	}
 	l.toPark[g.p] = append(l.toPark[g.p], seq)
+	if _, ok := l.parkPending[seq]; ok || agg == "" {
+		return
+	}
+	l.parkPending[seq] = parkRow{p: g.p, agg: agg}
+	l.parking[agg]++
+}
+
+// parkRow is an event to park, with its partition and aggregate.
+type parkRow struct {
+	p   int
+	agg string
+}
+
+// parked records that a park of seqs committed: their aggregates are
+// held on only for the reads that began before.
+func (l *ledger) parked(seqs []int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, seq := range seqs {
+		l.unparkLocked(seq, true)
+	}
+}
+
+// unparkLocked forgets a pending park of seq; committed, its aggregate
+// stays held for the reads running now. l.mu held.
+func (l *ledger) unparkLocked(seq int64, committed bool) {
+	r, ok := l.parkPending[seq]
+	if !ok {
+		return
+	}
+	delete(l.parkPending, seq)
+	if l.parking[r.agg]--; l.parking[r.agg] <= 0 {
+		delete(l.parking, r.agg)
+	}
+	if committed {
+		l.finishes++
+		l.parkedAt[r.agg] = l.finishes
+	}
+}
+
+// parkHeldLocked reports whether agg is held by a park: pending, or
+// committed after a read that began at start. l.mu held.
+func (l *ledger) parkHeldLocked(agg string, start uint64) bool {
+	if agg == "" {
+		return false
+	}
+	return l.parking[agg] > 0 || l.parkedAt[agg] > start
 }
 
 // takePark returns, and forgets, the events to make per-row at once, by
@@ -330,7 +387,7 @@ func (l *ledger) takePark() (map[int]record, map[int]int64) {
 // resolves the event's segment, or, when no read covered it yet, keeps it
 // ahead. l.mu held.
 func (l *ledger) deliveredLocked(p int, id string, seq, xid int64) {
-	if l.resolveLocked(id, seq, false) {
+	if l.resolveLocked(id, seq, "", false) {
 		return
 	}
 	pm, ok := l.marks[p]

@@ -134,6 +134,9 @@ func (l *ledger) passesLocked(row eventRow, r takeReq) bool {
 	if !r.ordered || agg == "" {
 		return false
 	}
+	if l.parkHeldLocked(agg, r.start) {
+		return true
+	}
 	if l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) {
 		return true
 	}
@@ -179,7 +182,7 @@ func (l *ledger) moveFrontsLocked(rows []eventRow, fates []int, owned map[int]in
 				l.segOf[row.ID] = g
 			}
 		case fatePark:
-			l.parkLocked(g, row.Seq)
+			l.parkLocked(g, row.Seq, row.AggregateID)
 		case fateAhead:
 			delete(l.marks[g.p].ahead, row.ID)
 		}

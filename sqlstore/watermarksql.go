@@ -185,7 +185,20 @@ func (o *owner) parkNow(ctx context.Context) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return o.retryDeadlock(ctx, func() error { return o.park(ctx, o.s.db, recs, tokens) })
+	if err := o.retryDeadlock(ctx, func() error { return o.park(ctx, o.s.db, recs, tokens) }); err != nil {
+		return err
+	}
+	o.l.parked(parkSeqs(recs))
+	return nil
+}
+
+// parkSeqs returns the seqs recs park.
+func parkSeqs(recs map[int]record) []int64 {
+	var out []int64
+	for _, r := range recs {
+		out = append(out, r.park...)
+	}
+	return out
 }
 
 // setMarks appends to an UPDATE of the partitions table the SET of the
@@ -270,6 +283,7 @@ func (o *owner) handBack(ctx context.Context, give []int, ahead []string, recs m
 	if err := tx.Commit(); err != nil {
 		return err
 	}
+	o.l.parked(parkSeqs(mine))
 	o.l.recorded(mine, tokens)
 	return nil
 }

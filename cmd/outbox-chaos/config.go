@@ -33,6 +33,9 @@ type Config struct {
 	// Idempotent publishes with redisstream.WithIdempotence; the run then
 	// also fails on any duplicate at the broker.
 	Idempotent bool
+	// Watermarks runs the relays with delivery recorded per partition
+	// (sqlstore.WithWatermarks; Postgres only).
+	Watermarks bool
 
 	Verbose bool
 }
@@ -63,6 +66,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("no %s DSN: pass -dsn or set OUTBOX_TEST_POSTGRES / OUTBOX_TEST_MYSQL", c.DB)
 	case c.Broker != "redis" && c.Broker != "kafka":
 		return fmt.Errorf("-broker %q: want redis or kafka", c.Broker)
+	case c.Watermarks && c.DB != "postgres":
+		return fmt.Errorf("-watermarks needs -db postgres")
 	case c.Broker == "kafka" && c.Idempotent:
 		return fmt.Errorf("-idempotent is for -broker redis")
 	case c.Broker == "redis" && c.RedisURL == "":

@@ -89,6 +89,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule and the workload (default: from the clock)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log faults and relay warnings to stderr")
 	fs.BoolVar(&cfg.Idempotent, "idempotent", false, "publish with idempotent Redis publication; then any duplicate at the broker fails the run")
+	fs.BoolVar(&cfg.Watermarks, "watermarks", false, "relays record delivery per partition (sqlstore.WithWatermarks; Postgres)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -98,7 +99,7 @@ func parseFlags(args []string) (Config, error) {
 	if *long {
 		l := LongConfig()
 		l.DB, l.DSN, l.RedisURL, l.Writers, l.Relays, l.Seed, l.Verbose = cfg.DB, cfg.DSN, cfg.RedisURL, cfg.Writers, cfg.Relays, cfg.Seed, cfg.Verbose
-		l.Idempotent, l.Broker = cfg.Idempotent, cfg.Broker
+		l.Idempotent, l.Broker, l.Watermarks = cfg.Idempotent, cfg.Broker, cfg.Watermarks
 		cfg = l
 	}
 	if *events > 0 {

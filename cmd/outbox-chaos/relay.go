@@ -28,13 +28,13 @@ type relayArgs struct {
 	db, dsn, redisURL, redisAddr, table, prefix string
 	broker, kafkaVia                            string
 	lease                                       time.Duration
-	verbose, idempotent                         bool
+	verbose, idempotent, watermarks             bool
 }
 
 func (a relayArgs) flags() []string {
 	return []string{"-db", a.db, "-dsn", a.dsn, "-redis", a.redisURL, "-redis-addr", a.redisAddr,
 		"-table", a.table, "-prefix", a.prefix, "-lease", a.lease.String(), fmt.Sprintf("-v=%t", a.verbose),
-		fmt.Sprintf("-idempotent=%t", a.idempotent), "-broker", a.broker, "-kafka-via", a.kafkaVia}
+		fmt.Sprintf("-idempotent=%t", a.idempotent), fmt.Sprintf("-watermarks=%t", a.watermarks), "-broker", a.broker, "-kafka-via", a.kafkaVia}
 }
 
 // relayMain is a relay process: an outbox.Outbox relay over the run's table,
@@ -51,6 +51,7 @@ func relayMain(args []string) int {
 	fs.DurationVar(&a.lease, "lease", 2*time.Second, "claim lease")
 	fs.BoolVar(&a.verbose, "v", false, "log warnings to stderr")
 	fs.BoolVar(&a.idempotent, "idempotent", false, "idempotent Redis publication")
+	fs.BoolVar(&a.watermarks, "watermarks", false, "delivery recorded per partition")
 	fs.StringVar(&a.broker, "broker", "redis", "redis or kafka")
 	fs.StringVar(&a.kafkaVia, "kafka-via", "", "Kafka brokers and the parent's proxies in front of them: broker=proxy,...")
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +81,7 @@ func relay(ctx context.Context, a relayArgs) error {
 	defer db.Close()
 	db.SetMaxOpenConns(4)
 	db.SetConnMaxIdleTime(5 * time.Second)
-	store, err := sqlstore.New(db, sqlstore.WithTable(a.table))
+	store, err := sqlstore.New(db, storeOptions(a.table, a.watermarks)...)
 	if err != nil {
 		return err
 	}
@@ -124,4 +125,13 @@ func relay(ctx context.Context, a relayArgs) error {
 		return err
 	}
 	return ob.Run(ctx)
+}
+
+// storeOptions are the sqlstore options of the run's table.
+func storeOptions(table string, watermarks bool) []sqlstore.Option {
+	opts := []sqlstore.Option{sqlstore.WithTable(table)}
+	if watermarks {
+		opts = append(opts, sqlstore.WithWatermarks())
+	}
+	return opts
 }

@@ -179,7 +179,7 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 	if err := db.PingContext(pctx); err != nil {
 		return cleanup, fmt.Errorf("connect to %s: %w", r.cfg.DB, err)
 	}
-	if r.store, err = sqlstore.New(db, sqlstore.WithTable(r.table)); err != nil {
+	if r.store, err = sqlstore.New(db, storeOptions(r.table, r.cfg.Watermarks)...); err != nil {
 		return cleanup, err
 	}
 	undo = append(undo, func() {
@@ -220,7 +220,7 @@ func (r *run) setup(ctx context.Context) (func(), error) {
 
 	r.fleet, err = newFleet(relayArgs{
 		db: r.cfg.DB, dsn: relayDSN, redisURL: r.cfg.RedisURL, redisAddr: r.brokerProxy[0].Addr(),
-		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose, idempotent: r.cfg.Idempotent,
+		table: r.table, prefix: r.prefix, lease: r.cfg.Lease, verbose: r.cfg.Verbose, idempotent: r.cfg.Idempotent, watermarks: r.cfg.Watermarks,
 		broker: r.cfg.Broker, kafkaVia: r.kafkaVia,
 	}, r.cfg.Verbose)
 	if err != nil {
@@ -313,12 +313,12 @@ func (r *run) heal() {
 // drain waits until no event is pending.
 func (r *run) drain(ctx context.Context) error {
 	deadline := time.Now().Add(r.cfg.Drain)
-	q := "SELECT COUNT(*) FROM " + r.table + " WHERE synced_at IS NULL AND dead_at IS NULL"
 	for {
-		var n int
-		if err := r.db.GetContext(ctx, &n, q); err != nil {
+		st, err := r.store.Stats(ctx, 0)
+		if err != nil {
 			return err
 		}
+		n := st.Pending
 		if n == 0 {
 			return nil
 		}
@@ -335,10 +335,12 @@ func (r *run) drain(ctx context.Context) error {
 
 // counts reads how many events are still pending or buried.
 func (r *run) counts(ctx context.Context, res *Result) error {
-	if err := r.db.GetContext(ctx, &res.Pending, "SELECT COUNT(*) FROM "+r.table+" WHERE synced_at IS NULL AND dead_at IS NULL"); err != nil {
+	st, err := r.store.Stats(ctx, 0)
+	if err != nil {
 		return err
 	}
-	return r.db.GetContext(ctx, &res.Dead, "SELECT COUNT(*) FROM "+r.table+" WHERE dead_at IS NOT NULL")
+	res.Pending, res.Dead = int(st.Pending), int(st.Dead)
+	return nil
 }
 
 // readStreams reads every entry of the run's streams, in stream order.

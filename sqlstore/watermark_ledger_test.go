@@ -1,0 +1,117 @@
+package sqlstore
+
+import (
+	"database/sql"
+	"slices"
+	"testing"
+)
+
+// The rules of watermarks, without a database (see ledger_test.go).
+
+// markRow is row with the saving transaction xid, as a branch of a
+// watermark read returns it.
+func markRow(seq int64, agg string, xid int64, branch string) eventRow {
+	r := row(seq, 0, agg)
+	if xid != 0 {
+		r.Xid = sql.NullInt64{Int64: xid, Valid: true}
+	}
+	r.Branch = sql.NullString{String: branch, Valid: true}
+	return r
+}
+
+// marking returns a ledger with watermarks that owns partition 0 from
+// the mark m.
+func marking(m mark) *ledger {
+	l := newLedger()
+	l.marks, l.segOf = map[int]*partMark{}, map[string]*segment{}
+	l.adopt(map[int]int64{0: 1}, map[int]mark{0: m}, nil, 1, 1, t0, tTTL)
+	return l
+}
+
+// readMarked takes rows as the claim token of a read from the current
+// front with snapshot snap, and returns the IDs taken.
+func readMarked(l *ledger, token, snap string, rows ...eventRow) []string {
+	start := l.beginRead()
+	defer l.endRead(start)
+	r := req(token)
+	r.start, r.snap = start, snap
+	r.marks = map[int]markRead{0: {front: l.fronts(map[int]int64{0: 1})[0]}}
+	return ids2(l.takeMarked(rows, map[int]int64{0: 1}, r, t0, 10))
+}
+
+func ids2(rows []eventRow) []string {
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+// The model's finding 4: an event left behind a front (here leased by a
+// claim by IDs elsewhere) is parked, and until its park commits, and for
+// the reads that began before, it holds its aggregate: a later event of
+// the aggregate is not taken ahead of it.
+func TestParkHoldsItsAggregate(t *testing.T) {
+	l := marking(mark{})
+	a1 := markRow(1, "A", 100, "r")
+	a1.Leased = sql.NullInt64{Int64: 1, Valid: true}
+	if got := readMarked(l, "c1", "90:200:", a1); len(got) != 0 {
+		t.Fatalf("took %v, want nothing: A1 is leased elsewhere", got)
+	}
+	recs, _ := l.takePark()
+	if !slices.Equal(recs[0].park, []int64{1}) {
+		t.Fatalf("to park %v, want [1]", recs)
+	}
+	if got := readMarked(l, "c2", "90:200:", markRow(2, "A", 101, "r"), markRow(3, "B", 102, "r")); !slices.Equal(got, []string{"e3"}) {
+		t.Fatalf("took %v while A1's park is pending, want only B's e3", got)
+	}
+	// A read that began before the park committed still holds A.
+	start := l.beginRead()
+	l.parked([]int64{1, 2})
+	r := req("c3")
+	r.start, r.snap = start, "90:200:"
+	r.marks = map[int]markRead{0: {front: l.fronts(map[int]int64{0: 1})[0]}}
+	if got := ids2(l.takeMarked([]eventRow{markRow(4, "A", 103, "r")}, map[int]int64{0: 1}, r, t0, 10)); len(got) != 0 {
+		t.Fatalf("a read begun before the park committed took %v", got)
+	}
+	l.endRead(start)
+	l.parked([]int64{4}) // that read left A4 behind its front: parked too
+	// Parked, A1 is per-row now; a read after takes it first.
+	if got := readMarked(l, "c4", "90:200:", markRow(1, "A", 0, "w"), markRow(2, "A", 0, "w"), markRow(4, "A", 0, "w")); !slices.Equal(got, []string{"e1", "e2", "e4"}) {
+		t.Fatalf("took %v after the park, want A's events in order", got)
+	}
+}
+
+// A claim by IDs never takes an event the front covers: a read took it,
+// and its segment says what became of it (the model's finding 1).
+func TestClaimByIDsSkipsCoveredEvents(t *testing.T) {
+	l := marking(mark{})
+	if got := readMarked(l, "c1", "90:200:", markRow(1, "A", 100, "r")); !slices.Equal(got, []string{"e1"}) {
+		t.Fatalf("took %v", got)
+	}
+	l.finish("c1", []string{"e1"}, endDelivered)
+	r := req("c2")
+	r.start = l.beginRead()
+	defer l.endRead(r.start)
+	if got := l.take([]eventRow{markRow(1, "A", 100, "")}, map[int]int64{0: 1}, r, t0); len(got) != 0 {
+		t.Fatalf("a claim by IDs took %v, which a read delivered", ids2(got))
+	}
+}
+
+// A late event (its transaction was in progress in the front's snapshot)
+// keeps the front where it is until a read returns it, and is then
+// covered by the new front with the read's snapshot.
+func TestLateEventMovesTheSnapshot(t *testing.T) {
+	l := marking(mark{})
+	readMarked(l, "c1", "100:105:100", markRow(2, "B", 101, "r"))
+	front := l.fronts(map[int]int64{0: 1})[0]
+	if front.seq != 2 || front.covers(1, 100) {
+		t.Fatalf("front %+v: want seq 2, not covering xid 100", front)
+	}
+	if got := readMarked(l, "c2", "106:106:", markRow(1, "A", 100, "l")); !slices.Equal(got, []string{"e1"}) {
+		t.Fatalf("took %v, want the late e1", got)
+	}
+	if front := l.fronts(map[int]int64{0: 1})[0]; !front.covers(1, 100) || front.seq != 2 {
+		t.Fatalf("front %+v does not cover the late event", front)
+	}
+}
