@@ -7,17 +7,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// envModel makes TestRelayModel fail, not skip, when spin or a C compiler
-// is missing (CI sets it).
+// envModel makes TestRelayModel and TestWatermarkModel fail, not skip,
+// when spin or a C compiler is missing (CI sets it).
 const envModel = "OUTBOX_TEST_MODEL"
 
-// modelCase is one check of relay.pml: the spin flags, and the property
+// modelCase is one check of a model: the spin flags, and the property
 // whose assertion must fail ("" for the protocol as specified, which must
 // hold in a complete search).
 type modelCase struct {
@@ -26,8 +27,8 @@ type modelCase struct {
 	fails string
 }
 
-// modelCases: the protocol, then each race switch (see MODEL.md) with the
-// property it breaks.
+// modelCases: relay.pml, the protocol, then each race switch (see
+// MODEL.md) with the property it breaks.
 var modelCases = []modelCase{
 	{name: "protocol"},
 	{name: "R1 stale in-flight snapshot", flags: []string{"-DSTALE_INFLIGHT"}, fails: "P1_duplicate"},
@@ -38,11 +39,88 @@ var modelCases = []modelCase{
 	{name: "claimByID without the head check", flags: []string{"-DLOOSE_HEAD"}, fails: "P2_order"},
 }
 
+// watermarkCases: relay_watermark.pml, watermark delivery as specified,
+// then each switch (see MODEL.md) with the property it breaks.
+var watermarkCases = []modelCase{
+	{name: "watermark"},
+	{name: "W1 no late read", flags: []string{"-DNO_LATE_READ"}, fails: "P6_skipped"},
+	{name: "W2 record an unresolved segment", flags: []string{"-DRECORD_UNRESOLVED"}, fails: "P6_skipped"},
+	{name: "W3 give back without the ahead rows", flags: []string{"-DNO_AHEAD_FLUSH"}, fails: "P1_duplicate"},
+	{name: "W4 front past cut late rows", flags: []string{"-DLATE_CUT_ADVANCE"}, fails: "P6_skipped"},
+	{name: "W5 park rows delivered ahead", flags: []string{"-DPARK_AHEAD"}, fails: "P1_duplicate"},
+	{name: "W6 claim by IDs of a covered row", flags: []string{"-DBYID_COVERED"}, fails: "P1_duplicate"},
+	{name: "W7 rows to park hold nothing", flags: []string{"-DPARK_NO_HOLD"}, fails: "P2_order"},
+}
+
 // TestRelayModel checks the partition-ownership protocol with spin: the
 // model as specified must hold every property in a complete search, and
 // each race switch must yield a counterexample for the property it
 // breaks.
 func TestRelayModel(t *testing.T) {
+	// A search of the whole model visits over a million states.
+	checkModel(t, "relay.pml", modelCases, 100000)
+}
+
+// TestWatermarkModel checks watermark delivery (the delivery of a
+// partition's events recorded as a watermark) with spin, as
+// TestRelayModel does the ownership protocol.
+func TestWatermarkModel(t *testing.T) {
+	// A search of the whole model visits nearly three million states.
+	checkModel(t, "relay_watermark.pml", watermarkCases, 1000000)
+}
+
+// checkModel runs the cases of the model main (a file of this package,
+// which may include the other relay*.pml files). A complete search that
+// stores fewer than minStates states ended early.
+func checkModel(t *testing.T, main string, cases []modelCase, minStates int) {
+	tools := modelTools(t)
+	// the model and the files it includes.
+	files, err := filepath.Glob("relay*.pml")
+	if err != nil || !slices.Contains(files, main) {
+		t.Fatalf("the model's files: %v %v", files, err)
+	}
+	model := map[string][]byte{}
+	for _, f := range files {
+		if model[f], err = os.ReadFile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			out, trail := runModel(t, tools, model, main, c.flags)
+			errs := pick(t, out, `errors: (\d+)`)
+			stored := pick(t, out, `(\d+) states, stored`)
+			t.Logf("spin %s: %d states, %d errors", strings.Join(c.flags, " "), stored, errs)
+			for _, bad := range []string{"max search depth too small", "out of memory", "reached -DMEMLIM"} {
+				if strings.Contains(out, bad) {
+					t.Fatalf("the search was cut short (%s):\n%s", bad, out)
+				}
+			}
+			if c.fails == "" {
+				if errs != 0 || strings.Contains(out, "Search not completed") || trail != "" {
+					t.Fatalf("the protocol violates a property:\n%s\n%s", out, trail)
+				}
+				if stored < minStates {
+					t.Fatalf("only %d states: the search ended early:\n%s", stored, out)
+				}
+				return
+			}
+			if errs == 0 || trail == "" {
+				t.Fatalf("no counterexample for %s:\n%s", c.fails, out)
+			}
+			if want := "assertion violated  !(" + c.fails + ")"; !strings.Contains(out, want) {
+				t.Fatalf("want %q, got:\n%s", want, out)
+			}
+			t.Logf("counterexample:\n%s", trail)
+		})
+	}
+}
+
+// modelTools returns the paths of spin and a C compiler. It skips the
+// test when one is missing, or fails it when envModel is set.
+func modelTools(t *testing.T) map[string]string {
+	t.Helper()
 	tools := map[string]string{}
 	for _, tool := range [][]string{{"spin"}, {"gcc", "cc"}} {
 		for _, name := range tool {
@@ -59,56 +137,13 @@ func TestRelayModel(t *testing.T) {
 			t.Skipf("model check skipped: %s; set %s=1 to make this a failure", msg, envModel)
 		}
 	}
-	// relay.pml and the files it includes.
-	files, err := filepath.Glob("relay*.pml")
-	if err != nil || len(files) < 3 {
-		t.Fatalf("the model's files: %v %v", files, err)
-	}
-	model := map[string][]byte{}
-	for _, f := range files {
-		if model[f], err = os.ReadFile(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range modelCases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			out, trail := runModel(t, tools, model, c.flags)
-			errs := pick(t, out, `errors: (\d+)`)
-			stored := pick(t, out, `(\d+) states, stored`)
-			t.Logf("spin %s: %d states, %d errors", strings.Join(c.flags, " "), stored, errs)
-			for _, bad := range []string{"max search depth too small", "out of memory", "reached -DMEMLIM"} {
-				if strings.Contains(out, bad) {
-					t.Fatalf("the search was cut short (%s):\n%s", bad, out)
-				}
-			}
-			if c.fails == "" {
-				if errs != 0 || strings.Contains(out, "Search not completed") || trail != "" {
-					t.Fatalf("the protocol violates a property:\n%s\n%s", out, trail)
-				}
-				// A search of the whole model visits over a million states;
-				// far fewer means the model stopped early.
-				if stored < 100000 {
-					t.Fatalf("only %d states: the search ended early:\n%s", stored, out)
-				}
-				return
-			}
-			if errs == 0 || trail == "" {
-				t.Fatalf("no counterexample for %s:\n%s", c.fails, out)
-			}
-			if want := "assertion violated  !(" + c.fails + ")"; !strings.Contains(out, want) {
-				t.Fatalf("want %q, got:\n%s", want, out)
-			}
-			t.Logf("counterexample:\n%s", trail)
-		})
-	}
+	return tools
 }
 
-// runModel generates, compiles and runs the verifier of model (file name
-// -> text) with flags
-// in a directory of its own, and returns its report and, when it found a
+// runModel generates, compiles and runs the verifier of the model main
+// (model: file name -> text) with flags in a directory of its own, and returns its report and, when it found a
 // violation, the replayed counterexample (the model's own trace lines).
-func runModel(t *testing.T, tools map[string]string, model map[string][]byte, flags []string) (string, string) {
+func runModel(t *testing.T, tools map[string]string, model map[string][]byte, main string, flags []string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	for name, text := range model {
@@ -131,7 +166,7 @@ func runModel(t *testing.T, tools map[string]string, model map[string][]byte, fl
 		}
 		return out.String()
 	}
-	gen := run(tools["spin"], append(append([]string{"-a"}, flags...), "relay.pml")...)
+	gen := run(tools["spin"], append(append([]string{"-a"}, flags...), main)...)
 	if _, err := os.Stat(filepath.Join(dir, "pan.c")); err != nil {
 		t.Fatalf("spin -a made no verifier: %v\n%s", err, gen)
 	}
@@ -144,10 +179,10 @@ func runModel(t *testing.T, tools map[string]string, model map[string][]byte, fl
 	}
 	run(tools["gcc"], opt, "-w", "-DSAFETY", "-DMEMLIM=1024", "-o", "pan", "pan.c")
 	out := run(filepath.Join(dir, "pan"), "-m100000", "-w21")
-	if _, err := os.Stat(filepath.Join(dir, "relay.pml.trail")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, main+".trail")); err != nil {
 		return out, ""
 	}
-	replay := run(tools["spin"], append(append([]string{"-t"}, flags...), "relay.pml")...)
+	replay := run(tools["spin"], append(append([]string{"-t"}, flags...), main)...)
 	var trail []string
 	for line := range strings.Lines(replay) {
 		if s := strings.TrimSpace(line); s != "" && (strings.HasPrefix(s, "t") || strings.HasPrefix(s, "spin:")) {
