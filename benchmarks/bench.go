@@ -164,10 +164,10 @@ func (b *bench) sqlite(ctx context.Context) (*sqlx.DB, error) {
 }
 
 // newStore creates an outbox table with the SDK's migrations.
-func (b *bench) newStore(ctx context.Context, db *sqlx.DB, what string) (*sqlstore.Store, string, error) {
+func (b *bench) newStore(ctx context.Context, db *sqlx.DB, what string, opts ...sqlstore.Option) (*sqlstore.Store, string, error) {
 	table := b.name(what)
 	b.own(db, table)
-	st, err := sqlstore.New(db, sqlstore.WithTable(table))
+	st, err := sqlstore.New(db, append([]sqlstore.Option{sqlstore.WithTable(table)}, opts...)...)
 	if err != nil {
 		return nil, "", err
 	}

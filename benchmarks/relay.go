@@ -94,6 +94,9 @@ type drainOpts struct {
 	// relayOn, if set, gives the store the relays run on, over the table
 	// of st (which the backlog was saved through); nil runs them on st.
 	relayOn func(st *sqlstore.Store) (relayStore, func(), error)
+	// opts are the sqlstore options of the relays' stores (beside the
+	// table), e.g. sqlstore.WithWatermarks().
+	opts []sqlstore.Option
 }
 
 // drain fills a new table with a backlog of n events, then runs relays
@@ -101,7 +104,7 @@ type drainOpts struct {
 // per-aggregate order when asked) until every event is marked synced.
 // The time is from the start of the relays to the last mark.
 func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
-	st, table, err := b.newStore(ctx, o.db, o.what)
+	st, table, err := b.newStore(ctx, o.db, o.what, o.opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +131,7 @@ func (b *bench) drain(ctx context.Context, o drainOpts) (*Result, error) {
 			}
 			defer closeStore()
 		case i > 0:
-			if rs, err = sqlstore.New(o.db, sqlstore.WithTable(table)); err != nil {
+			if rs, err = sqlstore.New(o.db, append([]sqlstore.Option{sqlstore.WithTable(table)}, o.opts...)...); err != nil {
 				return nil, err
 			}
 		}
@@ -190,6 +193,7 @@ func runRelay(ctx context.Context, b *bench) error {
 		interval time.Duration
 		// aggregates the backlog cycles through; 0: defaultAggregates
 		aggregates int
+		marks      bool // sqlstore.WithWatermarks
 	}
 	shared := func(db *sqlx.DB) func() (*sqlx.DB, func(), error) {
 		return func() (*sqlx.DB, func(), error) { return db, func() {}, nil }
@@ -197,26 +201,29 @@ func runRelay(ctx context.Context, b *bench) error {
 	var list []sc
 	if b.pg != nil {
 		list = append(list,
-			sc{"relay_pg_redis_1r", shared(b.pg), 1, true, 0, 0},
-			sc{"relay_pg_redis_2r", shared(b.pg), 2, true, 0, 0},
-			sc{"relay_pg_redis_1r_unordered", shared(b.pg), 1, false, 0, 0},
-			sc{"relay_pg_redis_2r_unordered", shared(b.pg), 2, false, 0, 0},
+			sc{"relay_pg_redis_1r", shared(b.pg), 1, true, 0, 0, false},
+			sc{"relay_pg_redis_2r", shared(b.pg), 2, true, 0, 0, false},
+			sc{"relay_pg_redis_1r_unordered", shared(b.pg), 1, false, 0, 0, false},
+			sc{"relay_pg_redis_2r_unordered", shared(b.pg), 2, false, 0, 0, false},
 			// Not a default: shows how much of the 2-relay figure is the
 			// relay waiting for its interval after a partial batch.
-			sc{"relay_pg_redis_2r_interval_10ms", shared(b.pg), 2, true, 10 * time.Millisecond, 0},
+			sc{"relay_pg_redis_2r_interval_10ms", shared(b.pg), 2, true, 10 * time.Millisecond, 0, false},
 			// Not the default backlog: 10,000 aggregates of 10 events, so
 			// that two ordered relays can each claim a batch of heads at
 			// once (with 1,000 aggregates one batch holds all the heads).
-			sc{"relay_pg_redis_2r_10k_aggregates", shared(b.pg), 2, true, 0, 10000},
+			sc{"relay_pg_redis_2r_10k_aggregates", shared(b.pg), 2, true, 0, 10000, false},
+			// Delivery recorded per partition, not per event.
+			sc{"relay_pg_redis_1r_watermarks", shared(b.pg), 1, true, 0, 0, true},
+			sc{"relay_pg_redis_2r_watermarks", shared(b.pg), 2, true, 0, 0, true},
 		)
 	}
 	if b.my != nil {
-		list = append(list, sc{"relay_mysql_redis_1r", shared(b.my), 1, true, 0, 0})
+		list = append(list, sc{"relay_mysql_redis_1r", shared(b.my), 1, true, 0, 0, false})
 	}
 	list = append(list, sc{"relay_sqlite_redis_1r", func() (*sqlx.DB, func(), error) {
 		db, err := b.sqlite(ctx)
 		return db, func() { db.Close() }, err
-	}, 1, true, 0, 0})
+	}, 1, true, 0, 0, false})
 	for _, s := range list {
 		r, err := median(b.cfg.runs, func(run int) (*Result, error) {
 			db, closeDB, err := s.db()
@@ -229,13 +236,21 @@ func runRelay(ctx context.Context, b *bench) error {
 				profile = b.cfg.cpuProfile
 			}
 			return b.drain(ctx, drainOpts{name: s.name, db: db, what: "relay", relays: s.relays, n: b.cfg.events,
-				ordered: s.ordered, interval: s.interval, aggregates: s.aggregates, publisher: b.redisPublisher(), profile: profile})
+				ordered: s.ordered, interval: s.interval, aggregates: s.aggregates, publisher: b.redisPublisher(), profile: profile, opts: marksOpt(s.marks)})
 		})
 		if err != nil {
 			return err
 		}
 		b.res.add(r)
 		b.logf("%s: %.0f events/s", r.Scenario, r.EventsPerSec)
+	}
+	return nil
+}
+
+// marksOpt is sqlstore.WithWatermarks when on.
+func marksOpt(on bool) []sqlstore.Option {
+	if on {
+		return []sqlstore.Option{sqlstore.WithWatermarks()}
 	}
 	return nil
 }

@@ -27,11 +27,39 @@ import (
 // partition's front moves over the prefix of its range that the claim
 // got, only if it got all of the partition's late events (pickMarks).
 func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, error) {
+	fronts := o.l.fronts(owned)
+	n := 2 * limit // the seq-ordered part: room for rows take passes over
+	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs)
+	rows, err := claimRows(ctx, o.s.db, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The seq-ordered part returned the n lowest seqs: if it is full, a
+	// partition's rows above its highest seq were cut (cutoff).
+	var inSeq int
+	var cutoff int64
+	for _, r := range rows {
+		if r.Branch.String != "p" {
+			inSeq++
+			cutoff = max(cutoff, r.Seq)
+		}
+	}
+	if inSeq < n {
+		cutoff = 0
+	}
+	marks := make(map[int]markRead, len(fronts))
+	for p, f := range fronts {
+		marks[p] = markRead{front: f, cutoff: cutoff}
+	}
+	return rows, marks, nil
+}
+
+// marksQuery is the statement of readMarks: its seq-ordered part returns
+// at most n rows, its priority branch at most limit.
+func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64) *query {
 	s := o.s
 	now := s.sx.Time(cr.now)
-	fronts := o.l.fronts(owned)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
-	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	q := newQuery(s.sx)
 	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch, txid_current_snapshot()::text AS snap FROM ((SELECT * FROM (")
 	pending := " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL"
@@ -54,12 +82,15 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 			notAhead()
 		})
 		if f.snap != "" {
-			branch("l", func() {
-				sn := q.arg(f.snap) + "::txid_snapshot"
-				q.sql("c.partition_no = ", pn, pending, " AND c.seq <= ", q.arg(f.seq),
-					" AND (c.xid >= txid_snapshot_xmax(", sn, ") OR c.xid IN (SELECT txid_snapshot_xip(", sn, ")))")
-				notAhead()
-			})
+			// Found by transaction ID (the partition's xid index): those
+			// that began after the snapshot, and those in progress in it;
+			// never by seq, which would walk the partition's history.
+			sn := q.arg(f.snap) + "::txid_snapshot"
+			q.sql("(SELECT * FROM (SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid >= txid_snapshot_xmax(", sn, ")",
+				" UNION ALL SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid = ANY (ARRAY(SELECT txid_snapshot_xip(", sn, ")))",
+				") c WHERE c.seq <= ", q.arg(f.seq), pending)
+			notAhead()
+			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
 	}
 	q.sql("(SELECT c.*, 'w' AS b FROM ", s.t.Quoted, " c WHERE c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
@@ -92,28 +123,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ")")
 	}
 	q.sql(") c")
-	rows, err := claimRows(ctx, s.db, q)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The seq-ordered part returned the n lowest seqs: if it is full, a
-	// partition's rows above its highest seq were cut (cutoff).
-	var inSeq int
-	var cutoff int64
-	for _, r := range rows {
-		if r.Branch.String != "p" {
-			inSeq++
-			cutoff = max(cutoff, r.Seq)
-		}
-	}
-	if inSeq < n {
-		cutoff = 0
-	}
-	marks := make(map[int]markRead, len(fronts))
-	for p, f := range fronts {
-		marks[p] = markRead{front: f, cutoff: cutoff}
-	}
-	return rows, marks, nil
+	return q
 }
 
 // ownedMarks reads the marks the table holds for the partitions of mine.
