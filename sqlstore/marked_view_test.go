@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"context"
 	"database/sql"
 	"os"
 	"regexp"
@@ -104,5 +105,39 @@ func TestMarkedMonitoringSQL(t *testing.T) {
 	var dead int
 	if err := sc.b.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM ("+queries[3]+") d").Scan(&dead); err != nil || dead != 1 {
 		t.Errorf("%d dead listed, %v; want 1", dead, err)
+	}
+}
+
+// A table in another schema has its deliveries table and delivery view
+// in that schema, and Drop finds them there.
+func TestDeliveryViewInTableSchema(t *testing.T) {
+	db := openDB(t, Postgres)
+	ctx := t.Context()
+	schema, name := randomName("outbox_schema_"), randomName("outbox_view_")
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP SCHEMA "+schema) })
+	s := newStore(t, db, schema+"."+name)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in := func() (n int) {
+		t.Helper()
+		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ($2, $3)",
+			schema, name+deliveriesSuffix, name+deliveryViewSuffix).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := in(); n != 2 {
+		t.Fatalf("%d of the deliveries table and the view in schema %s, want both", n, schema)
+	}
+	if err := s.Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := in(); n != 0 {
+		t.Fatalf("Drop left %d of them", n)
 	}
 }
