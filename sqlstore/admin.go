@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/storage"
 )
@@ -17,6 +19,13 @@ var _ storage.Purger = (*Store)(nil)
 // statement that finds them through the synced_at index and deletes them
 // by seq. Pending and dead events are never touched. It returns how many
 // it deleted.
+//
+// With watermarks, an event its partition's mark delivered has no
+// synced_at, and its age is counted from its creation instead: it is
+// purged once delivered and created more than olderThan ago (so one
+// delivered late, after an outage longer than olderThan, is purged at
+// once). Those are read per partition in save order from the oldest (see
+// markedPurge), in a transaction of its own.
 func (s *Store) Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("sqlstore: purge: limit %d is not positive", limit)
@@ -25,8 +34,23 @@ func (s *Store) Purge(ctx context.Context, olderThan time.Duration, limit int) (
 		return 0, fmt.Errorf("sqlstore: purge: age %v is negative", olderThan)
 	}
 	q := newQuery(s.sx)
-	s.d.purge(q, s.t.Quoted, s.sx.Time(s.now().Add(-olderThan)), limit)
-	n, err := s.exec(ctx, q)
+	var n int
+	var err error
+	if s.marks {
+		s.markedPurge(q, s.sx.Time(s.now().Add(-olderThan)), limit)
+		err = s.markedTx(ctx, true, func(tx *sqlx.Tx) error {
+			res, err := tx.ExecContext(ctx, q.String(), q.args...)
+			if err != nil {
+				return err
+			}
+			m, err := res.RowsAffected()
+			n = int(m)
+			return err
+		})
+	} else {
+		s.d.purge(q, s.t.Quoted, s.sx.Time(s.now().Add(-olderThan)), limit)
+		n, err = s.exec(ctx, q)
+	}
 	if err != nil {
 		return n, fmt.Errorf("sqlstore: purge: %w", err)
 	}
@@ -84,7 +108,9 @@ const RequeuedErrorPrefix = "before requeue: "
 // labelled with RequeuedErrorPrefix. Only buried events change (pending
 // and synced ones never do), and it returns how many did. A re-queued
 // event that heads its aggregate is delivered before the events it held
-// back.
+// back. With watermarks a re-queued event is delivered per row, as every
+// event that failed is (one buried by a relay without watermarks keeps
+// its transaction ID until then).
 func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 	if f.All && (len(f.IDs) > 0 || f.Type != "") {
 		return 0, fmt.Errorf("sqlstore: requeue: All cannot be combined with IDs or Type: %w", outbox.ErrInvalidConfig)
@@ -104,7 +130,7 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter) (int, error) {
 		} else {
 			q.sql(q.arg(RequeuedErrorPrefix), " || last_error")
 		}
-		q.sql(" WHERE synced_at IS NULL AND dead_at IS NOT NULL")
+		q.sql(s.perRow(), " WHERE synced_at IS NULL AND dead_at IS NOT NULL")
 		if f.Type != "" {
 			q.sql(" AND event_type = ", q.arg(f.Type))
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/eventsync/outbox"
 )
 
@@ -126,22 +128,28 @@ func (s *Store) where(q *query, pq PageQuery) error {
 	default:
 		return fmt.Errorf("sqlstore: unknown state %q", pq.State)
 	}
+	s.filters(q, pq, "")
+	return nil
+}
+
+// filters writes the filters of pq on the columns named with prefix (a
+// table alias and a dot, or empty), each with a leading " AND ".
+func (s *Store) filters(q *query, pq PageQuery, prefix string) {
 	if pq.Type != "" {
-		q.sql(" AND event_type = ", q.arg(pq.Type))
+		q.sql(" AND ", prefix, "event_type = ", q.arg(pq.Type))
 	}
 	if pq.Topic != "" {
-		q.sql(" AND topic = ", q.arg(pq.Topic))
+		q.sql(" AND ", prefix, "topic = ", q.arg(pq.Topic))
 	}
 	if pq.AggregateID != "" {
-		q.sql(" AND aggregate_id = ", q.arg(pq.AggregateID))
+		q.sql(" AND ", prefix, "aggregate_id = ", q.arg(pq.AggregateID))
 	}
 	if !pq.From.IsZero() {
-		q.sql(" AND created_at >= ", q.arg(s.sx.Time(pq.From.UTC())))
+		q.sql(" AND ", prefix, "created_at >= ", q.arg(s.sx.Time(pq.From.UTC())))
 	}
 	if !pq.To.IsZero() {
-		q.sql(" AND created_at < ", q.arg(s.sx.Time(pq.To.UTC())))
+		q.sql(" AND ", prefix, "created_at < ", q.arg(s.sx.Time(pq.To.UTC())))
 	}
-	return nil
 }
 
 // Page reads one page of the events of pq.State that match its filters,
@@ -153,6 +161,12 @@ func (s *Store) where(q *query, pq PageQuery) error {
 // checked on the rows those indexes yield (an aggregate ID through the
 // index of undelivered events where the planner prefers it): a filter
 // that matches few of many rows reads many to fill a page.
+//
+// With watermarks the events partitions' marks delivered are synced, as
+// of the time of the mark (see Get), and pending and failed events are
+// read per partition as Stats reads them, ordered per partition: a page
+// of them reads the pending events of every partition, and a synced page
+// reads per partition back from its mark.
 func (s *Store) Page(ctx context.Context, pq PageQuery) (Page, error) {
 	limit := pq.Limit
 	switch {
@@ -171,7 +185,9 @@ func (s *Store) Page(ctx context.Context, pq PageQuery) (Page, error) {
 		return Page{}, err
 	}
 	var rows []eventRow
-	if pq.State == StatePending || pq.State == StateFailed {
+	if s.marks && pq.State != StateDead {
+		rows, err = s.readRows(ctx, s.markedPageQuery(pq, c, limit+1))
+	} else if pq.State == StatePending || pq.State == StateFailed {
 		rows, err = s.pendingPage(ctx, pq, c, limit+1)
 	} else {
 		q := s.pageQuery(pq, c, limit+1)
@@ -264,6 +280,17 @@ func (s *Store) pageQuery(pq PageQuery, c cursor, limit int) *query {
 }
 
 func (s *Store) readRows(ctx context.Context, q *query) ([]eventRow, error) {
+	if s.marks {
+		var rows []eventRow
+		err := s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
+			r, err := tx.QueryxContext(ctx, q.String(), q.args...)
+			if err == nil {
+				rows, err = scanRows(r)
+			}
+			return err
+		})
+		return rows, err
+	}
 	r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, err
@@ -274,13 +301,22 @@ func (s *Store) readRows(ctx context.Context, q *query) ([]eventRow, error) {
 // Count returns how many events of pq.State match pq's filters (its
 // cursor and limit play no part): one COUNT through the state's index.
 // On a state of millions of rows it reads them all; the console uses it
-// on dead events, to tell how many a re-queue would change.
+// on dead events, to tell how many a re-queue would change. With
+// watermarks it counts the states as Page reads them.
 func (s *Store) Count(ctx context.Context, pq PageQuery) (int64, error) {
 	q := newQuery(s.sx).sql("SELECT COUNT(*) FROM ", s.t.Quoted)
 	if err := s.where(q, pq); err != nil {
 		return 0, err
 	}
 	var n int64
+	if s.marks && pq.State != StateDead {
+		q = s.markedCountQuery(pq)
+		err := s.markedTx(ctx, false, func(tx *sqlx.Tx) error { return tx.QueryRowContext(ctx, q.String(), q.args...).Scan(&n) })
+		if err != nil {
+			return 0, fmt.Errorf("sqlstore: count: %w", err)
+		}
+		return n, nil
+	}
 	if err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("sqlstore: count: %w", err)
 	}

@@ -17,7 +17,9 @@ type PendingFigures struct {
 	Total  int64            // pending events (backing off included)
 	ByType map[string]int64 // Total by event type
 	// OldestAge is the age of the oldest pending event, against the
-	// store's clock; 0 with none. It is always exact.
+	// store's clock; 0 with none. It is always exact (with watermarks,
+	// past PendingExactLimit, that of the oldest first pending event in
+	// save order of each partition).
 	OldestAge time.Duration
 	// Estimated reports that Total and ByType are the planner's
 	// estimates: more than PendingExactLimit events are pending.
@@ -32,8 +34,13 @@ type PendingFigures struct {
 // type), the age of the oldest from its first entry per type, and the
 // counts from the planner's estimate for each type, which is as fresh as
 // the table's statistics (ANALYZE, autovacuum). MySQL and SQLite always
-// count exactly.
+// count exactly. With watermarks, see markedPending: past the limit the
+// oldest age is that of the first pending event in save order of each
+// partition.
 func (s *Store) Pending(ctx context.Context) (PendingFigures, error) {
+	if s.marks {
+		return s.markedPending(ctx)
+	}
 	if s.Dialect() == Postgres {
 		var n int64
 		q := "SELECT COUNT(*) FROM (SELECT 1 FROM " + s.t.Quoted + " WHERE synced_at IS NULL AND dead_at IS NULL LIMIT " +

@@ -25,8 +25,12 @@ var ddl = sqlschema.New(sqlschema.Config{
 	MaxTableNameLength: MaxTableNameLength,
 	Files:              migrationFiles,
 	ErrTooNew:          ErrSchemaTooNew,
-	TableSuffixes:      []string{partitionsSuffix, relaysSuffix},
+	TableSuffixes:      []string{partitionsSuffix, relaysSuffix, deliveriesSuffix, deliveryViewSuffix},
 })
+
+// deliveryViewSuffix names the view of every event with its delivery
+// (Postgres, migration 008): <table>_delivery.
+const deliveryViewSuffix = "_delivery"
 
 // Schema returns the SQL that creates the outbox table named table (""
 // for DefaultTable) in dialect d, every migration in order: what Migrate
@@ -63,7 +67,8 @@ var ErrSchemaTooNew = errors.New("sqlstore: database schema is newer than this p
 
 // Drop removes what Migrate created: the outbox table with its indexes
 // and trigger, its migrations table, its partitions and relays tables
-// (<table>_partitions, <table>_relays) and, on Postgres, the table's
+// (<table>_partitions, <table>_relays) and, on Postgres, its deliveries
+// table and view (<table>_deliveries, <table>_delivery) and the table's
 // <table>_notify() trigger function (which DROP TABLE leaves behind). Its
 // events are lost. It is meant for tests and for tearing down a
 // deployment; it takes Migrate's lock, and dropping what does not exist is
@@ -74,13 +79,17 @@ func (s *Store) Drop(ctx context.Context) error {
 		return fmt.Errorf("sqlstore: drop: connect: %w", err)
 	}
 	defer conn.Close()
-	stmts := append([]string{
-		"DROP TABLE IF EXISTS " + s.t.Quoted,
-		"DROP TABLE IF EXISTS " + s.t.Sibling(partitionsSuffix),
-		"DROP TABLE IF EXISTS " + s.t.Sibling(relaysSuffix),
-		"DROP TABLE IF EXISTS " + s.t.Sibling(deliveriesSuffix),
-		"DROP TABLE IF EXISTS " + s.t.MigrationsTable(),
-	}, s.d.leftBehind(s.t)...)
+	var stmts []string
+	if s.Dialect() == Postgres {
+		stmts = append(stmts, "DROP VIEW IF EXISTS "+s.t.Sibling(deliveryViewSuffix)) // before the tables it reads
+	}
+	stmts = append(append(stmts,
+		"DROP TABLE IF EXISTS "+s.t.Quoted,
+		"DROP TABLE IF EXISTS "+s.t.Sibling(partitionsSuffix),
+		"DROP TABLE IF EXISTS "+s.t.Sibling(relaysSuffix),
+		"DROP TABLE IF EXISTS "+s.t.Sibling(deliveriesSuffix),
+		"DROP TABLE IF EXISTS "+s.t.MigrationsTable(),
+	), s.d.leftBehind(s.t)...)
 	return ddl.Locked(ctx, conn, s.t, func(q sqlschema.Querier) error {
 		for _, stmt := range stmts {
 			if _, err := q.ExecContext(ctx, stmt); err != nil {

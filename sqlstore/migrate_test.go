@@ -329,10 +329,13 @@ func TestDrop(t *testing.T) {
 				if d == Postgres && !notifyFunctionExists(t, db, name) {
 					t.Fatal("Migrate created no notify function")
 				}
+				if d == Postgres && (!tableExists(t, db, d, name+deliveriesSuffix) || !tableExists(t, db, d, name+deliveryViewSuffix)) {
+					t.Fatal("Migrate created no deliveries table or delivery view")
+				}
 				if err := s.Drop(ctx); err != nil {
 					t.Fatalf("Drop %s: %v", spelling, err)
 				}
-				for _, tbl := range []string{name, name + "_migrations", name + partitionsSuffix, name + relaysSuffix} {
+				for _, tbl := range []string{name, name + "_migrations", name + partitionsSuffix, name + relaysSuffix, name + deliveriesSuffix, name + deliveryViewSuffix} {
 					if tableExists(t, db, d, tbl) {
 						t.Fatalf("Drop %s left table %s", spelling, tbl)
 					}

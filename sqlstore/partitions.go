@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // PartitionStatus is one partition of the table, as Partitions reads it:
@@ -49,19 +51,39 @@ type RelayStatus struct {
 // order: its owner and lease (the lease's end compared with the
 // database's clock in the same statement, so the clock of this process
 // plays no part) and its pending events, their count and the age of the
-// oldest, grouped by partition over the pending rows only. It writes
-// nothing and takes no part in ownership: any Store may call it, a
-// Store made WithRowLeases included.
+// oldest, grouped by partition over the pending rows only (with
+// watermarks, read per partition from its mark, as Stats reads them). It
+// writes nothing and takes no part in ownership: any Store may call it,
+// a Store made WithRowLeases included.
 func (s *Store) Partitions(ctx context.Context) ([]PartitionStatus, error) {
 	d := s.d
 	now := d.dbNow()
+	pending := "(SELECT partition_no, COUNT(*) AS n, MIN(created_at) AS oldest FROM " + s.t.Quoted +
+		" WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY partition_no)"
+	if s.marks {
+		u := newQuery(s.sx).sql("(SELECT c.partition_no, COUNT(*) AS n, MIN(c.created_at) AS oldest FROM (")
+		s.pendingUnion(u, markedRead{cols: func(string) string { return "c.partition_no, c.created_at" }})
+		pending = u.sql(") c GROUP BY c.partition_no)").String()
+	}
 	q := "SELECT p.partition_no, p.owner, p.token, " +
 		s.sx.timeCol("CASE WHEN p.lease_until > "+now+" THEN p.lease_until END") + ", " +
 		s.sx.timeCol(now) + ", COALESCE(l.n, 0), " + s.sx.timeCol("l.oldest") +
-		" FROM " + s.t.Sibling(partitionsSuffix) + " p LEFT JOIN (SELECT partition_no, COUNT(*) AS n, MIN(created_at) AS oldest FROM " +
-		s.t.Quoted + " WHERE synced_at IS NULL AND dead_at IS NULL GROUP BY partition_no) l ON l.partition_no = p.partition_no" +
+		" FROM " + s.t.Sibling(partitionsSuffix) + " p LEFT JOIN " + pending + " l ON l.partition_no = p.partition_no" +
 		" ORDER BY p.partition_no"
-	rows, err := s.db.QueryContext(ctx, q)
+	var out []PartitionStatus
+	if s.marks {
+		err := s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
+			var err error
+			out, err = s.readPartitions(ctx, tx, q)
+			return err
+		})
+		return out, err
+	}
+	return s.readPartitions(ctx, s.db, q)
+}
+
+func (s *Store) readPartitions(ctx context.Context, db queryer, q string) ([]PartitionStatus, error) {
+	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: partitions: %w", err)
 	}

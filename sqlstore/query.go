@@ -116,6 +116,13 @@ func (q *query) String() string { return q.b.String() }
 // eventRow expects, each column name after prefix (a table alias and a
 // dot, or empty); time columns go through the dialect's timeCol.
 func selectColumns(sx *syntax, prefix string) string {
+	return selectColumnsSynced(sx, prefix, prefix+"synced_at")
+}
+
+// selectColumnsSynced is selectColumns with synced read from the
+// expression synced (watermarks: the time a partition's mark recorded an
+// event's delivery).
+func selectColumnsSynced(sx *syntax, prefix, synced string) string {
 	var b strings.Builder
 	for i, col := range [...]string{"seq", "id", "topic", "event_type", "aggregate_id", "priority", "payload", "headers",
 		"created_at", "synced_at", "attempts", "last_error", "next_attempt_at", "dead_at"} {
@@ -123,7 +130,9 @@ func selectColumns(sx *syntax, prefix string) string {
 			b.WriteString(", ")
 		}
 		switch col {
-		case "created_at", "synced_at", "next_attempt_at", "dead_at":
+		case "synced_at":
+			b.WriteString(sx.timeCol(synced) + " AS " + col)
+		case "created_at", "next_attempt_at", "dead_at":
 			b.WriteString(sx.timeCol(prefix+col) + " AS " + col)
 		default:
 			b.WriteString(prefix + col)

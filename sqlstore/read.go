@@ -30,9 +30,19 @@ type ListFilter struct {
 
 // Get returns the event with the given ID and its delivery state. An
 // unknown ID is an error wrapping ErrNotFound.
+//
+// With watermarks, an event its partition's mark delivered has no
+// synced_at of its own: its SyncedAt is the time the partition's mark was
+// last recorded, and reads as "delivered by": the broker acknowledged it
+// before, up to a heartbeat before for a recent mark, and the time moves
+// on with each mark the partition records after it.
 func (s *Store) Get(ctx context.Context, id string) (*outbox.Event, error) {
 	q := newQuery(s.sx)
-	q.sql("SELECT ", selectColumns(s.sx, ""), " FROM ", s.t.Quoted, " WHERE id = ", q.arg(id))
+	if s.marks {
+		q.sql("SELECT ", s.eventCols(s.markedSynced()), " FROM ", s.t.Quoted, " c WHERE c.id = ", q.arg(id))
+	} else {
+		q.sql("SELECT ", selectColumns(s.sx, ""), " FROM ", s.t.Quoted, " WHERE id = ", q.arg(id))
+	}
 	var row eventRow
 	if err := s.db.GetContext(ctx, &row, q.String(), q.args...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -45,7 +55,9 @@ func (s *Store) Get(ctx context.Context, id string) (*outbox.Event, error) {
 
 // List returns events with their delivery state: pending ones in the
 // order the relay delivers them (higher priority first, then oldest
-// first), synced and dead ones newest first.
+// first), synced and dead ones newest first. With watermarks the events
+// partitions' marks delivered are synced, their SyncedAt the time of the
+// mark (see Get), and the pending ones are read as Stats reads them.
 func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error) {
 	limit := f.Limit
 	switch {
@@ -53,6 +65,13 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 		limit = DefaultListLimit
 	case limit > MaxListLimit:
 		limit = MaxListLimit
+	}
+	if s.marks && f.Status != outbox.StatusDead {
+		q, err := s.markedList(f, limit)
+		if err != nil {
+			return nil, err
+		}
+		return s.listRows(ctx, q)
 	}
 	q := newQuery(s.sx)
 	q.sql("SELECT ", selectColumns(s.sx, ""), " FROM ", s.t.Quoted, " WHERE ")
@@ -79,11 +98,11 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]*outbox.Event, error)
 	} else {
 		q.sql(" ORDER BY seq DESC LIMIT ", q.arg(limit))
 	}
-	r, err := s.db.QueryxContext(ctx, q.String(), q.args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: list: %w", err)
-	}
-	rows, err := scanRows(r)
+	return s.listRows(ctx, q)
+}
+
+func (s *Store) listRows(ctx context.Context, q *query) ([]*outbox.Event, error) {
+	rows, err := s.readRows(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list: %w", err)
 	}

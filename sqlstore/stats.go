@@ -29,6 +29,16 @@ var _ outbox.StatsReader = (*Store)(nil)
 // interpolated by percentile_cont on Postgres; on MySQL and SQLite it is
 // the nearest-rank value, read by ordering the window's events by latency.
 //
+// With watermarks (WithWatermarks) the pending figures read, per
+// partition, the events after its mark, those of transactions its mark
+// did not see and those delivered per row, through the indexes of the
+// relays' reads: they cost what the pending events cost, however many
+// delivered events the table retains. The synced figures add the events
+// delivered per row within the window to what the relays' heartbeats
+// recorded in <table>_deliveries within it (kept for a day, so the window
+// is at most a day): count and mean exact, the 99th percentile read from
+// their latency histogram, within 19 % of the exact value.
+//
 // The figures are one snapshot of the table: their statements run in one
 // read-only transaction, at REPEATABLE READ on Postgres and MySQL (one
 // snapshot for the whole transaction) and as one read transaction on
@@ -44,6 +54,11 @@ func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, 
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read only: nothing to undo
+	if s.marks {
+		if _, err := tx.ExecContext(ctx, noJIT); err != nil {
+			return outbox.Stats{}, fmt.Errorf("sqlstore: stats: begin: %w", err)
+		}
+	}
 	st := outbox.Stats{PendingByType: map[string]int64{}}
 	if err := s.pendingStats(ctx, tx, &st); err != nil {
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: pending: %w", err)
@@ -74,8 +89,11 @@ var statsHooks sync.Map
 // pendingStatsQuery counts the pending events by type, with the oldest
 // creation time of each.
 func (s *Store) pendingStatsQuery() string {
+	if s.marks {
+		return s.markedPendingStatsQuery()
+	}
 	return "SELECT c.event_type, COUNT(*), " + s.sx.timeCol("MIN(c.created_at)") + " FROM " + s.t.Quoted +
-		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL" + s.notMarked("c") + " GROUP BY c.event_type"
+		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL GROUP BY c.event_type"
 }
 
 func (s *Store) pendingStats(ctx context.Context, tx *sql.Tx, st *outbox.Stats) error {
@@ -133,6 +151,9 @@ func (s *Store) p99Query(cutoff time.Time, n int64) *query {
 
 func (s *Store) syncStats(ctx context.Context, tx *sql.Tx, window time.Duration, st *outbox.Stats) error {
 	cutoff := s.now().Add(-window)
+	if s.marks {
+		return s.markedSyncStats(ctx, tx, cutoff, st)
+	}
 	q := s.syncStatsQuery(cutoff)
 	var avg, p99 sql.NullFloat64
 	dest := []any{&st.Synced, &avg}

@@ -64,8 +64,9 @@ func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
 // publish again what was delivered since the last heartbeat, as a crash
 // between the broker's ack and the mark may without it. Every relay of a
 // table must use it, or none. Needs the schema of Migrate (version 8).
-// Work in progress: the operator views (Stats, List, the console) and
-// priorities do not follow it yet.
+// The operator views (Stats, Get, List, Purge, the console) read the
+// table as it writes it: an event its partition's mark covers is synced,
+// as of the time that mark was recorded.
 func WithWatermarks() Option { return func(o *options) { o.Watermarks = true } }
 
 // The defaults and limits of WithHeartbeat.

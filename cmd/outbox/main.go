@@ -208,7 +208,8 @@ func parseAnyOrder(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // open connects to the database and, for commands that need the table,
-// checks that it is at the schema version this tool knows.
+// checks that it is at the schema version this tool knows, and opens it
+// WithWatermarks when relays with watermarks deliver from it.
 func (e *env) open(ctx context.Context) error {
 	if e.dbURL == "" {
 		return usagef("no database: pass --db URL or set %s (%s)", EnvDatabaseURL, urlForms)
@@ -249,6 +250,15 @@ func (e *env) open(ctx context.Context) error {
 		return fmt.Errorf("table %s is at schema version %d, this tool needs %d: run \"outbox migrate\" (with this version of the tool)", e.table, v, latest)
 	case v > latest:
 		return fmt.Errorf("table %s is at schema version %d, newer than this tool knows (%d): %w", e.table, v, latest, sqlstore.ErrSchemaTooNew)
+	}
+	// Relays with watermarks record delivery per partition: read the
+	// table as they write it, or their deliveries would read as pending.
+	marks, err := bounded(ctx, e, s.WatermarksInUse)
+	if err != nil || !marks {
+		return err
+	}
+	if e.store, err = sqlstore.New(db, sqlstore.WithDialect(d.dialect), sqlstore.WithTable(e.table), sqlstore.WithWatermarks()); err != nil {
+		return usageError{err.Error()}
 	}
 	return nil
 }

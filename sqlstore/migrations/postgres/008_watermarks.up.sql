@@ -47,3 +47,20 @@ CREATE TABLE IF NOT EXISTS outbox_events_deliveries (
     latency_hist   TEXT        NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_events_deliveries_at_idx ON outbox_events_deliveries (at);
+
+-- Every event with whether it was delivered and by when, with and without
+-- watermarks: delivered_at is synced_at or, for an event its partition's
+-- mark covers (and not dead), the time that mark was recorded (the event
+-- was delivered by then). For monitoring in SQL; the indexes of pending
+-- events still serve "NOT delivered AND dead_at IS NULL", but with
+-- watermarks they hold every delivered event until it is purged.
+CREATE OR REPLACE VIEW outbox_events_delivery AS
+SELECT e.*,
+       (e.synced_at IS NOT NULL OR m.partition_no IS NOT NULL) AS delivered,
+       COALESCE(e.synced_at, m.mark_at) AS delivered_at
+FROM outbox_events e
+LEFT JOIN LATERAL (
+    SELECT p.partition_no, p.mark_at FROM outbox_events_partitions p
+    WHERE p.partition_no = e.partition_no AND e.xid IS NOT NULL AND e.dead_at IS NULL
+      AND e.seq <= p.mark_seq AND txid_visible_in_snapshot(e.xid, p.mark_snap)
+) m ON true;
