@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -30,9 +31,21 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	fronts := o.l.fronts(owned)
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs)
-	rows, err := claimRows(ctx, o.s.db, q)
+	var rows []eventRow
+	err := o.s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
+		// One plan per statement text, kept by the connection: the text
+		// is the same from claim to claim (the owned partitions, their
+		// bounds as parameters), and planning its branches costs more
+		// than running them.
+		if _, err := tx.ExecContext(ctx, markReadSettings); err != nil {
+			return err
+		}
+		var err error
+		rows, err = claimRows(ctx, tx, q)
+		return err
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
 	// The seq-ordered part returned the n lowest seqs: if it is full, a
 	// partition's rows above its highest seq were cut (cutoff).
@@ -53,6 +66,11 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	}
 	return rows, marks, nil
 }
+
+// markReadSettings are the settings of a watermark read, beside jit off
+// (markedTx): a generic plan, and neither bitmap scans nor parallel
+// workers (each branch reads a short index range).
+const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
 
 // marksQuery is the statement of readMarks: its seq-ordered part returns
 // at most n rows, its priority branch at most limit.
@@ -78,17 +96,21 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		f := fronts[p]
 		pn := strconv.Itoa(p)
 		branch("r", func() {
-			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq))
+			// Bounded on both sides, so that the generic plan expects a
+			// short range (as the events after a front are) and reads
+			// the partition's index.
+			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq), " AND c.seq <= ", unbounded)
 			notAhead()
 		})
 		if f.snap != "" {
 			// Found by transaction ID (the partition's xid index): those
 			// that began after the snapshot, and those in progress in it;
 			// never by seq, which would walk the partition's history.
-			sn := q.arg(f.snap) + "::txid_snapshot"
-			q.sql("(SELECT * FROM (SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid >= txid_snapshot_xmax(", sn, ")",
-				" UNION ALL SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid = ANY (ARRAY(SELECT txid_snapshot_xip(", sn, ")))",
-				") c WHERE c.seq <= ", q.arg(f.seq), pending)
+			q.sql("(SELECT * FROM (SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid >= ", q.arg(f.sn.xmax), "::bigint AND c.xid <= ", unbounded)
+			if len(f.sn.xip) > 0 {
+				q.sql(" UNION ALL SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip))
+			}
+			q.sql(") c WHERE c.seq <= ", q.arg(f.seq), pending)
 			notAhead()
 			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
