@@ -57,8 +57,26 @@ func Schema(d Dialect, table string) (string, error) {
 //
 // A database recorded at a newer version than this package knows is an
 // error: upgrade the package rather than run old code on a new schema.
+//
+// With WithTimePartitions, Migrate creates a table that does not exist
+// partitioned by save time, at the schema of migration 8 (recorded as
+// migrations 1 to 8), then applies later migrations as usual and creates
+// the partitions of the runway (MaintainTimePartitions).
 func (s *Store) Migrate(ctx context.Context) error {
-	return ddl.Migrate(ctx, s.db.DB, s.t, s.now)
+	if s.tp != nil {
+		if err := s.createTimePartitioned(ctx); err != nil {
+			return err
+		}
+	}
+	if err := ddl.Migrate(ctx, s.db.DB, s.t, s.now); err != nil {
+		return err
+	}
+	if s.tp != nil {
+		if _, err := s.MaintainTimePartitions(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ErrSchemaTooNew is returned by Migrate when the database records a

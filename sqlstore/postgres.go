@@ -113,13 +113,24 @@ func (postgresDialect) oneIDClaim(s *Store, q *query, cr claimRun, id string) {
 // which an unordered claim may do. The ordered claim joins on seq, as a
 // candidate left out there could let a later event of its aggregate go
 // first.
+//
+// On a table partitioned by save time (WithTimePartitions) an address is
+// unique only within its partition, so the claim matches the partition
+// (tableoid) too.
 func (postgresDialect) unorderedClaim(s *Store, q *query, cr claimRun, limit int, ids []string) {
 	q.sql("WITH cand AS MATERIALIZED (SELECT c.ctid AS tid")
+	if s.tp != nil {
+		q.sql(", c.tableoid AS rel")
+	}
 	s.candidates(q, cr, ids, "")
 	claimOrder(q, limit)
 	q.sql(" FOR UPDATE SKIP LOCKED) ")
 	s.lease(q, " t", cr)
-	q.sql(" FROM cand WHERE t.ctid = cand.tid RETURNING ", selectColumns(s.sx, "t."))
+	q.sql(" FROM cand WHERE t.ctid = cand.tid")
+	if s.tp != nil {
+		q.sql(" AND t.tableoid = cand.rel")
+	}
+	q.sql(" RETURNING ", selectColumns(s.sx, "t."))
 }
 
 // claimSettings are the transaction settings of a claim, and

@@ -28,6 +28,8 @@ type Store struct {
 	c claimer
 	// marks: delivery is recorded per partition (WithWatermarks).
 	marks bool
+	// tp: the table is partitioned by save time (WithTimePartitions).
+	tp *timeParts
 }
 
 var _ outbox.Store = (*Store)(nil)
@@ -126,6 +128,9 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("sqlstore: WithWatermarks needs Postgres and partition ownership (not WithRowLeases): %w", outbox.ErrInvalidConfig)
 	}
 	s.marks = o.Watermarks
+	if s.tp, err = newTimeParts(t.Dialect(), o); err != nil {
+		return nil, err
+	}
 	if o.RowLeases {
 		s.c = rowLeases{s}
 	} else {

@@ -24,6 +24,11 @@ type Options struct {
 	Heartbeat, MemberTTL time.Duration
 	// Of sqlstore only: delivery recorded per partition.
 	Watermarks bool
+	// Of sqlstore only: the table is partitioned by save time, each
+	// partition Period wide, created Ahead of the clock (0: the
+	// defaults).
+	TimePartitions bool
+	Period, Ahead  time.Duration
 }
 
 // Open checks what New of sqlstore and inbox is given and returns the

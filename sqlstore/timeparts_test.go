@@ -1,0 +1,162 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/outboxtest"
+)
+
+// TestConformanceTimePartitions runs the suite on Postgres over a table
+// partitioned by save time, with and without watermarks, and with row
+// leases (whose unordered claim finds rows by their address).
+func TestConformanceTimePartitions(t *testing.T) {
+	openDB(t, Postgres)
+	for name, opts := range map[string][]Option{
+		"ownership":  {WithTimePartitions(0, 0)},
+		"watermarks": {WithTimePartitions(0, 24*time.Hour), WithWatermarks()},
+		"rowleases":  {WithTimePartitions(time.Hour, 6*time.Hour), WithRowLeases()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			outboxtest.TestStore(t, outboxtest.StoreHarness{
+				New: func(t *testing.T) outboxtest.StoreSetup {
+					b := setup(t, Postgres, opts...)
+					return outboxtest.StoreSetup{
+						Store:   b.store,
+						Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },
+						Advance: b.clock.Advance,
+						Requeue: func(ctx context.Context, ids []string) (int, error) {
+							return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
+						},
+					}
+				},
+			})
+		})
+	}
+}
+
+// TestTimePartitionsLayout checks what Migrate creates: a partitioned
+// table, a DEFAULT partition, the runway, and migrations 1 to 8 recorded;
+// a second Migrate changes nothing, and Migrate with the option refuses
+// a table that exists unpartitioned.
+func TestTimePartitionsLayout(t *testing.T) {
+	b := setup(t, Postgres, WithTimePartitions(0, 3*24*time.Hour))
+	ctx := t.Context()
+	st, err := b.store.TimePartitions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Partitioned || !st.Default || st.Period != 24*time.Hour || st.DefaultRows != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if st.Runway < 3*24*time.Hour || st.Runway > 4*24*time.Hour || st.Partitions != 4 {
+		t.Fatalf("runway %v over %d partitions, want 3 to 4 days over 4", st.Runway, st.Partitions)
+	}
+	var versions int
+	if err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM "+b.store.t.MigrationsTable()).Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != timeLayoutVersion {
+		t.Fatalf("%d migrations recorded, want %d", versions, timeLayoutVersion)
+	}
+	if err := b.store.Migrate(ctx); err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	if st2, err := b.store.TimePartitions(ctx); err != nil || st2.Partitions != st.Partitions {
+		t.Fatalf("after a second migrate: %+v, %v", st2, err)
+	}
+
+	plain := setup(t, Postgres)
+	s, err := New(plain.db, WithTable(plain.table), WithTimePartitions(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Fatalf("migrate of an unpartitioned table with the option: %v, want ErrInvalidConfig", err)
+	}
+	if st, err := plain.store.TimePartitions(ctx); err != nil || st.Partitioned {
+		t.Fatalf("status of an unpartitioned table: %+v, %v", st, err)
+	}
+}
+
+// TestTimePartitionsOptions checks the periods WithTimePartitions takes.
+func TestTimePartitionsOptions(t *testing.T) {
+	db := openDB(t, SQLite)
+	if _, err := New(db, WithTimePartitions(0, 0)); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Fatalf("SQLite: %v", err)
+	}
+	pg := openDB(t, Postgres)
+	for _, c := range []struct {
+		period, ahead time.Duration
+		ok            bool
+	}{
+		{0, 0, true}, {time.Hour, 0, true}, {6 * time.Hour, 0, true}, {48 * time.Hour, 0, true},
+		{30 * time.Minute, 0, false}, {5 * time.Hour, 0, false}, {36 * time.Hour, 0, false}, {0, -time.Hour, false},
+	} {
+		_, err := New(pg, WithTimePartitions(c.period, c.ahead))
+		if (err == nil) != c.ok {
+			t.Errorf("period %v ahead %v: %v", c.period, c.ahead, err)
+		}
+	}
+}
+
+// TestTimePartitionsSavePastRunway saves events far past the runway (and
+// before the oldest partition): they land in the DEFAULT partition, the
+// status counts them, maintenance run at their time moves them into the
+// partitions it creates, and they are delivered in order afterwards.
+func TestTimePartitionsSavePastRunway(t *testing.T) {
+	for _, marks := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watermarks=%v", marks), func(t *testing.T) {
+			t.Parallel()
+			opts := []Option{WithTimePartitions(0, 2*24*time.Hour)}
+			if marks {
+				opts = append(opts, WithWatermarks())
+			}
+			b := setup(t, Postgres, opts...)
+			ctx := t.Context()
+			now := b.clock.Now()
+			early := b.newEvents(3)
+			b.save(t, early...)
+			b.clock.Advance(40 * 24 * time.Hour) // far past the runway
+			late := b.newEvents(20)
+			b.save(t, late...)
+			st, err := b.store.TimePartitions(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.DefaultRows != 20 || st.Runway > 0 {
+				t.Fatalf("after saves past the runway: %+v", st)
+			}
+			st, err = b.store.MaintainTimePartitions(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.DefaultRows != 0 || st.Runway < 2*24*time.Hour || st.Oldest.After(now) {
+				t.Fatalf("after maintenance: %+v", st)
+			}
+			var inPart int
+			name := b.store.partName(late[0].CreatedAt.Truncate(24*time.Hour), 24*time.Hour)
+			if err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM "+b.store.t.Sibling(name[len(b.table):])).Scan(&inPart); err != nil {
+				t.Fatal(err)
+			}
+			if inPart != 20 {
+				t.Fatalf("%d events in %s, want 20", inPart, name)
+			}
+			want := append(append([]*outbox.Event(nil), early...), late...)
+			got := b.drain(t, 100)
+			equalIDs(t, "delivered", got, ids(want))
+			stats, err := b.store.Stats(ctx, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stats.Pending != 0 {
+				t.Fatalf("pending after delivery: %+v", stats)
+			}
+		})
+	}
+}
