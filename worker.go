@@ -66,6 +66,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 	if ow, ok := o.store.(storage.Owner); ok {
 		wg.Go(func() { o.beat(ctx, ow) })
 	}
+	if m, ok := o.store.(storage.Maintainer); ok {
+		wg.Go(func() { o.maintain(ctx, m) })
+	}
 	if n, ok := o.store.(storage.Notifier); ok {
 		wg.Go(func() {
 			if err := n.Listen(ctx, o.Kick); err != nil && ctx.Err() == nil {

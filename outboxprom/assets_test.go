@@ -50,8 +50,9 @@ func newAssetChecker(t *testing.T) *assetChecker {
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "a", Topic: "t", Type: "x"}}})
 	m.AfterPublish(t.Context(), outbox.PublishDone{Events: []*outbox.Event{{ID: "b", Topic: "t", Type: "x"}},
 		Failed: map[string]error{"b": os.ErrClosed}, Dead: []string{"b"}})
-	owner := func() *fakeOwner {
-		f := &fakeOwner{fakeStats: fakeStats{st: outbox.Stats{PendingByType: map[string]int64{"x": 1}}}}
+	owner := func() *fakeRunway {
+		f := &fakeRunway{partitioned: true}
+		f.st = outbox.Stats{PendingByType: map[string]int64{"x": 1}}
 		f.own(0, 1)
 		return f
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsync/outbox"
+	"github.com/eventsync/outbox/storage"
 )
 
 // StatsCollector is a prometheus.Collector that reads an
@@ -23,17 +24,26 @@ import (
 // now. That figure is the process's own, not the table's: it is asked
 // of the store on every scrape (from memory, no query) and exported
 // whether or not the table could be read.
+//
+// A store of a table partitioned by save time (sqlstore.Store
+// WithTimePartitions: a storage.RunwayReader whose table is partitioned)
+// also gives outbox_partition_runway_seconds, how far past now the
+// partitions reach, and outbox_partition_default_rows, the rows in the
+// DEFAULT partition (normally 0), read with the other table figures.
 type StatsCollector struct {
-	r     outbox.StatsReader
-	owner partitionOwner // r, if it owns partitions; else nil
-	cfg   config
+	r      outbox.StatsReader
+	owner  partitionOwner       // r, if it owns partitions; else nil
+	runway storage.RunwayReader // r, if it may be partitioned by time; else nil
+	cfg    config
 
-	up, pending, oldest, dead, synced, avg, p99, owned *prometheus.Desc
+	up, pending, oldest, dead, synced, avg, p99, owned, ahead, defaultRows *prometheus.Desc
 
 	mu      sync.Mutex // one read at a time; guards the fields below
 	readAt  time.Time
 	stats   outbox.Stats
 	readErr error
+	rw      storage.Runway
+	rwOK    bool // rw was read and the table is partitioned by time
 }
 
 var _ prometheus.Collector = (*StatsCollector)(nil)
@@ -60,8 +70,9 @@ func NewStatsCollector(r outbox.StatsReader, opts ...Option) (*StatsCollector, e
 		return prometheus.NewDesc(name, help, labels, c.constLabels)
 	}
 	owner, _ := r.(partitionOwner)
+	runway, _ := r.(storage.RunwayReader)
 	return &StatsCollector{
-		r: r, owner: owner, cfg: c,
+		r: r, owner: owner, runway: runway, cfg: c,
 		up:      desc("outbox_stats_up", "1 if the last read of the outbox store's figures succeeded, else 0."),
 		pending: desc("outbox_events_pending", "Events committed but not yet acknowledged by the broker (not dead), by type.", "type"),
 		oldest:  desc("outbox_oldest_pending_age_seconds", "Age of the oldest pending event; 0 when none is pending."),
@@ -70,6 +81,9 @@ func NewStatsCollector(r outbox.StatsReader, opts ...Option) (*StatsCollector, e
 		avg:     desc("outbox_sync_latency_avg_seconds", "Mean time from creation to acknowledgement of the events synced within the stats window."),
 		p99:     desc("outbox_sync_latency_p99_seconds", "99th percentile of the time from creation to acknowledgement within the stats window."),
 		owned:   desc("outbox_partitions_owned", "Partitions of the outbox table this process's store owns now (it relays their events)."),
+		ahead: desc("outbox_partition_runway_seconds",
+			"How far past now the time partitions of the outbox table reach; 0 or less when events are saved into the DEFAULT partition."),
+		defaultRows: desc("outbox_partition_default_rows", "Rows in the DEFAULT partition of the time-partitioned outbox table (normally 0; counted up to 100,000)."),
 	}, nil
 }
 
@@ -80,6 +94,10 @@ func (s *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if s.owner != nil {
 		ch <- s.owned
+	}
+	if s.runway != nil {
+		ch <- s.ahead
+		ch <- s.defaultRows
 	}
 }
 
@@ -93,6 +111,13 @@ func (s *StatsCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 0)
 		return
+	}
+	s.mu.Lock()
+	rw, rwOK := s.rw, s.rwOK
+	s.mu.Unlock()
+	if rwOK {
+		ch <- prometheus.MustNewConstMetric(s.ahead, prometheus.GaugeValue, rw.Ahead.Seconds())
+		ch <- prometheus.MustNewConstMetric(s.defaultRows, prometheus.GaugeValue, float64(rw.DefaultRows))
 	}
 	ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 1)
 	for typ, n := range st.PendingByType {
@@ -119,6 +144,14 @@ func (s *StatsCollector) read() (outbox.Stats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout)
 	defer cancel()
 	st, err := s.r.Stats(ctx, s.cfg.window)
+	s.rwOK = false
+	if err == nil && s.runway != nil {
+		// A runway that cannot be read is left out, not taken for the
+		// table's figures being unreadable.
+		if rw, ok, rerr := s.runway.Runway(ctx); rerr == nil {
+			s.rw, s.rwOK = rw, ok
+		}
+	}
 	// A failure is cached too: a database in trouble is not read again on
 	// every scrape.
 	s.readAt, s.stats, s.readErr = s.cfg.now(), st, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/sqlschema"
+	"github.com/eventsync/outbox/storage"
 )
 
 // The defaults of WithTimePartitions.
@@ -461,4 +462,23 @@ const movedColumns = "seq, id, topic, event_type, aggregate_id, payload, headers
 // pgTimeLiteral writes t as a TIMESTAMPTZ literal.
 func pgTimeLiteral(t time.Time) string {
 	return "'" + t.UTC().Format("2006-01-02 15:04:05.999999") + "+00'"
+}
+
+var (
+	_ storage.Maintainer   = (*Store)(nil)
+	_ storage.RunwayReader = (*Store)(nil)
+)
+
+// Runway implements storage.RunwayReader: on a Store WithTimePartitions
+// it reads TimePartitions and returns its runway and the rows of its
+// DEFAULT partition; any other Store returns ok false and reads nothing.
+func (s *Store) Runway(ctx context.Context) (r storage.Runway, ok bool, err error) {
+	if s.tp == nil {
+		return storage.Runway{}, false, nil
+	}
+	st, err := s.TimePartitions(ctx)
+	if err != nil || !st.Partitioned {
+		return storage.Runway{}, false, err
+	}
+	return storage.Runway{Ahead: st.Runway, DefaultRows: st.DefaultRows}, true, nil
 }

@@ -160,3 +160,52 @@ func TestTimePartitionsSavePastRunway(t *testing.T) {
 		})
 	}
 }
+
+// TestTimePartitionsRelayKeepsRunway: a relay (outbox.Run) creates the
+// partitions the runway needs, after an outage longer than it, and a
+// Store without time partitions has nothing to maintain.
+func TestTimePartitionsRelayKeepsRunway(t *testing.T) {
+	b := setup(t, Postgres, WithTimePartitions(time.Hour, 3*time.Hour))
+	ctx := t.Context()
+	b.clock.Advance(10 * time.Hour)
+	if r, ok, err := b.store.Runway(ctx); err != nil || !ok || r.Ahead > 0 {
+		t.Fatalf("runway 10 hours later: %+v, %v, %v", r, ok, err)
+	}
+	o, err := outbox.New(b.store, outbox.Noop{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(rctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, ok, err := b.store.Runway(ctx)
+		if err != nil || !ok {
+			t.Fatalf("runway: %+v, %v, %v", r, ok, err)
+		}
+		if r.Ahead >= 3*time.Hour {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the relay did not extend the runway: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.store.TimePartitions(ctx)
+	if err != nil || st.Period != time.Hour || st.Partitions < 13 {
+		t.Fatalf("after the relay's turn: %+v, %v", st, err)
+	}
+
+	plain := setup(t, Postgres)
+	if next, err := plain.store.Maintain(ctx); next != 0 || err != nil {
+		t.Fatalf("Maintain without time partitions: %v, %v", next, err)
+	}
+	if _, ok, err := plain.store.Runway(ctx); ok || err != nil {
+		t.Fatalf("Runway without time partitions: %v, %v", ok, err)
+	}
+}

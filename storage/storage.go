@@ -126,3 +126,31 @@ type Owner interface {
 	// its interval.
 	Rebalancing() bool
 }
+
+// Maintainer is implemented by a Store that keeps its table in shape
+// apart from the relay's passes (sqlstore's time partitions: it creates
+// the partitions ahead of the clock). Run finds it by type assertion and
+// calls Maintain in a goroutine of its own while it runs: at once, then
+// after each returned interval, until Maintain returns 0 (nothing to
+// maintain) or Run stops. A failure is logged and retried.
+type Maintainer interface {
+	Maintain(ctx context.Context) (next time.Duration, err error)
+}
+
+// Runway is the state of a table partitioned by save time.
+type Runway struct {
+	// Ahead is how far past now the partitions reach without a gap; zero
+	// or negative when none covers now (saves then land in the default
+	// partition).
+	Ahead time.Duration
+	// DefaultRows counts the rows in the default partition (capped by
+	// the store): normally zero.
+	DefaultRows int64
+}
+
+// RunwayReader is implemented by a Store that may be partitioned by save
+// time (sqlstore): ok is false when it is not, and Runway then reads
+// nothing.
+type RunwayReader interface {
+	Runway(ctx context.Context) (r Runway, ok bool, err error)
+}

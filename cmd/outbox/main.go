@@ -155,6 +155,8 @@ type env struct {
 	db    *sqlx.DB
 	dbase *database
 	store *sqlstore.Store
+	// timeParts: the table's time partitions, read by open.
+	timeParts sqlstore.TimePartitionStatus
 }
 
 // start runs cmd with args: it parses them, flags and arguments in any
@@ -209,7 +211,8 @@ func parseAnyOrder(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // open connects to the database and, for commands that need the table,
 // checks that it is at the schema version this tool knows, and opens it
-// WithWatermarks when relays with watermarks deliver from it.
+// WithWatermarks when relays with watermarks deliver from it, and
+// WithTimePartitions when it is partitioned by save time.
 func (e *env) open(ctx context.Context) error {
 	if e.dbURL == "" {
 		return usagef("no database: pass --db URL or set %s (%s)", EnvDatabaseURL, urlForms)
@@ -253,11 +256,27 @@ func (e *env) open(ctx context.Context) error {
 	}
 	// Relays with watermarks record delivery per partition: read the
 	// table as they write it, or their deliveries would read as pending.
+	// A table partitioned by save time is purged by dropping partitions.
 	marks, err := bounded(ctx, e, s.WatermarksInUse)
-	if err != nil || !marks {
+	if err != nil {
 		return err
 	}
-	if e.store, err = sqlstore.New(db, sqlstore.WithDialect(d.dialect), sqlstore.WithTable(e.table), sqlstore.WithWatermarks()); err != nil {
+	tp, err := bounded(ctx, e, s.TimePartitions)
+	if err != nil {
+		return err
+	}
+	e.timeParts = tp
+	opts := []sqlstore.Option{sqlstore.WithDialect(d.dialect), sqlstore.WithTable(e.table)}
+	if marks {
+		opts = append(opts, sqlstore.WithWatermarks())
+	}
+	if tp.Partitioned {
+		opts = append(opts, sqlstore.WithTimePartitions(0, 0))
+	}
+	if len(opts) == 2 {
+		return nil
+	}
+	if e.store, err = sqlstore.New(db, opts...); err != nil {
 		return usageError{err.Error()}
 	}
 	return nil

@@ -24,9 +24,19 @@ type statusJSON struct {
 	Synced                int64            `json:"synced"`
 	AvgSyncLatencySeconds float64          `json:"avg_sync_latency_seconds"`
 	P99SyncLatencySeconds float64          `json:"p99_sync_latency_seconds"`
-	PartitionsFree        int              `json:"partitions_free"` // free or expired: no live owner
-	Partitions            []partitionJSON  `json:"partitions"`      // every partition, in order
-	Relays                []relayJSON      `json:"relays"`          // the live relays, by name
+	PartitionsFree        int              `json:"partitions_free"`           // free or expired: no live owner
+	Partitions            []partitionJSON  `json:"partitions"`                // every partition, in order
+	Relays                []relayJSON      `json:"relays"`                    // the live relays, by name
+	TimePartitions        *timePartsJSON   `json:"time_partitions,omitempty"` // a table partitioned by save time
+}
+
+// timePartsJSON is the --json form of a table's time partitions.
+type timePartsJSON struct {
+	Partitions    int     `json:"partitions"`
+	PeriodSeconds float64 `json:"period_seconds"`
+	Oldest        string  `json:"oldest"`         // where the oldest partition starts (RFC 3339)
+	RunwaySeconds float64 `json:"runway_seconds"` // how far past now the partitions reach; <= 0: saves go to the DEFAULT partition
+	DefaultRows   int64   `json:"default_rows"`   // rows in the DEFAULT partition (normally 0)
 }
 
 // partitionJSON is the --json form of one partition.
@@ -114,6 +124,10 @@ func status(ctx context.Context, e *env, window time.Duration, top int, asJSON b
 			j.Relays[i] = relayJSON{Name: r.Name, Partitions: r.Partitions,
 				SeenSinceSeconds: seen[r.Name].Since.Seconds(), ExpiresInSeconds: r.SeenLeft.Seconds()}
 		}
+		if tp := e.timeParts; tp.Partitioned {
+			j.TimePartitions = &timePartsJSON{Partitions: tp.Partitions, PeriodSeconds: tp.Period.Seconds(),
+				Oldest: tp.Oldest.Format(time.RFC3339), RunwaySeconds: tp.Runway.Seconds(), DefaultRows: tp.DefaultRows}
+		}
 		return writeJSON(e, j)
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -127,6 +141,12 @@ func status(ctx context.Context, e *env, window time.Duration, top int, asJSON b
 	fmt.Fprintf(w, "synced (last %s)\t%d\n", window, st.Synced)
 	fmt.Fprintf(w, "avg sync latency\t%s\n", roundDuration(st.AvgSyncLatency))
 	fmt.Fprintf(w, "p99 sync latency\t%s\n", roundDuration(st.P99SyncLatency))
+	if tp := e.timeParts; tp.Partitioned {
+		// The runway: how far ahead the time partitions reach, and what
+		// waits in the DEFAULT partition (normally nothing).
+		fmt.Fprintf(w, "time partitions\t%d of %s from %s, runway %s, %d in the default partition\n",
+			tp.Partitions, roundDuration(tp.Period), tp.Oldest.Format(time.DateOnly), roundDuration(tp.Runway), tp.DefaultRows)
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}

@@ -34,6 +34,18 @@ func stats(ctx context.Context, store *sqlstore.Store) (outbox.Stats, error) {
 	return st, nil
 }
 
+// timePartitioned is docs/databases-and-migrations.md, "Time partitions".
+func timePartitioned(ctx context.Context, db *sqlx.DB) (*sqlstore.Store, error) {
+	store, err := sqlstore.New(db, sqlstore.WithTimePartitions(24*time.Hour, 7*24*time.Hour)) // a day each, a week ahead
+	if err != nil {
+		return nil, err
+	}
+	if err := store.Migrate(ctx); err != nil { // creates the table partitioned, and the week ahead
+		return nil, err
+	}
+	return store, nil
+}
+
 // metrics is docs/operations.md, "Metrics: outboxprom".
 func metrics(store *sqlstore.Store, pub outbox.Publisher, mux *http.ServeMux) (*outbox.Outbox, error) {
 	m, err := outboxprom.New() // hook: counters, histograms, breaker
