@@ -26,12 +26,27 @@ var _ storage.Purger = (*Store)(nil)
 // delivered late, after an outage longer than olderThan, is purged at
 // once). Those are read per partition in save order from the oldest (see
 // markedPurge), in a transaction of its own.
+//
+// With WithTimePartitions it deletes no row: it drops the oldest
+// partition that ended more than olderThan ago and whose events were all
+// delivered (none pending, none dead), and returns how many events it
+// held, whatever limit says; a partition that holds a dead event is kept
+// until the event is re-queued and delivered. Events thus stay up to
+// olderThan plus a partition's period. See "Time partitions" in
+// docs/databases-and-migrations.md.
 func (s *Store) Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("sqlstore: purge: limit %d is not positive", limit)
 	}
 	if olderThan < 0 {
 		return 0, fmt.Errorf("sqlstore: purge: age %v is negative", olderThan)
+	}
+	if s.tp != nil {
+		n, err := s.purgeTimePartitions(ctx, olderThan)
+		if err != nil {
+			return n, fmt.Errorf("sqlstore: purge: %w", err)
+		}
+		return n, nil
 	}
 	q := newQuery(s.sx)
 	var n int

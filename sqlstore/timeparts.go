@@ -21,8 +21,9 @@ const (
 	// time-partitioned table covers.
 	DefaultPartitionPeriod = 24 * time.Hour
 	// DefaultPartitionAhead is how far past the clock partitions are
-	// created: the runway.
-	DefaultPartitionAhead = 7 * 24 * time.Hour
+	// created: the runway. Relays extend it every ten minutes, and every
+	// partition costs each read an index probe, so it is short.
+	DefaultPartitionAhead = 2 * 24 * time.Hour
 )
 
 // Upkeep of the time partitions.

@@ -11,6 +11,14 @@ import (
 	"github.com/eventsync/outbox/outboxtest"
 )
 
+// wmSlowFirstRead is the heartbeat of the watermark tests over time
+// partitions. A watermark read's first plan on a connection covers every
+// partition of every branch (about a second here with four partitions,
+// several on a loaded machine); a read that ends less than a heartbeat
+// before the relay's membership would lapse is given back unclaimed, so
+// the tests give the membership room for that first plan.
+var wmSlowFirstRead = WithHeartbeat(time.Second, 15*time.Second)
+
 // TestConformanceTimePartitions runs the suite on Postgres over a table
 // partitioned by save time, with and without watermarks, and with row
 // leases (whose unordered claim finds rows by their address).
@@ -18,7 +26,7 @@ func TestConformanceTimePartitions(t *testing.T) {
 	openDB(t, Postgres)
 	for name, opts := range map[string][]Option{
 		"ownership":  {WithTimePartitions(0, 0)},
-		"watermarks": {WithTimePartitions(0, 24*time.Hour), WithWatermarks()},
+		"watermarks": {WithTimePartitions(0, 24*time.Hour), WithWatermarks(), wmSlowFirstRead},
 		"rowleases":  {WithTimePartitions(time.Hour, 6*time.Hour), WithRowLeases()},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -115,14 +123,14 @@ func TestTimePartitionsSavePastRunway(t *testing.T) {
 			t.Parallel()
 			opts := []Option{WithTimePartitions(0, 2*24*time.Hour)}
 			if marks {
-				opts = append(opts, WithWatermarks())
+				opts = append(opts, WithWatermarks(), wmSlowFirstRead)
 			}
 			b := setup(t, Postgres, opts...)
 			ctx := t.Context()
 			now := b.clock.Now()
 			early := b.newEvents(3)
 			b.save(t, early...)
-			b.clock.Advance(40 * 24 * time.Hour) // far past the runway
+			b.clock.Advance(7 * 24 * time.Hour) // five days past the runway
 			late := b.newEvents(20)
 			b.save(t, late...)
 			st, err := b.store.TimePartitions(ctx)

@@ -36,11 +36,11 @@ func stats(ctx context.Context, store *sqlstore.Store) (outbox.Stats, error) {
 
 // timePartitioned is docs/databases-and-migrations.md, "Time partitions".
 func timePartitioned(ctx context.Context, db *sqlx.DB) (*sqlstore.Store, error) {
-	store, err := sqlstore.New(db, sqlstore.WithTimePartitions(24*time.Hour, 7*24*time.Hour)) // a day each, a week ahead
+	store, err := sqlstore.New(db, sqlstore.WithTimePartitions(24*time.Hour, 2*24*time.Hour)) // a day each, two days ahead
 	if err != nil {
 		return nil, err
 	}
-	if err := store.Migrate(ctx); err != nil { // creates the table partitioned, and the week ahead
+	if err := store.Migrate(ctx); err != nil { // creates the table partitioned, and the days ahead
 		return nil, err
 	}
 	return store, nil
