@@ -12,7 +12,6 @@ import (
 
 	"github.com/eventsync/outbox"
 	"github.com/eventsync/outbox/internal/sqlschema"
-	"github.com/eventsync/outbox/storage"
 )
 
 // The defaults of WithTimePartitions.
@@ -50,7 +49,7 @@ const (
 	timeLayoutVersion = 8
 )
 
-//go:embed layouts/postgres_time_partitioned.sql
+//go:embed layouts/*.sql
 var layoutFiles embed.FS
 
 // WithTimePartitions makes Migrate create the outbox table partitioned by
@@ -159,11 +158,14 @@ func (s *Store) createTimePartitioned(ctx context.Context) error {
 
 // timePart is one partition of the table: its name and range.
 type timePart struct {
-	name       string
-	from, to   time.Time
-	isDefault  bool
-	unbounded  bool // MINVALUE or MAXVALUE on a side (a table moved by hand)
-	quotedName string
+	name      string
+	from, to  time.Time
+	isDefault bool
+	// fromMin: no lower bound (MINVALUE, as the old table moved into the
+	// layout has; from is then zero); unbounded: no upper bound
+	// (MAXVALUE), which maintenance and retention leave alone.
+	fromMin, unbounded bool
+	quotedName         string
 }
 
 // listTimeParts returns the table's partitions, the bounded ones in
@@ -194,12 +196,13 @@ WHERE i.inhparent = to_regclass($1)`, s.t.Quoted)
 		}
 		p.quotedName = sx.Quote(schema) + "." + sx.Quote(p.name)
 		p.from, p.to = from.Time.UTC(), to.Time.UTC()
-		switch {
-		case p.isDefault:
+		if p.isDefault {
 			def = &p
 			continue
-		case !from.Valid || !to.Valid:
-			p.unbounded = true
+		}
+		p.fromMin, p.unbounded = !from.Valid, !to.Valid
+		if p.fromMin {
+			p.from = time.Time{}
 		}
 		parts = append(parts, p)
 	}
@@ -207,10 +210,16 @@ WHERE i.inhparent = to_regclass($1)`, s.t.Quoted)
 		return nil, nil, fmt.Errorf("sqlstore: time partitions: %w", err)
 	}
 	slices.SortFunc(parts, func(a, b timePart) int {
-		if c := a.to.Compare(b.to); !a.unbounded && !b.unbounded && c != 0 {
-			return c
+		switch {
+		case a.unbounded != b.unbounded:
+			if a.unbounded {
+				return 1
+			}
+			return -1
+		case a.unbounded:
+			return a.from.Compare(b.from)
 		}
-		return a.from.Compare(b.from)
+		return a.to.Compare(b.to)
 	})
 	return parts, def, nil
 }
@@ -225,8 +234,9 @@ type TimePartitionStatus struct {
 	Partitions int
 	// Period is the width of the newest partition.
 	Period time.Duration
-	// Oldest is where the oldest partition starts, and End where the
-	// newest ends.
+	// Oldest is where the oldest partition starts (zero when it has no
+	// lower bound: the old table of a table moved to this layout), and
+	// End where the newest ends.
 	Oldest, End time.Time
 	// Runway is how far past now the partitions reach without a gap: a
 	// Save up to now + Runway lands in a partition of its own period.
@@ -296,7 +306,10 @@ func runwayOf(parts []timePart, now time.Time) TimePartitionStatus {
 		return st
 	}
 	newest := bounded[len(bounded)-1]
-	st.Oldest, st.End, st.Period = bounded[0].from, newest.to, newest.to.Sub(newest.from)
+	st.Oldest, st.End = bounded[0].from, newest.to
+	if !newest.fromMin {
+		st.Period = newest.to.Sub(newest.from)
+	}
 	for i, p := range bounded {
 		if now.Before(p.from) || !now.Before(p.to) {
 			continue
@@ -379,7 +392,10 @@ func (s *Store) MaintainTimePartitions(ctx context.Context) (TimePartitionStatus
 		}
 	}
 	if n := len(bounded); n > 0 {
-		period, start = bounded[n-1].to.Sub(bounded[n-1].from), bounded[n-1].to
+		start = bounded[n-1].to
+		if !bounded[n-1].fromMin {
+			period = bounded[n-1].to.Sub(bounded[n-1].from)
+		}
 	}
 	for i := 0; start.Before(now.Add(s.tp.ahead)) && i < timePartsMaxCreate; i++ {
 		if err := s.createTimePart(ctx, conn, def, start, start.Add(period), period); err != nil {
@@ -463,23 +479,4 @@ const movedColumns = "seq, id, topic, event_type, aggregate_id, payload, headers
 // pgTimeLiteral writes t as a TIMESTAMPTZ literal.
 func pgTimeLiteral(t time.Time) string {
 	return "'" + t.UTC().Format("2006-01-02 15:04:05.999999") + "+00'"
-}
-
-var (
-	_ storage.Maintainer   = (*Store)(nil)
-	_ storage.RunwayReader = (*Store)(nil)
-)
-
-// Runway implements storage.RunwayReader: on a Store WithTimePartitions
-// it reads TimePartitions and returns its runway and the rows of its
-// DEFAULT partition; any other Store returns ok false and reads nothing.
-func (s *Store) Runway(ctx context.Context) (r storage.Runway, ok bool, err error) {
-	if s.tp == nil {
-		return storage.Runway{}, false, nil
-	}
-	st, err := s.TimePartitions(ctx)
-	if err != nil || !st.Partitioned {
-		return storage.Runway{}, false, err
-	}
-	return storage.Runway{Ahead: st.Runway, DefaultRows: st.DefaultRows}, true, nil
 }

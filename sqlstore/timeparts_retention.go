@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventsync/outbox/internal/sqlschema"
+	"github.com/eventsync/outbox/storage"
 )
 
 // Retention of a table partitioned by save time: whole partitions are
@@ -140,4 +141,23 @@ func (s *Store) timePartDelivered(ctx context.Context, q sqlschema.Querier, part
 		}
 	}
 	return false, nil
+}
+
+var (
+	_ storage.Maintainer   = (*Store)(nil)
+	_ storage.RunwayReader = (*Store)(nil)
+)
+
+// Runway implements storage.RunwayReader: on a Store WithTimePartitions
+// it reads TimePartitions and returns its runway and the rows of its
+// DEFAULT partition; any other Store returns ok false and reads nothing.
+func (s *Store) Runway(ctx context.Context) (r storage.Runway, ok bool, err error) {
+	if s.tp == nil {
+		return storage.Runway{}, false, nil
+	}
+	st, err := s.TimePartitions(ctx)
+	if err != nil || !st.Partitioned {
+		return storage.Runway{}, false, err
+	}
+	return storage.Runway{Ahead: st.Runway, DefaultRows: st.DefaultRows}, true, nil
 }

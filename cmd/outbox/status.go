@@ -144,8 +144,12 @@ func status(ctx context.Context, e *env, window time.Duration, top int, asJSON b
 	if tp := e.timeParts; tp.Partitioned {
 		// The runway: how far ahead the time partitions reach, and what
 		// waits in the DEFAULT partition (normally nothing).
+		from := tp.Oldest.Format(time.DateOnly)
+		if tp.Oldest.IsZero() {
+			from = "the old table" // moved into the layout: no lower bound
+		}
 		fmt.Fprintf(w, "time partitions\t%d of %s from %s, runway %s, %d in the default partition\n",
-			tp.Partitions, roundDuration(tp.Period), tp.Oldest.Format(time.DateOnly), roundDuration(tp.Runway), tp.DefaultRows)
+			tp.Partitions, roundDuration(tp.Period), from, roundDuration(tp.Runway), tp.DefaultRows)
 	}
 	if err := w.Flush(); err != nil {
 		return err
