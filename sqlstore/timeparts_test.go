@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +217,56 @@ func TestTimePartitionsRelayKeepsRunway(t *testing.T) {
 	}
 	if _, ok, err := plain.store.Runway(ctx); ok || err != nil {
 		t.Fatalf("Runway without time partitions: %v, %v", ok, err)
+	}
+}
+
+// TestTimePartitionsLayoutMatchesMigrations checks that the layout of
+// WithTimePartitions is the schema migrations 1 to 8 build, but for its
+// keys: the same columns (types, defaults, generation), the same indexes
+// and the same sibling tables. A migration after 8 must be applied to
+// both layouts: this test fails until timeLayoutVersion is raised with
+// it, after checking that the migration suits a partitioned table.
+func TestTimePartitionsLayoutMatchesMigrations(t *testing.T) {
+	latest, err := LatestVersion(Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest != timeLayoutVersion {
+		t.Fatalf("migrations reach version %d, the time-partitioned layout %d: check that the new migrations suit a partitioned table, then raise timeLayoutVersion", latest, timeLayoutVersion)
+	}
+	plain := setup(t, Postgres)
+	parted := setup(t, Postgres, WithTimePartitions(0, 0))
+	ctx := t.Context()
+	describe := func(b *bundle, suffix, query string) []string {
+		t.Helper()
+		rows, err := b.db.QueryContext(ctx, query, b.table+suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strings.ReplaceAll(s, b.table, "T"))
+		}
+		return out
+	}
+	columns := `SELECT concat_ws(' ', ordinal_position, column_name, data_type, character_maximum_length, is_nullable, column_default, generation_expression)
+		FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`
+	indexes := `SELECT regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?', '') FROM pg_indexes
+		WHERE schemaname = current_schema() AND tablename = $1 AND indexname NOT LIKE '%pkey' AND indexname NOT LIKE '%key' ORDER BY 1`
+	if c, i := describe(parted, "", columns), describe(parted, "", indexes); len(c) != 18 || len(i) != 8 {
+		t.Fatalf("the layout has %d columns and %d indexes besides its keys, want 18 and 8: %q %q", len(c), len(i), c, i)
+	}
+	for _, suffix := range []string{"", partitionsSuffix, relaysSuffix, deliveriesSuffix, deliveryViewSuffix} {
+		if a, b := describe(plain, suffix, columns), describe(parted, suffix, columns); !slices.Equal(a, b) {
+			t.Errorf("columns of T%s:\nmigrations %q\nlayout     %q", suffix, a, b)
+		}
+		if a, b := describe(plain, suffix, indexes), describe(parted, suffix, indexes); !slices.Equal(a, b) {
+			t.Errorf("indexes of T%s:\nmigrations %q\nlayout     %q", suffix, a, b)
+		}
 	}
 }
