@@ -2,6 +2,7 @@ package outboxui
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventsync/outbox/sqlstore"
 )
 
 // client returns an HTTP client with a cookie jar that does not follow
@@ -292,5 +295,46 @@ func TestNewOptions(t *testing.T) {
 	}
 	if _, err := New(s, WithTimeout(-time.Second)); err == nil {
 		t.Error("a negative timeout accepted")
+	}
+}
+
+// The relays page shows a live relay: the partitions it holds, how long
+// ago it joined and when it expires, and its name as the owner of its
+// partitions with the lease left.
+func TestRelaysPage(t *testing.T) {
+	b := setup(t)
+	b.seed(t, "relays")
+	relay, err := sqlstore.New(b.db, sqlstore.WithTable(b.table), sqlstore.WithRelayName("relay-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := relay.Heartbeat(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := relay.Leave(ctx); err != nil {
+			t.Errorf("leave: %v", err)
+		}
+	})
+	code, body := get(t, client(t), b.base+"relays")
+	if code != 200 {
+		t.Fatalf("GET relays: %d\n%s", code, body)
+	}
+	row := regexp.MustCompile(`<tr><td>relay-a</td><td class="n">(\d+)</td><td>([^<]+) ago</td><td>([^<]+)</td></tr>`).FindStringSubmatch(body)
+	if !strings.Contains(body, "<th>Seen since</th><th>Expires in</th>") || row == nil {
+		t.Fatalf("no row of relay-a with its partitions, seen since and expires in:\n%s", body)
+	}
+	if row[1] != "64" {
+		t.Errorf("relay-a holds %s partitions, want all 64", row[1])
+	}
+	since, err1 := time.ParseDuration(row[2])
+	expires, err2 := time.ParseDuration(row[3])
+	if err1 != nil || err2 != nil || since > 10*time.Second || expires <= 0 || expires > sqlstore.DefaultMemberTTL {
+		t.Errorf("relay-a seen since %q ago, expires in %q; want a few seconds ago, within its time to live", row[2], row[3])
+	}
+	if n := strings.Count(body, "<td>relay-a</td>"); n != 65 {
+		t.Errorf("relay-a named %d times, want once as a relay and as the owner of 64 partitions", n-1)
 	}
 }
