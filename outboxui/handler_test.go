@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,7 +70,8 @@ var csrfInput = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // a bad filter or cursor is a 400, an unknown event a 404.
 func TestPages(t *testing.T) {
 	b := setup(t, WithActions(true), WithLabel("orders-db"))
-	dead := b.seed(t, randomName("outboxui-test-")+":stock")
+	topic := randomName("outboxui-test-") + ":stock"
+	dead := b.seed(t, topic)
 	c := client(t)
 	for _, tc := range []struct {
 		path string
@@ -107,6 +109,30 @@ func TestPages(t *testing.T) {
 	_, body := get(t, c, b.base+"events?state=dead&type=payment.captured")
 	if strings.Contains(body, "dead-0000") {
 		t.Error("the type filter let dead-0000 (reservation.created) through")
+	}
+	// The aggregate, topic and creation-time filters of the form narrow
+	// the list too.
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"state=dead&aggregate=order-3", []string{"dead-0003"}},
+		{"state=dead&topic=" + url.QueryEscape(topic), dead},
+		{"state=dead&topic=elsewhere", nil},
+		{"state=dead&from=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), nil}, // created 90 minutes ago and more
+		{"state=dead&to=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), dead},
+		{"state=pending&from=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04") + "&type=stock.updated&aggregate=sku-100", []string{"pen-0000", "pen-0009", "pen-0018", "pen-0027", "pen-0036"}},
+	} {
+		code, body := get(t, c, b.base+"events?"+tc.query)
+		got := regexp.MustCompile(`event\?id=([a-z]+-\d+)`).FindAllStringSubmatch(body, -1)
+		var ids []string
+		for _, m := range got {
+			ids = append(ids, m[1])
+		}
+		slices.Sort(ids)
+		if code != 200 || !slices.Equal(ids, tc.want) {
+			t.Errorf("GET events?%s: %d, lists %v, want %v", tc.query, code, ids, tc.want)
+		}
 	}
 }
 
