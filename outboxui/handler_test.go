@@ -364,3 +364,39 @@ func TestRelaysPage(t *testing.T) {
 		t.Errorf("relay-a named %d times, want once as a relay and as the owner of 64 partitions", n-1)
 	}
 }
+
+// WithMiddleware wraps the whole console, outermost first: a request the
+// middleware refuses never reaches a page.
+func TestMiddleware(t *testing.T) {
+	var order []string
+	mw := func(name string, refuse bool) func(http.Handler) http.Handler {
+		return func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				order = append(order, name)
+				if refuse && r.Header.Get("X-Operator") == "" {
+					http.Error(w, "who are you", http.StatusUnauthorized)
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+		}
+	}
+	b := setup(t, WithMiddleware(mw("outer", false)), WithMiddleware(mw("auth", true)))
+	c := client(t)
+	if code, body := get(t, c, b.base); code != http.StatusUnauthorized || strings.Contains(body, `id="pending"`) {
+		t.Fatalf("without the header: %d\n%s", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.base, nil)
+	req.Header.Set("X-Operator", "ops")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("with the header: %d", resp.StatusCode)
+	}
+	if got := strings.Join(order, ","); got != "outer,auth,outer,auth" {
+		t.Errorf("middleware ran %s, want outer first each time", got)
+	}
+}
