@@ -3,6 +3,7 @@ package outboxui
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -274,7 +275,8 @@ func (s *syncBuffer) String() string {
 
 // Purge deletes the synced events older than the age, nothing else.
 func TestPurge(t *testing.T) {
-	b := setup(t, WithActions(true))
+	var log syncBuffer
+	b := setup(t, WithActions(true), WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	b.seed(t, "purge")
 	old := b.exec(t, `UPDATE %s SET synced_at = now() - interval '40 days' WHERE id LIKE 'syn-00%%'`)
 	c := client(t)
@@ -289,6 +291,9 @@ func TestPurge(t *testing.T) {
 	}
 	if n := b.count(t, "synced_at IS NULL"); n != 43 {
 		t.Fatalf("%d pending or dead left, want 43", n)
+	}
+	if want := fmt.Sprintf("action=purge older_than=720h0m0s purged=%d", old); !strings.Contains(log.String(), want) {
+		t.Errorf("the log does not tell the purge (%q):\n%s", want, log.String())
 	}
 	if code, body := post(t, c, b.base+"purge", url.Values{"csrf": {token}, "older_than": {"10s"}}, nil); code != 400 {
 		t.Fatalf("purge of 10s: %d %s, want 400", code, body)
