@@ -105,6 +105,11 @@ func TestPages(t *testing.T) {
 				t.Errorf("GET %s: no %q in the page", tc.path, w)
 			}
 		}
+		// Self-contained and readable with JavaScript off: no script,
+		// nothing loaded from another origin.
+		if strings.Contains(body, "<script") || regexp.MustCompile(`(src|href)="(https?:)?//`).MatchString(body) {
+			t.Errorf("GET %s: the page has a script or loads from another origin", tc.path)
+		}
 	}
 	// The dead page of one type lists those events only.
 	_, body := get(t, c, b.base+"events?state=dead&type=payment.captured")
