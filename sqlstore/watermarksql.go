@@ -30,7 +30,8 @@ import (
 func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, error) {
 	fronts := o.l.fronts(owned)
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
-	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs)
+	lateral := o.marksLateral(limit)
+	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs, lateral)
 	var rows []eventRow
 	err := o.s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
 		// One plan per statement text, kept by the connection: the text
@@ -47,6 +48,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	if err != nil {
 		return nil, nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
+	o.lastRead.Store(int64(len(rows)))
 	// The seq-ordered part returned the n lowest seqs: if it is full, a
 	// partition's rows above its highest seq were cut (cutoff).
 	var inSeq int
@@ -72,9 +74,28 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 // workers (each branch reads a short index range).
 const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
 
+// marksLateral reports whether a watermark read visits the partitions in
+// a loop: when the last read returned less than a quarter of the limit
+// (or as o.shape forces: 1 merged, 2 lateral; tests run both). Both
+// shapes return the same rows. The merged one (a branch per partition,
+// merged in seq order) reads no more rows than the limit whatever the
+// backlog, but starting its hundreds of index scans costs milliseconds;
+// the loop (one index scan, rescanned per partition) costs a fraction of
+// that, and sorts up to the limit's rows per partition, which only a
+// backlog makes many.
+func (o *owner) marksLateral(limit int) bool {
+	switch o.shape {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	return o.lastRead.Load() < int64(limit/4)
+}
+
 // marksQuery is the statement of readMarks: its seq-ordered part returns
 // at most n rows, its priority branch at most limit.
-func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64) *query {
+func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64, lateral bool) *query {
 	s := o.s
 	now := s.sx.Time(cr.now)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
@@ -92,7 +113,13 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	}
 	ps := slices.Sorted(maps.Keys(fronts))
+	if lateral {
+		o.lateralBranches(q, ps, fronts, n, pending, notAhead)
+	}
 	for _, p := range ps {
+		if lateral {
+			break
+		}
 		f := fronts[p]
 		pn := strconv.Itoa(p)
 		branch("r", func() {
@@ -325,4 +352,32 @@ func (l *ledger) tokens() map[int]int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.tokensLocked()
+}
+
+// lateralBranches writes the range and late branches of marksQuery for
+// the partitions ps as two loops over them (see marksLateral): the same
+// rows as a branch of each per partition.
+func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, pending string, notAhead func()) {
+	t := o.s.t.Quoted
+	var parts, seqs, lparts, lseqs, lxmax []int64
+	var lxip []string
+	for _, p := range ps {
+		f := fronts[p]
+		parts, seqs = append(parts, int64(p)), append(seqs, f.seq)
+		if f.snap != "" {
+			lparts, lseqs, lxmax = append(lparts, int64(p)), append(lseqs, f.seq), append(lxmax, f.sn.xmax)
+			lxip = append(lxip, "{"+intList(f.sn.xip)+"}")
+		}
+	}
+	arr := func(ns []int64) string { return q.arg("{" + intList(ns) + "}") }
+	q.sql("(SELECT c.*, 'r' AS b FROM unnest(CAST(", arr(parts), " AS INT[]), CAST(", arr(seqs), " AS BIGINT[])) f(p, seq)",
+		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p", pending, " AND c.seq > f.seq AND c.seq <= ", unbounded)
+	notAhead()
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
+	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(", arr(lxmax), " AS BIGINT[]), CAST(",
+		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xmax, xip)",
+		" CROSS JOIN LATERAL (SELECT * FROM (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid >= f.xmax AND c.xid <= ", unbounded,
+		" UNION ALL SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[]))) c WHERE c.seq <= f.seq", pending)
+	notAhead()
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 }
