@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -311,4 +312,24 @@ func TestWatermarkAheadThenHandoff(t *testing.T) {
 		}
 		_ = context.Background
 	})
+}
+
+// Migration 009: an event's seq is taken after its transaction has an ID,
+// which the late read relies on (lateralBranches).
+func TestWatermarkSeqAfterTransactionID(t *testing.T) {
+	b := markBundle(t)
+	var def string
+	err := b.db.QueryRowContext(t.Context(), "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = $1::regclass AND a.attname = 'seq'", b.store.t.Quoted).Scan(&def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(def, "txid_current()") || strings.Index(def, "txid_current()") > strings.Index(def, "nextval(") {
+		t.Fatalf("seq's default %q does not take the transaction's ID before the seq", def)
+	}
+	e := b.event("A", 0)
+	b.save(t, e)
+	var seq, xid int64
+	if err := b.db.QueryRowContext(t.Context(), "SELECT seq, xid FROM "+b.store.t.Quoted+" WHERE id = $1", e.ID).Scan(&seq, &xid); err != nil || seq == 0 || xid == 0 {
+		t.Fatalf("saved event: seq %d, xid %d, %v", seq, xid, err)
+	}
 }

@@ -129,15 +129,12 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq), " AND c.seq <= ", unbounded)
 			notAhead()
 		})
-		if f.snap != "" {
-			// Found by transaction ID (the partition's xid index): those
-			// that began after the snapshot, and those in progress in it;
-			// never by seq, which would walk the partition's history.
-			q.sql("(SELECT * FROM (SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid >= ", q.arg(f.sn.xmax), "::bigint AND c.xid <= ", unbounded)
-			if len(f.sn.xip) > 0 {
-				q.sql(" UNION ALL SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip))
-			}
-			q.sql(") c WHERE c.seq <= ", q.arg(f.seq), pending)
+		if len(f.sn.xip) > 0 {
+			// Late: found by transaction ID among those in progress in
+			// the front's snapshot (the partition's xid index), never by
+			// seq, which would walk the partition's history (see
+			// lateralBranches).
+			q.sql("(SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip), " AND c.seq <= ", q.arg(f.seq), pending)
 			notAhead()
 			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
@@ -357,15 +354,24 @@ func (l *ledger) tokens() map[int]int64 {
 // lateralBranches writes the range and late branches of marksQuery for
 // the partitions ps as two loops over them (see marksLateral): the same
 // rows as a branch of each per partition.
+//
+// The late rows of a partition are its events at or below its front's
+// seq that the front's snapshot did not see committed. Each was in
+// progress in that snapshot (its xid in xip): its transaction had its ID
+// before the event took its seq (migration 009), and the front's seq is
+// that of an event the snapshot sees (pickLocked), so the event took its
+// seq, and its transaction its ID, before the snapshot was taken. So the
+// late read looks up the snapshot's xip in the xid index, whatever the
+// backlog after the front.
 func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, pending string, notAhead func()) {
 	t := o.s.t.Quoted
-	var parts, seqs, lparts, lseqs, lxmax []int64
+	var parts, seqs, lparts, lseqs []int64
 	var lxip []string
 	for _, p := range ps {
 		f := fronts[p]
 		parts, seqs = append(parts, int64(p)), append(seqs, f.seq)
-		if f.snap != "" {
-			lparts, lseqs, lxmax = append(lparts, int64(p)), append(lseqs, f.seq), append(lxmax, f.sn.xmax)
+		if len(f.sn.xip) > 0 {
+			lparts, lseqs = append(lparts, int64(p)), append(lseqs, f.seq)
 			lxip = append(lxip, "{"+intList(f.sn.xip)+"}")
 		}
 	}
@@ -374,10 +380,9 @@ func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, 
 		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p", pending, " AND c.seq > f.seq AND c.seq <= ", unbounded)
 	notAhead()
 	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
-	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(", arr(lxmax), " AS BIGINT[]), CAST(",
-		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xmax, xip)",
-		" CROSS JOIN LATERAL (SELECT * FROM (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid >= f.xmax AND c.xid <= ", unbounded,
-		" UNION ALL SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[]))) c WHERE c.seq <= f.seq", pending)
+	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(",
+		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip)",
+		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[])) AND c.seq <= f.seq", pending)
 	notAhead()
 	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 }
