@@ -44,6 +44,7 @@ func childMain(args []string) int {
 	batch := fs.Int("batch", 1000, "batch size")
 	expect := fs.Int("expect", 0, "events to wait for")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	marks := fs.Bool("marks", false, "record delivery per partition (sqlstore.WithWatermarks)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,7 +54,8 @@ func childMain(args []string) int {
 		return fail(err)
 	}
 	defer db.Close()
-	st, err := sqlstore.New(db, sqlstore.WithTable(*table))
+	opts := append([]sqlstore.Option{sqlstore.WithTable(*table)}, marksOpt(*marks)...)
+	st, err := sqlstore.New(db, opts...)
 	if err != nil {
 		return fail(err)
 	}
@@ -73,7 +75,7 @@ func childMain(args []string) int {
 		// their own: they own partitions apart.
 		rs := st
 		if i > 0 {
-			if rs, err = sqlstore.New(db, sqlstore.WithTable(*table)); err != nil {
+			if rs, err = sqlstore.New(db, opts...); err != nil {
 				return fail(err)
 			}
 		}
@@ -127,13 +129,13 @@ FROM generate_series(1, $3) AS i`, topic, pl, n)
 
 // startChild starts the relay in a child process of this program and
 // waits until it has started.
-func (b *bench) startChild(ctx context.Context, table, redisAddr string, relays, expect int) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer, error) {
+func (b *bench) startChild(ctx context.Context, table, redisAddr string, relays, expect int, marks bool) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, childCommand, "-postgres", b.cfg.postgres, "-table", table, "-redis", redisAddr,
-		"-relays", strconv.Itoa(relays), "-batch", strconv.Itoa(b.cfg.batch), "-expect", strconv.Itoa(expect), "-timeout", b.cfg.drainTimeout.String())
+		"-relays", strconv.Itoa(relays), "-batch", strconv.Itoa(b.cfg.batch), "-expect", strconv.Itoa(expect), "-timeout", b.cfg.drainTimeout.String(), "-marks="+strconv.FormatBool(marks))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -175,8 +177,22 @@ func runOutage(ctx context.Context, b *bench) error {
 	if b.cfg.quick {
 		down = time.Second
 	}
+	for _, marks := range []bool{false, true} {
+		if err := b.outage(ctx, down, marks); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outage is one variant of runOutage: per-event marks, or watermarks.
+func (b *bench) outage(ctx context.Context, down time.Duration, marks bool) error {
+	name := "outage_recovery_pg_redis_2r"
+	if marks {
+		name += "_watermarks"
+	}
 	r, err := median(b.cfg.runs, func(int) (*Result, error) {
-		st, table, err := b.newStore(ctx, b.pg, "outage")
+		st, table, err := b.newStore(ctx, b.pg, "outage", marksOpt(marks)...)
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +210,7 @@ func runOutage(ctx context.Context, b *bench) error {
 		defer px.Close()
 		px.Cut()
 		// The events are due; the relays find the broker down.
-		cmd, sc, stderr, err := b.startChild(ctx, table, px.Addr(), 2, b.cfg.bigEvents)
+		cmd, sc, stderr, err := b.startChild(ctx, table, px.Addr(), 2, b.cfg.bigEvents, marks)
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +221,7 @@ func runOutage(ctx context.Context, b *bench) error {
 		if err != nil {
 			return nil, err
 		}
-		res := throughput("outage_recovery_pg_redis_2r", int(rep.Synced), time.Unix(0, rep.DoneNanos).Sub(back))
+		res := throughput(name, int(rep.Synced), time.Unix(0, rep.DoneNanos).Sub(back))
 		res.PeakRSSMB = round(float64(rep.VmHWMKB)/1024, 1)
 		res.Note = fmt.Sprintf("broker cut for %s, then restored; seconds are from the restore to the last mark (includes the breaker's wait for its next probe)", down)
 		if rep.Synced < int64(b.cfg.bigEvents) {
@@ -227,10 +243,14 @@ func runMemory(ctx context.Context, b *bench) error {
 	if b.pg == nil {
 		return nil
 	}
-	for _, n := range []int{b.cfg.events, b.cfg.bigEvents} {
+	for _, v := range []struct {
+		n     int
+		marks bool
+	}{{b.cfg.events, false}, {b.cfg.bigEvents, false}, {b.cfg.events, true}, {b.cfg.bigEvents, true}} {
+		n := v.n
 		var runs []*Result
 		for range b.cfg.runs {
-			st, table, err := b.newStore(ctx, b.pg, "memory")
+			st, table, err := b.newStore(ctx, b.pg, "memory", marksOpt(v.marks)...)
 			if err != nil {
 				return err
 			}
@@ -242,7 +262,7 @@ func runMemory(ctx context.Context, b *bench) error {
 				var cmd *exec.Cmd
 				var sc *bufio.Scanner
 				var stderr *bytes.Buffer
-				cmd, sc, stderr, err = b.startChild(ctx, table, b.cfg.redis, 2, n)
+				cmd, sc, stderr, err = b.startChild(ctx, table, b.cfg.redis, 2, n, v.marks)
 				if err == nil {
 					rep, err = waitChild(cmd, sc, stderr)
 				}
@@ -252,7 +272,11 @@ func runMemory(ctx context.Context, b *bench) error {
 			if err != nil {
 				return err
 			}
-			res := throughput(fmt.Sprintf("memory_relay_process_%dk_backlog", n/1000), int(rep.Synced), time.Unix(0, rep.DoneNanos).Sub(time.Unix(0, rep.StartNanos)))
+			name := fmt.Sprintf("memory_relay_process_%dk_backlog", n/1000)
+			if v.marks {
+				name += "_watermarks"
+			}
+			res := throughput(name, int(rep.Synced), time.Unix(0, rep.DoneNanos).Sub(time.Unix(0, rep.StartNanos)))
 			res.PeakRSSMB = round(float64(rep.VmHWMKB)/1024, 1)
 			if rep.Synced < int64(n) {
 				res.Note = fmt.Sprintf("NOT DRAINED: %d of %d events synced when it gave up after %s", rep.Synced, n, b.cfg.drainTimeout)

@@ -51,6 +51,13 @@ func runLimits(ctx context.Context, b *bench) error {
 	}
 	b.res.add(r)
 
+	if b.pg != nil {
+		r, err := median(b.cfg.runs, func(int) (*Result, error) { return b.readXaddLimit(ctx, b.cfg.events) })
+		if err != nil {
+			return err
+		}
+		b.res.add(r)
+	}
 	for _, per := range []int{1000, 1} {
 		n := b.cfg.events
 		if per == 1 {
@@ -248,4 +255,63 @@ func kafkaLimit(ctx context.Context, n, per int) (*Result, error) {
 		}
 	}
 	return throughput("limit_kafka_sarama_batch_1000", n, time.Since(start)), nil
+}
+
+// readXaddLimit is the ceiling of a relay that writes nothing per event
+// (watermarks): read the events in save order, 1,000 at a time from the
+// last seq read, and add each batch to a Redis stream in one pipelined
+// round trip. One worker, no claim, no mark.
+func (b *bench) readXaddLimit(ctx context.Context, n int) (*Result, error) {
+	st, table, err := b.newStore(ctx, b.pg, "limit_read")
+	if err != nil {
+		return nil, err
+	}
+	defer b.drop(b.pg, table)
+	if err := fillStore(ctx, b.pg, st, n, defaultAggregates, "t"); err != nil {
+		return nil, err
+	}
+	key := b.stream("limit_read_xadd")
+	defer b.rdb.Del(ctx, key)
+	stmt := "SELECT seq, id, event_type, aggregate_id, payload, created_at FROM " + table +
+		" WHERE seq > $1 AND synced_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1000"
+	start := time.Now()
+	var last int64
+	total := 0
+	for {
+		rows, err := b.pg.QueryContext(ctx, stmt, last)
+		if err != nil {
+			return nil, err
+		}
+		pipe := b.rdb.Pipeline()
+		k := 0
+		for rows.Next() {
+			var id, typ, agg string
+			var pl []byte
+			var created time.Time
+			if err := rows.Scan(&last, &id, &typ, &agg, &pl, &created); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{
+				"id", id, "type", typ, "aggregate_id", agg,
+				"created_at", created.UTC().Format(time.RFC3339Nano), "payload", pl}})
+			k++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if k == 0 {
+			break
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, err
+		}
+		total += k
+	}
+	d := time.Since(start)
+	if total != n {
+		return nil, fmt.Errorf("read+xadd: read %d of %d", total, n)
+	}
+	return throughput("limit_pg_read_in_order_xadd_pipelined", n, d), nil
 }

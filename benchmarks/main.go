@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 )
@@ -33,6 +34,7 @@ type config struct {
 	bigEvents              int // backlog of the outage and memory scenarios
 	batch                  int
 	only                   string
+	longTxFor              time.Duration
 	cpuProfile             string
 	partitionProfile       string
 	keep                   bool
@@ -78,10 +80,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.events, "events", 100_000, "backlog of the drain scenarios")
 	fs.IntVar(&c.bigEvents, "big", 1_000_000, "backlog of the outage and memory scenarios")
 	fs.IntVar(&c.batch, "batch", 1000, "relay batch size (the one setting changed from the SDK defaults)")
-	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression,partition); empty runs all")
+	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression,partition,longtx); empty runs all but longtx")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the 1-relay Postgres to Redis drain to this file")
 	fs.StringVar(&c.partitionProfile, "partition-cpuprofile", "", "write a CPU profile of the 1-relay partition-ownership prototype drain to this file")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "give up a drain that has not finished after this long, and report how far it got")
+	fs.DurationVar(&c.longTxFor, "longtx-for", 11*time.Minute, "how long the longtx scenario writes (its transactions stay open for all but the first minute)")
 	fs.BoolVar(&c.keep, "keep", false, "keep tables and streams after the run (for inspection)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -91,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.events = 3000
 		c.bigEvents = 20000
 		c.drainTimeout = 5 * time.Second
+		c.longTxFor = 8 * time.Second
 	}
 	if c.runs < 1 || c.events < c.batch || c.bigEvents < c.batch {
 		fmt.Fprintln(stderr, "outbox-bench: -runs must be at least 1 and -events and -big at least -batch")
@@ -101,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 func (c config) wants(group string) bool {
 	if c.only == "" {
-		return true
+		return !slices.Contains(explicitGroups, group)
 	}
 	for _, g := range strings.Split(c.only, ",") {
 		if strings.TrimSpace(g) == group {
@@ -240,6 +244,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (*results, e
 	return &b.res, ctx.Err()
 }
 
+// explicitGroups run only when -only names them.
+var explicitGroups = []string{"longtx"}
+
 // groups are the scenario groups, in the order they run: baselines first.
 var groups = []struct {
 	name string
@@ -257,4 +264,5 @@ var groups = []struct {
 	{"pgx", runPgx},
 	{"compression", runCompression},
 	{"partition", runPartition},
+	{"longtx", runLongTx}, // only when named: it lasts -longtx-for
 }

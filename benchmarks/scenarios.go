@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,7 +101,8 @@ func runLatency(ctx context.Context, b *bench) error {
 	// row); immediate_owner: Publish beside the process's relay, which
 	// owns the partitions (the claim is in memory); relay_notify: no
 	// Publish, the relay woken by the commit's notification.
-	for _, mode := range []string{"immediate", "immediate_owner", "relay_notify"} {
+	// The _watermarks modes: the same, on a Store WithWatermarks.
+	for _, mode := range []string{"immediate", "immediate_owner", "relay_notify", "immediate_owner_watermarks", "relay_notify_watermarks"} {
 		var runs []*Result
 		for range b.cfg.runs {
 			r, err := b.latency(ctx, mode, n)
@@ -130,7 +132,9 @@ func cmpFloat(a, b float64) int {
 }
 
 func (b *bench) latency(ctx context.Context, mode string, n int) (*Result, error) {
-	st, table, err := b.newStore(ctx, b.pg, "latency")
+	name := mode
+	mode, marks := strings.CutSuffix(mode, "_watermarks")
+	st, table, err := b.newStore(ctx, b.pg, "latency", marksOpt(marks)...)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +193,7 @@ func (b *bench) latency(ctx context.Context, mode string, n int) (*Result, error
 	for _, d := range lat {
 		total += d
 	}
-	r := &Result{Scenario: "latency_commit_to_ack_" + mode, Events: n, Seconds: round(total.Seconds(), 3),
+	r := &Result{Scenario: "latency_commit_to_ack_" + name, Events: n, Seconds: round(total.Seconds(), 3),
 		P50us: percentile(lat, 50), P99us: percentile(lat, 99)}
 	if mode == "relay_notify" && !notifies {
 		r.Note = "the store does not notify: the relay waits for its interval"

@@ -136,6 +136,28 @@ func TestBrowserPages(t *testing.T) {
 			t.Errorf("overview #%s shows %q, the table holds %d", id, got, n)
 		}
 	}
+	// The oldest pending age and the latency percentiles, against the
+	// table's own (the age within the seconds the test takes, the
+	// percentiles within their rounding on the page).
+	var oldest, p50, p99 float64
+	if err := b.db.QueryRow(fmt.Sprintf(`SELECT EXTRACT(EPOCH FROM now() - MIN(created_at)) FROM %q WHERE synced_at IS NULL AND dead_at IS NULL`, b.table)).Scan(&oldest); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.QueryRow(fmt.Sprintf(`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM synced_at - created_at)),
+		percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM synced_at - created_at)) FROM %q WHERE synced_at IS NOT NULL`, b.table)).Scan(&p50, &p99); err != nil {
+		t.Fatal(err)
+	}
+	near := func(what, shown string, want float64, tolerance time.Duration) {
+		t.Helper()
+		d, err := time.ParseDuration(strings.TrimSpace(shown))
+		if err != nil || (d-time.Duration(want*float64(time.Second))).Abs() > tolerance {
+			t.Errorf("overview %s shows %q, the table holds %.6fs", what, shown, want)
+		}
+	}
+	near("oldest pending", run(t, ctx, "oldest", chromedp.Text(chromedp.ID("oldest"))), oldest, 3*time.Second)
+	p50Shown, p99Shown, _ := strings.Cut(run(t, ctx, "latency", chromedp.Text(chromedp.ID("latency"))), "/")
+	near("p50", p50Shown, p50, time.Millisecond)
+	near("p99", p99Shown, p99, time.Millisecond)
 	if got := run(t, ctx, "breaker", chromedp.Text(chromedp.ID("breaker"))); got != "closed" {
 		t.Errorf("breaker shows %q", got)
 	}

@@ -16,7 +16,8 @@
 //     does.
 //   - An event: payload (indented when it is JSON), headers, attempts,
 //     last error, next attempt, sequence number and partition.
-//   - Relays and partitions: each partition's owner, lease left and
+//   - Relays and partitions: each live relay's partitions, when it joined
+//     and when it expires; each partition's owner, lease left and
 //     pending events.
 //
 // Every statement reads an index; see docs/console.md for what each page

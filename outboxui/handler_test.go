@@ -2,16 +2,21 @@ package outboxui
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventsync/outbox/sqlstore"
 )
 
 // client returns an HTTP client with a cookie jar that does not follow
@@ -66,7 +71,8 @@ var csrfInput = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // a bad filter or cursor is a 400, an unknown event a 404.
 func TestPages(t *testing.T) {
 	b := setup(t, WithActions(true), WithLabel("orders-db"))
-	dead := b.seed(t, randomName("outboxui-test-")+":stock")
+	topic := randomName("outboxui-test-") + ":stock"
+	dead := b.seed(t, topic)
 	c := client(t)
 	for _, tc := range []struct {
 		path string
@@ -99,11 +105,40 @@ func TestPages(t *testing.T) {
 				t.Errorf("GET %s: no %q in the page", tc.path, w)
 			}
 		}
+		// Self-contained and readable with JavaScript off: no script,
+		// nothing loaded from another origin.
+		if strings.Contains(body, "<script") || regexp.MustCompile(`(src|href)="(https?:)?//`).MatchString(body) {
+			t.Errorf("GET %s: the page has a script or loads from another origin", tc.path)
+		}
 	}
 	// The dead page of one type lists those events only.
 	_, body := get(t, c, b.base+"events?state=dead&type=payment.captured")
 	if strings.Contains(body, "dead-0000") {
 		t.Error("the type filter let dead-0000 (reservation.created) through")
+	}
+	// The aggregate, topic and creation-time filters of the form narrow
+	// the list too.
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"state=dead&aggregate=order-3", []string{"dead-0003"}},
+		{"state=dead&topic=" + url.QueryEscape(topic), dead},
+		{"state=dead&topic=elsewhere", nil},
+		{"state=dead&from=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), nil}, // created 90 minutes ago and more
+		{"state=dead&to=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), dead},
+		{"state=pending&from=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04") + "&type=stock.updated&aggregate=sku-100", []string{"pen-0000", "pen-0009", "pen-0018", "pen-0027", "pen-0036"}},
+	} {
+		code, body := get(t, c, b.base+"events?"+tc.query)
+		got := regexp.MustCompile(`event\?id=([a-z]+-\d+)`).FindAllStringSubmatch(body, -1)
+		var ids []string
+		for _, m := range got {
+			ids = append(ids, m[1])
+		}
+		slices.Sort(ids)
+		if code != 200 || !slices.Equal(ids, tc.want) {
+			t.Errorf("GET events?%s: %d, lists %v, want %v", tc.query, code, ids, tc.want)
+		}
 	}
 }
 
@@ -245,7 +280,8 @@ func (s *syncBuffer) String() string {
 
 // Purge deletes the synced events older than the age, nothing else.
 func TestPurge(t *testing.T) {
-	b := setup(t, WithActions(true))
+	var log syncBuffer
+	b := setup(t, WithActions(true), WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	b.seed(t, "purge")
 	old := b.exec(t, `UPDATE %s SET synced_at = now() - interval '40 days' WHERE id LIKE 'syn-00%%'`)
 	c := client(t)
@@ -260,6 +296,9 @@ func TestPurge(t *testing.T) {
 	}
 	if n := b.count(t, "synced_at IS NULL"); n != 43 {
 		t.Fatalf("%d pending or dead left, want 43", n)
+	}
+	if want := fmt.Sprintf("action=purge older_than=720h0m0s purged=%d", old); !strings.Contains(log.String(), want) {
+		t.Errorf("the log does not tell the purge (%q):\n%s", want, log.String())
 	}
 	if code, body := post(t, c, b.base+"purge", url.Values{"csrf": {token}, "older_than": {"10s"}}, nil); code != 400 {
 		t.Fatalf("purge of 10s: %d %s, want 400", code, body)
@@ -292,5 +331,82 @@ func TestNewOptions(t *testing.T) {
 	}
 	if _, err := New(s, WithTimeout(-time.Second)); err == nil {
 		t.Error("a negative timeout accepted")
+	}
+}
+
+// The relays page shows a live relay: the partitions it holds, how long
+// ago it joined and when it expires, and its name as the owner of its
+// partitions with the lease left.
+func TestRelaysPage(t *testing.T) {
+	b := setup(t)
+	b.seed(t, "relays")
+	relay, err := sqlstore.New(b.db, sqlstore.WithTable(b.table), sqlstore.WithRelayName("relay-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := relay.Heartbeat(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := relay.Leave(ctx); err != nil {
+			t.Errorf("leave: %v", err)
+		}
+	})
+	code, body := get(t, client(t), b.base+"relays")
+	if code != 200 {
+		t.Fatalf("GET relays: %d\n%s", code, body)
+	}
+	row := regexp.MustCompile(`<tr><td>relay-a</td><td class="n">(\d+)</td><td>([^<]+) ago</td><td>([^<]+)</td></tr>`).FindStringSubmatch(body)
+	if !strings.Contains(body, "<th>Seen since</th><th>Expires in</th>") || row == nil {
+		t.Fatalf("no row of relay-a with its partitions, seen since and expires in:\n%s", body)
+	}
+	if row[1] != "64" {
+		t.Errorf("relay-a holds %s partitions, want all 64", row[1])
+	}
+	since, err1 := time.ParseDuration(row[2])
+	expires, err2 := time.ParseDuration(row[3])
+	if err1 != nil || err2 != nil || since > 10*time.Second || expires <= 0 || expires > sqlstore.DefaultMemberTTL {
+		t.Errorf("relay-a seen since %q ago, expires in %q; want a few seconds ago, within its time to live", row[2], row[3])
+	}
+	if n := strings.Count(body, "<td>relay-a</td>"); n != 65 {
+		t.Errorf("relay-a named %d times, want once as a relay and as the owner of 64 partitions", n-1)
+	}
+}
+
+// WithMiddleware wraps the whole console, outermost first: a request the
+// middleware refuses never reaches a page.
+func TestMiddleware(t *testing.T) {
+	var order []string
+	mw := func(name string, refuse bool) func(http.Handler) http.Handler {
+		return func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				order = append(order, name)
+				if refuse && r.Header.Get("X-Operator") == "" {
+					http.Error(w, "who are you", http.StatusUnauthorized)
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+		}
+	}
+	b := setup(t, WithMiddleware(mw("outer", false)), WithMiddleware(mw("auth", true)))
+	c := client(t)
+	if code, body := get(t, c, b.base); code != http.StatusUnauthorized || strings.Contains(body, `id="pending"`) {
+		t.Fatalf("without the header: %d\n%s", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.base, nil)
+	req.Header.Set("X-Operator", "ops")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("with the header: %d", resp.StatusCode)
+	}
+	if got := strings.Join(order, ","); got != "outer,auth,outer,auth" {
+		t.Errorf("middleware ran %s, want outer first each time", got)
 	}
 }

@@ -147,25 +147,29 @@
 // read-modify-write of the aggregate does); otherwise they are delivered
 // in the order the relays saw them commit, each still exactly once.
 //
-// An ordered claim locks candidates with FOR UPDATE SKIP LOCKED, checks
-// with one indexed count per candidate aggregate that the aggregate's
-// candidates are exactly its first undelivered events (the count sees
-// rows another relay is claiming at that moment, which SKIP LOCKED
-// hides), and leases the rows that pass. On Postgres that is one
+// A relay's read of its own partitions is a plain SELECT: it locks and
+// writes nothing. A claim that leases rows (every claim under
+// WithRowLeases, and a claim by IDs of events whose partition no live
+// relay owns) locks candidates with FOR UPDATE SKIP LOCKED, checks, when
+// ordered, with one indexed count per candidate aggregate that the
+// aggregate's candidates are exactly its first undelivered events (the
+// count sees rows another relay is claiming at that moment, which SKIP
+// LOCKED hides), and leases the rows that pass. On Postgres that is one
 // statement; on MySQL/MariaDB, without UPDATE ... RETURNING, one short
-// transaction of three statements. An aggregate that
-// fails the check is left for a later claim. On SQLite, which has one
-// writer at a time, it is one statement.
+// transaction of three statements. An aggregate that fails the check is
+// left for a later claim. On SQLite, which has one writer at a time, it
+// is one statement.
 //
-// Every Postgres claim runs in a transaction with synchronous_commit and
-// jit off (SET LOCAL, so nothing leaks to the pooled connection): the
-// commit of a lease does not wait for the disk (a lease lost in a server
-// crash only makes its events claimable again, as an expired one would),
-// and the planner, which prices the order check high, does not compile
-// every claim. Marks, fails and saves stay synchronous.
+// Every Postgres claim that leases rows runs in a transaction with
+// synchronous_commit and jit off (SET LOCAL, so nothing leaks to the
+// pooled connection): the commit of a lease does not wait for the disk
+// (a lease lost in a server crash only makes its events claimable again,
+// as an expired one would), and the planner, which prices the order check
+// high, does not compile every claim. Marks, fails and saves stay
+// synchronous.
 //
 // On Postgres the table keeps half of each page free (fillfactor 50), so
-// that the lease, which touches no indexed column, is a HOT update that
+// that a row lease, which touches no indexed column, is a HOT update that
 // writes no index entry, and it has only the indexes a statement uses:
 // each one is written by every save and every mark. Postgres picks the
 // claim's index from table statistics; run autovacuum (the default), or

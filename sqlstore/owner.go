@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eventsync/outbox"
@@ -59,6 +60,12 @@ type owner struct {
 
 	beatMu sync.Mutex // serializes heartbeats and Leave
 	l      *ledger
+
+	// lastRead is how many rows the last watermark read returned: a few
+	// (a relay keeping up) choose the read that visits the partitions in
+	// a loop (marksLateral), a backlog the one that merges them.
+	lastRead atomic.Int64
+	shape    int // forces a shape of the watermark read (marksLateral); tests only
 }
 
 var _ claimer = (*owner)(nil)

@@ -41,9 +41,16 @@ func TestConformance(t *testing.T) {
 // recorded per partition (WithWatermarks).
 func TestConformanceWatermarks(t *testing.T) {
 	openDB(t, Postgres)
+	for _, shape := range []int{0, 1} { // adaptive (lateral for the small reads), and merged
+		t.Run(map[int]string{0: "adaptive", 1: "merged"}[shape], func(t *testing.T) { conformanceWatermarks(t, shape) })
+	}
+}
+
+func conformanceWatermarks(t *testing.T, shape int) {
 	outboxtest.TestStore(t, outboxtest.StoreHarness{
 		New: func(t *testing.T) outboxtest.StoreSetup {
 			b := setup(t, Postgres, WithWatermarks())
+			b.store.c.(*owner).shape = shape
 			return outboxtest.StoreSetup{
 				Store:   b.store,
 				Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },

@@ -115,3 +115,27 @@ func TestLateEventMovesTheSnapshot(t *testing.T) {
 		t.Fatalf("front %+v does not cover the late event", front)
 	}
 }
+
+// A front moves over the events delivered ahead only when the read's
+// snapshot sees them committed: its seq must be that of an event its
+// snapshot sees, or an event that took a lower seq after the snapshot
+// (not in progress in it, so not found by the late read) would be passed
+// over.
+func TestFrontMovesOverAheadOnlyWhenItsSnapshotSeesThem(t *testing.T) {
+	l := marking(mark{})
+	l.mu.Lock()
+	l.deliveredLocked(0, "e5", 5, 120) // committed after the snapshot below
+	l.deliveredLocked(0, "e3", 3, 95)  // committed before it
+	l.mu.Unlock()
+	// Snapshot 100:110:: xid 95 committed before it, 120 not yet begun.
+	readMarked(l, "c1", "100:110:", markRow(2, "B", 90, "r"))
+	front := l.fronts(map[int]int64{0: 1})[0]
+	if front.seq != 3 {
+		t.Fatalf("front seq %d, want 3: over e3 (seen) and not over e5 (committed after the snapshot)", front.seq)
+	}
+	// e4 took its seq after the snapshot (xid 115), below e5's: the next
+	// read finds it in the range after the front.
+	if got := readMarked(l, "c2", "130:130:", markRow(4, "C", 115, "r")); !slices.Equal(got, []string{"e4"}) {
+		t.Fatalf("took %v, want e4", got)
+	}
+}

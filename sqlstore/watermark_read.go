@@ -53,6 +53,10 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 		}
 		cand = out
 	}
+	var sn *snapshot
+	if x, err := parseSnapshot(r.snap); err == nil {
+		sn = &x
+	}
 	passed := make(map[string]bool, len(cand))
 	out := cand[:0]
 	counted := 0
@@ -101,10 +105,17 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 			}
 			to = row.Seq
 		}
-		if whole && mr.cutoff == 0 {
+		if whole && mr.cutoff == 0 && sn != nil {
+			// Over the events delivered ahead that the read would have
+			// returned: those its snapshot sees committed. A front's seq
+			// is always that of an event its snapshot sees, so that an
+			// event at or below it that the snapshot does not see was in
+			// progress then (watermarksql.go: the late read).
 			if pm, ok := l.marks[p]; ok {
 				for _, a := range pm.ahead {
-					to = max(to, a.seq)
+					if sn.sees(a.xid) {
+						to = max(to, a.seq)
+					}
 				}
 			}
 		}

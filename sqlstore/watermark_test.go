@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,26 @@ import (
 // watermarks.
 func markBundle(t *testing.T) *bundle {
 	t.Helper()
-	return setup(t, Postgres, WithWatermarks(), WithRelayName("wm-"+randomName("")))
+	b := setup(t, Postgres, WithWatermarks(), WithRelayName("wm-"+randomName("")))
+	b.store.c.(*owner).shape = testShape
+	return b
+}
+
+// testShape is the shape of the watermark reads of markBundle's Stores
+// (see owner.marksLateral); forShapes runs a test with each.
+var testShape int
+
+// forShapes runs f once with each shape of the watermark read: merged
+// (a branch per partition) and lateral (a loop over the partitions).
+// Both must return the same rows.
+func forShapes(t *testing.T, f func(t *testing.T)) {
+	for _, shape := range []int{1, 2} {
+		t.Run(map[int]string{1: "merged", 2: "lateral"}[shape], func(t *testing.T) {
+			testShape = shape
+			defer func() { testShape = 0 }()
+			f(t)
+		})
+	}
 }
 
 // drain claims and marks until a claim returns nothing, beating after
@@ -108,42 +128,44 @@ func inOrder(t *testing.T, got []string, events []*outbox.Event) {
 // and none made per-row, and the partitions' marks record it, so that a
 // relay that takes over delivers nothing again.
 func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
-	b := markBundle(t)
-	var events []*outbox.Event
-	for i := range 60 {
-		e := b.event(string(rune('A'+i%7)), 0)
-		events = append(events, e)
-		if i%3 == 2 {
-			b.save(t, events[i-2:i+1]...)
+	forShapes(t, func(t *testing.T) {
+		b := markBundle(t)
+		var events []*outbox.Event
+		for i := range 60 {
+			e := b.event(string(rune('A'+i%7)), 0)
+			events = append(events, e)
+			if i%3 == 2 {
+				b.save(t, events[i-2:i+1]...)
+			}
 		}
-	}
-	got := b.drain(t, 16)
-	inOrder(t, got, events)
-	if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
-		t.Fatalf("%d events got synced_at and %d were made per-row; want none of either", synced, parked)
-	}
-	var marked int
-	if err := b.db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+b.store.t.Sibling(partitionsSuffix)+" WHERE mark_seq > 0").Scan(&marked); err != nil {
-		t.Fatal(err)
-	}
-	if marked == 0 {
-		t.Fatal("no partition records a mark")
-	}
-	var delivered int
-	if err := b.db.QueryRowContext(t.Context(), "SELECT COALESCE(SUM(events), 0) FROM "+b.store.t.Sibling(deliveriesSuffix)).Scan(&delivered); err != nil {
-		t.Fatal(err)
-	}
-	if delivered != len(events) {
-		t.Fatalf("the deliveries table counts %d events, want %d", delivered, len(events))
-	}
-	st, err := b.store.Stats(t.Context(), 0)
-	if err != nil || st.Pending != 0 {
-		t.Fatalf("Stats after the drain: %+v, %v; want nothing pending", st, err)
-	}
-	next := b.reopen(t)
-	if again := next.drain(t, 16); len(again) != 0 {
-		t.Fatalf("the next relay delivered %d events again", len(again))
-	}
+		got := b.drain(t, 16)
+		inOrder(t, got, events)
+		if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
+			t.Fatalf("%d events got synced_at and %d were made per-row; want none of either", synced, parked)
+		}
+		var marked int
+		if err := b.db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+b.store.t.Sibling(partitionsSuffix)+" WHERE mark_seq > 0").Scan(&marked); err != nil {
+			t.Fatal(err)
+		}
+		if marked == 0 {
+			t.Fatal("no partition records a mark")
+		}
+		var delivered int
+		if err := b.db.QueryRowContext(t.Context(), "SELECT COALESCE(SUM(events), 0) FROM "+b.store.t.Sibling(deliveriesSuffix)).Scan(&delivered); err != nil {
+			t.Fatal(err)
+		}
+		if delivered != len(events) {
+			t.Fatalf("the deliveries table counts %d events, want %d", delivered, len(events))
+		}
+		st, err := b.store.Stats(t.Context(), 0)
+		if err != nil || st.Pending != 0 {
+			t.Fatalf("Stats after the drain: %+v, %v; want nothing pending", st, err)
+		}
+		next := b.reopen(t)
+		if again := next.drain(t, 16); len(again) != 0 {
+			t.Fatalf("the next relay delivered %d events again", len(again))
+		}
+	})
 }
 
 // A transaction that took a lower seq and commits after a later event was
@@ -151,109 +173,115 @@ func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
 // that read past it, and by a relay that takes over from the recorded
 // mark.
 func TestWatermarkLateCommit(t *testing.T) {
-	for _, takeover := range []bool{false, true} {
-		name := map[bool]string{false: "same relay", true: "after a takeover"}[takeover]
-		t.Run(name, func(t *testing.T) {
-			b := markBundle(t)
-			ctx := t.Context()
-			// B in A's partition: its read moves the front past A1's seq.
-			a1, b1, a2 := b.event("A", 0), b.event(sibling("A"), 0), b.event("A", 0)
-			late, err := b.db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = late.Rollback() }()
-			if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
-				t.Fatal(err)
-			}
-			b.save(t, b1)
-			got := b.drain(t, 10)
-			equalIDs(t, "drain while A1's transaction is open", got, []string{b1.ID})
-			if err := late.Commit(); err != nil {
-				t.Fatal(err)
-			}
-			b.save(t, a2)
-			if takeover {
-				b = b.reopen(t)
-			}
-			got = b.drain(t, 10)
-			equalIDs(t, "drain after A1 committed late", got, []string{a1.ID, a2.ID})
-			if again := b.reopen(t).drain(t, 10); len(again) != 0 {
-				t.Fatalf("delivered again after all: %v", again)
-			}
-		})
-	}
+	forShapes(t, func(t *testing.T) {
+		for _, takeover := range []bool{false, true} {
+			name := map[bool]string{false: "same relay", true: "after a takeover"}[takeover]
+			t.Run(name, func(t *testing.T) {
+				b := markBundle(t)
+				ctx := t.Context()
+				// B in A's partition: its read moves the front past A1's seq.
+				a1, b1, a2 := b.event("A", 0), b.event(sibling("A"), 0), b.event("A", 0)
+				late, err := b.db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = late.Rollback() }()
+				if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
+					t.Fatal(err)
+				}
+				b.save(t, b1)
+				got := b.drain(t, 10)
+				equalIDs(t, "drain while A1's transaction is open", got, []string{b1.ID})
+				if err := late.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				b.save(t, a2)
+				if takeover {
+					b = b.reopen(t)
+				}
+				got = b.drain(t, 10)
+				equalIDs(t, "drain after A1 committed late", got, []string{a1.ID, a2.ID})
+				if again := b.reopen(t).drain(t, 10); len(again) != 0 {
+					t.Fatalf("delivered again after all: %v", again)
+				}
+			})
+		}
+	})
 }
 
 // A transaction left open, with or without outbox events of its own,
 // holds nothing else back: the events of other transactions are
 // delivered at once, and the open transaction's event once it commits.
 func TestWatermarkLongTransactionDoesNotStall(t *testing.T) {
-	b := markBundle(t)
-	ctx := t.Context()
-	idle, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = idle.Rollback() }()
-	if _, err := idle.ExecContext(ctx, "SELECT txid_current()"); err != nil { // holds the oldest transaction ID open
-		t.Fatal(err)
-	}
-	long, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = long.Rollback() }()
-	mine := b.event("L", 0)
-	if err := b.store.Insert(ctx, long, []*outbox.Event{mine}); err != nil {
-		t.Fatal(err)
-	}
-	for round := range 3 {
-		batch := []*outbox.Event{b.event(sibling("L"), 0), b.event("Y", 0)}
-		b.save(t, batch...)
-		got := b.drain(t, 10)
-		equalIDs(t, "round "+string(rune('0'+round)), got, ids(batch))
-	}
-	if err := long.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	equalIDs(t, "after the long transaction committed", b.drain(t, 10), []string{mine.ID})
-	if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
-		t.Fatalf("%d synced_at written and %d made per-row; want none", synced, parked)
-	}
+	forShapes(t, func(t *testing.T) {
+		b := markBundle(t)
+		ctx := t.Context()
+		idle, err := b.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = idle.Rollback() }()
+		if _, err := idle.ExecContext(ctx, "SELECT txid_current()"); err != nil { // holds the oldest transaction ID open
+			t.Fatal(err)
+		}
+		long, err := b.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = long.Rollback() }()
+		mine := b.event("L", 0)
+		if err := b.store.Insert(ctx, long, []*outbox.Event{mine}); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 3 {
+			batch := []*outbox.Event{b.event(sibling("L"), 0), b.event("Y", 0)}
+			b.save(t, batch...)
+			got := b.drain(t, 10)
+			equalIDs(t, "round "+string(rune('0'+round)), got, ids(batch))
+		}
+		if err := long.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		equalIDs(t, "after the long transaction committed", b.drain(t, 10), []string{mine.ID})
+		if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
+			t.Fatalf("%d synced_at written and %d made per-row; want none", synced, parked)
+		}
+	})
 }
 
 // A failed event is delivered per row from then on, and holds its
 // aggregate: the later events of its aggregate wait (made per-row too),
 // the others flow, and once it is delivered they follow, in order.
 func TestWatermarkFailureHoldsItsAggregate(t *testing.T) {
-	b := markBundle(t)
-	ctx := t.Context()
-	a := b.run("A", 3)
-	x := b.run(sibling("A"), 2)
-	b.save(t, a[0], x[0])
-	c := b.claim(t, 10)
-	equalIDs(t, "first claim", ids(c.Events), []string{a[0].ID, x[0].ID})
-	n, err := b.store.Fail(ctx, c.Token, []storage.Failure{{ID: a[0].ID, Err: "broker said no", Delay: time.Hour}})
-	wantN(t, "Fail", n, err, 1)
-	b.mark(t, c, x[0])
-	b.save(t, a[1], a[2], x[1])
-	got := b.drain(t, 10)
-	equalIDs(t, "while A's head backs off", got, []string{x[1].ID})
-	_, parked := b.perRowWrites(t)
-	if parked != 3 {
-		t.Fatalf("%d events per-row, want 3 (A's failed head and the two held behind it)", parked)
-	}
-	b.clock.Advance(2 * time.Hour)
-	got = b.drain(t, 10)
-	equalIDs(t, "once A's head is due", got, ids(a))
-	synced, _ := b.perRowWrites(t)
-	if synced != 3 {
-		t.Fatalf("%d events delivered per row, want 3", synced)
-	}
-	if again := b.reopen(t).drain(t, 10); len(again) != 0 {
-		t.Fatalf("delivered again: %v", again)
-	}
+	forShapes(t, func(t *testing.T) {
+		b := markBundle(t)
+		ctx := t.Context()
+		a := b.run("A", 3)
+		x := b.run(sibling("A"), 2)
+		b.save(t, a[0], x[0])
+		c := b.claim(t, 10)
+		equalIDs(t, "first claim", ids(c.Events), []string{a[0].ID, x[0].ID})
+		n, err := b.store.Fail(ctx, c.Token, []storage.Failure{{ID: a[0].ID, Err: "broker said no", Delay: time.Hour}})
+		wantN(t, "Fail", n, err, 1)
+		b.mark(t, c, x[0])
+		b.save(t, a[1], a[2], x[1])
+		got := b.drain(t, 10)
+		equalIDs(t, "while A's head backs off", got, []string{x[1].ID})
+		_, parked := b.perRowWrites(t)
+		if parked != 3 {
+			t.Fatalf("%d events per-row, want 3 (A's failed head and the two held behind it)", parked)
+		}
+		b.clock.Advance(2 * time.Hour)
+		got = b.drain(t, 10)
+		equalIDs(t, "once A's head is due", got, ids(a))
+		synced, _ := b.perRowWrites(t)
+		if synced != 3 {
+			t.Fatalf("%d events delivered per row, want 3", synced)
+		}
+		if again := b.reopen(t).drain(t, 10); len(again) != 0 {
+			t.Fatalf("delivered again: %v", again)
+		}
+	})
 }
 
 // A claim by IDs right after commit delivers an event before any read
@@ -261,25 +289,47 @@ func TestWatermarkFailureHoldsItsAggregate(t *testing.T) {
 // that leaves writes what its marks do not cover, so a takeover
 // delivers nothing twice.
 func TestWatermarkAheadThenHandoff(t *testing.T) {
+	forShapes(t, func(t *testing.T) {
+		b := markBundle(t)
+		b.beat(t) // the relay owns the partitions
+		e := b.event("A", 0)
+		b.save(t, e)
+		c := b.claim(t, 10, e.ID)
+		equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
+		b.mark(t, c, e)
+		if synced, _ := b.perRowWrites(t); synced != 0 {
+			t.Fatalf("the claim by ID wrote synced_at for %d events, want none", synced)
+		}
+		f := b.event("A", 0)
+		b.save(t, f)
+		c = b.claim(t, 10, f.ID)
+		if len(c.Events) == 1 {
+			b.mark(t, c, f)
+		}
+		next := b.reopen(t) // Leave writes what no mark covers
+		if again := next.drain(t, 10); len(again) != 0 && !(len(c.Events) == 0 && slices.Equal(again, []string{f.ID})) {
+			t.Fatalf("after the handoff the next relay delivered %v", again)
+		}
+		_ = context.Background
+	})
+}
+
+// Migration 009: an event's seq is taken after its transaction has an ID,
+// which the late read relies on (lateralBranches).
+func TestWatermarkSeqAfterTransactionID(t *testing.T) {
 	b := markBundle(t)
-	b.beat(t) // the relay owns the partitions
+	var def string
+	err := b.db.QueryRowContext(t.Context(), "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = $1::regclass AND a.attname = 'seq'", b.store.t.Quoted).Scan(&def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(def, "txid_current()") || strings.Index(def, "txid_current()") > strings.Index(def, "nextval(") {
+		t.Fatalf("seq's default %q does not take the transaction's ID before the seq", def)
+	}
 	e := b.event("A", 0)
 	b.save(t, e)
-	c := b.claim(t, 10, e.ID)
-	equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
-	b.mark(t, c, e)
-	if synced, _ := b.perRowWrites(t); synced != 0 {
-		t.Fatalf("the claim by ID wrote synced_at for %d events, want none", synced)
+	var seq, xid int64
+	if err := b.db.QueryRowContext(t.Context(), "SELECT seq, xid FROM "+b.store.t.Quoted+" WHERE id = $1", e.ID).Scan(&seq, &xid); err != nil || seq == 0 || xid == 0 {
+		t.Fatalf("saved event: seq %d, xid %d, %v", seq, xid, err)
 	}
-	f := b.event("A", 0)
-	b.save(t, f)
-	c = b.claim(t, 10, f.ID)
-	if len(c.Events) == 1 {
-		b.mark(t, c, f)
-	}
-	next := b.reopen(t) // Leave writes what no mark covers
-	if again := next.drain(t, 10); len(again) != 0 && !(len(c.Events) == 0 && slices.Equal(again, []string{f.ID})) {
-		t.Fatalf("after the handoff the next relay delivered %v", again)
-	}
-	_ = context.Background
 }

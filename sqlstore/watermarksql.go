@@ -30,7 +30,8 @@ import (
 func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, error) {
 	fronts := o.l.fronts(owned)
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
-	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs)
+	lateral := o.marksLateral(limit)
+	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs, lateral)
 	var rows []eventRow
 	err := o.s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
 		// One plan per statement text, kept by the connection: the text
@@ -47,6 +48,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	if err != nil {
 		return nil, nil, fmt.Errorf("sqlstore: claim: %w", err)
 	}
+	o.lastRead.Store(int64(len(rows)))
 	// The seq-ordered part returned the n lowest seqs: if it is full, a
 	// partition's rows above its highest seq were cut (cutoff).
 	var inSeq int
@@ -72,9 +74,28 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 // workers (each branch reads a short index range).
 const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
 
+// marksLateral reports whether a watermark read visits the partitions in
+// a loop: when the last read returned less than a quarter of the limit
+// (or as o.shape forces: 1 merged, 2 lateral; tests run both). Both
+// shapes return the same rows. The merged one (a branch per partition,
+// merged in seq order) reads no more rows than the limit whatever the
+// backlog, but starting its hundreds of index scans costs milliseconds;
+// the loop (one index scan, rescanned per partition) costs a fraction of
+// that, and sorts up to the limit's rows per partition, which only a
+// backlog makes many.
+func (o *owner) marksLateral(limit int) bool {
+	switch o.shape {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	return o.lastRead.Load() < int64(limit/4)
+}
+
 // marksQuery is the statement of readMarks: its seq-ordered part returns
 // at most n rows, its priority branch at most limit.
-func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64) *query {
+func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64, lateral bool) *query {
 	s := o.s
 	now := s.sx.Time(cr.now)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
@@ -92,7 +113,13 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	}
 	ps := slices.Sorted(maps.Keys(fronts))
+	if lateral {
+		o.lateralBranches(q, ps, fronts, n, pending, notAhead)
+	}
 	for _, p := range ps {
+		if lateral {
+			break
+		}
 		f := fronts[p]
 		pn := strconv.Itoa(p)
 		branch("r", func() {
@@ -102,15 +129,12 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq), " AND c.seq <= ", unbounded)
 			notAhead()
 		})
-		if f.snap != "" {
-			// Found by transaction ID (the partition's xid index): those
-			// that began after the snapshot, and those in progress in it;
-			// never by seq, which would walk the partition's history.
-			q.sql("(SELECT * FROM (SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND c.xid >= ", q.arg(f.sn.xmax), "::bigint AND c.xid <= ", unbounded)
-			if len(f.sn.xip) > 0 {
-				q.sql(" UNION ALL SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip))
-			}
-			q.sql(") c WHERE c.seq <= ", q.arg(f.seq), pending)
+		if len(f.sn.xip) > 0 {
+			// Late: found by transaction ID among those in progress in
+			// the front's snapshot (the partition's xid index), never by
+			// seq, which would walk the partition's history (see
+			// lateralBranches).
+			q.sql("(SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip), " AND c.seq <= ", q.arg(f.seq), pending)
 			notAhead()
 			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
@@ -325,4 +349,40 @@ func (l *ledger) tokens() map[int]int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.tokensLocked()
+}
+
+// lateralBranches writes the range and late branches of marksQuery for
+// the partitions ps as two loops over them (see marksLateral): the same
+// rows as a branch of each per partition.
+//
+// The late rows of a partition are its events at or below its front's
+// seq that the front's snapshot did not see committed. Each was in
+// progress in that snapshot (its xid in xip): its transaction had its ID
+// before the event took its seq (migration 009), and the front's seq is
+// that of an event the snapshot sees (pickLocked), so the event took its
+// seq, and its transaction its ID, before the snapshot was taken. So the
+// late read looks up the snapshot's xip in the xid index, whatever the
+// backlog after the front.
+func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, pending string, notAhead func()) {
+	t := o.s.t.Quoted
+	var parts, seqs, lparts, lseqs []int64
+	var lxip []string
+	for _, p := range ps {
+		f := fronts[p]
+		parts, seqs = append(parts, int64(p)), append(seqs, f.seq)
+		if len(f.sn.xip) > 0 {
+			lparts, lseqs = append(lparts, int64(p)), append(lseqs, f.seq)
+			lxip = append(lxip, "{"+intList(f.sn.xip)+"}")
+		}
+	}
+	arr := func(ns []int64) string { return q.arg("{" + intList(ns) + "}") }
+	q.sql("(SELECT c.*, 'r' AS b FROM unnest(CAST(", arr(parts), " AS INT[]), CAST(", arr(seqs), " AS BIGINT[])) f(p, seq)",
+		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p", pending, " AND c.seq > f.seq AND c.seq <= ", unbounded)
+	notAhead()
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
+	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(",
+		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip)",
+		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[])) AND c.seq <= f.seq", pending)
+	notAhead()
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 }

@@ -122,14 +122,18 @@ func (a *app) openDB(ctx context.Context) error {
 	if err := a.db.createTables(ctx); err != nil {
 		return err
 	}
-	a.store, err = sqlstore.New(db, sqlstore.WithTable(a.cfg.eventsTable()))
+	storeOpts := []sqlstore.Option{sqlstore.WithTable(a.cfg.eventsTable())}
+	if a.cfg.Watermarks {
+		storeOpts = append(storeOpts, sqlstore.WithWatermarks())
+	}
+	a.store, err = sqlstore.New(db, storeOpts...)
 	if err != nil {
 		return err
 	}
 	if err := a.store.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate the events table: %w", err)
 	}
-	a.log.Info("database ready", "database", c.Safe, "events_table", a.cfg.eventsTable())
+	a.log.Info("database ready", "database", c.Safe, "events_table", a.cfg.eventsTable(), "watermarks", a.cfg.Watermarks)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,6 +60,9 @@ type config struct {
 	LogLevel     string
 	// Outbox holds the relay's settings (from EVENT_SYNC_*).
 	Outbox []outbox.Option
+	// Watermarks records delivery per partition instead of per event
+	// (EVENT_SYNC_WATERMARKS, Postgres only).
+	Watermarks bool
 
 	// tablePrefix is put before every table name (stock, reservations,
 	// events). It is empty in the service; tests on shared servers set it
@@ -145,6 +149,17 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 		errs = append(errs, err)
 	}
 	c.Outbox = opts
+	if v, ok := lookup(envWatermarks); ok && strings.TrimSpace(v) != "" {
+		on, err := strconv.ParseBool(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			bad(envWatermarks, "%q is not true or false", v)
+		case on && c.DB.Driver != "pgx":
+			bad(envWatermarks, "watermarks need Postgres (DATABASE_URL is %s)", c.DB.Driver)
+		default:
+			c.Watermarks = on
+		}
+	}
 
 	if err := errors.Join(errs...); err != nil {
 		return config{}, err

@@ -44,9 +44,13 @@ func TestLoadConfigValues(t *testing.T) {
 		"EVENT_SYNC_INTERVAL":   "2s",
 		"EVENT_SYNC_BATCH_SIZE": "500",
 		"EVENT_SYNC_TIMEOUT":    "5",
+		"EVENT_SYNC_WATERMARKS": "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !c.Watermarks {
+		t.Error("EVENT_SYNC_WATERMARKS=true did not turn watermarks on")
 	}
 	if c.DB.Driver != "pgx" || strings.Contains(c.DB.Safe, "secret") {
 		t.Errorf("database: driver %q, safe %q", c.DB.Driver, c.DB.Safe)
@@ -103,6 +107,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		"batch size max":  {map[string]string{"EVENT_SYNC_BATCH_SIZE": "100000"}, "EVENT_SYNC_BATCH_SIZE"},
 		"timeout too low": {map[string]string{"EVENT_SYNC_TIMEOUT": "1ms"}, "EVENT_SYNC_TIMEOUT"},
 		"log level":       {map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		"watermarks":      {map[string]string{"DATABASE_URL": "postgres://db/inv", "EVENT_SYNC_WATERMARKS": "yes please"}, "EVENT_SYNC_WATERMARKS"},
+		"watermarks db":   {map[string]string{"EVENT_SYNC_WATERMARKS": "true"}, "EVENT_SYNC_WATERMARKS"},
 	} {
 		_, err := loadConfig(env(tc.env))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

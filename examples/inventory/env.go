@@ -15,6 +15,9 @@ const (
 	envInterval  = "EVENT_SYNC_INTERVAL"   // a Go duration ("10s") or whole seconds ("10")
 	envBatchSize = "EVENT_SYNC_BATCH_SIZE" // a whole number
 	envTimeout   = "EVENT_SYNC_TIMEOUT"    // a Go duration or whole seconds
+	// envWatermarks (true or false) makes the relay record delivery per
+	// partition instead of per event (sqlstore.WithWatermarks, Postgres).
+	envWatermarks = "EVENT_SYNC_WATERMARKS"
 )
 
 // relaySettings are the relay's settings read from the environment; a

@@ -83,7 +83,7 @@ func (s *scenario) compare(w *writes) scenarioResult {
 	defer cancel()
 	var r scenarioResult
 	rows := map[string]row{}
-	q, err := s.db.QueryContext(ctx, "SELECT id, aggregate_id, payload, CASE WHEN synced_at IS NULL THEN 1 ELSE 0 END FROM "+s.schema+"."+defaultEventsTable)
+	q, err := s.db.QueryContext(ctx, "SELECT id, aggregate_id, payload, CASE WHEN delivered THEN 0 ELSE 1 END FROM "+s.schema+"."+defaultEventsTable+"_delivery")
 	if err != nil {
 		t.Fatalf("read the events table: %v", err)
 	}
@@ -164,7 +164,7 @@ func (s *scenario) compare(w *writes) scenarioResult {
 func (s *scenario) waitDrained(last time.Time, limit time.Duration) (time.Duration, int) {
 	for {
 		var n int
-		if err := s.db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM "+s.schema+"."+defaultEventsTable+" WHERE synced_at IS NULL").Scan(&n); err != nil {
+		if err := s.db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM "+s.schema+"."+defaultEventsTable+"_delivery WHERE NOT delivered").Scan(&n); err != nil {
 			s.t.Fatalf("count pending: %v", err)
 		}
 		if n == 0 {

@@ -32,6 +32,10 @@ const (
 // envScenarioRuns is how many times each variant runs (default 1).
 const envScenarioRuns = "OUTBOX_SCENARIO_RUNS"
 
+// envScenarioWatermarks set to true runs the instances with
+// EVENT_SYNC_WATERMARKS=true (delivery recorded per partition).
+const envScenarioWatermarks = "OUTBOX_SCENARIO_WATERMARKS"
+
 // TestInventoryScenario runs the service as a user would deploy it: three
 // processes of the built binary on ports of their own, over one Postgres
 // database (a schema of the test's own) and one Redis stream, with
@@ -232,6 +236,9 @@ func (s *scenario) startInstances(bin, pgURL, redisURL string) {
 		envEventsTopic + "=" + s.stream,
 		envInterval + "=500ms",
 		envLogLevel + "=warn",
+	}
+	if on, _ := strconv.ParseBool(os.Getenv(envScenarioWatermarks)); on {
+		env = append(env, envWatermarks+"=true")
 	}
 	for n := range scenarioInstances {
 		in := &instance{n: n, addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), env: env, bin: bin}

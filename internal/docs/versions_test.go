@@ -18,8 +18,8 @@ func TestRedisVersionAgrees(t *testing.T) {
 	}
 }
 
-// The package documentation of outbox describes relays that own
-// partitions, not the claims that leased their rows before them.
+// The package documentation of outbox and of sqlstore describes relays
+// that own partitions, not the claims that leased their rows before them.
 func TestPackageDocIsNotStale(t *testing.T) {
 	doc := read(t, "doc.go")
 	for _, stale := range []string{"claims a batch of due events under a lease", "Claims are leased and fenced by a token"} {
@@ -29,5 +29,14 @@ func TestPackageDocIsNotStale(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?s)owns\s+partitions`).MatchString(doc) {
 		t.Error("doc.go does not say that relays own partitions")
+	}
+	// sqlstore's documentation tells which claims lease rows, not that
+	// every claim does.
+	sqlDoc := read(t, "sqlstore/doc.go")
+	if regexp.MustCompile(`(?s)An ordered claim locks\s+candidates`).MatchString(sqlDoc) {
+		t.Error("sqlstore/doc.go says an ordered claim locks and leases rows, which a relay's read of its partitions does not")
+	}
+	if !regexp.MustCompile(`(?s)Relays own partitions of the table rather than\s+leasing rows`).MatchString(sqlDoc) {
+		t.Error("sqlstore/doc.go does not say that relays own partitions rather than leasing rows")
 	}
 }

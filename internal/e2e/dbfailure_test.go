@@ -479,10 +479,18 @@ func checkOutageLogs(t *testing.T, logs *logCapture, cut, restored time.Time, pa
 	}
 	// From the cut on: a relay may reconnect to a really restarted server
 	// before the command that started it returns (restored).
+	// The pass that delivered logs the recovery once it returns, after its
+	// marks: wait for the line a little.
 	var recovered []logLine
-	for _, l := range logs.between(cut, time.Now(), slog.LevelInfo) {
-		if l.msg == "outbox: store is back; relay resumed" {
-			recovered = append(recovered, l)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		recovered = recovered[:0]
+		for _, l := range logs.between(cut, time.Now(), slog.LevelInfo) {
+			if l.msg == "outbox: store is back; relay resumed" {
+				recovered = append(recovered, l)
+			}
+		}
+		if !passes || len(recovered) > 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	// Once, or twice if a connection the outage left in a pool failed
