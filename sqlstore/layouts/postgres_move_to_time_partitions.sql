@@ -1,4 +1,4 @@
--- Moves an existing outbox table (schema version 8, the default layout)
+-- Moves an existing outbox table (schema version 9, the default layout)
 -- to the layout of WithTimePartitions without copying a row: the table
 -- becomes the partition of every save time before a cutover (its lower
 -- bound MINVALUE), under a new partitioned table of the same name. See
@@ -39,7 +39,7 @@ ALTER TABLE outbox_events_legacy DROP CONSTRAINT outbox_events_pkey,
 DROP TRIGGER outbox_events_notify_trg ON outbox_events_legacy;
 DROP VIEW outbox_events_delivery;
 CREATE TABLE outbox_events (
-    seq             BIGINT       NOT NULL DEFAULT nextval('outbox_events_seq_seq'),
+    seq             BIGINT       NOT NULL DEFAULT CASE WHEN txid_current() > 0 THEN nextval('outbox_events_seq_seq'::regclass) END,
     id              VARCHAR(64)  NOT NULL,
     topic           VARCHAR(255) NOT NULL,
     event_type      VARCHAR(255) NOT NULL,
