@@ -61,7 +61,9 @@ func Schema(d Dialect, table string) (string, error) {
 // With WithTimePartitions, Migrate creates a table that does not exist
 // partitioned by save time, at the schema of migration 8 (recorded as
 // migrations 1 to 8), then applies later migrations as usual and creates
-// the partitions of the runway (MaintainTimePartitions).
+// the partitions of the runway (MaintainTimePartitions; should that fail
+// while partitions cover the clock already, Migrate still succeeds and
+// the relays extend the runway).
 func (s *Store) Migrate(ctx context.Context) error {
 	if s.tp != nil {
 		if err := s.createTimePartitioned(ctx); err != nil {
@@ -72,8 +74,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	}
 	if s.tp != nil {
+		// A partition change that waited too long for its locks is no
+		// reason to fail a service's start while partitions cover now:
+		// the relays extend the runway.
 		if _, err := s.MaintainTimePartitions(ctx); err != nil {
-			return err
+			if st, serr := s.TimePartitions(ctx); serr != nil || st.Runway <= 0 {
+				return err
+			}
 		}
 	}
 	return nil
