@@ -54,8 +54,11 @@ func (s *Store) purgeTimePartitions(ctx context.Context, olderThan time.Duration
 			return 0, err
 		}
 		dropped, err := s.dropTimePart(ctx, conn, p)
-		if err != nil || dropped {
-			return n, err
+		switch {
+		case err != nil:
+			return 0, err
+		case dropped:
+			return n, nil
 		}
 	}
 	return 0, nil

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,49 @@ func TestTimePartDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	delivered("a mark set back before an event", false)
+}
+
+// TestTimePartitionsRetentionLockTimeout: retention waits at most
+// timePartsLockTimeout for the table while a service's transaction that
+// saved events holds it, fails that turn without dropping anything and
+// without holding up that transaction, and drops the partition at the
+// next turn; creating a partition meanwhile does not wait for it (the
+// transaction's event is in a partition of its own, not the DEFAULT one).
+func TestTimePartitionsRetentionLockTimeout(t *testing.T) {
+	b := setup(t, Postgres, WithTimePartitions(time.Hour, 2*time.Hour))
+	ctx := t.Context()
+	old := b.newEvents(3)
+	b.save(t, old...)
+	c := b.claim(t, 10)
+	b.mark(t, c, c.Events...)
+	b.clock.Advance(3 * time.Hour)
+	if _, err := b.store.MaintainTimePartitions(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // committed below
+	if err := b.store.Insert(ctx, tx, b.newEvents(1)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n, err := b.store.Purge(ctx, time.Hour, 1000)
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "lock timeout") {
+		t.Fatalf("Purge while a transaction holds the table: %d, %v; want a lock timeout", n, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Purge gave up after %v", d)
+	}
+	b.clock.Advance(2 * time.Hour)
+	if st, err := b.store.MaintainTimePartitions(ctx); err != nil || st.Runway < 2*time.Hour {
+		t.Fatalf("maintenance while a transaction holds the table: %+v, %v", st, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = b.store.Purge(ctx, time.Hour, 1000)
+	wantN(t, "Purge after the transaction ended", n, err, 3)
 }
