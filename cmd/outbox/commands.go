@@ -482,10 +482,20 @@ func parseAge(s string) (time.Duration, error) {
 func migrateCommand(fs *flag.FlagSet) body {
 	printSQL := fs.Bool("print", false, "print the schema's SQL instead of applying it")
 	dialect := fs.String("dialect", "", "with --print and no --db: postgres, mysql or sqlite")
+	period := fs.Duration("time-partitions", 0, "Postgres: create a new table partitioned by save time, each partition this wide (e.g. 24h; see docs/databases-and-migrations.md)")
+	ahead := fs.Duration("ahead", 0, "with --time-partitions: how far past now to create partitions (0: two days)")
 	var sql string
 	return body{
 		offline: printSQL,
 		check: func(e *env, _ []string) error {
+			switch {
+			case *period < 0 || *ahead < 0:
+				return usagef("--time-partitions %v and --ahead %v must not be negative", *period, *ahead)
+			case *ahead > 0 && *period == 0:
+				return usagef("--ahead goes with --time-partitions")
+			case *period > 0 && *printSQL:
+				return usagef("--print prints the default layout only; create a time-partitioned table with migrate --time-partitions")
+			}
 			if !*printSQL {
 				if *dialect != "" {
 					return usagef("--dialect goes with --print; to apply, the --db URL names the database")
@@ -514,6 +524,13 @@ func migrateCommand(fs *flag.FlagSet) body {
 				e.printf("%s\n", sql)
 				return nil
 			}
+			if *period > 0 {
+				s, err := sqlstore.New(e.db, sqlstore.WithDialect(e.dbase.dialect), sqlstore.WithTable(e.table), sqlstore.WithTimePartitions(*period, *ahead))
+				if err != nil {
+					return usageError{err.Error()}
+				}
+				e.store = s
+			}
 			return migrate(ctx, e)
 		},
 	}
@@ -528,6 +545,11 @@ func migrate(ctx context.Context, e *env) error {
 		return err
 	}
 	e.printf("table %s is at schema version %d\n", e.table, v)
+	tp, err := bounded(ctx, e, e.store.TimePartitions)
+	if err != nil || !tp.Partitioned {
+		return err
+	}
+	e.printf("partitioned by save time: %d partitions of %s, runway %s\n", tp.Partitions, roundDuration(tp.Period), roundDuration(tp.Runway))
 	return nil
 }
 

@@ -7,7 +7,7 @@
 //	outbox show     --db URL [--json] ID
 //	outbox requeue  --db URL (--id ID ... | --type T | --all) [--dry-run] [--rate N] [--batch N]
 //	outbox purge    --db URL --older-than 720h [--batch N]
-//	outbox migrate  --db URL [--print] | migrate --print --dialect postgres|mysql|sqlite
+//	outbox migrate  --db URL [--print | --time-partitions 24h [--ahead 48h]] | migrate --print --dialect postgres|mysql|sqlite
 //	outbox ui       --db URL [--listen 127.0.0.1:8089] [--actions] [--user NAME]
 //
 // URL is postgres://user:pass@host:5432/db?sslmode=disable,

@@ -39,3 +39,19 @@ func TestStatusTimePartitions(t *testing.T) {
 		t.Fatalf("status of an unpartitioned table:\n%s", out)
 	}
 }
+
+// migrate --time-partitions creates a new table partitioned by save time
+// and says so; it refuses --print and a negative width.
+func TestMigrateTimePartitions(t *testing.T) {
+	tg := newTarget(t, sqlstore.Postgres)
+	out := ok(t, tg.args("migrate", "--time-partitions", "24h", "--ahead", "72h")...)
+	if !strings.Contains(out, "partitioned by save time: 4 partitions of 24h0m0s") {
+		t.Fatalf("migrate --time-partitions:\n%s", out)
+	}
+	if tp := tg.status(t).TimePartitions; tp == nil || tp.RunwaySeconds < 3*86400 {
+		t.Fatalf("status after migrate --time-partitions: %+v", tp)
+	}
+	fails(t, 2, "--print prints the default layout only", tg.args("migrate", "--print", "--time-partitions", "24h")...)
+	fails(t, 2, "must not be negative", tg.args("migrate", "--time-partitions", "-1h")...)
+	fails(t, 2, "--ahead goes with --time-partitions", tg.args("migrate", "--ahead", "1h")...)
+}
