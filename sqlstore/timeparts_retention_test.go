@@ -20,7 +20,7 @@ func TestTimePartitionsRetention(t *testing.T) {
 			t.Parallel()
 			opts := []Option{WithTimePartitions(time.Hour, 2*time.Hour)}
 			if marks {
-				opts = append(opts, WithWatermarks(), wmSlowFirstRead)
+				opts = append(opts, WithWatermarks())
 			}
 			b := setup(t, Postgres, opts...)
 			ctx := t.Context()
@@ -102,7 +102,7 @@ func TestTimePartitionsRetention(t *testing.T) {
 // mark's snapshot is older than its events' transactions, and an event a
 // mark does not cover.
 func TestTimePartDelivered(t *testing.T) {
-	b := setup(t, Postgres, WithTimePartitions(0, 0), WithWatermarks(), wmSlowFirstRead)
+	b := setup(t, Postgres, WithTimePartitions(0, 0), WithWatermarks())
 	ctx := t.Context()
 	events := b.newEvents(5)
 	b.save(t, events...)

@@ -13,14 +13,6 @@ import (
 	"github.com/eventsync/outbox/outboxtest"
 )
 
-// wmSlowFirstRead is the heartbeat of the watermark tests over time
-// partitions. A watermark read's first plan on a connection covers every
-// partition of every branch (about a second here with four partitions,
-// several on a loaded machine); a read that ends less than a heartbeat
-// before the relay's membership would lapse is given back unclaimed, so
-// the tests give the membership room for that first plan.
-var wmSlowFirstRead = WithHeartbeat(time.Second, 15*time.Second)
-
 // TestConformanceTimePartitions runs the suite on Postgres over a table
 // partitioned by save time, with and without watermarks, and with row
 // leases (whose unordered claim finds rows by their address).
@@ -28,7 +20,7 @@ func TestConformanceTimePartitions(t *testing.T) {
 	openDB(t, Postgres)
 	for name, opts := range map[string][]Option{
 		"ownership":  {WithTimePartitions(0, 0)},
-		"watermarks": {WithTimePartitions(0, 24*time.Hour), WithWatermarks(), wmSlowFirstRead},
+		"watermarks": {WithTimePartitions(0, 24*time.Hour), WithWatermarks()},
 		"rowleases":  {WithTimePartitions(time.Hour, 6*time.Hour), WithRowLeases()},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -125,7 +117,7 @@ func TestTimePartitionsSavePastRunway(t *testing.T) {
 			t.Parallel()
 			opts := []Option{WithTimePartitions(0, 2*24*time.Hour)}
 			if marks {
-				opts = append(opts, WithWatermarks(), wmSlowFirstRead)
+				opts = append(opts, WithWatermarks())
 			}
 			b := setup(t, Postgres, opts...)
 			ctx := t.Context()
