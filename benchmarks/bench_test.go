@@ -90,3 +90,46 @@ func TestPartitionRetries(t *testing.T) {
 	}
 	t.Log(r.Note)
 }
+
+// TestWALMedians checks the wal group's arithmetic without a server: each
+// figure's median over the runs, the median of each run's ratio to its
+// own Save, and the publication's records less its saves'.
+func TestWALMedians(t *testing.T) {
+	run := func(save, relay int64) walRun {
+		return walRun{
+			{name: "save_x", events: 100, bytes: save, cluster: 2 * save},
+			{name: "relay_x", events: 100, bytes: relay, fpi: relay / 2, base: "save_x", note: "n"},
+		}
+	}
+	ms := walMedians([]walRun{run(1000, 50), run(2000, 40), run(1000, 30)})
+	if len(ms) != 2 {
+		t.Fatalf("%d figures, want 2", len(ms))
+	}
+	save, relay := ms[0], ms[1]
+	if save.perEvent != 10 || save.ratio != 1 || save.cluster != 20 || save.runs != 3 {
+		t.Errorf("save: %+v", save)
+	}
+	// Per event 0.5, 0.4, 0.3; ratios 0.05, 0.02, 0.03.
+	if relay.perEvent != 0.4 || relay.ratio != 0.03 || relay.fpi != 0.2 || relay.base != "save_x" {
+		t.Errorf("relay: %+v", relay)
+	}
+	if len(relay.notes) != 1 {
+		t.Errorf("notes %q: want one, once", relay.notes)
+	}
+	if m := medianOf([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of an even count: %v", m)
+	}
+	if m := medianOf(nil); m != 0 {
+		t.Errorf("median of none: %v", m)
+	}
+	if r := (walRun{}).ratio(walFigure{name: "a", events: 1, bytes: 1, base: "missing"}); r != 0 {
+		t.Errorf("ratio to a missing Save: %v", r)
+	}
+	pub := []walPart{{rel: "pub_w", kind: "Heap:INSERT", records: 10, bytes: 1000}, {rel: "pub_w_partitions", kind: "Heap:HOT_UPDATE", records: 2, bytes: 200, fpis: 50}}
+	saved := []walPart{{rel: "save1_w", kind: "Heap:INSERT", records: 10, bytes: 1000}, {rel: "save1_w", kind: "Heap:INSERT+INIT", records: 1, bytes: 90}}
+	got := subtractParts(pub, saved, "save1_", "pub_")
+	want := []walPart{{rel: "pub_w_partitions", kind: "Heap:HOT_UPDATE", records: 2, bytes: 200, fpis: 50}, {rel: "pub_w", kind: "Heap:INSERT+INIT", records: -1, bytes: -90}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("subtractParts = %+v, want %+v", got, want)
+	}
+}

@@ -80,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.events, "events", 100_000, "backlog of the drain scenarios")
 	fs.IntVar(&c.bigEvents, "big", 1_000_000, "backlog of the outage and memory scenarios")
 	fs.IntVar(&c.batch, "batch", 1000, "relay batch size (the one setting changed from the SDK defaults)")
-	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression,partition,longtx); empty runs all but longtx")
+	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression,partition,wal,longtx); empty runs all but longtx")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the 1-relay Postgres to Redis drain to this file")
 	fs.StringVar(&c.partitionProfile, "partition-cpuprofile", "", "write a CPU profile of the 1-relay partition-ownership prototype drain to this file")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "give up a drain that has not finished after this long, and report how far it got")
@@ -126,8 +126,11 @@ type Result struct {
 	Baseline        string  `json:"baseline,omitempty"`
 	RatioToBaseline float64 `json:"ratio_to_baseline,omitempty"`
 	PeakRSSMB       float64 `json:"peak_rss_mb,omitempty"`
-	Runs            int     `json:"runs"`
-	Note            string  `json:"note,omitempty"`
+	// WALBytesPerEvent is the write-ahead log a phase wrote per event
+	// (the wal group); RatioToBaseline is then of this figure.
+	WALBytesPerEvent float64 `json:"wal_bytes_per_event,omitempty"`
+	Runs             int     `json:"runs"`
+	Note             string  `json:"note,omitempty"`
 }
 
 // check is one target of the issue and whether this run met it.
@@ -144,6 +147,9 @@ type results struct {
 	// info are lines printed after the targets that no target depends on
 	// (the prototype's figures against the targets it is meant for).
 	info []check
+	// tables are printed before the main table: those of groups whose
+	// figures are not throughputs (the wal group's runs and medians).
+	tables []string
 }
 
 func (r *results) add(res *Result) *Result {
@@ -182,6 +188,9 @@ func (r *results) failedChecks() int {
 }
 
 func (r *results) print(w io.Writer) {
+	for _, t := range r.tables {
+		fmt.Fprint(w, t)
+	}
 	fmt.Fprintf(w, "\n%-40s %9s %8s %10s %9s %9s %7s %8s  %s\n", "scenario", "events", "seconds", "events/s", "p50_us", "p99_us", "ratio", "rss_MB", "baseline")
 	for _, res := range r.list {
 		num := func(v float64, f string) string {
@@ -264,5 +273,6 @@ var groups = []struct {
 	{"pgx", runPgx},
 	{"compression", runCompression},
 	{"partition", runPartition},
+	{"wal", runWAL},
 	{"longtx", runLongTx}, // only when named: it lasts -longtx-for
 }

@@ -40,7 +40,12 @@ const noJIT = "SELECT set_config('jit', 'off', true)"
 // markedTx runs fn in a transaction (read-only unless write) whose
 // statements are planned without JIT compilation.
 func (s *Store) markedTx(ctx context.Context, write bool, fn func(tx *sqlx.Tx) error) error {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: !write})
+	return s.markedTxOpts(ctx, &sql.TxOptions{ReadOnly: !write}, fn)
+}
+
+// markedTxOpts is markedTx with the transaction's options.
+func (s *Store) markedTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, opts)
 	if err != nil {
 		return err
 	}

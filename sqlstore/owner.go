@@ -145,14 +145,11 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		elsewhere = without(tried, idsOf(leased))
 	case len(owned) > 0 && o.l.marks != nil:
 		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
-		read, marks, err := o.readMarks(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
+		read, marks, snap, err := o.readMarks(ctx, cr, owned, req.Limit, skipAggs, skipSeqs)
 		if err != nil {
 			return nil, err
 		}
-		tr.marks = marks
-		if len(read) > 0 {
-			tr.snap = read[0].Snap.String
-		}
+		tr.marks, tr.snap = marks, snap
 		rows = o.l.takeMarked(read, owned, tr, o.clock(), req.Limit)
 	case len(owned) > 0:
 		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)

@@ -333,3 +333,33 @@ func TestWatermarkSeqAfterTransactionID(t *testing.T) {
 		t.Fatalf("saved event: seq %d, xid %d, %v", seq, xid, err)
 	}
 }
+
+// An event delivered right after its commit, in a partition with nothing
+// else to read, is recorded by the next pass and heartbeat: it does not
+// stay pending (in Stats, and for a relay after a crash) until the
+// partition's next event.
+func TestWatermarkAheadInAnIdlePartitionIsRecorded(t *testing.T) {
+	forShapes(t, func(t *testing.T) {
+		b := markBundle(t)
+		b.beat(t)
+		e := b.event("A", 0)
+		b.save(t, e)
+		c := b.claim(t, 10, e.ID)
+		equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
+		b.mark(t, c, e)
+		if got := b.claim(t, 10); len(got.Events) != 0 {
+			t.Fatalf("the pass took %v, want nothing", ids(got.Events))
+		}
+		b.beat(t)
+		st, err := b.store.Stats(t.Context(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Pending != 0 {
+			t.Fatalf("Stats: %d pending after a pass and a heartbeat, want 0 (the event was delivered right after commit)", st.Pending)
+		}
+		if synced, parked := b.perRowWrites(t); synced != 0 || parked != 0 {
+			t.Fatalf("%d synced_at written and %d made per-row; want none", synced, parked)
+		}
+	})
+}

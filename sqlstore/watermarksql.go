@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"maps"
 	"slices"
@@ -27,13 +28,20 @@ import (
 // priority left out (a run claimed together has one priority). Each
 // partition's front moves over the prefix of its range that the claim
 // got, only if it got all of the partition's late events (pickMarks).
-func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, error) {
+func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, string, error) {
 	fronts := o.l.fronts(owned)
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	lateral := o.marksLateral(limit)
 	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs, lateral)
+	hasAhead := len(o.l.aheadSeqs(owned, 1)) > 0
 	var rows []eventRow
-	err := o.s.markedTx(ctx, false, func(tx *sqlx.Tx) error {
+	var snap string
+	// Repeatable read: a read that returns nothing still has a snapshot,
+	// the one its statement read under, which the fronts may move to over
+	// the events delivered ahead (an idle partition's immediate
+	// deliveries are recorded, not left pending until its next event).
+	opts := &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	err := o.s.markedTxOpts(ctx, opts, func(tx *sqlx.Tx) error {
 		// One plan per statement text, kept by the connection: the text
 		// is the same from claim to claim (the owned partitions, their
 		// bounds as parameters), and planning its branches costs more
@@ -42,11 +50,19 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 			return err
 		}
 		var err error
-		rows, err = claimRows(ctx, tx, q)
-		return err
+		if rows, err = claimRows(ctx, tx, q); err != nil || len(rows) > 0 {
+			if len(rows) > 0 {
+				snap = rows[0].Snap.String
+			}
+			return err
+		}
+		if hasAhead {
+			return tx.QueryRowContext(ctx, "SELECT txid_current_snapshot()::text").Scan(&snap)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlstore: claim: %w", err)
+		return nil, nil, "", fmt.Errorf("sqlstore: claim: %w", err)
 	}
 	o.lastRead.Store(int64(len(rows)))
 	// The seq-ordered part returned the n lowest seqs: if it is full, a
@@ -66,7 +82,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	for p, f := range fronts {
 		marks[p] = markRead{front: f, cutoff: cutoff}
 	}
-	return rows, marks, nil
+	return rows, marks, snap, nil
 }
 
 // markReadSettings are the settings of a watermark read, beside jit off
