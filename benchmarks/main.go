@@ -36,6 +36,7 @@ type config struct {
 	only                   string
 	longTxFor              time.Duration
 	cpuProfile             string
+	profileScenario        string
 	partitionProfile       string
 	keep                   bool
 	drainTimeout           time.Duration
@@ -81,7 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.bigEvents, "big", 1_000_000, "backlog of the outage and memory scenarios")
 	fs.IntVar(&c.batch, "batch", 1000, "relay batch size (the one setting changed from the SDK defaults)")
 	fs.StringVar(&c.only, "only", "", "comma-separated scenario groups to run (limits,original,watermill,relay,kafka,latency,outage,memory,save,pgx,compression,partition,wal,longtx); empty runs all but longtx")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the 1-relay Postgres to Redis drain to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of a relay drain (-profile-scenario) to this file")
+	fs.StringVar(&c.profileScenario, "profile-scenario", "relay_pg_redis_1r", "the relay scenario -cpuprofile profiles")
 	fs.StringVar(&c.partitionProfile, "partition-cpuprofile", "", "write a CPU profile of the 1-relay partition-ownership prototype drain to this file")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "give up a drain that has not finished after this long, and report how far it got")
 	fs.DurationVar(&c.longTxFor, "longtx-for", 11*time.Minute, "how long the longtx scenario writes (its transactions stay open for all but the first minute)")

@@ -232,7 +232,7 @@ func runRelay(ctx context.Context, b *bench) error {
 			}
 			defer closeDB()
 			profile := ""
-			if s.name == "relay_pg_redis_1r" && run == 0 {
+			if s.name == b.cfg.profileScenario && run == 0 {
 				profile = b.cfg.cpuProfile
 			}
 			return b.drain(ctx, drainOpts{name: s.name, db: db, what: "relay", relays: s.relays, n: b.cfg.events,
