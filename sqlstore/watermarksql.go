@@ -86,9 +86,9 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 }
 
 // markReadSettings are the settings of a watermark read, beside jit off
-// (markedTx): a generic plan, and neither bitmap scans nor parallel
-// workers (each branch reads a short index range).
-const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+// (markedTx): a generic plan, and neither bitmap scans, sequential scans
+// nor parallel workers (each branch reads a short index range).
+const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
 
 // marksLateral reports whether a watermark read visits the partitions in
 // a loop: when the last read returned less than a quarter of the limit
@@ -150,7 +150,7 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 			// the front's snapshot (the partition's xid index), never by
 			// seq, which would walk the partition's history (see
 			// lateralBranches).
-			q.sql("(SELECT c.*, 'l' AS b FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip), " AND c.seq <= ", q.arg(f.seq), pending)
+			q.sql("(SELECT c.*, 'l' AS b FROM (SELECT c.* FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip), " OFFSET 0) c WHERE c.seq <= ", q.arg(f.seq), pending)
 			notAhead()
 			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
@@ -378,7 +378,10 @@ func (l *ledger) tokens() map[int]int64 {
 // that of an event the snapshot sees (pickLocked), so the event took its
 // seq, and its transaction its ID, before the snapshot was taken. So the
 // late read looks up the snapshot's xip in the xid index, whatever the
-// backlog after the front.
+// backlog after the front. The lookup is fenced (OFFSET 0) from the
+// conditions on seq and delivery, so that no plan walks another index of
+// the pending or delivered events (under watermarks those hold every
+// event until it is purged) and filters it by xid.
 func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, pending string, notAhead func()) {
 	t := o.s.t.Quoted
 	var parts, seqs, lparts, lseqs []int64
@@ -398,7 +401,7 @@ func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, 
 	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(",
 		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip)",
-		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[])) AND c.seq <= f.seq", pending)
+		" CROSS JOIN LATERAL (SELECT c.* FROM (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[])) OFFSET 0) c WHERE c.seq <= f.seq", pending)
 	notAhead()
 	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 }
