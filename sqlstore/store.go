@@ -65,10 +65,13 @@ func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
 // and those held behind them, are still recorded per row. A crash may
 // publish again what was delivered since the last heartbeat, as a crash
 // between the broker's ack and the mark may without it. Every relay of a
-// table must use it, or none. Needs the schema of Migrate (version 8).
+// table must use it, or none. Needs the schema of Migrate (version 9).
 // The operator views (Stats, Get, List, Purge, the console) read the
 // table as it writes it: an event its partition's mark covers is synced,
-// as of the time that mark was recorded.
+// as of the time that mark was recorded. A relay with marks finds a
+// single new event more slowly than one without (it reads every partition
+// it owns), and slows while a transaction stays open for minutes:
+// BENCHMARKS.md has the figures.
 func WithWatermarks() Option { return func(o *options) { o.Watermarks = true } }
 
 // The defaults and limits of WithHeartbeat.
