@@ -292,8 +292,10 @@ func TestMarkFailsAfterPublish(t *testing.T) {
 		pub, err := redisstream.New(b.client)
 		mustNoErr(t, err, "redisstream.New")
 		flaky := &markFailsOnce{Store: store}
-		lease := 300 * time.Millisecond
-		ob := newOutbox(t, flaky, pub, outbox.WithTimeout(100*time.Millisecond), outbox.WithLease(lease))
+		// A lease long enough that the second pass surely runs within
+		// it, on a loaded machine too.
+		lease := 1500 * time.Millisecond
+		ob := newOutbox(t, flaky, pub, outbox.WithTimeout(500*time.Millisecond), outbox.WithLease(lease))
 		stream := b.prefix + "inventory"
 		ev := newEvents(stream, 1)[0]
 		saveCommitted(t, db, ob, ev)
