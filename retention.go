@@ -61,30 +61,6 @@ func (o *Outbox) purge(ctx context.Context) (more bool) {
 // nothing to maintain, apart from the relay's passes. Failures are logged
 // when they start and end.
 func (o *Outbox) maintain(ctx context.Context, m storage.Maintainer) {
-	failing := false
-	for ctx.Err() == nil {
-		next, err := m.Maintain(ctx)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			if !failing {
-				o.cfg.logger.Warn("outbox: table maintenance failed; retrying", "err", err)
-			}
-			failing = true
-		case failing:
-			failing = false
-			o.cfg.logger.Info("outbox: table maintenance is back")
-		}
-		if next <= 0 {
-			return // nothing to maintain
-		}
-		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+	o.repeat(ctx, "outbox: table maintenance failed; retrying", "outbox: table maintenance is back",
+		func() (time.Duration, error) { return m.Maintain(ctx) })
 }

@@ -103,27 +103,41 @@ func (o *Outbox) Run(ctx context.Context) error {
 // their events wait. Failures are logged when they start and end, and
 // retried sooner.
 func (o *Outbox) beat(ctx context.Context, ow storage.Owner) {
+	o.repeat(ctx, "outbox: relay heartbeat failed; its partitions move to other relays if it goes on failing", "outbox: relay heartbeat is back",
+		func() (time.Duration, error) {
+			next, took, err := ow.Heartbeat(ctx)
+			if err != nil {
+				next = min(next/4, next)
+			}
+			if took {
+				o.Kick()
+			}
+			return next, err
+		})
+}
+
+// repeat runs step until ctx ends or step has nothing more to do (next
+// of 0 or less), waiting next between runs, apart from the relay's
+// passes. The first failure of a run of them is logged at Warn with
+// warn, the success that ends it at Info with back.
+func (o *Outbox) repeat(ctx context.Context, warn, back string, step func() (next time.Duration, err error)) {
 	failing := false
 	for ctx.Err() == nil {
-		next, took, err := ow.Heartbeat(ctx)
+		next, err := step()
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return
 		case err != nil:
 			if !failing {
-				o.cfg.logger.Warn("outbox: relay heartbeat failed; its partitions move to other relays if it goes on failing", "err", err)
+				o.cfg.logger.Warn(warn, "err", err)
 			}
 			failing = true
-			next = min(next/4, next)
 		case failing:
 			failing = false
-			o.cfg.logger.Info("outbox: relay heartbeat is back")
-		}
-		if took {
-			o.Kick()
+			o.cfg.logger.Info(back)
 		}
 		if next <= 0 {
-			return // nothing to beat
+			return // nothing to do
 		}
 		t := time.NewTimer(next)
 		select {
