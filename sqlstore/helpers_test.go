@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -261,4 +262,20 @@ func wantN(t *testing.T, what string, n int, err error, want int) {
 	if n != want {
 		t.Fatalf("%s changed %d rows, want %d", what, n, want)
 	}
+}
+
+// insertOpen saves events in a transaction it leaves open (a late or a
+// long transaction) and returns it; the test commits it, or it is rolled
+// back when the test ends.
+func (b *bundle) insertOpen(t *testing.T, events ...*outbox.Event) *sql.Tx {
+	t.Helper()
+	tx, err := b.db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if err := b.store.Insert(t.Context(), tx, events); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

@@ -183,20 +183,12 @@ func TestRelayNameTooLong(t *testing.T) {
 // saved; the claims that follow return A1 before A2.
 func TestLateCommitKeepsOrder(t *testing.T) {
 	b := setup(t, Postgres)
-	ctx := t.Context()
 	z := b.event("Z", 0)
 	b.save(t, z)
 	b.mark(t, b.claim(t, 10), z)
 
 	a1, b1, a2 := b.event("A", 0), b.event("B", 0), b.event("A", 0)
-	late, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = late.Rollback() }()
-	if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
-		t.Fatal(err)
-	}
+	late := b.insertOpen(t, a1)
 	b.save(t, b1)
 	c := b.claim(t, 10)
 	equalIDs(t, "claim while A1's transaction is open", ids(c.Events), []string{b1.ID})

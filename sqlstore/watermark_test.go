@@ -178,17 +178,9 @@ func TestWatermarkLateCommit(t *testing.T) {
 			name := map[bool]string{false: "same relay", true: "after a takeover"}[takeover]
 			t.Run(name, func(t *testing.T) {
 				b := markBundle(t)
-				ctx := t.Context()
 				// B in A's partition: its read moves the front past A1's seq.
 				a1, b1, a2 := b.event("A", 0), b.event(sibling("A"), 0), b.event("A", 0)
-				late, err := b.db.BeginTx(ctx, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = late.Rollback() }()
-				if err := b.store.Insert(ctx, late, []*outbox.Event{a1}); err != nil {
-					t.Fatal(err)
-				}
+				late := b.insertOpen(t, a1)
 				b.save(t, b1)
 				got := b.drain(t, 10)
 				equalIDs(t, "drain while A1's transaction is open", got, []string{b1.ID})
@@ -224,15 +216,8 @@ func TestWatermarkLongTransactionDoesNotStall(t *testing.T) {
 		if _, err := idle.ExecContext(ctx, "SELECT txid_current()"); err != nil { // holds the oldest transaction ID open
 			t.Fatal(err)
 		}
-		long, err := b.db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = long.Rollback() }()
 		mine := b.event("L", 0)
-		if err := b.store.Insert(ctx, long, []*outbox.Event{mine}); err != nil {
-			t.Fatal(err)
-		}
+		long := b.insertOpen(t, mine)
 		for round := range 3 {
 			batch := []*outbox.Event{b.event(sibling("L"), 0), b.event("Y", 0)}
 			b.save(t, batch...)
