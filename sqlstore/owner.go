@@ -113,7 +113,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	// process that publishes after commit but runs no relay takes no
 	// partitions.
 	if req.IDs == nil || o.l.relaying() {
-		if o.l.beatDue(o.clock(), o.ttl-o.every) {
+		if o.l.beatDue(o.clock(), o.beatBefore()) {
 			if _, _, err := o.heartbeat(ctx); err != nil {
 				return nil, err
 			}
@@ -170,6 +170,13 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	}
 	return &outbox.Claim{Token: cr.token, Events: events, Elsewhere: elsewhere}, nil
 }
+
+// beatBefore is how long after a heartbeat a claim sends one of its own:
+// half a period before its partitions stop being claimable (their lease
+// holds for less than every), so that the claim's own statements, which
+// run between this check and the take's, never find them lapsed. Checked
+// at the boundary itself, a claim on a busy machine read nothing.
+func (o *owner) beatBefore() time.Duration { return o.ttl - o.every - o.every/2 }
 
 // leaseUnowned leases, under the claim's token, up to limit of the rows a
 // claim by IDs read in partitions this Store may not claim from, where

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,5 +246,51 @@ func TestClaimByIDsSkipsLockedPartitions(t *testing.T) {
 				t.Fatalf("claim by ID once the heartbeat ended: %v, %v; want the event (no relay owns it)", c, err)
 			}
 		})
+	}
+}
+
+// A claim never reads nothing for want of a heartbeat: one that finds
+// its partitions' leases close to the margin beats first, with room for
+// its own statements. The clock here moves 5 ms at every reading, as on a
+// busy machine; the claims come at every point of a lease, the old
+// boundary (ttl - every, checked at one reading and the take at a later
+// one) included.
+func TestClaimBeatsBeforeItsPartitionsLapse(t *testing.T) {
+	b := setup(t, SQLite)
+	o := ownerOf(b.store)
+	var mu sync.Mutex
+	now := time.Now()
+	at := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	o.clock = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(5 * time.Millisecond)
+		return now
+	}
+	first := b.newEvents(1)[0]
+	b.save(t, first)
+	c := b.claim(t, 10)
+	equalIDs(t, "first claim", ids(c.Events), []string{first.ID})
+	b.mark(t, c, first)
+	var since []time.Duration
+	for d := time.Duration(0); d < o.ttl; d += o.every / 8 {
+		since = append(since, d)
+	}
+	for d := o.ttl - o.every - 40*time.Millisecond; d <= o.ttl-o.every; d += time.Millisecond {
+		since = append(since, d)
+	}
+	for _, d := range since {
+		o.l.mu.Lock()
+		beat := o.l.beatAt
+		o.l.mu.Unlock()
+		mu.Lock()
+		now = beat
+		mu.Unlock()
+		at(d)
+		ev := b.newEvents(1)[0]
+		b.save(t, ev)
+		c := b.claim(t, 10)
+		equalIDs(t, fmt.Sprintf("claim %v after the last heartbeat", d), ids(c.Events), []string{ev.ID})
+		b.mark(t, c, ev)
 	}
 }
