@@ -111,8 +111,23 @@ func (o *owner) marksLateral(limit int) bool {
 
 // marksQuery is the statement of readMarks: its seq-ordered part returns
 // at most n rows, its priority branch at most limit.
+//
+// The statement is prepared once per connection and runs as a generic
+// plan, often made while the table was empty, and planned again with
+// whatever statistics ANALYZE leaves. So each branch is shaped so that one
+// index serves it whatever the statistics say (TestWatermarkReadPlans):
+// a partition's range and its per-row events are bounded by row
+// comparisons on (partition_no, seq) and ordered by both, which only
+// their partial index returns in order (an equality on partition_no would
+// let a walk of the seq index, filtered by partition, compete); the late
+// events are looked up by equality on (partition_no, xid); the priority
+// branch is ordered as the claim index is, with the fronts looked up per
+// row. Under watermarks the other indexes of pending events hold every
+// event until it is purged: a plan that walks one slows as the table
+// grows.
 func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark, limit, n int, skipAggs []string, skipSeqs []int64, lateral bool) *query {
 	s := o.s
+	t := s.t.Quoted
 	now := s.sx.Time(cr.now)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
 	q := newQuery(s.sx)
@@ -122,11 +137,6 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		if len(ahead) > 0 {
 			q.sql(" AND NOT (", q.seqIn("c.seq", ahead), ")")
 		}
-	}
-	branch := func(tag string, where func()) {
-		q.sql("(SELECT c.*, '", tag, "' AS b FROM ", s.t.Quoted, " c WHERE ")
-		where()
-		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	}
 	ps := slices.Sorted(maps.Keys(fronts))
 	if lateral {
@@ -138,24 +148,35 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		}
 		f := fronts[p]
 		pn := strconv.Itoa(p)
-		branch("r", func() {
-			// Bounded on both sides, so that the generic plan expects a
-			// short range (as the events after a front are) and reads
-			// the partition's index.
-			q.sql("c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq), " AND c.seq <= ", unbounded)
-			notAhead()
-		})
+		q.sql("(SELECT c.*, 'r' AS b FROM ", t, " c WHERE ")
+		partRange(q, pn, q.arg(f.seq))
+		q.sql(pending)
+		notAhead()
+		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		if len(f.sn.xip) > 0 {
 			// Late: found by transaction ID among those in progress in
-			// the front's snapshot (the partition's xid index), never by
-			// seq, which would walk the partition's history (see
-			// lateralBranches).
-			q.sql("(SELECT c.*, 'l' AS b FROM (SELECT c.* FROM ", s.t.Quoted, " c WHERE c.partition_no = ", pn, " AND ", q.seqIn("c.xid", f.sn.xip), " OFFSET 0) c WHERE c.seq <= ", q.arg(f.seq), pending)
+			// the front's snapshot, never by seq, which would walk the
+			// partition's history (see lateralBranches).
+			q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", q.arg("{"+intList(f.sn.xip)+"}"), " AS BIGINT[])) x(xid) CROSS JOIN LATERAL ",
+				lateByXid(t, pn, "x.xid"), " WHERE c.seq <= ", q.arg(f.seq), pending)
 			notAhead()
 			q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		}
 	}
-	q.sql("(SELECT c.*, 'w' AS b FROM ", s.t.Quoted, " c WHERE c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
+	parts := make([]int64, len(ps))
+	seqs := make([]int64, len(ps))
+	snaps := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i], seqs[i], snaps[i] = int64(p), fronts[p].seq, fronts[p].snap
+	}
+	owns := slices.Sorted(maps.Keys(owned))
+	ownList := make([]int64, len(owns))
+	for i, p := range owns {
+		ownList[i] = int64(p)
+	}
+	q.sql("(SELECT c.*, 'w' AS b FROM unnest(CAST(", q.arg("{"+intList(ownList)+"}"), " AS INT[])) f(p) CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE ")
+	partRange(q, "f.p", "0")
+	q.sql(" AND c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL")
 	if cr.ordered {
 		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
 	} else {
@@ -167,25 +188,48 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
 	if len(ps) > 0 && cr.ordered {
 		// Events of a higher priority than the default, after the fronts,
-		// whose earlier undelivered events have their priority.
-		q.sql(" UNION ALL (SELECT c.*, 'p' AS b FROM ", s.t.Quoted, " c JOIN (VALUES ")
-		for i, p := range ps {
-			if i > 0 {
-				q.sql(", ")
-			}
-			q.sql("(", strconv.Itoa(p), ", ", q.arg(fronts[p].seq), "::bigint, ", q.arg(fronts[p].snap), "::text)")
-		}
-		q.sql(") f(p, seq, snap) ON f.p = c.partition_no WHERE c.priority > 0 AND c.seq > f.seq", pending)
+		// whose earlier undelivered events have their priority. The
+		// front of each is looked up per row (OFFSET 0 keeps the lookup
+		// from being joined the other way round), so the events are read
+		// in the claim index's order; the earlier events of the
+		// aggregate are bounded by a row comparison, which the index of
+		// the aggregate's events takes and the seq index cannot.
+		q.sql(" UNION ALL (SELECT c.*, 'p' AS b FROM ", t, " c CROSS JOIN LATERAL (SELECT f.seq, f.snap FROM unnest(CAST(",
+			q.arg("{"+intList(parts)+"}"), " AS INT[]), CAST(", q.arg("{"+intList(seqs)+"}"), " AS BIGINT[]), CAST(",
+			q.arg(textArray(snaps)), " AS TEXT[])) f(p, seq, snap) WHERE f.p = c.partition_no OFFSET 0) f WHERE c.priority > 0 AND c.seq > f.seq", pending)
 		notAhead()
-		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", s.t.Quoted, " e WHERE e.aggregate_id = c.aggregate_id AND e.seq < c.seq",
+		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", t, " e WHERE e.aggregate_id = c.aggregate_id AND (e.aggregate_id, e.seq) < (c.aggregate_id, c.seq)",
 			" AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > f.seq OR NOT COALESCE(txid_visible_in_snapshot(e.xid, NULLIF(f.snap, '')::txid_snapshot), false))))",
 			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ")")
 	}
 	q.sql(") c")
 	return q
+}
+
+// partRange writes the condition that an event (alias c) is of partition
+// p with a seq above after, so that whatever the statistics say (an empty
+// table's, or a table whose events fall in a few partitions) the plan
+// reads the partition's index from after on, in seq order. The bounds on
+// seq are row comparisons on (partition_no, seq), which only that index
+// takes as its range: as "seq > after" a walk of the seq index, filtered
+// by partition, competes and reads the whole table for a partition whose
+// front is old. The redundant range on partition_no keeps the estimate of
+// rows small (a row comparison is estimated by its first column alone,
+// as a third of the table), so that no index read followed by a sort
+// looks cheaper.
+func partRange(q *query, p, after string) {
+	q.sql("c.partition_no = ", p, " AND c.partition_no >= ", p, " AND c.partition_no <= ", p,
+		" AND (c.partition_no, c.seq) > (", p, ", CAST(", after, " AS BIGINT)) AND (c.partition_no, c.seq) <= (", p, ", ", unbounded, ")")
+}
+
+// lateByXid is the lookup of a partition's events of one transaction ID,
+// as the subquery c: fenced (OFFSET 0) from the conditions on seq and
+// delivery, so that no plan walks another index and filters it by xid.
+func lateByXid(t, p, xid string) string {
+	return "(SELECT c.* FROM " + t + " c WHERE c.partition_no = " + p + " AND c.xid = " + xid + " OFFSET 0) c"
 }
 
 // ownedMarks reads the marks the table holds for the partitions of mine.
@@ -396,12 +440,14 @@ func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, 
 	}
 	arr := func(ns []int64) string { return q.arg("{" + intList(ns) + "}") }
 	q.sql("(SELECT c.*, 'r' AS b FROM unnest(CAST(", arr(parts), " AS INT[]), CAST(", arr(seqs), " AS BIGINT[])) f(p, seq)",
-		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p", pending, " AND c.seq > f.seq AND c.seq <= ", unbounded)
+		" CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE ")
+	partRange(q, "f.p", "f.seq")
+	q.sql(pending)
 	notAhead()
 	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(",
-		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip)",
-		" CROSS JOIN LATERAL (SELECT c.* FROM (SELECT c.* FROM ", t, " c WHERE c.partition_no = f.p AND c.xid = ANY(CAST(f.xip AS BIGINT[])) OFFSET 0) c WHERE c.seq <= f.seq", pending)
+		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip) CROSS JOIN LATERAL unnest(CAST(f.xip AS BIGINT[])) x(xid)",
+		" CROSS JOIN LATERAL ", lateByXid(t, "f.p", "x.xid"), " WHERE c.seq <= f.seq", pending)
 	notAhead()
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
+	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 }
