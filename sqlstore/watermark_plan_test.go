@@ -34,7 +34,13 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		for _, s := range []string{"SET jit = off", "SET plan_cache_mode = force_generic_plan", "SET enable_bitmapscan = off", "SET enable_seqscan = off", "SET max_parallel_workers_per_gather = 0"} {
+		// The read's settings, for the session (a relay sets them for
+		// its read's transaction).
+		settings := markReadSettings + mergedReadSettings
+		if o.marksLateral(1000) {
+			settings = markReadSettings + loopReadSettings
+		}
+		for _, s := range []string{"SET jit = off", strings.ReplaceAll(settings, ", true)", ", false)")} {
 			if _, err := conn.ExecContext(ctx, s); err != nil {
 				t.Fatal(err)
 			}
@@ -54,13 +60,16 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 			t.Fatalf("execute on the empty table: %v", err)
 		}
 
-		for range 20 {
-			b.save(t, b.newEvents(1000)...)
+		grow := func() {
+			for range 20 {
+				b.save(t, b.newEvents(1000)...)
+			}
+			if got := b.drain(t, 1000); len(got) < 20_000 {
+				t.Fatalf("delivered %d events, want 20000", len(got))
+			}
+			b.beat(t)
 		}
-		if got := b.drain(t, 1000); len(got) != 20_000 {
-			t.Fatalf("delivered %d events, want 20000", len(got))
-		}
-		b.beat(t)
+		grow()
 		// A pending event of a higher priority, behind thousands of
 		// delivered events of its aggregate: the priority branch looks
 		// for an earlier undelivered one of another priority.
@@ -102,6 +111,21 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 				t.Errorf("%s: the read did not return the one pending event:\n%s", when, plan)
 			}
 		}
+
+		// Twice the delivered events: reading the partitions' ranges
+		// costs what it did (the index is read from each front on, not
+		// from the partition's first entry).
+		before := rangeBuffers(explainLines(t, conn, "EXPLAIN (ANALYZE, BUFFERS) EXECUTE wmread("+args+")"))
+		b.store.c.(*owner).lastRead.Store(0) // the drain's last read was full
+		grow()
+		_, args = stmt()
+		if _, err := b.db.ExecContext(ctx, "ANALYZE "+b.store.t.Quoted); err != nil {
+			t.Fatal(err)
+		}
+		plan := explainLines(t, conn, "EXPLAIN (ANALYZE, BUFFERS) EXECUTE wmread("+args+")")
+		if after := rangeBuffers(plan); before <= 0 || after > before+16 {
+			t.Errorf("reading the ranges touched %d buffers at 20,000 delivered events, %d at 40,000:\n%s", before, after, plan)
+		}
 	})
 }
 
@@ -142,6 +166,26 @@ func explainLines(t *testing.T, conn *sql.Conn, q string) string {
 		lines = append(lines, line)
 	}
 	return shorten(strings.Join(lines, "\n"))
+}
+
+// rangeBuffers returns the shared buffers the scans of the partitions'
+// ranges (their index, part_seq_idx) touched, summed over the plan's
+// nodes.
+func rangeBuffers(plan string) int {
+	total := 0
+	lines := strings.Split(plan, "\n")
+	for i, l := range lines {
+		if !strings.Contains(l, "part_seq_idx") {
+			continue
+		}
+		for _, m := range lines[i+1:] {
+			if strings.Contains(m, "Buffers:") {
+				total += buffersTouched(m)
+				break
+			}
+		}
+	}
+	return total
 }
 
 var buffersRe = regexp.MustCompile(`Buffers: shared (?:hit=(\d+))?\s*(?:read=(\d+))?`)

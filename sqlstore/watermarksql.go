@@ -46,7 +46,11 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 		// is the same from claim to claim (the owned partitions, their
 		// bounds as parameters), and planning its branches costs more
 		// than running them.
-		if _, err := tx.ExecContext(ctx, markReadSettings); err != nil {
+		settings := markReadSettings + mergedReadSettings
+		if lateral {
+			settings = markReadSettings + loopReadSettings
+		}
+		if _, err := tx.ExecContext(ctx, settings); err != nil {
 			return err
 		}
 		var err error
@@ -86,9 +90,24 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 }
 
 // markReadSettings are the settings of a watermark read, beside jit off
-// (markedTx): a generic plan, and neither bitmap scans, sequential scans
-// nor parallel workers (each branch reads a short index range).
-const markReadSettings = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+// (markedTx): neither bitmap scans, sequential scans nor parallel workers
+// (each branch reads a short index range).
+const markReadSettings = "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+
+// loopReadSettings are added for the loop over the partitions
+// (marksLateral): one plan per connection (planning costs more than a
+// read that keeps up), and no sort where an index gives the order, so
+// that each partition's range is read from the index whose order its
+// ORDER BY names (see partRange), whatever the statistics.
+const loopReadSettings = ", set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)"
+
+// mergedReadSettings are added for the read of a backlog (a branch per
+// partition, merged): a plan for the fronts of each read. A generic plan
+// cannot tell a partition whose front is old from one that keeps up, and
+// once the statistics knew the table's size it walked the seq index
+// filtered by partition, reading the whole table for the first; planning
+// the branches costs less than a read of a backlog.
+const mergedReadSettings = ", set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 // marksLateral reports whether a watermark read visits the partitions in
 // a loop: when the last read returned less than a quarter of the limit
@@ -148,9 +167,11 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		}
 		f := fronts[p]
 		pn := strconv.Itoa(p)
-		q.sql("(SELECT c.*, 'r' AS b FROM ", t, " c WHERE ")
-		partRange(q, pn, q.arg(f.seq))
-		q.sql(pending)
+		// A branch per partition, each in seq order so that the
+		// branches merge without a sort of them all. Its partition is a
+		// constant, which the statistics weigh: a partition with few
+		// events after its front reads its index.
+		q.sql("(SELECT c.*, 'r' AS b FROM ", t, " c WHERE c.partition_no = ", pn, pending, " AND c.seq > ", q.arg(f.seq), " AND c.seq <= ", unbounded)
 		notAhead()
 		q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 		if len(f.sn.xip) > 0 {
@@ -188,7 +209,7 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 	if len(skipSeqs) > 0 {
 		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
 	}
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
+	q.sql(" ORDER BY c.partition_no, c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
 	if len(ps) > 0 && cr.ordered {
 		// Events of a higher priority than the default, after the fronts,
 		// whose earlier undelivered events have their priority. The
@@ -210,19 +231,19 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 }
 
 // partRange writes the condition that an event (alias c) is of partition
-// p with a seq above after, so that whatever the statistics say (an empty
-// table's, or a table whose events fall in a few partitions) the plan
-// reads the partition's index from after on, in seq order. The bounds on
-// seq are row comparisons on (partition_no, seq), which only that index
-// takes as its range: as "seq > after" a walk of the seq index, filtered
-// by partition, competes and reads the whole table for a partition whose
-// front is old. The redundant range on partition_no keeps the estimate of
-// rows small (a row comparison is estimated by its first column alone,
-// as a third of the table), so that no index read followed by a sort
-// looks cheaper.
+// p with a seq above after, for a read ordered by (partition_no, seq), so
+// that whatever the statistics say (an empty table's, or a table whose
+// events fall in a few partitions) the partition's index is read from
+// after on. The bounds are row comparisons on (partition_no, seq), which
+// only that index takes as its range and starts from; with no sort
+// allowed (loopReadSettings) it is also the only path in that order. As
+// "partition_no = p AND seq > after" a generic plan walked the seq index
+// filtered by partition, or the xid index with a sort, once the
+// statistics knew the table's size, reading the whole table for a
+// partition whose front is old; and an equality beside the row
+// comparison makes the index scan start at the partition's first entry.
 func partRange(q *query, p, after string) {
-	q.sql("c.partition_no = ", p, " AND c.partition_no >= ", p, " AND c.partition_no <= ", p,
-		" AND (c.partition_no, c.seq) > (", p, ", CAST(", after, " AS BIGINT)) AND (c.partition_no, c.seq) <= (", p, ", ", unbounded, ")")
+	q.sql("(c.partition_no, c.seq) > (", p, ", CAST(", after, " AS BIGINT)) AND (c.partition_no, c.seq) <= (", p, ", ", unbounded, ")")
 }
 
 // lateByXid is the lookup of a partition's events of one transaction ID,
@@ -444,7 +465,7 @@ func (o *owner) lateralBranches(q *query, ps []int, fronts map[int]mark, n int, 
 	partRange(q, "f.p", "f.seq")
 	q.sql(pending)
 	notAhead()
-	q.sql(" ORDER BY c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
+	q.sql(" ORDER BY c.partition_no, c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ") UNION ALL ")
 	q.sql("(SELECT c.*, 'l' AS b FROM unnest(CAST(", arr(lparts), " AS INT[]), CAST(", arr(lseqs), " AS BIGINT[]), CAST(",
 		q.arg(textArray(lxip)), " AS TEXT[])) f(p, seq, xip) CROSS JOIN LATERAL unnest(CAST(f.xip AS BIGINT[])) x(xid)",
 		" CROSS JOIN LATERAL ", lateByXid(t, "f.p", "x.xid"), " WHERE c.seq <= f.seq", pending)
