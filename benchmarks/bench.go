@@ -114,17 +114,20 @@ func (b *bench) own(db *sqlx.DB, table string) {
 	b.mu.Unlock()
 }
 
-// drop drops a table of this run now.
+// drop drops a table of this run now, with what the SDK's Migrate made
+// beside it (Store.Drop: its siblings, the view of watermarks, which a
+// plain DROP TABLE refuses to leave without, and the trigger function).
+// A table the SDK did not make is dropped alone.
 func (b *bench) drop(db *sqlx.DB, table string) {
 	if b.cfg.keep {
 		return
 	}
-	_, _ = db.Exec("DROP TABLE IF EXISTS " + table)
-	_, _ = db.Exec("DROP TABLE IF EXISTS " + table + "_migrations")
-	if db == b.pg && !strings.Contains(table, `"`) {
-		// The notify trigger's function of the SDK's Postgres migration.
-		_, _ = db.Exec("DROP FUNCTION IF EXISTS " + table + "_notify()")
+	if st, err := sqlstore.New(db, sqlstore.WithTable(table)); err == nil {
+		if err := st.Drop(context.Background()); err == nil {
+			return
+		}
 	}
+	_, _ = db.Exec("DROP TABLE IF EXISTS " + table)
 }
 
 func (b *bench) close() {
