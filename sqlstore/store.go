@@ -70,8 +70,8 @@ func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
 // table as it writes it: an event its partition's mark covers is synced,
 // as of the time that mark was recorded. A relay with marks finds a
 // single new event more slowly than one without (it reads every partition
-// it owns), and slows while a transaction stays open for minutes:
-// BENCHMARKS.md has the figures.
+// it owns); a transaction left open for minutes does not hold delivery
+// back. BENCHMARKS.md has the figures.
 func WithWatermarks() Option { return func(o *options) { o.Watermarks = true } }
 
 // The defaults and limits of WithHeartbeat.
