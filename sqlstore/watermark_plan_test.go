@@ -94,7 +94,14 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 		// As prepared (on the empty table, or unanalyzed for the merged
 		// read's new text), then planned again with the statistics that
 		// ANALYZE (autovacuum's, in a service) leaves.
-		for _, when := range []string{"as prepared", "after ANALYZE"} {
+		whens := []string{"as prepared", "after ANALYZE"}
+		if !o.marksLateral(1000) {
+			// The backlog's read keeps its generic plan: with the events
+			// of this test in five partitions, the plan made after
+			// ANALYZE walks the seq index (see mergedReadSettings).
+			whens = whens[:1]
+		}
+		for _, when := range whens {
 			if when == "after ANALYZE" {
 				if _, err := b.db.ExecContext(ctx, "ANALYZE "+b.store.t.Quoted); err != nil {
 					t.Fatal(err)
@@ -112,6 +119,9 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 			}
 		}
 
+		if !o.marksLateral(1000) {
+			return
+		}
 		// Twice the delivered events: reading the partitions' ranges
 		// costs what it did (the index is read from each front on, not
 		// from the partition's first entry).

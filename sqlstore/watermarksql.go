@@ -102,12 +102,13 @@ const markReadSettings = "SELECT set_config('enable_bitmapscan', 'off', true), s
 const loopReadSettings = ", set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)"
 
 // mergedReadSettings are added for the read of a backlog (a branch per
-// partition, merged): a plan for the fronts of each read. A generic plan
-// cannot tell a partition whose front is old from one that keeps up, and
-// once the statistics knew the table's size it walked the seq index
-// filtered by partition, reading the whole table for the first; planning
-// the branches costs less than a read of a backlog.
-const mergedReadSettings = ", set_config('plan_cache_mode', 'force_custom_plan', true)"
+// partition, merged): one plan per connection as well. Planning its
+// branches per read (force_custom_plan) cost a third of the relay's
+// throughput in a backlog. Its generic plan cannot tell a partition whose
+// front is old from one that keeps up: once the statistics say the events
+// fall in a few partitions, it may walk the seq index filtered by
+// partition for each branch (BENCHMARKS.md, "Transactions left open").
+const mergedReadSettings = ", set_config('plan_cache_mode', 'force_generic_plan', true)"
 
 // marksLateral reports whether a watermark read visits the partitions in
 // a loop: when the last read returned less than a quarter of the limit
