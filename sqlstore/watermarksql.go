@@ -135,7 +135,7 @@ func (o *owner) marksLateral(limit int) bool {
 // The statement is prepared once per connection and runs as a generic
 // plan, often made while the table was empty, and planned again with
 // whatever statistics ANALYZE leaves. So each branch is shaped so that one
-// index serves it whatever the statistics say (TestWatermarkReadPlans):
+// index serves it whatever the statistics say (TestWatermarkReadPlanOnAGrownTable):
 // a partition's range and its per-row events are bounded by row
 // comparisons on (partition_no, seq) and ordered by both, which only
 // their partial index returns in order (an equality on partition_no would
