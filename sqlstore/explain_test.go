@@ -1,6 +1,8 @@
 package sqlstore
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"strings"
@@ -90,20 +92,32 @@ func explain(t *testing.T, b *bundle, options string, q *query) string {
 	if _, err := tx.ExecContext(t.Context(), claimSettings); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := tx.QueryxContext(t.Context(), "EXPLAIN "+options+q.String(), q.args...)
+	return strings.Join(queryStrings(t, tx, "EXPLAIN "+options+q.String(), q.args...), "\n")
+}
+
+// queryStrings runs a query of one text column (a plan, a description)
+// and returns its rows.
+func queryStrings(t *testing.T, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), query, args...)
 	if err != nil {
-		t.Fatalf("explain: %v", err)
+		t.Fatalf("%s: %v", query, err)
 	}
 	defer rows.Close()
-	var lines []string
+	var out []string
 	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
+		var s string
+		if err := rows.Scan(&s); err != nil {
 			t.Fatal(err)
 		}
-		lines = append(lines, line)
+		out = append(out, s)
 	}
-	return strings.Join(lines, "\n")
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // The statements of a relay pass use indexes on Postgres (a modest

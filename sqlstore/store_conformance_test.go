@@ -20,17 +20,7 @@ func TestConformance(t *testing.T) {
 			}
 			outboxtest.TestStore(t, outboxtest.StoreHarness{
 				New: func(t *testing.T) outboxtest.StoreSetup {
-					b := setup(t, d)
-					return outboxtest.StoreSetup{
-						Store: b.store,
-						Begin: func(ctx context.Context) (outboxtest.Tx, error) {
-							return b.db.BeginTxx(ctx, nil)
-						},
-						Advance: b.clock.Advance,
-						Requeue: func(ctx context.Context, ids []string) (int, error) {
-							return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
-						},
-					}
+					return setup(t, d).storeSetup()
 				},
 			})
 		})
@@ -51,14 +41,7 @@ func conformanceWatermarks(t *testing.T, shape int) {
 		New: func(t *testing.T) outboxtest.StoreSetup {
 			b := setup(t, Postgres, WithWatermarks())
 			b.store.c.(*owner).shape = shape
-			return outboxtest.StoreSetup{
-				Store:   b.store,
-				Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },
-				Advance: b.clock.Advance,
-				Requeue: func(ctx context.Context, ids []string) (int, error) {
-					return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
-				},
-			}
+			return b.storeSetup()
 		},
 	})
 }
@@ -89,4 +72,17 @@ func TestConformanceRealClock(t *testing.T) {
 			}
 		},
 	})
+}
+
+// storeSetup is the conformance suite's view of the bundle: its Store,
+// transactions on its database, its clock and Requeue by IDs.
+func (b *bundle) storeSetup() outboxtest.StoreSetup {
+	return outboxtest.StoreSetup{
+		Store:   b.store,
+		Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },
+		Advance: b.clock.Advance,
+		Requeue: func(ctx context.Context, ids []string) (int, error) {
+			return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
+		},
+	}
 }

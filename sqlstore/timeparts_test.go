@@ -27,15 +27,7 @@ func TestConformanceTimePartitions(t *testing.T) {
 			t.Parallel()
 			outboxtest.TestStore(t, outboxtest.StoreHarness{
 				New: func(t *testing.T) outboxtest.StoreSetup {
-					b := setup(t, Postgres, opts...)
-					return outboxtest.StoreSetup{
-						Store:   b.store,
-						Begin:   func(ctx context.Context) (outboxtest.Tx, error) { return b.db.BeginTxx(ctx, nil) },
-						Advance: b.clock.Advance,
-						Requeue: func(ctx context.Context, ids []string) (int, error) {
-							return b.store.Requeue(ctx, RequeueFilter{IDs: ids})
-						},
-					}
+					return setup(t, Postgres, opts...).storeSetup()
 				},
 			})
 		})
@@ -234,21 +226,11 @@ func TestTimePartitionsLayoutMatchesMigrations(t *testing.T) {
 	}
 	plain := setup(t, Postgres)
 	parted := setup(t, Postgres, WithTimePartitions(0, 0))
-	ctx := t.Context()
 	describe := func(b *bundle, suffix, query string) []string {
 		t.Helper()
-		rows, err := b.db.QueryContext(ctx, query, b.table+suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, strings.ReplaceAll(s, b.table, "T"))
+		out := queryStrings(t, b.db, query, b.table+suffix)
+		for i, s := range out {
+			out[i] = strings.ReplaceAll(s, b.table, "T")
 		}
 		return out
 	}

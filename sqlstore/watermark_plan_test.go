@@ -162,20 +162,7 @@ func literals(args []any) string {
 // explainLines runs an EXPLAIN on conn and returns its lines.
 func explainLines(t *testing.T, conn *sql.Conn, q string) string {
 	t.Helper()
-	rows, err := conn.QueryContext(t.Context(), q)
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	defer rows.Close()
-	var lines []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, line)
-	}
-	return shorten(strings.Join(lines, "\n"))
+	return shorten(strings.Join(queryStrings(t, conn, q), "\n"))
 }
 
 // rangeBuffers returns the shared buffers the scans of the partitions'
