@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -120,6 +122,16 @@ type claimRun struct {
 	// the row (its partition column col) is in a partition no live relay
 	// owns: a claim by IDs of partition ownership (owner.unowned).
 	unowned func(q *query, col string)
+	// inMemory, when set, holds the partitions whose order the take
+	// checks in memory (a claim by IDs with watermarks, readIDsMarked):
+	// the candidates of those are not checked by the statement.
+	inMemory map[int]mark
+	// fenceIDs, for a claim by IDs on Postgres with watermarks, reads
+	// the candidates by ID in a subquery fenced from the other
+	// conditions (OFFSET 0): there, the indexes of pending events hold
+	// every event until it is purged, and a generic plan made on an
+	// empty table walked one of them, filtered by ID.
+	fenceIDs bool
 }
 
 func cmpInt64(a, b int64) int {
@@ -149,9 +161,13 @@ func (s *Store) releaseRows(ctx context.Context, token string, rows []eventRow) 
 // shortcut, see mysqlDialect.claim).
 func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 	now := s.sx.Time(cr.now)
-	q.sql(" FROM ", s.t.Quoted, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
+	from := s.t.Quoted
+	if cr.fenceIDs && ids != nil {
+		from = byIDs(q, s.t.Quoted, ids)
+	}
+	q.sql(" FROM ", from, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
 		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")", s.notMarked("c"))
-	if ids != nil {
+	if ids != nil && !cr.fenceIDs {
 		q.sql(" AND ", q.in("c.id", ids, false))
 	}
 	if cr.unowned != nil {
@@ -164,6 +180,14 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 	// could be claimed with c: due, not leased, not dead (unless passed),
 	// of c's priority and, for a claim by IDs, one of them.
 	q.sql(" AND (c.aggregate_id = '' OR ")
+	if len(cr.inMemory) > 0 {
+		ps := slices.Sorted(maps.Keys(cr.inMemory))
+		ns := make([]int64, len(ps))
+		for i, p := range ps {
+			ns[i] = int64(p)
+		}
+		q.sql("c.partition_no IN (", intList(ns), ") OR ")
+	}
 	if head != "" {
 		q.sql(head, " = c.seq OR ")
 	}
@@ -181,6 +205,15 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 		q.sql(")")
 	}
 	q.sql(")))")
+}
+
+// byIDs is the rows of table t with the IDs ids (Postgres), as a
+// subquery that looks each one up by its ID: an equality per ID, which a
+// generic plan made on an empty table still reads from the ID index,
+// where "id = ANY(ids)" (an array of unknown length) was read by a
+// sequential scan, or a walk of an index of pending events.
+func byIDs(q *query, t string, ids []string) string {
+	return "(SELECT r.* FROM unnest(CAST(" + q.arg(textArray(ids)) + " AS TEXT[])) i(id) CROSS JOIN LATERAL (SELECT * FROM " + t + " r WHERE r.id = i.id OFFSET 0) r)"
 }
 
 // claimOrder appends the order in which a claim takes candidates (higher

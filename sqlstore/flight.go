@@ -76,6 +76,9 @@ type takeReq struct {
 	// the fronts (see watermark.go).
 	marks map[int]markRead
 	snap  string
+	// byIDs, for a claim by IDs of a Store with watermarks, is what its
+	// read found of the aggregates' earlier events (watermark_ids.go).
+	byIDs *idsCheck
 }
 
 // The fates take gives a row with an xid that it does not hand to the
@@ -164,7 +167,7 @@ func (l *ledger) takeLocked(rows []eventRow, owned map[int]int64, r takeReq, mon
 			agg = ""
 		}
 		if agg != "" {
-			if blocked[agg] || l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) || l.parkHeldLocked(agg, r.start) {
+			if blocked[agg] || l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) || l.parkHeldLocked(agg, r.start) || l.heldBackLocked(row, r) {
 				blocked[agg] = true
 				continue
 			}

@@ -50,6 +50,8 @@ var watermarkCases = []modelCase{
 	{name: "W5 park rows delivered ahead", flags: []string{"-DPARK_AHEAD"}, fails: "P1_duplicate"},
 	{name: "W6 claim by IDs of a covered row", flags: []string{"-DBYID_COVERED"}, fails: "P1_duplicate"},
 	{name: "W7 rows to park hold nothing", flags: []string{"-DPARK_NO_HOLD"}, fails: "P2_order"},
+	{name: "W8 claim by IDs blind to late rows", flags: []string{"-DBYID_NO_LATE"}, fails: "P2_order"},
+	{name: "W9 claim by IDs without the park hold", flags: []string{"-DBYID_NO_HOLD"}, fails: "P2_order"},
 }
 
 // TestRelayModel checks the partition-ownership protocol with spin: the
@@ -65,8 +67,8 @@ func TestRelayModel(t *testing.T) {
 // partition's events recorded as a watermark) with spin, as
 // TestRelayModel does the ownership protocol.
 func TestWatermarkModel(t *testing.T) {
-	// A search of the whole model visits nearly three million states.
-	checkModel(t, "relay_watermark.pml", watermarkCases, 1000000)
+	// A search of the whole model visits over four million states.
+	checkModel(t, "relay_watermark.pml", watermarkCases, 3000000)
 }
 
 // checkModel runs the cases of the model main (a file of this package,
@@ -177,7 +179,7 @@ func runModel(t *testing.T, tools map[string]string, model map[string][]byte, ma
 	if len(flags) == 0 {
 		opt = "-O1"
 	}
-	run(tools["gcc"], opt, "-w", "-DSAFETY", "-DMEMLIM=1024", "-o", "pan", "pan.c")
+	run(tools["gcc"], opt, "-w", "-DSAFETY", "-DMEMLIM=2048", "-o", "pan", "pan.c")
 	out := run(filepath.Join(dir, "pan"), "-m100000", "-w21")
 	if _, err := os.Stat(filepath.Join(dir, main+".trail")); err != nil {
 		return out, ""

@@ -130,7 +130,13 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 	var elsewhere []string
 	switch {
 	case req.IDs != nil:
-		mine, others, err := o.readIDs(ctx, cr, owned, req.Limit, dedupe(req.IDs))
+		var mine, others []eventRow
+		var err error
+		if o.l.marks != nil {
+			mine, others, tr.byIDs, err = o.readIDsMarked(ctx, cr, owned, req.Limit, dedupe(req.IDs))
+		} else {
+			mine, others, err = o.readIDs(ctx, cr, owned, req.Limit, dedupe(req.IDs))
+		}
 		if err != nil {
 			return nil, err
 		}

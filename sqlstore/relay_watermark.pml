@@ -45,8 +45,13 @@
  * committed event skipped: W covers only published events, and at the
  * end, while a relay lives, every committed event was published.
  *
+ * The claim by IDs checks the earlier events of its aggregate against
+ * the front, in memory for what it covers, in the statement for the
+ * rest (per-row, after F.seq, late), in a read and a take as in the code.
+ *
  * Switches (spin -DNAME), each caught: NO_LATE_READ, RECORD_UNRESOLVED,
- * NO_AHEAD_FLUSH, and the four above.
+ * NO_AHEAD_FLUSH, the four above, and BYID_NO_LATE, BYID_NO_HOLD (the
+ * claim by IDs blind to late rows, or to rows to park).
  */
 
 #define NR 2          /* relays (processes) */
@@ -122,6 +127,11 @@ bit pStale[NR];                /* the read outlived a pause */
 /* the writer */
 byte wNext, wPhase, wProc;
 byte wLast;                    /* 1 + the window of the last commit */
+/* claimByID's read, carried to its take: the token, the event pending,
+   its blockers, aggregates of rows parked since the read began, and the
+   events committed when it ran */
+byte wTok, wBlk, wHold, wCommitted;
+bit wPend;
 
 /* faults and ghosts */
 byte faults, leaves;
@@ -307,6 +317,10 @@ inline beat(r) {
 				if
 				:: HAS(mem[r].spark[k], e) && pPhase[r] == 2 -> rHold[r] = rHold[r] | BIT(AGG(e))
 				:: else
+				fi;
+				if
+				:: HAS(mem[r].spark[k], e) && wPhase == 2 && wProc == r -> wHold = wHold | BIT(AGG(e))
+				:: else
 				fi
 			};
 			parked = parked | mem[r].spark[k]; mem[r].spark[k] = 0
@@ -363,7 +377,7 @@ inline crash(r) {
 	forget(r);
 	pPhase[r] = 0; pStale[r] = 0;
 	rTok[r] = 0; rSnap[r] = 0; rRes[r] = 0; rLate[r] = 0; rPR[r] = 0; rLeased[r] = 0; rCut[r] = 0; rHold[r] = 0;
-	if :: wPhase != 0 && wProc == r -> wPhase = 0 :: else fi
+	if :: wPhase != 0 && wProc == r -> wPhase = 0; wTok = 0; wPend = 0; wBlk = 0; wHold = 0; wCommitted = 0 :: else fi
 }
 
 #define CAN_FAULT(r) (now <= FMAX && faults > 0 && alive[r] && !gone[r] && joined[r])

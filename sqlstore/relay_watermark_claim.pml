@@ -188,33 +188,84 @@ inline rowLease() {
 }
 
 /* claimByID after commit (Go: Outbox.Publish -> Store.Claim(IDs) ->
-   owner.claim, owner.readIDs, ledger.take), some time after the commit:
-   under mu expire; the partition claimable here -> the read (pending in
-   the database, first undelivered of its aggregate, not row-leased) and
-   the take, as claimBulk's, of a row the front does not cover (one it
-   covers is its segment's: delivered, in flight, or to be parked;
-   BYID_COVERED takes it); else rowLease */
-inline claimByID() {
+   owner.claim), some time after the commit, in two steps as in Go.
+
+   The read (owner.readIDs): under mu expire; the partition claimable
+   here -> its token and front F, then one statement: the event, pending
+   in the database (synced_at NULL, W does not cover it) and not
+   row-leased, and its blockers: the earlier committed events of its
+   aggregate with synced_at NULL that F does not cover (per-row, after
+   F.seq, or late: seq <= F.seq, not in F.snap). What F covers was read
+   by a claim here: its fate is in memory (delivered, in flight, to be
+   parked), and the take looks there. BYID_NO_LATE leaves the late ones
+   out. Not claimable -> rowLease, at once. */
+inline claimByIDRead() {
 	expire(wProc);
 	if
 	:: CLAIMABLE(wProc) ->
-		isHead(wNext);
-		busyAggs(wProc);
-		ok = ok && !DELIVERED(wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now) && !HAS(INFLIGHT(wProc), wNext) && !HAS(n, AGG(wNext));
-#ifndef BYID_COVERED
-		ok = ok && !FRONT(wProc, wNext);
+		wTok = mem[wProc].tok; wHold = 0; mem[wProc].doneSince[1] = 0;
+		wPend = !DELIVERED(wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now);
+		wBlk = 0;
+		for (k : 0 .. NE-1) {
+			if
+#ifdef BYID_NO_LATE
+			:: k < wNext && AGG(k) == AGG(wNext) && HAS(committed, k) && !HAS(synced, k) && (HAS(parked, k) || SEQ(k) > mem[wProc].fseq) ->
+#else
+			:: k < wNext && AGG(k) == AGG(wNext) && HAS(committed, k) && !HAS(synced, k) && !FRONT(wProc, k) ->
 #endif
-		if
-		:: ok ->
-			mem[wProc].hand[1] = BIT(wNext); mem[wProc].reg[1] = BIT(wNext);
-			mem[wProc].ftok[1] = mem[wProc].tok; mem[wProc].dl[1] = now + CL;
-			mem[wProc].seen[1] = committed;
-			printf("t%d r%d claimByID e%d: take\n", now, wProc, wNext);
-			wPhase = 5
-		:: else -> printf("t%d r%d claimByID e%d: not taken\n", now, wProc, wNext); wPhase = 0
-		fi
+				wBlk = wBlk | BIT(k)
+			:: else
+			fi
+		};
+		wCommitted = committed;
+		printf("t%d r%d claimByID e%d: read (pending %d, blockers %d, front (%d, %d))\n", now, wProc, wNext, wPend, wBlk, mem[wProc].fseq, mem[wProc].fsnap);
+		wPhase = 2
 	:: else -> rowLease()
 	fi
+}
+
+/* The take (ledger.take), under mu: the partition still claimable under
+   the read's token; the event not covered by the front (a row the front
+   covers is its segment's: delivered, in flight, or to be parked;
+   BYID_COVERED takes it), not ahead, not in flight, not finished since
+   the read began; its aggregate not busy, not held by a row in a park
+   list or parked since the read began (BYID_NO_HOLD drops that); and
+   every blocker the read found delivered by ID here since (in ahead) or
+   covered by the front by now (read by a bulk claim since: its fate is
+   in memory, as above). */
+inline claimByIDTake() {
+	expire(wProc);
+	busyAggs(wProc);
+	a = 0;
+#ifndef BYID_NO_HOLD
+	a = wHold;
+	for (k : 0 .. NS-1) {
+		for (e : 0 .. NE-1) {
+			if :: HAS(mem[wProc].spark[k], e) -> a = a | BIT(AGG(e)) :: else fi
+		}
+	};
+#endif
+	/* blockers the front covers by now were read by a bulk claim since:
+	   in memory, as above */
+	m = wBlk & ~mem[wProc].ahead;
+	for (k : 0 .. NE-1) {
+		if :: HAS(m, k) && FRONT(wProc, k) -> m = m & ~BIT(k) :: else fi
+	};
+	ok = wPend && CLAIMABLE(wProc) && mem[wProc].tok == wTok && !HAS(mem[wProc].ahead, wNext) && !HAS(INFLIGHT(wProc), wNext) &&
+		!HAS(mem[wProc].doneSince[1], wNext) && !HAS(n, AGG(wNext)) && !HAS(a, AGG(wNext)) && m == 0;
+#ifndef BYID_COVERED
+	ok = ok && !FRONT(wProc, wNext);
+#endif
+	if
+	:: ok ->
+		mem[wProc].hand[1] = BIT(wNext); mem[wProc].reg[1] = BIT(wNext);
+		mem[wProc].ftok[1] = wTok; mem[wProc].dl[1] = now + CL;
+		mem[wProc].seen[1] = wCommitted;
+		printf("t%d r%d claimByID e%d: take\n", now, wProc, wNext);
+		wPhase = 5
+	:: else -> printf("t%d r%d claimByID e%d: not taken\n", now, wProc, wNext); wPhase = 0
+	fi;
+	wTok = 0; wPend = 0; wBlk = 0; wHold = 0; wCommitted = 0; mem[wProc].doneSince[1] = 0
 }
 
 inline commit(p, ev) {
@@ -232,7 +283,8 @@ end:
 	:: d_step { CAN_COMMIT(1, 0) -> commit(1, 0) }
 	:: d_step { CAN_COMMIT(1, 1) -> commit(1, 1) }
 	:: d_step { CAN_COMMIT(1, 2) -> commit(1, 2) }
-	:: d_step { wPhase == 1 && W_ALIVE -> claimByID() }
+	:: d_step { wPhase == 1 && W_ALIVE -> claimByIDRead() }
+	:: d_step { wPhase == 2 && W_ALIVE -> claimByIDTake() }
 	:: d_step { wPhase == 5 && W_ALIVE ->
 		printf("t%d r%d claimByID: publish and mark %d\n", now, wProc, mem[wProc].hand[1]);
 		publish(wProc, 1); mark(wProc, 1); wPhase = 0 }
