@@ -117,7 +117,8 @@ func TestWatermarkClaimByIDsOnALongHistory(t *testing.T) {
 		t.Fatalf("prepare: %v", err)
 	}
 	defer conn.ExecContext(ctx, "DEALLOCATE byids") //nolint:errcheck
-	for range 6 { // past the plan cache's five custom plans
+	// Past the plan cache's five custom plans: the generic plan.
+	for range 6 {
 		if _, err := conn.ExecContext(ctx, "EXECUTE byids("+literals(q.args)+")"); err != nil {
 			t.Fatalf("execute on the empty table: %v", err)
 		}
