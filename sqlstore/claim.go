@@ -126,11 +126,11 @@ type claimRun struct {
 	// checks in memory (a claim by IDs with watermarks, readIDsMarked):
 	// the candidates of those are not checked by the statement.
 	inMemory map[int]mark
-	// fenceIDs, for a claim by IDs on Postgres with watermarks, reads
-	// the candidates by ID in a subquery fenced from the other
-	// conditions (OFFSET 0): there, the indexes of pending events hold
-	// every event until it is purged, and a generic plan made on an
-	// empty table walked one of them, filtered by ID.
+	// fenceIDs, for a claim by IDs on Postgres with watermarks, takes
+	// the candidates from the CTE ids, which reads them by ID: there, the
+	// indexes of pending events hold every event until it is purged, and
+	// a generic plan made on an empty table walked one of them, filtered
+	// by ID (idsMarkedQuery).
 	fenceIDs bool
 }
 
@@ -163,7 +163,7 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 	now := s.sx.Time(cr.now)
 	from := s.t.Quoted
 	if cr.fenceIDs && ids != nil {
-		from = byIDs(q, s.t.Quoted, ids)
+		from = "ids" // read by ID in the statement's CTE (idsMarkedQuery)
 	}
 	q.sql(" FROM ", from, " c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND c.next_attempt_at <= ", q.arg(now),
 		" AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")", s.notMarked("c"))
@@ -205,15 +205,6 @@ func (s *Store) candidates(q *query, cr claimRun, ids []string, head string) {
 		q.sql(")")
 	}
 	q.sql(")))")
-}
-
-// byIDs is the rows of table t with the IDs ids (Postgres), as a
-// subquery that looks each one up by its ID: an equality per ID, which a
-// generic plan made on an empty table still reads from the ID index,
-// where "id = ANY(ids)" (an array of unknown length) was read by a
-// sequential scan, or a walk of an index of pending events.
-func byIDs(q *query, t string, ids []string) string {
-	return "(SELECT r.* FROM unnest(CAST(" + q.arg(textArray(ids)) + " AS TEXT[])) i(id) CROSS JOIN LATERAL (SELECT * FROM " + t + " r WHERE r.id = i.id OFFSET 0) r)"
 }
 
 // claimOrder appends the order in which a claim takes candidates (higher

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -82,48 +83,65 @@ func (o *owner) readIDsMarked(ctx context.Context, cr claimRun, owned map[int]in
 
 // idsMarkedQuery is the statement of readIDsMarked: the events of ids
 // (branch c), and for each of them in a partition of fronts the earlier
-// events of its aggregate that the front does not cover (branches r, l
-// and w, as in the bulk read). Each part is shaped so that one index
-// serves it whatever the statistics say: the aggregate's events after
-// the front by a row comparison on (aggregate_id, seq); the late ones by
-// equality on (partition_no, xid); the per-row ones from the partition's
-// index of them, fenced (OFFSET 0) from the aggregate, whose index would
-// walk the aggregate's history.
+// events of its aggregate that the front may not cover (branches r, l
+// and w; the take sorts out those the front covers). The events are read
+// once, by ID, into a CTE the branches share. Each branch is shaped so
+// that one index serves it whatever the statistics say: the aggregate's
+// events after its partition's front by (aggregate_id, seq); the late
+// ones by equality on (partition_no, xid), for the transactions any
+// front saw in progress; the per-row ones from the partition's index of
+// them, fenced (OFFSET 0) from the aggregate, whose index would walk the
+// aggregate's history. The fronts travel as one array indexed by
+// partition, the IDs as one parameter when there is one: the statement
+// is small enough to plan in microseconds, and its generic plan, which a
+// driver's statement cache gets after five runs, costs what a custom
+// one does, so it is kept (planning the earlier shape cost a millisecond
+// per claim).
 func (o *owner) idsMarkedQuery(cr claimRun, fronts map[int]mark, limit int, ids []string) *query {
 	s := o.s
 	t := s.t.Quoted
 	now := s.sx.Time(cr.now)
 	cr.inMemory, cr.fenceIDs = fronts, true
 	q := newQuery(s.sx)
-	q.sql("(SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, 'c' AS branch")
+	q.sql("WITH ids AS MATERIALIZED (SELECT * FROM ", t, " WHERE ")
+	if len(ids) == 1 {
+		q.sql("id = ", q.arg(ids[0]))
+	} else {
+		q.sql(q.in("id", ids, false))
+	}
+	q.sql(") (SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, 'c' AS branch")
 	s.candidates(q, cr, ids, "")
 	claimOrder(q, limit)
 	q.sql(")")
 	if len(fronts) == 0 || !cr.ordered {
 		return q
 	}
-	ps := slices.Sorted(maps.Keys(fronts))
-	parts := make([]int64, len(ps))
-	seqs := make([]int64, len(ps))
-	xips := make([]string, len(ps))
-	for i, p := range ps {
-		f := fronts[p]
-		parts[i], seqs[i], xips[i] = int64(p), f.seq, "{"+intList(f.sn.xip)+"}"
+	top := slices.Max(slices.Collect(maps.Keys(fronts)))
+	bounds := make([]string, top+1)
+	var xips []int64
+	for p := range bounds {
+		bounds[p] = "NULL"
+		if f, ok := fronts[p]; ok {
+			bounds[p] = strconv.FormatInt(f.seq, 10)
+			xips = append(xips, f.sn.xip...)
+		}
 	}
+	slices.Sort(xips)
+	xips = slices.Compact(xips)
+	front := "(CAST(" + q.arg("{"+strings.Join(bounds, ",")+"}") + " AS BIGINT[]))[c.partition_no + 1]"
 	k := q.arg(blockersPerBranch)
-	pending := " AND e.synced_at IS NULL"
-	branch := func(b, from, where string, order ...string) {
+	branch := func(b, from, where string, order string) {
 		q.sql(" UNION ALL (SELECT ", selectColumns(s.sx, "e."), ", e.partition_no, e.xid, CASE WHEN e.locked_until > ", q.arg(now),
-			" THEN 1 ELSE 0 END AS leased, '", b, "' AS branch FROM ", byIDs(q, t, ids), " c CROSS JOIN LATERAL (SELECT f.seq, f.xip FROM unnest(CAST(",
-			q.arg("{"+intList(parts)+"}"), " AS INT[]), CAST(", q.arg("{"+intList(seqs)+"}"), " AS BIGINT[]), CAST(", q.arg(textArray(xips)),
-			" AS TEXT[])) f(p, seq, xip) WHERE f.p = c.partition_no OFFSET 0) f CROSS JOIN LATERAL (SELECT e.* FROM ", from, " WHERE ", where, pending,
-			strings.Join(order, ""), " LIMIT ", k, ") e WHERE c.aggregate_id <> '' AND c.synced_at IS NULL AND c.dead_at IS NULL)")
+			" THEN 1 ELSE 0 END AS leased, '", b, "' AS branch FROM ids c CROSS JOIN LATERAL (SELECT e.* FROM ", from, " WHERE ", where,
+			" AND e.synced_at IS NULL", order, " LIMIT ", k, ") e WHERE c.aggregate_id <> '' AND ", front, " IS NOT NULL)")
 	}
-	branch("r", t+" e", "e.aggregate_id = c.aggregate_id AND e.seq > f.seq AND e.seq < c.seq", " ORDER BY e.aggregate_id, e.seq")
-	branch("l", "unnest(CAST(f.xip AS BIGINT[])) x(xid) CROSS JOIN LATERAL (SELECT e.* FROM "+t+
-		" e WHERE e.partition_no = c.partition_no AND e.xid = x.xid OFFSET 0) e", "e.aggregate_id = c.aggregate_id AND e.seq < c.seq")
+	branch("r", t+" e", "e.aggregate_id = c.aggregate_id AND e.seq > "+front+" AND e.seq < c.seq", " ORDER BY e.aggregate_id, e.seq")
+	if len(xips) > 0 {
+		branch("l", "unnest(CAST("+q.arg("{"+intList(xips)+"}")+" AS BIGINT[])) x(xid) CROSS JOIN LATERAL (SELECT e.* FROM "+t+
+			" e WHERE e.partition_no = c.partition_no AND e.xid = x.xid OFFSET 0) e", "e.aggregate_id = c.aggregate_id AND e.seq < c.seq", "")
+	}
 	branch("w", "(SELECT e.* FROM "+t+" e WHERE (e.partition_no, e.seq) > (c.partition_no, CAST(0 AS BIGINT)) AND (e.partition_no, e.seq) < (c.partition_no, c.seq)"+
-		" AND e.xid IS NULL AND e.synced_at IS NULL AND e.dead_at IS NULL OFFSET 0) e", "e.aggregate_id = c.aggregate_id")
+		" AND e.xid IS NULL AND e.synced_at IS NULL AND e.dead_at IS NULL OFFSET 0) e", "e.aggregate_id = c.aggregate_id", "")
 	return q
 }
 
