@@ -40,17 +40,19 @@ const noJIT = "SELECT set_config('jit', 'off', true)"
 // markedTx runs fn in a transaction (read-only unless write) whose
 // statements are planned without JIT compilation.
 func (s *Store) markedTx(ctx context.Context, write bool, fn func(tx *sqlx.Tx) error) error {
-	return s.markedTxOpts(ctx, &sql.TxOptions{ReadOnly: !write}, fn)
+	return s.markedTxOpts(ctx, &sql.TxOptions{ReadOnly: !write}, "", fn)
 }
 
-// markedTxOpts is markedTx with the transaction's options.
-func (s *Store) markedTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
+// markedTxOpts is markedTx with the transaction's options, and settings
+// (", set_config(...)" terms, local to the transaction) set in the same
+// statement as JIT's: one round trip for both.
+func (s *Store) markedTxOpts(ctx context.Context, opts *sql.TxOptions, settings string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit: nothing to undo
-	if _, err := tx.ExecContext(ctx, noJIT); err != nil {
+	if _, err := tx.ExecContext(ctx, noJIT+settings); err != nil {
 		return err
 	}
 	if err := fn(tx); err != nil {

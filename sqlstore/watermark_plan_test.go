@@ -36,11 +36,11 @@ func TestWatermarkReadPlanOnAGrownTable(t *testing.T) {
 		defer conn.Close()
 		// The read's settings, for the session (a relay sets them for
 		// its read's transaction).
-		settings := markReadSettings + mergedReadSettings
+		settings := noJIT + markReadSettings + mergedReadSettings
 		if o.marksLateral(1000) {
-			settings = markReadSettings + loopReadSettings
+			settings = noJIT + markReadSettings + loopReadSettings
 		}
-		for _, s := range []string{"SET jit = off", strings.ReplaceAll(settings, ", true)", ", false)")} {
+		for _, s := range []string{strings.ReplaceAll(settings, ", true)", ", false)")} {
 			if _, err := conn.ExecContext(ctx, s); err != nil {
 				t.Fatal(err)
 			}

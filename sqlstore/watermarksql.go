@@ -41,18 +41,15 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	// the events delivered ahead (an idle partition's immediate
 	// deliveries are recorded, not left pending until its next event).
 	opts := &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
-	err := o.s.markedTxOpts(ctx, opts, func(tx *sqlx.Tx) error {
-		// One plan per statement text, kept by the connection: the text
-		// is the same from claim to claim (the owned partitions, their
-		// bounds as parameters), and planning its branches costs more
-		// than running them.
-		settings := markReadSettings + mergedReadSettings
-		if lateral {
-			settings = markReadSettings + loopReadSettings
-		}
-		if _, err := tx.ExecContext(ctx, settings); err != nil {
-			return err
-		}
+	// One plan per statement text, kept by the connection: the text is
+	// the same from claim to claim (the owned partitions, their bounds as
+	// parameters), and planning its branches costs more than running
+	// them.
+	settings := markReadSettings + mergedReadSettings
+	if lateral {
+		settings = markReadSettings + loopReadSettings
+	}
+	err := o.s.markedTxOpts(ctx, opts, settings, func(tx *sqlx.Tx) error {
 		var err error
 		if rows, err = claimRows(ctx, tx, q); err != nil || len(rows) > 0 {
 			if len(rows) > 0 {
@@ -92,7 +89,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 // markReadSettings are the settings of a watermark read, beside jit off
 // (markedTx): neither bitmap scans, sequential scans nor parallel workers
 // (each branch reads a short index range).
-const markReadSettings = "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+const markReadSettings = ", set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
 
 // loopReadSettings are added for the loop over the partitions
 // (marksLateral): one plan per connection (planning costs more than a
