@@ -13,10 +13,7 @@ import (
 func TestWatermarkClaimByIDsAfterADeliveryByID(t *testing.T) {
 	b := markBundle(t)
 	b.beat(t)
-	e := b.event("A", 0)
-	b.save(t, e)
-	c := b.claim(t, 10, e.ID)
-	equalIDs(t, "claim of the first event by ID", ids(c.Events), []string{e.ID})
+	e, c := b.claimAfterCommit(t, "A")
 
 	// In flight: the aggregate is busy.
 	f := b.event("A", 0)
@@ -28,10 +25,7 @@ func TestWatermarkClaimByIDsAfterADeliveryByID(t *testing.T) {
 	c = b.claim(t, 10, f.ID)
 	equalIDs(t, "claim by ID after the previous event was delivered by ID", ids(c.Events), []string{f.ID})
 	b.mark(t, c, f)
-	g := b.event("A", 0)
-	b.save(t, g)
-	c = b.claim(t, 10, g.ID)
-	equalIDs(t, "the third event, right after commit", ids(c.Events), []string{g.ID})
+	g, c := b.claimAfterCommit(t, "A")
 	b.mark(t, c, g)
 
 	// Unread and undelivered: h waits for the relay, which takes both.

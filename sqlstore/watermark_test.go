@@ -56,6 +56,18 @@ func (b *bundle) drain(t *testing.T, limit int) []string {
 	return nil
 }
 
+// claimAfterCommit saves an event of aggregate agg and claims it by ID,
+// as the publication right after commit does, and fails the test unless
+// the claim got it.
+func (b *bundle) claimAfterCommit(t *testing.T, agg string) (*outbox.Event, *outbox.Claim) {
+	t.Helper()
+	e := b.event(agg, 0)
+	b.save(t, e)
+	c := b.claim(t, 10, e.ID)
+	equalIDs(t, "claim by ID right after commit", ids(c.Events), []string{e.ID})
+	return e, c
+}
+
 func (b *bundle) beat(t *testing.T) {
 	t.Helper()
 	if _, _, err := b.store.Heartbeat(t.Context()); err != nil {
@@ -277,10 +289,7 @@ func TestWatermarkAheadThenHandoff(t *testing.T) {
 	forShapes(t, func(t *testing.T) {
 		b := markBundle(t)
 		b.beat(t) // the relay owns the partitions
-		e := b.event("A", 0)
-		b.save(t, e)
-		c := b.claim(t, 10, e.ID)
-		equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
+		e, c := b.claimAfterCommit(t, "A")
 		b.mark(t, c, e)
 		if synced, _ := b.perRowWrites(t); synced != 0 {
 			t.Fatalf("the claim by ID wrote synced_at for %d events, want none", synced)
@@ -327,10 +336,7 @@ func TestWatermarkAheadInAnIdlePartitionIsRecorded(t *testing.T) {
 	forShapes(t, func(t *testing.T) {
 		b := markBundle(t)
 		b.beat(t)
-		e := b.event("A", 0)
-		b.save(t, e)
-		c := b.claim(t, 10, e.ID)
-		equalIDs(t, "claim by ID", ids(c.Events), []string{e.ID})
+		e, c := b.claimAfterCommit(t, "A")
 		b.mark(t, c, e)
 		if got := b.claim(t, 10); len(got.Events) != 0 {
 			t.Fatalf("the pass took %v, want nothing", ids(got.Events))
