@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -79,6 +80,12 @@ type takeReq struct {
 	// byIDs, for a claim by IDs of a Store with watermarks, is what its
 	// read found of the aggregates' earlier events (watermark_ids.go).
 	byIDs *idsCheck
+	// skipped are the aggregates the read left out (skipList): the take
+	// holds them for the whole read, even one whose flight ended since
+	// the read began. A watermark read leaves out only their per-row
+	// events and still reads their events after the fronts: taking one
+	// of those would pass over a per-row event the read never saw.
+	skipped map[string]bool
 }
 
 // The fates take gives a row with an xid that it does not hand to the
@@ -118,6 +125,9 @@ func (l *ledger) takeMarked(rows []eventRow, owned map[int]int64, r takeReq, mon
 // takeLocked is take with l.mu held.
 func (l *ledger) takeLocked(rows []eventRow, owned map[int]int64, r takeReq, mono time.Time) []eventRow {
 	blocked := map[string]bool{}
+	if r.ordered {
+		maps.Copy(blocked, r.skipped)
+	}
 	f := &flight{tokens: map[int]int64{}, agg: map[string]int{}, part: map[string]int{}, seq: map[string]int64{}, xid: map[string]int64{}, deadline: mono.Add(r.lease)}
 	fates := make([]int, len(rows))
 	orig := slices.Clone(rows)

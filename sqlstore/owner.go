@@ -155,7 +155,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		if err != nil {
 			return nil, err
 		}
-		tr.marks, tr.snap = marks, snap
+		tr.marks, tr.snap, tr.skipped = marks, snap, setOf(skipAggs)
 		rows = o.l.takeMarked(read, owned, tr, o.clock(), req.Limit)
 	case len(owned) > 0:
 		skipAggs, skipSeqs := o.l.skipList(cr.ordered, cr.passDead, cr.now)
@@ -163,6 +163,7 @@ func (o *owner) claim(ctx context.Context, req storage.ClaimRequest, cr claimRun
 		if err != nil {
 			return nil, err
 		}
+		tr.skipped = setOf(skipAggs)
 		rows = o.l.take(read, owned, tr, o.clock())
 	}
 	if err := o.parkNow(ctx); err != nil {
@@ -224,6 +225,15 @@ func without(ids, drop []string) []string {
 		if !gone[id] {
 			out = append(out, id)
 		}
+	}
+	return out
+}
+
+// setOf returns the set of ss.
+func setOf(ss []string) map[string]bool {
+	out := make(map[string]bool, len(ss))
+	for _, x := range ss {
+		out[x] = true
 	}
 	return out
 }

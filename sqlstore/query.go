@@ -168,10 +168,8 @@ type eventRow struct {
 	// bulk claim of partition ownership.
 	Leased sql.NullInt64 `db:"leased"`
 	// Xid is the saving transaction's ID, read only by a Store with
-	// watermarks (NULL: the event is delivered per row); Snap the
-	// snapshot of the read that returned it, as text.
-	Xid  sql.NullInt64  `db:"xid"`
-	Snap sql.NullString `db:"snap"`
+	// watermarks (NULL: the event is delivered per row).
+	Xid sql.NullInt64 `db:"xid"`
 	// Branch is the part of a watermark read that returned the row (see
 	// owner.readMarks).
 	Branch sql.NullString `db:"branch"`
@@ -215,8 +213,6 @@ func (r *eventRow) field(col string) any {
 		return &r.Partition
 	case "xid":
 		return &r.Xid
-	case "snap":
-		return &r.Snap
 	case "branch":
 		return &r.Branch
 	case "leased":

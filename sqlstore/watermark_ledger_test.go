@@ -139,3 +139,31 @@ func TestFrontMovesOverAheadOnlyWhenItsSnapshotSeesThem(t *testing.T) {
 		t.Fatalf("took %v, want e4", got)
 	}
 }
+
+// A watermark read leaves out the per-row events of the aggregates its
+// skip list names (held, busy, dead) but still reads their events after
+// the front. An aggregate busy when the read began and free by its take
+// must stay held for that take: its per-row event, which the read never
+// saw, comes first. (Four claimers on one Store delivered A5 before A1
+// when the take let it through.)
+func TestSkippedAggregateStaysHeldForTheRead(t *testing.T) {
+	l := marking(mark{})
+	start := l.beginRead()
+	r := req("c1")
+	r.start, r.snap = start, "90:200:"
+	r.marks = map[int]markRead{0: {front: l.fronts(map[int]int64{0: 1})[0]}}
+	r.skipped = map[string]bool{"A": true} // busy when the read began; its flight ended since
+	got := ids2(l.takeMarked([]eventRow{markRow(5, "A", 105, "r"), markRow(6, "B", 106, "r")}, map[int]int64{0: 1}, r, t0, 10))
+	l.endRead(start)
+	if !slices.Equal(got, []string{"e6"}) {
+		t.Fatalf("took %v, want only B's e6: A was left out of the read's per-row events", got)
+	}
+	recs, _ := l.takePark()
+	if !slices.Equal(recs[0].park, []int64{5}) {
+		t.Fatalf("to park %v, want [5]: A5 was left behind the front", recs)
+	}
+	l.parked(parkSeqs(recs))
+	if got := readMarked(l, "c2", "90:200:", markRow(1, "A", 0, "w"), markRow(5, "A", 0, "w")); !slices.Equal(got, []string{"e1", "e5"}) {
+		t.Fatalf("the next read took %v, want A's e1 then e5", got)
+	}
+}

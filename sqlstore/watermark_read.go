@@ -145,7 +145,7 @@ func (l *ledger) passesLocked(row eventRow, r takeReq) bool {
 	if !r.ordered || agg == "" {
 		return false
 	}
-	if l.parkHeldLocked(agg, r.start) {
+	if r.skipped[agg] || l.parkHeldLocked(agg, r.start) {
 		return true
 	}
 	if l.busy[agg] > 0 || (!r.passDead && l.dead[p][agg]) {

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"maps"
 	"slices"
@@ -33,35 +32,19 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	lateral := o.marksLateral(limit)
 	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs, lateral)
-	hasAhead := len(o.l.aheadSeqs(owned, 1)) > 0
-	var rows []eventRow
-	var snap string
-	// Repeatable read: a read that returns nothing still has a snapshot,
-	// the one its statement read under, which the fronts may move to over
-	// the events delivered ahead (an idle partition's immediate
-	// deliveries are recorded, not left pending until its next event).
-	opts := &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
 	// One plan per statement text, kept by the connection: the text is
 	// the same from claim to claim (the owned partitions, their bounds as
 	// parameters), and planning its branches costs more than running
-	// them.
+	// them. The transaction is repeatable read: a read that returns
+	// nothing still has a snapshot, the one its statement read under,
+	// which the fronts may move to over the events delivered ahead (an
+	// idle partition's immediate deliveries are recorded, not left
+	// pending until its next event).
 	settings := markReadSettings + mergedReadSettings
 	if lateral {
 		settings = markReadSettings + loopReadSettings
 	}
-	err := o.s.markedTxOpts(ctx, opts, settings, func(tx *sqlx.Tx) error {
-		var err error
-		if rows, err = claimRows(ctx, tx, q); err != nil || len(rows) > 0 {
-			if len(rows) > 0 {
-				snap = rows[0].Snap.String
-			}
-			return err
-		}
-		if hasAhead {
-			return tx.QueryRowContext(ctx, "SELECT txid_current_snapshot()::text").Scan(&snap)
-		}
-		return nil
-	})
+	rows, snap, err := o.s.markedRead(ctx, settings, q)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("sqlstore: claim: %w", err)
 	}
@@ -148,7 +131,7 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 	now := s.sx.Time(cr.now)
 	ahead := o.l.aheadSeqs(owned, maxSkip)
 	q := newQuery(s.sx)
-	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch, txid_current_snapshot()::text AS snap FROM ((SELECT * FROM (")
+	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, c.xid, ", leasedCol(q, now), " AS leased, c.b AS branch FROM ((SELECT * FROM (")
 	pending := " AND c.xid IS NOT NULL AND c.synced_at IS NULL AND c.dead_at IS NULL"
 	notAhead := func() {
 		if len(ahead) > 0 {
