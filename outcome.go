@@ -42,7 +42,10 @@ type Handoff int
 const (
 	// OwnedElsewhere: another relay owns the event's partition; that relay
 	// delivers it (on Postgres at once, woken by the commit's
-	// notification; elsewhere at its next pass).
+	// notification; elsewhere at its next pass). Also, in a process that
+	// runs a relay, an event whose partition has no owner at that moment
+	// (relays joining or leaving): the relay that takes the partition
+	// delivers it.
 	OwnedElsewhere Handoff = iota + 1
 	// InFlight: the event could not be claimed because it, or an earlier
 	// event of its aggregate, is in flight (claimed by a relay, this

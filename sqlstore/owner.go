@@ -191,9 +191,20 @@ func (o *owner) beatBefore() time.Duration { return o.ttl - o.every - o.every/2 
 // in flight here are left alone: that one's mark comes first. It returns
 // the rows leased and the IDs it tried: those of the tried that it did
 // not lease are in partitions another relay owns.
+//
+// A Store that relays (its heartbeat runs, and it is not leaving) leases
+// no row: it leaves all of them to the relays, its own among them, which
+// take a partition without an owner within a heartbeat. A row lease
+// holds its aggregate until it is marked or runs out, and a relay killed
+// between its lease and its mark held the aggregate for the whole lease
+// (twice the outbox's timeout: a minute by default). A process that runs
+// no relay has no heartbeat to be taken over by, so it leases.
 func (o *owner) leaseUnowned(ctx context.Context, cr claimRun, limit int, others []eventRow) (leased []eventRow, tried []string, err error) {
 	if limit <= 0 || len(others) == 0 {
 		return nil, nil, nil
+	}
+	if o.l.relaying() {
+		return nil, idsOf(others), nil
 	}
 	aggs := make([]string, len(others))
 	for i, r := range others {

@@ -294,3 +294,49 @@ func TestClaimBeatsBeforeItsPartitionsLapse(t *testing.T) {
 		b.mark(t, c, ev)
 	}
 }
+
+// A process that relays leases no row by ID: an event whose partition has
+// no owner at that moment (here given back by one relay and not yet
+// taken by the other) is left to the relays, its own among them. A row
+// lease holds the aggregate until it is marked or runs out, and a relay
+// killed between the two held it for the whole lease (a minute by
+// default): the multi-process test of a killed relay found such an
+// aggregate still pending 20 s after the last write. A process that runs
+// no relay still leases the row: nothing else would take it over.
+func TestRelayLeasesNoRowByID(t *testing.T) {
+	for _, d := range []Dialect{Postgres, MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			db, st := ownTable(t, d, "r1", "r2", "writer")
+			r1, r2, writer := st[0], st[1], st[2]
+			ctx := t.Context()
+			for _, s := range []*Store{r1, r2, r1} { // r1 takes all, r2 joins, r1 gives half back
+				if _, _, err := s.Heartbeat(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var free int
+			err := db.QueryRowxContext(ctx, "SELECT MIN(partition_no) FROM "+r1.t.Sibling(partitionsSuffix)+" WHERE owner IS NULL OR lease_until <= "+r1.d.dbNow()).Scan(&free)
+			if err != nil {
+				t.Fatalf("no partition without an owner after r1 gave half back: %v", err)
+			}
+			agg := "agg"
+			for i := 0; partitionOf(d, agg) != free; i++ {
+				agg = fmt.Sprintf("agg-%d", i)
+			}
+			e := &outbox.Event{ID: outbox.NewID(), Topic: "stock", Type: "stock.updated", AggregateID: agg, Payload: []byte("{}"), CreatedAt: utcNow()}
+			insertAll(t, db, r1, []*outbox.Event{e})
+			c, err := r1.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{e.ID}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Events) != 0 || !slices.Equal(c.Elsewhere, []string{e.ID}) {
+				t.Fatalf("a relay's claim by ID in a partition without an owner: claimed %d, elsewhere %v; want nothing claimed, the event left to the relays", len(c.Events), c.Elsewhere)
+			}
+			c, err = writer.Claim(ctx, storage.ClaimRequest{Limit: 1, Lease: time.Minute, IDs: []string{e.ID}})
+			if err != nil || len(c.Events) != 1 {
+				t.Fatalf("the claim by ID of a process that runs no relay: %v, %v; want the event leased", c, err)
+			}
+		})
+	}
+}

@@ -117,6 +117,7 @@ Mem mem[NR];
 /* relay control */
 bit joined[NR], alive[NR], paused[NR], leaving[NR], gone[NR];
 bit hbDone[NR], passDone[NR];
+bit renewed[NR];               /* a heartbeat of r committed (Go: ledger.renewed) */
 byte hPhase[NR], pPhase[NR];
 /* heartbeat goroutine: what it carries between its steps */
 byte sentAt[NR], hShare[NR], hMine[NR], hGive[NR], hNew[NR], hSnap[NR];
@@ -143,6 +144,8 @@ hidden byte i, j, k, p, e, a, n, need, inflightP;
 hidden byte ok;
 
 #define RUNNING(r) (joined[r] && alive[r] && !paused[r] && !gone[r])
+/* a process that relays (Go: ledger.relaying): it leases no row by ID */
+#define RELAYING(r) (renewed[r] && !leaving[r])
 #define CLAIMABLE(r, q) (HAS(mem[r].own, q) && !HAS(mem[r].drain, q) && mem[r].until[q] >= now + CL)
 #define INFLIGHT(r) (mem[r].reg[0] | mem[r].reg[1])
 

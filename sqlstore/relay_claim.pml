@@ -90,15 +90,18 @@ end:
 #define HOST(r) (alive[r] && !paused[r] && !gone[r])
 #define W_ALIVE (alive[wProc] && !paused[wProc])
 
-/* rowLease: the partition's row read under a share lock (a heartbeat
-   holding it is waited for: phase 4); no live owner -> lease the event
-   if pending, the first undelivered of its aggregate and not leased;
-   else leave it to the owner. Go: owner.claim (IDs) -> owner.leaseUnowned */
+/* rowLease: a process that relays leases no row: the event is left to
+   the relays, its own among them (a lease of a process killed before its
+   mark would hold the aggregate for the whole lease). Else the
+   partition's row read under a share lock (a heartbeat holding it is
+   waited for: phase 4); no live owner -> lease the event if pending, the
+   first undelivered of its aggregate and not leased; else leave it to
+   the owner. Go: owner.claim (IDs) -> owner.leaseUnowned */
 inline rowLease() {
 	p = PART(wNext);
 	isHead(wNext, LOOSE_ROWLEASE_ON);
 	if
-	:: leaseUntil[p] <= now && ok && !HAS(synced, wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now) ->
+	:: !RELAYING(wProc) && leaseUntil[p] <= now && ok && !HAS(synced, wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now) ->
 		rowLeased = rowLeased | BIT(wNext); lockedUntil[wNext] = now + CL;
 		mem[wProc].hand[1] = BIT(wNext); mem[wProc].row[1] = 1; mem[wProc].dl[1] = now + CL;
 		printf("t%d r%d claimByID e%d: rowLease\n", now, wProc, wNext);

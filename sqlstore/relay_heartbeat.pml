@@ -92,7 +92,7 @@ inline hbCommit(r) {
 	};
 	printf("t%d r%d heartbeat: commit, parts %d\n", now, r, hNew[r]);
 	sentAt[r] = 0; hShare[r] = 0; hMine[r] = 0; hGive[r] = 0; hNew[r] = 0;
-	hbDone[r] = 1;
+	hbDone[r] = 1; renewed[r] = 1;
 	if
 	:: leaving[r] && mem[r].own == 0 && INFLIGHT(r) == 0 && mem[r].hand[0] == 0 && mem[r].hand[1] == 0 && !(wPhase != 0 && wProc == r) ->
 		seenUntil[r] = 0; gone[r] = 1; printf("t%d r%d leave: gone\n", now, r)

@@ -117,6 +117,7 @@ Mem mem[NR];
 
 bit joined[NR], alive[NR], paused[NR], leaving[NR], gone[NR];
 bit hbDone[NR], passDone[NR];
+bit renewed[NR];               /* a heartbeat of r ran (Go: ledger.renewed) */
 byte pPhase[NR];
 /* claimBulk's read, carried to its take */
 byte rTok[NR], rSnap[NR], rRes[NR], rLate[NR], rPR[NR], rLeased[NR];
@@ -145,6 +146,8 @@ hidden byte P1_duplicate, P2_order, P3_unpublished, P6_skipped, stuck;
 hidden byte j, k, e, a, n, c, m, ok, move, nseq, sOpen, sPark;
 
 #define RUNNING(r) (joined[r] && alive[r] && !paused[r] && !gone[r])
+/* a process that relays (Go: ledger.relaying): it leases no row by ID */
+#define RELAYING(r) (renewed[r] && !leaving[r])
 #define LIVE(r) (RUNNING(r) && !leaving[r])
 #define W_ALIVE (alive[wProc] && !paused[wProc])
 #define CLAIMABLE(r) (mem[r].own && !leaving[r] && mem[r].until >= now + CL)
@@ -347,7 +350,7 @@ inline beat(r) {
 		:: else
 		fi
 	fi;
-	hbDone[r] = 1;
+	hbDone[r] = 1; renewed[r] = 1;
 	if
 	:: leaving[r] && !mem[r].own && INFLIGHT(r) == 0 && mem[r].hand[0] == 0 && mem[r].hand[1] == 0 && !(wPhase != 0 && wProc == r) ->
 		gone[r] = 1; printf("t%d r%d leave: gone\n", now, r)

@@ -171,13 +171,14 @@ end:
    publishes it right after commit (claimByID). ---- */
 #define HOST(r) (alive[r] && !paused[r] && !gone[r])
 
-/* rowLease (Go: owner.leaseUnowned): no live owner -> lease the event if
-   pending, the first undelivered of its aggregate and not leased; else
-   leave it to the owner */
+/* rowLease (Go: owner.leaseUnowned): a process that relays leases no
+   row (the event is left to the relays); else no live owner -> lease
+   the event if pending, the first undelivered of its aggregate and not
+   leased; else leave it to the owner */
 inline rowLease() {
 	isHead(wNext);
 	if
-	:: leaseUntil <= now && ok && !DELIVERED(wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now) ->
+	:: !RELAYING(wProc) && leaseUntil <= now && ok && !DELIVERED(wNext) && !(HAS(rowLeased, wNext) && lockedUntil[wNext] > now) ->
 		rowLeased = rowLeased | BIT(wNext); lockedUntil[wNext] = now + CL;
 		mem[wProc].hand[1] = BIT(wNext); mem[wProc].row[1] = 1; mem[wProc].dl[1] = now + CL;
 		mem[wProc].seen[1] = committed;

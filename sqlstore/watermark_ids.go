@@ -136,10 +136,10 @@ func (o *owner) idsMarkedQuery(cr claimRun, fronts map[int]mark, limit int, ids 
 			" AND e.synced_at IS NULL", order, " LIMIT ", k, ") e WHERE c.aggregate_id <> '' AND ", front, " IS NOT NULL)")
 	}
 	branch("r", t+" e", "e.aggregate_id = c.aggregate_id AND e.seq > "+front+" AND e.seq < c.seq", " ORDER BY e.aggregate_id, e.seq")
-	if len(xips) > 0 {
-		branch("l", "unnest(CAST("+q.arg("{"+intList(xips)+"}")+" AS BIGINT[])) x(xid) CROSS JOIN LATERAL (SELECT e.* FROM "+t+
-			" e WHERE e.partition_no = c.partition_no AND e.xid = x.xid OFFSET 0) e", "e.aggregate_id = c.aggregate_id AND e.seq < c.seq", "")
-	}
+	// Always written, with an empty list too: one statement text, one
+	// plan in the driver's cache.
+	branch("l", "unnest(CAST("+q.arg("{"+intList(xips)+"}")+" AS BIGINT[])) x(xid) CROSS JOIN LATERAL (SELECT e.* FROM "+t+
+		" e WHERE e.partition_no = c.partition_no AND e.xid = x.xid OFFSET 0) e", "e.aggregate_id = c.aggregate_id AND e.seq < c.seq", "")
 	branch("w", "(SELECT e.* FROM "+t+" e WHERE (e.partition_no, e.seq) > (c.partition_no, CAST(0 AS BIGINT)) AND (e.partition_no, e.seq) < (c.partition_no, c.seq)"+
 		" AND e.xid IS NULL AND e.synced_at IS NULL AND e.dead_at IS NULL OFFSET 0) e", "e.aggregate_id = c.aggregate_id", "")
 	return q

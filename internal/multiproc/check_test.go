@@ -131,6 +131,32 @@ func (f *fixture) pending(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// stuck describes, for a failure message, the first pending events (by
+// seq) with what holds them (attempts, next attempt, lease, dead) and the
+// lease of their partition on the database's clock.
+func (f *fixture) stuck(ctx context.Context) []string {
+	rows, err := f.db.QueryContext(ctx, "SELECT e.aggregate_id, e.seq, e.partition_no, e.attempts, COALESCE(e.last_error, ''), "+
+		"CASE WHEN e.next_attempt_at > "+f.d.now+" THEN 1 ELSE 0 END, CASE WHEN e.locked_until > "+f.d.now+" THEN 1 ELSE 0 END, "+
+		"CASE WHEN e.dead_at IS NULL THEN 0 ELSE 1 END, COALESCE(p.owner, ''), CASE WHEN p.lease_until > "+f.d.now+" THEN 1 ELSE 0 END FROM "+
+		f.cfg.Table+" e LEFT JOIN "+f.cfg.Table+"_partitions p ON p.partition_no = e.partition_no WHERE e.synced_at IS NULL ORDER BY e.seq LIMIT 5")
+	if err != nil {
+		return []string{"read the pending events: " + err.Error()}
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var agg, lastErr, owner string
+		var seq int64
+		var part, attempts, notDue, leased, dead, ownerLive int
+		if err := rows.Scan(&agg, &seq, &part, &attempts, &lastErr, &notDue, &leased, &dead, &owner, &ownerLive); err != nil {
+			return append(out, "scan: "+err.Error())
+		}
+		out = append(out, fmt.Sprintf("pending %s seq %d partition %d (owner %q, lease live %v): attempts %d, not due %v, leased %v, dead %v, last error %q",
+			agg, seq, part, owner, ownerLive == 1, attempts, notDue == 1, leased == 1, dead == 1, lastErr))
+	}
+	return out
+}
+
 // ownership is the partitions table read at one moment.
 type ownership struct {
 	total   int

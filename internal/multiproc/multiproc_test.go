@@ -110,6 +110,10 @@ func TestKilledRelayPartitionsMove(t *testing.T) {
 			time.Sleep(2 * time.Second) // the survivors under load
 			last := stopWriters()
 			drained := f.waitDrained(last, 20*time.Second)
+			var stuck []string
+			if drained < 0 {
+				stuck = f.stuck(ctx)
+			}
 			for _, r := range fl.live() {
 				fl.remove(r)
 				r.stop(t)
@@ -125,6 +129,9 @@ func TestKilledRelayPartitionsMove(t *testing.T) {
 			}
 			if drained < 0 || drained > drainBound {
 				t.Errorf("the backlog drained %s after the last write; want within %v", within(drained, "20s"), drainBound)
+			}
+			for _, s := range stuck {
+				t.Log(s)
 			}
 			res.require(t, victim.name)
 		})
