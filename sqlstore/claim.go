@@ -231,6 +231,10 @@ func (s *Store) notMarked(alias string) string {
 	if !s.marks {
 		return ""
 	}
+	if s.Dialect() == SQLite {
+		return " AND NOT (" + alias + ".xid IS NOT NULL AND EXISTS (SELECT 1 FROM " + s.t.Sibling(partitionsSuffix) + " w WHERE w.partition_no = " + alias +
+			".partition_no AND " + sqliteMarked(alias) + "))"
+	}
 	return " AND NOT (" + alias + ".xid IS NOT NULL AND EXISTS (SELECT 1 FROM " + s.t.Sibling(partitionsSuffix) + " w WHERE w.partition_no = " + alias +
 		".partition_no AND " + alias + ".seq <= w.mark_seq AND txid_visible_in_snapshot(" + alias + ".xid, w.mark_snap)))"
 }

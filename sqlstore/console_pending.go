@@ -38,7 +38,7 @@ type PendingFigures struct {
 // oldest age is that of the first pending event in save order of each
 // partition.
 func (s *Store) Pending(ctx context.Context) (PendingFigures, error) {
-	if s.marks {
+	if s.marks && s.Dialect() == Postgres {
 		return s.markedPending(ctx)
 	}
 	if s.Dialect() == Postgres {

@@ -8,7 +8,8 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// What operators read of a Store with watermarks (Postgres). An event is
+// What operators read of a Store with watermarks (Postgres; SQLite's
+// statements are in marked_sqlite.go). An event is
 // delivered when its synced_at records it (per row) or when its
 // partition's mark covers it: it has a transaction ID, a seq at most the
 // mark's and a transaction the mark's snapshot saw committed. No write
@@ -52,8 +53,10 @@ func (s *Store) markedTxOpts(ctx context.Context, opts *sql.TxOptions, settings 
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit: nothing to undo
-	if _, err := tx.ExecContext(ctx, noJIT+settings); err != nil {
-		return err
+	if s.Dialect() == Postgres {
+		if _, err := tx.ExecContext(ctx, noJIT+settings); err != nil {
+			return err
+		}
 	}
 	if err := fn(tx); err != nil {
 		return err
@@ -99,6 +102,10 @@ func (r markedRead) limit(q *query) {
 // since its mark's snapshot and keep those at or before the mark, so
 // r.bound does not bound them (it would cut before that filter).
 func (s *Store) pendingUnion(q *query, r markedRead) {
+	if s.Dialect() == SQLite {
+		s.sqlitePendingUnion(q, r)
+		return
+	}
 	t, parts := s.t.Quoted, s.t.Sibling(partitionsSuffix)
 	cols := r.cols("c.synced_at")
 	const pending = " AND c.synced_at IS NULL AND c.dead_at IS NULL"
@@ -127,6 +134,10 @@ func (s *Store) pendingUnion(q *query, r markedRead) {
 // time the mark's. wfilter, when set, writes conditions on the
 // partitions row (each with a leading " AND ").
 func (s *Store) coveredBranch(q *query, r markedRead, wfilter func(q *query)) {
+	if s.Dialect() == SQLite {
+		s.sqliteCoveredBranch(q, r, wfilter)
+		return
+	}
 	q.sql("(SELECT ", r.cols("w.mark_at"), " FROM ", s.t.Sibling(partitionsSuffix), " w CROSS JOIN LATERAL (SELECT * FROM ", s.t.Quoted,
 		" c WHERE c.partition_no = w.partition_no AND c.xid IS NOT NULL AND c.seq <= w.mark_seq AND c.synced_at IS NULL AND c.dead_at IS NULL",
 		" AND txid_visible_in_snapshot(c.xid, w.mark_snap)")
@@ -142,7 +153,11 @@ func (s *Store) coveredBranch(q *query, r markedRead, wfilter func(q *query)) {
 // syncedBranch writes the events a Store with watermarks delivered per
 // row (synced_at), through the index on synced_at or the primary key.
 func (s *Store) syncedBranch(q *query, r markedRead) {
-	q.sql("(SELECT ", r.cols("c.synced_at"), " FROM ", s.t.Quoted, " c WHERE c.synced_at IS NOT NULL")
+	q.sql(s.openBranch(), "SELECT ", r.cols("c.synced_at"), " FROM ", s.t.Quoted, " c")
+	if s.Dialect() == SQLite {
+		q.sql(s.indexedBy(syncedIndex)) // not the table in seq order: few events are synced per row
+	}
+	q.sql(" WHERE c.synced_at IS NOT NULL")
 	r.where(q)
 	if r.bound != nil {
 		r.bound(q)
@@ -154,6 +169,10 @@ func (s *Store) syncedBranch(q *query, r markedRead) {
 // event c: its synced_at or, when its partition's mark covers it, the
 // time of that mark (it was delivered by then).
 func (s *Store) markedSynced() string {
+	if s.Dialect() == SQLite {
+		return "COALESCE(c.synced_at, (SELECT w.mark_at FROM " + s.t.Sibling(partitionsSuffix) +
+			" w WHERE w.partition_no = c.partition_no AND c.dead_at IS NULL AND " + sqliteMarked("c") + "))"
+	}
 	return "COALESCE(c.synced_at, (SELECT w.mark_at FROM " + s.t.Sibling(partitionsSuffix) +
 		" w WHERE w.partition_no = c.partition_no AND c.xid IS NOT NULL AND c.dead_at IS NULL AND c.seq <= w.mark_seq" +
 		" AND txid_visible_in_snapshot(c.xid, w.mark_snap)))"
@@ -171,13 +190,13 @@ func (s *Store) pageCols(synced string) string {
 
 // WatermarksInUse reports whether a relay built WithWatermarks has
 // recorded a mark on the table (Postgres, schema version 8 or later;
-// false on the other dialects). The figures and lists of a Store built
-// without WithWatermarks count the events such relays delivered by their
-// marks as pending, so a tool that reads a table without relaying from
-// it (the outbox command) builds its Store WithWatermarks when this is
-// true.
+// SQLite, schema version 7 or later; false on MySQL). The figures and
+// lists of a Store built without WithWatermarks count the events such
+// relays delivered by their marks as pending, so a tool that reads a
+// table without relaying from it (the outbox command) builds its Store
+// WithWatermarks when this is true.
 func (s *Store) WatermarksInUse(ctx context.Context) (bool, error) {
-	if s.Dialect() != Postgres {
+	if s.Dialect() == MySQL {
 		return false, nil
 	}
 	var used bool

@@ -19,7 +19,11 @@ import (
 // before the cutoff) and per row (synced before it), oldest first within
 // its limit, returns how many, and leaves pending, dead and recent ones.
 func TestMarkedPurge(t *testing.T) {
-	b := markBundle(t)
+	eachMarkDialect(t, testMarkedPurge)
+}
+
+func testMarkedPurge(t *testing.T, d Dialect) {
+	b := markBundleOn(t, d)
 	ctx := t.Context()
 	old := b.run("A", 3)
 	old = append(old, b.event(sibling("A"), 0), b.event("B", 0))
@@ -72,11 +76,17 @@ func TestMarkedPurge(t *testing.T) {
 // buried with its transaction ID (by a relay without watermarks) that a
 // mark then passed over, which would otherwise read as delivered.
 func TestMarkedRequeue(t *testing.T) {
-	b := markBundle(t)
+	eachMarkDialect(t, testMarkedRequeue)
+}
+
+func testMarkedRequeue(t *testing.T, d Dialect) {
+	b := markBundleOn(t, d)
 	ctx := t.Context()
 	buried, next := b.event("A", 0), b.event(sibling("A"), 0)
 	b.save(t, buried)
-	if _, err := b.db.ExecContext(ctx, "UPDATE "+b.store.t.Quoted+" SET dead_at = now(), attempts = 1, last_error = 'poison' WHERE id = $1", buried.ID); err != nil {
+	q := newQuery(b.store.sx)
+	q.sql("UPDATE ", b.store.t.Quoted, " SET dead_at = ", q.arg(b.store.sx.Time(b.clock.Now())), ", attempts = 1, last_error = 'poison' WHERE id = ", q.arg(buried.ID))
+	if _, err := b.db.ExecContext(ctx, q.String(), q.args...); err != nil {
 		t.Fatal(err)
 	}
 	b.save(t, next)

@@ -66,8 +66,12 @@ func (s *Store) deliveredSince(ctx context.Context, db queryer, cutoff any, samp
 		return d, err
 	}
 	// The bucket as latencyBucket computes it, of whole microseconds.
+	greatest := "GREATEST"
+	if s.Dialect() == SQLite {
+		greatest = "MAX" // of two arguments: the larger
+	}
 	q = newQuery(s.sx)
-	q.sql("SELECT FLOOR(4 * LN(1 + l) / LN(2)), COUNT(*), CAST(SUM(l) AS BIGINT), MAX(l) FROM (SELECT CAST(GREATEST(FLOOR(",
+	q.sql("SELECT FLOOR(4 * LN(1 + l) / LN(2)), COUNT(*), CAST(SUM(l) AS BIGINT), MAX(l) FROM (SELECT CAST(", greatest, "(FLOOR(",
 		s.d.latency(), "), 0) AS BIGINT) AS l FROM ", s.t.Quoted, " WHERE synced_at >= ", q.arg(cutoff), " AND xid IS NULL")
 	if sample > 0 {
 		q.sql(" ORDER BY synced_at DESC LIMIT ", q.arg(sample))
@@ -113,6 +117,9 @@ func (s *Store) markedPerMinuteQuery(start time.Time) *query {
 	q := newQuery(s.sx)
 	at := s.sx.Time(start)
 	minute := func(col string) string {
+		if s.Dialect() == SQLite {
+			return "CAST(FLOOR((julianday(" + col + ") - julianday(" + q.arg(at) + ")) * 1440) AS INTEGER)"
+		}
 		return "FLOOR(EXTRACT(EPOCH FROM (" + col + " - CAST(" + q.arg(at) + " AS TIMESTAMPTZ))) / 60)"
 	}
 	q.sql("SELECT b, SUM(n) FROM (SELECT ", minute("synced_at"), " AS b, 1 AS n FROM ", s.t.Quoted, " WHERE synced_at >= ", q.arg(at),

@@ -135,7 +135,7 @@ func (s *Store) markedCountQuery(pq PageQuery) *query {
 // those (that is, past the first limit of them, nothing is read).
 func (s *Store) markedPurge(q *query, cutoff any, limit int) {
 	t := s.t.Quoted
-	q.sql("DELETE FROM ", t, " WHERE seq IN (SELECT seq FROM ((SELECT seq FROM ", t, " WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff),
+	q.sql("DELETE FROM ", t, " WHERE seq IN (SELECT seq FROM (", s.openBranch(), "SELECT seq FROM ", t, " WHERE synced_at IS NOT NULL AND synced_at < ", q.arg(cutoff),
 		" ORDER BY synced_at LIMIT ", q.arg(limit), ") UNION ALL ")
 	s.coveredBranch(q, markedRead{cols: func(string) string { return "c.seq" }, bound: func(q *query) {
 		q.sql(" ORDER BY c.seq LIMIT ", q.arg(limit))

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"regexp"
 	"strings"
@@ -14,12 +13,16 @@ import (
 // The view <table>_delivery says of every event what Get says: delivered
 // (synced) or not, and by when; with watermarks and without.
 func TestDeliveryView(t *testing.T) {
-	plain := setup(t, Postgres)
+	eachMarkDialect(t, testDeliveryView)
+}
+
+func testDeliveryView(t *testing.T, d Dialect) {
+	plain := setup(t, d)
 	events := plain.newEvents(4)
 	plain.save(t, events...)
 	c := plain.claim(t, 2)
 	plain.mark(t, c, c.Events...)
-	for name, b := range map[string]*bundle{"watermarks": newMarkScene(t).b, "without": plain} {
+	for name, b := range map[string]*bundle{"watermarks": newMarkSceneOn(t, d).b, "without": plain} {
 		rows, err := b.db.QueryContext(t.Context(), "SELECT id, delivered, delivered_at FROM "+b.store.t.Sibling(deliveryViewSuffix))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -28,7 +31,7 @@ func TestDeliveryView(t *testing.T) {
 		for rows.Next() {
 			var id string
 			var delivered bool
-			var at sql.NullTime
+			var at dbTime // NULL: zero
 			if err := rows.Scan(&id, &delivered, &at); err != nil {
 				t.Fatal(err)
 			}
@@ -37,7 +40,7 @@ func TestDeliveryView(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if synced := e.Delivery.Status() == outbox.StatusSynced; delivered != synced || at.Valid != synced || at.Valid && !at.Time.Equal(e.Delivery.SyncedAt) {
+			if synced := e.Delivery.Status() == outbox.StatusSynced; delivered != synced || at.IsZero() == synced || !at.IsZero() && !at.Time.Equal(e.Delivery.SyncedAt) {
 				t.Errorf("%s: the view says of %s delivered %v at %v, Get %+v", name, id, delivered, at, e.Delivery)
 			}
 		}

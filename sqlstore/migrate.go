@@ -105,7 +105,7 @@ func (s *Store) Drop(ctx context.Context) error {
 	}
 	defer conn.Close()
 	var stmts []string
-	if s.Dialect() == Postgres {
+	if s.Dialect() != MySQL {
 		stmts = append(stmts, "DROP VIEW IF EXISTS "+s.t.Sibling(deliveryViewSuffix)) // before the tables it reads
 	}
 	stmts = append(append(stmts,

@@ -34,7 +34,7 @@ func tableExists(t *testing.T, db *sqlx.DB, d Dialect, name string) bool {
 	case MySQL:
 		q = "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
 	case SQLite:
-		q = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+		q = "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?"
 	}
 	var n int
 	if err := db.QueryRowContext(t.Context(), q, name).Scan(&n); err != nil {
@@ -329,7 +329,7 @@ func TestDrop(t *testing.T) {
 				if d == Postgres && !notifyFunctionExists(t, db, name) {
 					t.Fatal("Migrate created no notify function")
 				}
-				if d == Postgres && (!tableExists(t, db, d, name+deliveriesSuffix) || !tableExists(t, db, d, name+deliveryViewSuffix)) {
+				if d != MySQL && (!tableExists(t, db, d, name+deliveriesSuffix) || !tableExists(t, db, d, name+deliveryViewSuffix)) {
 					t.Fatal("Migrate created no deliveries table or delivery view")
 				}
 				if err := s.Drop(ctx); err != nil {

@@ -134,8 +134,12 @@ func TestClaimOnATableWithoutPartitions(t *testing.T) {
 			t.Fatal("no partitions migration")
 		}
 		var drops []string
-		if b.store.Dialect() == Postgres { // the delivery view reads both
+		switch b.store.Dialect() {
+		case Postgres: // the delivery view reads both
 			drops = append(drops, "DROP VIEW "+b.store.t.Sibling(deliveryViewSuffix))
+		case SQLite: // and what the watermarks migration after it added, which it adds again
+			drops = append(drops, "DROP VIEW "+b.store.t.Sibling(deliveryViewSuffix), "DROP TABLE "+b.store.t.Sibling(deliveriesSuffix),
+				"DROP INDEX "+b.store.t.Sibling(partSeqIndex), "DROP INDEX "+b.store.t.Sibling(perRowIndex), "ALTER TABLE "+b.store.t.Quoted+" DROP COLUMN xid")
 		}
 		for _, stmt := range append(drops,
 			"DROP TABLE "+b.store.t.Sibling(partitionsSuffix),

@@ -54,7 +54,7 @@ func (s *Store) Stats(ctx context.Context, window time.Duration) (outbox.Stats, 
 		return outbox.Stats{}, fmt.Errorf("sqlstore: stats: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read only: nothing to undo
-	if s.marks {
+	if s.marks && s.Dialect() == Postgres {
 		if _, err := tx.ExecContext(ctx, noJIT); err != nil {
 			return outbox.Stats{}, fmt.Errorf("sqlstore: stats: begin: %w", err)
 		}

@@ -59,13 +59,16 @@ func WithDialect(d Dialect) Option { return func(o *options) { o.Dialect = d } }
 func WithRowLeases() Option { return func(o *options) { o.RowLeases = true } }
 
 // WithWatermarks makes a relay record delivery per partition instead of
-// per event (Postgres only, partition ownership only): in the steady
-// state one write per partition and heartbeat, however many events it
-// publishes, where a Store without it marks each event. Events that fail,
-// and those held behind them, are still recorded per row. A crash may
-// publish again what was delivered since the last heartbeat, as a crash
-// between the broker's ack and the mark may without it. Every relay of a
-// table must use it, or none. Needs the schema of Migrate (version 9).
+// per event (Postgres and SQLite, partition ownership only; refused on
+// MySQL and MariaDB and with WithRowLeases): in the steady state one
+// write per partition and heartbeat, however many events it publishes,
+// where a Store without it marks each event. Events that fail, and those
+// held behind them, are still recorded per row. A crash may publish
+// again what was delivered since the last heartbeat, as a crash between
+// the broker's ack and the mark may without it. Every relay of a table
+// must use it, or none. Needs the schema of Migrate (version 9 on
+// Postgres, 7 on SQLite, where a mark is a seq alone: one writer at a
+// time commits events in seq order).
 // The operator views (Stats, Get, List, Purge, the console) read the
 // table as it writes it: an event its partition's mark covers is synced,
 // as of the time that mark was recorded. A relay with marks finds a
@@ -127,8 +130,8 @@ func New(db *sqlx.DB, opts ...Option) (*Store, error) {
 	}
 	d := dialects[t.Dialect()]
 	s := &Store{db: db, d: d, sx: d.syntax(), t: t, now: utcNow}
-	if o.Watermarks && (o.RowLeases || t.Dialect() != Postgres) {
-		return nil, fmt.Errorf("sqlstore: WithWatermarks needs Postgres and partition ownership (not WithRowLeases): %w", outbox.ErrInvalidConfig)
+	if o.Watermarks && (o.RowLeases || t.Dialect() == MySQL) {
+		return nil, fmt.Errorf("sqlstore: WithWatermarks needs Postgres or SQLite and partition ownership (not WithRowLeases): %w", outbox.ErrInvalidConfig)
 	}
 	s.marks = o.Watermarks
 	if s.tp, err = newTimeParts(t.Dialect(), o); err != nil {

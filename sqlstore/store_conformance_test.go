@@ -27,19 +27,23 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// TestConformanceWatermarks runs the suite on Postgres with delivery
-// recorded per partition (WithWatermarks).
+// TestConformanceWatermarks runs the suite with delivery recorded per
+// partition (WithWatermarks): on Postgres with each shape of its read,
+// and on SQLite.
 func TestConformanceWatermarks(t *testing.T) {
-	openDB(t, Postgres)
-	for _, shape := range []int{0, 1} { // adaptive (lateral for the small reads), and merged
-		t.Run(map[int]string{0: "adaptive", 1: "merged"}[shape], func(t *testing.T) { conformanceWatermarks(t, shape) })
-	}
+	t.Run(string(SQLite), func(t *testing.T) { conformanceWatermarks(t, SQLite, 0) })
+	t.Run(string(Postgres), func(t *testing.T) {
+		openDB(t, Postgres)
+		for _, shape := range []int{0, 1} { // adaptive (lateral for the small reads), and merged
+			t.Run(map[int]string{0: "adaptive", 1: "merged"}[shape], func(t *testing.T) { conformanceWatermarks(t, Postgres, shape) })
+		}
+	})
 }
 
-func conformanceWatermarks(t *testing.T, shape int) {
+func conformanceWatermarks(t *testing.T, d Dialect, shape int) {
 	outboxtest.TestStore(t, outboxtest.StoreHarness{
 		New: func(t *testing.T) outboxtest.StoreSetup {
-			b := setup(t, Postgres, WithWatermarks())
+			b := setup(t, d, WithWatermarks())
 			b.store.c.(*owner).shape = shape
 			return b.storeSetup()
 		},

@@ -8,9 +8,11 @@ import (
 	"strings"
 )
 
-// Watermarks: delivery recorded per partition, not per event (Postgres,
-// WithWatermarks). These are the ledger's rules for it, pure code; the
-// statements are in watermarksql.go.
+// Watermarks: delivery recorded per partition, not per event
+// (WithWatermarks). These are the ledger's rules for it, pure code,
+// written in Postgres's terms; the statements are in watermarksql.go, and
+// watermark_sqlite.go says how SQLite, whose events commit in seq order,
+// fits them (a row's seq as its transaction ID, no late reads).
 //
 // Each event row keeps the ID of the transaction that saved it (xid). A
 // partition's owner records a mark: every event of the partition with an

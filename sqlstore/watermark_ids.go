@@ -99,6 +99,9 @@ func (o *owner) readIDsMarked(ctx context.Context, cr claimRun, owned map[int]in
 // per claim).
 func (o *owner) idsMarkedQuery(cr claimRun, fronts map[int]mark, limit int, ids []string) *query {
 	s := o.s
+	if s.Dialect() == SQLite {
+		return o.idsMarkedQuerySQLite(cr, fronts, limit, ids)
+	}
 	t := s.t.Quoted
 	now := s.sx.Time(cr.now)
 	cr.inMemory, cr.fenceIDs = fronts, true

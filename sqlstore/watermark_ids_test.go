@@ -11,7 +11,11 @@ import (
 // it, publishes its next event right after commit too. An earlier event
 // still in flight, unread, or waiting to be parked holds it back.
 func TestWatermarkClaimByIDsAfterADeliveryByID(t *testing.T) {
-	b := markBundle(t)
+	forMarkStores(t, testClaimByIDsAfterADeliveryByID)
+}
+
+func testClaimByIDsAfterADeliveryByID(t *testing.T, d Dialect) {
+	b := markBundleOn(t, d)
 	b.beat(t)
 	e, c := b.claimAfterCommit(t, "A")
 
@@ -67,7 +71,11 @@ func TestWatermarkClaimByIDsBehindALateCommit(t *testing.T) {
 // per-row) until the heartbeat; until then no read returns it, and it
 // must hold its aggregate's claim by IDs back (MODEL.md, BYID_NO_HOLD).
 func TestWatermarkClaimByIDsBehindAnEventToPark(t *testing.T) {
-	b := markBundle(t)
+	forMarkStores(t, testClaimByIDsBehindAnEventToPark)
+}
+
+func testClaimByIDsBehindAnEventToPark(t *testing.T, d Dialect) {
+	b := markBundleOn(t, d)
 	b.beat(t)
 	e := b.event("A", 0)
 	b.save(t, e)

@@ -16,9 +16,22 @@ import (
 // watermarks.
 func markBundle(t *testing.T) *bundle {
 	t.Helper()
-	b := setup(t, Postgres, WithWatermarks(), WithRelayName("wm-"+randomName("")))
+	return markBundleOn(t, Postgres)
+}
+
+// markBundleOn is markBundle on dialect d.
+func markBundleOn(t *testing.T, d Dialect) *bundle {
+	t.Helper()
+	b := setup(t, d, WithWatermarks(), WithRelayName("wm-"+randomName("")))
 	b.store.c.(*owner).shape = testShape
 	return b
+}
+
+// forMarkStores runs f on Postgres with each shape of the watermark read
+// (forShapes), and on SQLite, whose read has one shape.
+func forMarkStores(t *testing.T, f func(t *testing.T, d Dialect)) {
+	t.Run(string(Postgres), func(t *testing.T) { forShapes(t, func(t *testing.T) { f(t, Postgres) }) })
+	t.Run(string(SQLite), func(t *testing.T) { f(t, SQLite) })
 }
 
 // testShape is the shape of the watermark reads of markBundle's Stores
@@ -140,8 +153,8 @@ func inOrder(t *testing.T, got []string, events []*outbox.Event) {
 // and none made per-row, and the partitions' marks record it, so that a
 // relay that takes over delivers nothing again.
 func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
-	forShapes(t, func(t *testing.T) {
-		b := markBundle(t)
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
 		var events []*outbox.Event
 		for i := range 60 {
 			e := b.event(string(rune('A'+i%7)), 0)
@@ -161,6 +174,9 @@ func TestWatermarkDeliversWithoutPerEventWrites(t *testing.T) {
 		}
 		if marked == 0 {
 			t.Fatal("no partition records a mark")
+		}
+		if used, err := b.store.WatermarksInUse(t.Context()); err != nil || !used {
+			t.Fatalf("WatermarksInUse = %v, %v; want true", used, err)
 		}
 		var delivered int
 		if err := b.db.QueryRowContext(t.Context(), "SELECT COALESCE(SUM(events), 0) FROM "+b.store.t.Sibling(deliveriesSuffix)).Scan(&delivered); err != nil {
@@ -250,8 +266,8 @@ func TestWatermarkLongTransactionDoesNotStall(t *testing.T) {
 // aggregate: the later events of its aggregate wait (made per-row too),
 // the others flow, and once it is delivered they follow, in order.
 func TestWatermarkFailureHoldsItsAggregate(t *testing.T) {
-	forShapes(t, func(t *testing.T) {
-		b := markBundle(t)
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
 		ctx := t.Context()
 		a := b.run("A", 3)
 		x := b.run(sibling("A"), 2)
@@ -286,8 +302,8 @@ func TestWatermarkFailureHoldsItsAggregate(t *testing.T) {
 // that leaves writes what its marks do not cover, so a takeover
 // delivers nothing twice.
 func TestWatermarkAheadThenHandoff(t *testing.T) {
-	forShapes(t, func(t *testing.T) {
-		b := markBundle(t)
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
 		b.beat(t) // the relay owns the partitions
 		e, c := b.claimAfterCommit(t, "A")
 		b.mark(t, c, e)
@@ -333,8 +349,8 @@ func TestWatermarkSeqAfterTransactionID(t *testing.T) {
 // stay pending (in Stats, and for a relay after a crash) until the
 // partition's next event.
 func TestWatermarkAheadInAnIdlePartitionIsRecorded(t *testing.T) {
-	forShapes(t, func(t *testing.T) {
-		b := markBundle(t)
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
 		b.beat(t)
 		e, c := b.claimAfterCommit(t, "A")
 		b.mark(t, c, e)

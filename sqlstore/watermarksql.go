@@ -28,6 +28,9 @@ import (
 // partition's front moves over the prefix of its range that the claim
 // got, only if it got all of the partition's late events (pickMarks).
 func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, string, error) {
+	if o.s.Dialect() == SQLite {
+		return o.readMarksSQLite(ctx, cr, owned, limit, skipAggs, skipSeqs)
+	}
 	fronts := o.l.fronts(owned)
 	n := 2 * limit // the seq-ordered part: room for rows take passes over
 	lateral := o.marksLateral(limit)
@@ -49,8 +52,14 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 		return nil, nil, "", fmt.Errorf("sqlstore: claim: %w", err)
 	}
 	o.lastRead.Store(int64(len(rows)))
-	// The seq-ordered part returned the n lowest seqs: if it is full, a
-	// partition's rows above its highest seq were cut (cutoff).
+	return rows, markReads(rows, fronts, n), snap, nil
+}
+
+// markReads returns what a watermark read that returned rows, with a
+// seq-ordered part of at most n rows, tells take of each partition of
+// fronts. The seq-ordered part returned the n lowest seqs: if it is
+// full, a partition's rows above its highest seq were cut (cutoff).
+func markReads(rows []eventRow, fronts map[int]mark, n int) map[int]markRead {
 	var inSeq int
 	var cutoff int64
 	for _, r := range rows {
@@ -66,7 +75,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 	for p, f := range fronts {
 		marks[p] = markRead{front: f, cutoff: cutoff}
 	}
-	return rows, marks, snap, nil
+	return marks
 }
 
 // markReadSettings are the settings of a watermark read, beside jit off
@@ -179,17 +188,7 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 	q.sql("(SELECT c.*, 'w' AS b FROM unnest(CAST(", q.arg("{"+intList(ownList)+"}"), " AS INT[])) f(p) CROSS JOIN LATERAL (SELECT c.* FROM ", t, " c WHERE ")
 	partRange(q, "f.p", "0")
 	q.sql(" AND c.xid IS NULL AND c.synced_at IS NULL AND c.dead_at IS NULL")
-	if cr.ordered {
-		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
-	} else {
-		q.sql(" AND (c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
-	}
-	if len(skipAggs) > 0 {
-		q.sql(" AND ", q.in("c.aggregate_id", skipAggs, true))
-	}
-	if len(skipSeqs) > 0 {
-		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
-	}
+	perRowDue(q, cr, now, skipAggs, skipSeqs)
 	q.sql(" ORDER BY c.partition_no, c.seq LIMIT ", q.arg(n), ") c ORDER BY c.seq LIMIT ", q.arg(n), ")) u ORDER BY u.seq LIMIT ", q.arg(n), ")")
 	if len(ps) > 0 && cr.ordered {
 		// Events of a higher priority than the default, after the fronts,
@@ -227,6 +226,24 @@ func partRange(q *query, p, after string) {
 	q.sql("(c.partition_no, c.seq) > (", p, ", CAST(", after, " AS BIGINT)) AND (c.partition_no, c.seq) <= (", p, ", ", unbounded, ")")
 }
 
+// perRowDue writes the conditions on the pending events delivered per
+// row (alias c) that a watermark read returns, as read does: due and not
+// leased, or, ordered, of an aggregate (to hold it); not of the skip
+// lists.
+func perRowDue(q *query, cr claimRun, now any, skipAggs []string, skipSeqs []int64) {
+	if cr.ordered {
+		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
+	} else {
+		q.sql(" AND (c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
+	}
+	if len(skipAggs) > 0 {
+		q.sql(" AND ", q.in("c.aggregate_id", skipAggs, true))
+	}
+	if len(skipSeqs) > 0 {
+		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
+	}
+}
+
 // lateByXid is the lookup of a partition's events of one transaction ID,
 // as the subquery c: fenced (OFFSET 0) from the conditions on seq and
 // delivery, so that no plan walks another index and filters it by xid.
@@ -240,7 +257,11 @@ func (o *owner) ownedMarks(ctx context.Context, tx sqlx.QueryerContext, parts st
 	if o.l.marks == nil || len(mine) == 0 {
 		return out, nil
 	}
-	rows, err := tx.QueryxContext(ctx, "SELECT partition_no, mark_seq, COALESCE(mark_snap::text, '') FROM "+parts+" WHERE "+partIn("partition_no", mine))
+	snapCol := "COALESCE(mark_snap::text, '')"
+	if o.s.Dialect() == SQLite {
+		snapCol = "'" + seesAll + "'" // a seq alone (see watermark_sqlite.go)
+	}
+	rows, err := tx.QueryxContext(ctx, "SELECT partition_no, mark_seq, "+snapCol+" FROM "+parts+" WHERE "+partIn("partition_no", mine))
 	if err != nil {
 		return nil, beatErr("read marks", err)
 	}
@@ -321,11 +342,15 @@ func parkSeqs(recs map[int]record) []int64 {
 
 // setMarks appends to an UPDATE of the partitions table the SET of the
 // marks recs records ("" when there are none).
-func setMarks(q *query, recs map[int]record) {
+func (s *Store) setMarks(q *query, recs map[int]record) {
 	if len(recs) == 0 {
 		return
 	}
 	ps := slices.Sorted(maps.Keys(recs))
+	if s.Dialect() == SQLite {
+		sqliteSetMarks(q, ps, recs)
+		return
+	}
 	q.sql(", mark_seq = CASE partition_no")
 	for _, p := range ps {
 		q.sql(" WHEN ", strconv.Itoa(p), " THEN ", q.arg(recs[p].to.seq), "::bigint")
@@ -393,7 +418,7 @@ func (o *owner) handBack(ctx context.Context, give []int, ahead []string, recs m
 	}
 	q := newQuery(s.sx)
 	q.sql("UPDATE ", parts, " SET owner = NULL, lease_until = ", s.d.dbNow())
-	setMarks(q, mine)
+	s.setMarks(q, mine)
 	q.sql(" WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
 	if _, err := tx.ExecContext(ctx, q.String(), q.args...); err != nil {
 		return err
