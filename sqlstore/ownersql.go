@@ -34,17 +34,7 @@ func (o *owner) read(ctx context.Context, cr claimRun, owned map[int]int64, limi
 	q := newQuery(s.sx)
 	q.sql("SELECT ", selectColumns(s.sx, "c."), ", c.partition_no, ", leasedCol(q, now), " AS leased FROM ", s.t.Quoted,
 		" c WHERE c.synced_at IS NULL AND c.dead_at IS NULL AND ", partIn("c.partition_no", owned))
-	if cr.ordered {
-		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
-	} else {
-		q.sql(" AND (c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")")
-	}
-	if len(skipAggs) > 0 {
-		q.sql(" AND ", q.in("c.aggregate_id", skipAggs, true))
-	}
-	if len(skipSeqs) > 0 {
-		q.sql(" AND NOT (", q.seqIn("c.seq", skipSeqs), ")")
-	}
+	perRowDue(q, cr, now, skipAggs, skipSeqs)
 	if cr.ordered {
 		// The lowest pending priority, read from the end of the claim
 		// index (priority DESC, seq) as one entry.

@@ -226,10 +226,10 @@ func partRange(q *query, p, after string) {
 	q.sql("(c.partition_no, c.seq) > (", p, ", CAST(", after, " AS BIGINT)) AND (c.partition_no, c.seq) <= (", p, ", ", unbounded, ")")
 }
 
-// perRowDue writes the conditions on the pending events delivered per
-// row (alias c) that a watermark read returns, as read does: due and not
-// leased, or, ordered, of an aggregate (to hold it); not of the skip
-// lists.
+// perRowDue writes the conditions on the pending events (alias c) a read
+// returns: without watermarks every one (owner.read), with them those
+// delivered per row. Due and not leased, or, ordered, of an aggregate (to
+// hold it); not of the skip lists.
 func perRowDue(q *query, cr claimRun, now any, skipAggs []string, skipSeqs []int64) {
 	if cr.ordered {
 		q.sql(" AND (c.aggregate_id <> '' OR ((c.attempts = 0 OR c.next_attempt_at <= ", q.arg(now), ") AND (c.locked_until IS NULL OR c.locked_until <= ", q.arg(now), ")))")
