@@ -167,7 +167,9 @@ func testMarkedStats(t *testing.T, d Dialect) {
 	if want := (12*10*time.Millisecond + 2*time.Minute) / 13; st.AvgSyncLatency < want-time.Millisecond || st.AvgSyncLatency > want+time.Millisecond {
 		t.Errorf("AvgSyncLatency = %v, want %v", st.AvgSyncLatency, want)
 	}
-	if st.P99SyncLatency < 2*time.Minute*100/119 || st.P99SyncLatency > 2*time.Minute {
+	// The upper bound allows a millisecond: a mark's time is read from
+	// the clock when it is written, a few microseconds after the scene's.
+	if st.P99SyncLatency < 2*time.Minute*100/119 || st.P99SyncLatency > 2*time.Minute+time.Millisecond {
 		t.Errorf("P99SyncLatency = %v, want 2m within 19 %%", st.P99SyncLatency)
 	}
 	// The shape of the claims' check (one probe of the partitions row per

@@ -73,37 +73,50 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 		passed[row.ID] = true
 		out = append(out, row)
 	}
+	// Each partition's range and late rows, as indexes into rows: one
+	// pass over the read, not one per partition.
+	type partRows struct{ rng, late []int }
+	byPart := make(map[int]*partRows, len(r.marks))
+	for i := range rows {
+		b := rows[i].Branch.String
+		if b != "r" && b != "l" {
+			continue
+		}
+		p := int(rows[i].Partition.Int64)
+		pr := byPart[p]
+		if pr == nil {
+			pr = &partRows{}
+			byPart[p] = pr
+		}
+		if b == "r" {
+			pr.rng = append(pr.rng, i)
+		} else {
+			pr.late = append(pr.late, i)
+		}
+	}
 	for p, mr := range r.marks {
-		var rng, late []eventRow
-		for _, row := range rows {
-			if int(row.Partition.Int64) != p {
-				continue
-			}
-			switch row.Branch.String {
-			case "r":
-				rng = append(rng, row)
-			case "l":
-				late = append(late, row)
-			}
+		pr := byPart[p]
+		if pr == nil {
+			pr = &partRows{}
 		}
 		// Late rows above a full read's cutoff may be unread.
 		stay := mr.cutoff != 0 && mr.front.seq > mr.cutoff
-		for _, row := range late {
-			stay = stay || !passed[row.ID]
+		for _, i := range pr.late {
+			stay = stay || !passed[rows[i].ID]
 		}
 		if stay {
 			mr.stay = true
 			r.marks[p] = mr
 			continue
 		}
-		slices.SortFunc(rng, func(a, b eventRow) int { return cmpInt64(a.Seq, b.Seq) })
+		slices.SortFunc(pr.rng, func(a, b int) int { return cmpInt64(rows[a].Seq, rows[b].Seq) })
 		to, whole := mr.front.seq, true
-		for _, row := range rng {
-			if !passed[row.ID] {
+		for _, i := range pr.rng {
+			if !passed[rows[i].ID] {
 				whole = false
 				break
 			}
-			to = row.Seq
+			to = rows[i].Seq
 		}
 		if whole && mr.cutoff == 0 && sn != nil {
 			// Over the events delivered ahead that the read would have
@@ -120,7 +133,7 @@ func (l *ledger) pickLocked(rows []eventRow, r takeReq, limit int) []eventRow {
 			}
 		}
 		mr.to = to
-		mr.stay = to == mr.front.seq && len(late) == 0
+		mr.stay = to == mr.front.seq && len(pr.late) == 0
 		r.marks[p] = mr
 	}
 	return out
