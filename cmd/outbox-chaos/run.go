@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -147,8 +148,43 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 	check(res, rec.committed, rec.rolledBack, rec.uncertain, streams)
+	r.describeLost(ctx, res.LostIDs)
 	res.Seconds = float64(time.Since(start).Round(10*time.Millisecond).Milliseconds()) / 1000
 	return res, nil
+}
+
+// describeLost writes to stderr, for each lost event, what the table
+// says of it before the run drops it: its seq and partition, whether
+// synced_at is set, its attempts and dead mark, and with watermarks its
+// transaction ID, whether its partition's mark covers it, and that mark.
+// A lost event the table says was delivered points at the relay's
+// bookkeeping; one it says is pending, at the drain.
+func (r *run) describeLost(ctx context.Context, ids []string) {
+	for _, id := range ids {
+		q := "SELECT seq, partition_no, synced_at IS NOT NULL, attempts, dead_at IS NOT NULL FROM " + r.table + " WHERE id = ?"
+		var seq int64
+		var part, attempts int
+		var synced, dead bool
+		if err := r.db.QueryRowContext(ctx, r.db.Rebind(q), id).Scan(&seq, &part, &synced, &attempts, &dead); err != nil {
+			fmt.Fprintf(os.Stderr, "outbox-chaos: lost %s: read its row: %v\n", id, err)
+			continue
+		}
+		line := fmt.Sprintf("outbox-chaos: lost %s: seq %d, partition %d, synced_at set %v, attempts %d, dead %v", id, seq, part, synced, attempts, dead)
+		if r.cfg.Watermarks {
+			var xid sql.NullInt64
+			var covered sql.NullBool
+			var markSeq int64
+			var markSnap sql.NullString
+			err := r.db.QueryRowContext(ctx, "SELECT e.xid, w.mark_seq, w.mark_snap::text, e.xid IS NOT NULL AND e.seq <= w.mark_seq AND txid_visible_in_snapshot(e.xid, w.mark_snap) FROM "+
+				r.table+" e JOIN "+r.table+"_partitions w ON w.partition_no = e.partition_no WHERE e.id = $1", id).Scan(&xid, &markSeq, &markSnap, &covered)
+			if err != nil {
+				line += fmt.Sprintf("; its mark: %v", err)
+			} else {
+				line += fmt.Sprintf("; xid %v, covered by its partition's mark %v (mark_seq %d, mark_snap %s)", xid.Int64, covered.Bool, markSeq, markSnap.String)
+			}
+		}
+		fmt.Fprintln(os.Stderr, line)
+	}
 }
 
 func runID() string {

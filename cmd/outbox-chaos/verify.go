@@ -42,6 +42,9 @@ type Result struct {
 	Broker          string         `json:"broker"`
 	Seed            int64          `json:"seed"`
 	Idempotent      bool           `json:"idempotent"` // with idempotent publication, duplicates must be 0
+	// LostIDs names the first lost events (at most 10), for the run's
+	// log to describe before the tables are dropped.
+	LostIDs []string `json:"lost_ids,omitempty"`
 }
 
 // OK reports whether every guarantee held.
@@ -91,9 +94,12 @@ func check(r *Result, committed, rolledBack, uncertain map[string]written, strea
 	}
 	r.DeliveredUnique = len(seen)
 	r.Committed, r.RolledBack, r.Uncertain = len(committed), len(rolledBack), len(uncertain)
-	for id := range committed {
+	for _, id := range slices.Sorted(maps.Keys(committed)) {
 		if !seen[id] {
 			r.Lost++
+			if len(r.LostIDs) < 10 {
+				r.LostIDs = append(r.LostIDs, id)
+			}
 		}
 	}
 }
