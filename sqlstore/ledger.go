@@ -153,6 +153,16 @@ func (l *ledger) decide(mine map[int]int64, share int, recs map[int]record) (giv
 		share = 0
 	}
 	busy := l.busyPartsLocked(recs)
+	for p, tok := range mine {
+		if pl, ok := l.parts[p]; ok && pl.token != tok {
+			// Taken again under a token the ledger did not learn (a
+			// heartbeat whose reply was lost): what it holds of the
+			// partition is of the old token, and its writes are fenced
+			// out. Adopted first (from its recorded mark), given back at
+			// a later heartbeat.
+			busy[p] = true
+		}
+	}
 	for p := range l.draining {
 		if _, ok := mine[p]; !ok {
 			delete(l.draining, p)

@@ -79,6 +79,16 @@ func TestLedgerHandoff(t *testing.T) {
 	}
 }
 
+// A partition the table holds under a token the ledger does not know (a
+// heartbeat took it again and its reply was lost) is not given back by
+// the heartbeat that finds it: the ledger adopts it first.
+func TestLedgerKeepsAPartitionOfAnUnknownToken(t *testing.T) {
+	l := owning(map[int]int64{0: 1, 1: 1}, 2)
+	if give := first(l.decide(map[int]int64{0: 2, 1: 1}, 0, nil)); !slices.Equal(give, []int{1}) {
+		t.Fatalf("gave back %v, want [1]: partition 0's token is new to the ledger", give)
+	}
+}
+
 // The share growing again (a relay left) makes a draining partition
 // claimable again: it never left the Store.
 func TestLedgerUndrain(t *testing.T) {

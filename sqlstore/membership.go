@@ -246,7 +246,7 @@ func (o *owner) beatTx(ctx context.Context) (beat, error) {
 	// below under a raised token, so that nothing this relay read or
 	// claimed before is written or taken under the old one.
 	q.sql("UPDATE ", parts, " SET lease_until = ", d.dbLater(q, o.ttl))
-	s.setMarks(q, recs)
+	s.setMarks(q, recs, tokens)
 	q.sql(" WHERE owner = ", q.arg(o.name), " AND lease_until > ", d.dbNow())
 	if err := exec("renew", q); err != nil {
 		return beat{}, err

@@ -52,6 +52,7 @@ var watermarkCases = []modelCase{
 	{name: "W7 rows to park hold nothing", flags: []string{"-DPARK_NO_HOLD"}, fails: "P2_order"},
 	{name: "W8 claim by IDs blind to late rows", flags: []string{"-DBYID_NO_LATE"}, fails: "P2_order"},
 	{name: "W9 claim by IDs without the park hold", flags: []string{"-DBYID_NO_HOLD"}, fails: "P2_order"},
+	{name: "W10 mark fenced by owner, not token", flags: []string{"-DMARK_BY_OWNER"}, fails: "P6_skipped"},
 }
 
 // TestRelayModel checks the partition-ownership protocol with spin: the

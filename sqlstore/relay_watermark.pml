@@ -50,8 +50,11 @@
  * rest (per-row, after F.seq, late), in a read and a take as in the code.
  *
  * Switches (spin -DNAME), each caught: NO_LATE_READ, RECORD_UNRESOLVED,
- * NO_AHEAD_FLUSH, the four above, and BYID_NO_LATE, BYID_NO_HOLD (the
- * claim by IDs blind to late rows, or to rows to park).
+ * NO_AHEAD_FLUSH, the four above, BYID_NO_LATE, BYID_NO_HOLD (the
+ * claim by IDs blind to late rows, or to rows to park), and
+ * MARK_BY_OWNER (the record fenced by owner and lease, not by the token
+ * its park is fenced by: a heartbeat whose reply was lost leaves the
+ * memory with an old token).
  */
 
 #define NR 2          /* relays (processes) */
@@ -136,6 +139,7 @@ bit wPend;
 
 /* faults and ghosts */
 byte faults, leaves;
+byte lost;                     /* heartbeat replies to lose (with a fault) */
 byte ghost;                    /* events whose duplicate is allowed */
 byte pub[NE];                  /* publications of each event (max 2) */
 byte pubBy[NR];                /* events each relay's process published */
@@ -315,22 +319,42 @@ inline record(r) {
 inline beat(r) {
 	if
 	:: owner == r && leaseUntil > now ->
-		for (k : 0 .. NS-1) {
-			for (e : 0 .. NE-1) {
-				if
-				:: HAS(mem[r].spark[k], e) && pPhase[r] == 2 -> rHold[r] = rHold[r] | BIT(AGG(e))
-				:: else
-				fi;
-				if
-				:: HAS(mem[r].spark[k], e) && wPhase == 2 && wProc == r -> wHold = wHold | BIT(AGG(e))
-				:: else
-				fi
-			};
-			parked = parked | mem[r].spark[k]; mem[r].spark[k] = 0
-		};
-		record(r);
+		/* the park and the record are fenced by the ledger's token: a
+		   heartbeat whose reply was lost (below) took the partition
+		   again under a raised token, unknown to the memory */
+		ok = (mem[r].own && mem[r].tok == ptoken);
 		if
-		:: leaving[r] && INFLIGHT(r) == 0 && mem[r].nseg == 0 ->
+		:: ok ->
+			for (k : 0 .. NS-1) {
+				for (e : 0 .. NE-1) {
+					if
+					:: HAS(mem[r].spark[k], e) && pPhase[r] == 2 -> rHold[r] = rHold[r] | BIT(AGG(e))
+					:: else
+					fi;
+					if
+					:: HAS(mem[r].spark[k], e) && wPhase == 2 && wProc == r -> wHold = wHold | BIT(AGG(e))
+					:: else
+					fi
+				};
+				parked = parked | mem[r].spark[k]; mem[r].spark[k] = 0
+			}
+		:: else
+		fi;
+#ifdef MARK_BY_OWNER
+		record(r);
+#else
+		if :: ok -> record(r) :: else fi;
+#endif
+		if
+		:: !ok ->
+			/* the ledger learns the token: the partition's memory
+			   starts again from W (Go: ledger.adopt), and is not given
+			   back by this heartbeat (ledger.decide) */
+			forget(r);
+			mem[r].own = 1; mem[r].tok = ptoken; mem[r].fseq = markSeq; mem[r].fsnap = markSnap;
+			leaseUntil = now + TTL; mem[r].until = now + TTL;
+			printf("t%d r%d heartbeat: adopt token %d, front (%d, %d)\n", now, r, ptoken, markSeq, markSnap)
+		:: ok && leaving[r] && INFLIGHT(r) == 0 && mem[r].nseg == 0 ->
 #ifndef NO_AHEAD_FLUSH
 			synced = synced | mem[r].ahead;
 #endif
@@ -340,14 +364,22 @@ inline beat(r) {
 			leaseUntil = now + TTL; mem[r].until = now + TTL
 		fi
 	:: else ->
-		forget(r);
 		if
 		:: leaseUntil <= now && !leaving[r] ->
 			owner = r; ptoken++; leaseUntil = now + TTL;
-			mem[r].own = 1; mem[r].tok = ptoken; mem[r].until = now + TTL;
-			mem[r].fseq = markSeq; mem[r].fsnap = markSnap;
-			printf("t%d r%d heartbeat: take, front (%d, %d)\n", now, r, markSeq, markSnap)
-		:: else
+			if
+			:: lost > 0 && mem[r].own ->
+				/* the heartbeat committed, but its reply was lost (the
+				   connection cut at COMMIT): the memory is as before */
+				lost--;
+				printf("t%d r%d heartbeat: take, reply lost\n", now, r)
+			:: else ->
+				forget(r);
+				mem[r].own = 1; mem[r].tok = ptoken; mem[r].until = now + TTL;
+				mem[r].fseq = markSeq; mem[r].fsnap = markSnap;
+				printf("t%d r%d heartbeat: take, front (%d, %d)\n", now, r, markSeq, markSnap)
+			fi
+		:: else -> forget(r)
 		fi
 	fi;
 	hbDone[r] = 1; renewed[r] = 1;
@@ -464,7 +496,7 @@ init {
 		:: skip
 		fi;
 		if
-		:: faults = 1
+		:: faults = 1; lost = 1
 		:: leaves = 1
 		fi;
 		run heartbeat(0); run pass(0);

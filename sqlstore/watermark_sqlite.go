@@ -211,12 +211,16 @@ func (o *owner) idsMarkedQuerySQLite(cr claimRun, fronts map[int]mark, limit int
 // sqliteSetMarks is setMarks on SQLite: a mark is its seq, and the time
 // it was recorded, on the database's clock in the layout of the table's
 // other times (so that they compare as text).
-func sqliteSetMarks(q *query, ps []int, recs map[int]record) {
-	q.sql(", mark_seq = CASE partition_no")
+func sqliteSetMarks(q *query, ps []int, recs map[int]record, tokens map[int]int64) {
+	q.sql(", mark_seq = CASE")
 	for _, p := range ps {
-		q.sql(" WHEN ", strconv.Itoa(p), " THEN ", q.arg(recs[p].to.seq))
+		q.sql(" WHEN ", markFence(q, p, tokens), " THEN ", q.arg(recs[p].to.seq))
 	}
-	q.sql(" ELSE mark_seq END, mark_at = CASE WHEN ", partIn("partition_no", toSet(ps)), " THEN ", sqliteMarkNow, " ELSE mark_at END")
+	q.sql(" ELSE mark_seq END, mark_at = CASE")
+	for _, p := range ps {
+		q.sql(" WHEN ", markFence(q, p, tokens), " THEN ", sqliteMarkNow)
+	}
+	q.sql(" ELSE mark_at END")
 }
 
 // sqliteMarkNow is the database's clock as sqlschema.TimeLayout writes

@@ -370,3 +370,41 @@ func TestWatermarkAheadInAnIdlePartitionIsRecorded(t *testing.T) {
 		}
 	})
 }
+
+// A heartbeat that took a partition again under a raised token can
+// commit while its reply is lost (the connection cut at COMMIT): the
+// ledger keeps the old token, and its parks, fenced by that token, write
+// nothing. The next heartbeat must then not record the mark of the old
+// token's segments either: it would cover the events those parks left
+// undelivered, and nothing would deliver them (the long chaos run lost
+// events so).
+func TestWatermarkMarkFencedLikeItsPark(t *testing.T) {
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
+		ctx := t.Context()
+		b.beat(t)
+		a := b.run("A", 3)
+		b.save(t, a...)
+		c := b.claim(t, 10)
+		equalIDs(t, "claim", ids(c.Events), ids(a))
+		// What the lost heartbeat committed: the partitions taken again
+		// by this relay, under raised tokens.
+		if _, err := b.db.ExecContext(ctx, "UPDATE "+b.store.t.Sibling(partitionsSuffix)+" SET token = token + 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.store.Release(ctx, c.Token, ids(c.Events)); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		b.beat(t)
+		var covered int
+		err := b.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+b.store.t.Quoted+" e JOIN "+b.store.t.Sibling(partitionsSuffix)+
+			" p ON p.partition_no = e.partition_no WHERE e.xid IS NOT NULL AND e.seq <= p.mark_seq").Scan(&covered)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if covered != 0 {
+			t.Fatalf("%d released events left with their xid are at or below their partition's mark", covered)
+		}
+		equalIDs(t, "delivered after the release", b.drain(t, 10), ids(a))
+	})
+}

@@ -341,25 +341,41 @@ func parkSeqs(recs map[int]record) []int64 {
 }
 
 // setMarks appends to an UPDATE of the partitions table the SET of the
-// marks recs records ("" when there are none).
-func (s *Store) setMarks(q *query, recs map[int]record) {
+// marks recs records ("" when there are none), each only where the
+// partition's token is still the one its segments were read under
+// (tokens): the same fence as the park written before it in the
+// transaction. A relay whose ledger holds an older token than the table
+// (a heartbeat that took the partition again committed, but its reply was
+// lost) finds its park fenced out; recording the mark regardless would
+// cover the events that park left undelivered.
+func (s *Store) setMarks(q *query, recs map[int]record, tokens map[int]int64) {
 	if len(recs) == 0 {
 		return
 	}
 	ps := slices.Sorted(maps.Keys(recs))
 	if s.Dialect() == SQLite {
-		sqliteSetMarks(q, ps, recs)
+		sqliteSetMarks(q, ps, recs, tokens)
 		return
 	}
-	q.sql(", mark_seq = CASE partition_no")
+	q.sql(", mark_seq = CASE")
 	for _, p := range ps {
-		q.sql(" WHEN ", strconv.Itoa(p), " THEN ", q.arg(recs[p].to.seq), "::bigint")
+		q.sql(" WHEN ", markFence(q, p, tokens), " THEN ", q.arg(recs[p].to.seq), "::bigint")
 	}
-	q.sql(" ELSE mark_seq END, mark_snap = CASE partition_no")
+	q.sql(" ELSE mark_seq END, mark_snap = CASE")
 	for _, p := range ps {
-		q.sql(" WHEN ", strconv.Itoa(p), " THEN ", q.arg(recs[p].to.snap), "::txid_snapshot")
+		q.sql(" WHEN ", markFence(q, p, tokens), " THEN ", q.arg(recs[p].to.snap), "::txid_snapshot")
 	}
-	q.sql(" ELSE mark_snap END, mark_at = CASE WHEN ", partIn("partition_no", toSet(ps)), " THEN now() ELSE mark_at END")
+	q.sql(" ELSE mark_snap END, mark_at = CASE")
+	for _, p := range ps {
+		q.sql(" WHEN ", markFence(q, p, tokens), " THEN now()")
+	}
+	q.sql(" ELSE mark_at END")
+}
+
+// markFence is the condition under which setMarks records partition p's
+// mark: its row, under the token of the ledger.
+func markFence(q *query, p int, tokens map[int]int64) string {
+	return "partition_no = " + strconv.Itoa(p) + " AND token = " + q.arg(tokens[p])
 }
 
 // flushAhead writes synced_at for events delivered ahead of any read in
@@ -418,7 +434,7 @@ func (o *owner) handBack(ctx context.Context, give []int, ahead []string, recs m
 	}
 	q := newQuery(s.sx)
 	q.sql("UPDATE ", parts, " SET owner = NULL, lease_until = ", s.d.dbNow())
-	s.setMarks(q, mine)
+	s.setMarks(q, mine, tokens)
 	q.sql(" WHERE owner = ", q.arg(o.name), " AND ", partIn("partition_no", toSet(give)))
 	if _, err := tx.ExecContext(ctx, q.String(), q.args...); err != nil {
 		return err
