@@ -167,3 +167,33 @@ func TestSkippedAggregateStaysHeldForTheRead(t *testing.T) {
 		t.Fatalf("the next read took %v, want A's e1 then e5", got)
 	}
 }
+
+// widenSnapshot lists the IDs from xmax up to the next one to be
+// assigned as in progress: the same visibility, a complete list.
+func TestWidenSnapshot(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		next int64
+		want string
+	}{
+		{"100:103:101", 106, "100:106:101,103,104,105"},
+		{"100:100:", 101, "100:101:100"},
+		{"100:103:101", 103, "100:103:101"},
+		{"100:103:101", 90, "100:103:101"},
+	} {
+		got, err := widenSnapshot(c.raw, c.next)
+		if err != nil || got != c.want {
+			t.Errorf("widenSnapshot(%q, %d) = %q, %v; want %q", c.raw, c.next, got, err, c.want)
+		}
+		before, _ := parseSnapshot(c.raw)
+		after, _ := parseSnapshot(got)
+		for x := int64(95); x < 110; x++ {
+			if before.sees(x) != after.sees(x) {
+				t.Errorf("widenSnapshot(%q, %d): sees(%d) changed", c.raw, c.next, x)
+			}
+		}
+	}
+	if _, err := widenSnapshot("100:100:", 100+maxWiden+1); err == nil {
+		t.Error("no error for a snapshot far below the next ID")
+	}
+}

@@ -408,3 +408,73 @@ func TestWatermarkMarkFencedLikeItsPark(t *testing.T) {
 		equalIDs(t, "delivered after the release", b.drain(t, 10), ids(a))
 	})
 }
+
+// A transaction that had its ID after the latest one to end before a
+// read, and gave its event a seq below that of an event the read
+// returned, is in progress for the read's snapshot but at or above its
+// xmax, where Postgres lists no transaction. The snapshot the front
+// keeps must list it (widenSnapshot): else the late read never looks it
+// up, and the next recorded mark covers its event unread.
+func TestWatermarkLateCommitAboveXmax(t *testing.T) {
+	forShapes(t, func(t *testing.T) {
+		for attempt := 1; !lateAboveXmax(t); attempt++ {
+			if attempt == 50 {
+				t.Fatal("in 50 attempts another transaction ended above the late one's ID before the read each time: the case was never set up")
+			}
+		}
+	})
+}
+
+// lateAboveXmax runs the case of TestWatermarkLateCommitAboveXmax once,
+// and reports false, having tested nothing, when another transaction of
+// the server ended with a higher ID than the late one's before the read:
+// then the late one is listed anyway.
+func lateAboveXmax(t *testing.T) bool {
+	t.Helper()
+	b := markBundle(t)
+	ctx := t.Context()
+	b.beat(t)
+	e, v := b.event("A", 0), b.event(sibling("A"), 0)
+	early, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Rollback() //nolint:errcheck // after Commit: nothing to undo
+	var vx, ex int64
+	if err := early.QueryRowContext(ctx, "SELECT txid_current()").Scan(&vx); err != nil {
+		t.Fatal(err)
+	}
+	late := b.insertOpen(t, e) // its ID after early's, its seq before v's
+	defer late.Rollback()      //nolint:errcheck // after Commit: nothing to undo
+	if err := late.QueryRowContext(ctx, "SELECT txid_current()").Scan(&ex); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.Insert(ctx, early, []*outbox.Event{v}); err != nil {
+		t.Fatal(err)
+	}
+	if err := early.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	xmax := func() int64 {
+		var x int64
+		if err := b.db.QueryRowContext(ctx, "SELECT txid_snapshot_xmax(txid_current_snapshot())").Scan(&x); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	if xmax() > ex {
+		return false
+	}
+	c := b.claim(t, 10)
+	if xmax() > ex {
+		return false // it may have ended before the read's snapshot
+	}
+	equalIDs(t, "read while the late transaction is open", ids(c.Events), []string{v.ID})
+	b.mark(t, c, v)
+	b.beat(t) // records the front past e's seq
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	equalIDs(t, "drain after the late commit", b.drain(t, 10), []string{e.ID})
+	return true
+}

@@ -460,11 +460,13 @@ func (l *ledger) tokens() map[int]int64 {
 //
 // The late rows of a partition are its events at or below its front's
 // seq that the front's snapshot did not see committed. Each was in
-// progress in that snapshot (its xid in xip): its transaction had its ID
-// before the event took its seq (migration 009), and the front's seq is
-// that of an event the snapshot sees (pickLocked), so the event took its
-// seq, and its transaction its ID, before the snapshot was taken. So the
-// late read looks up the snapshot's xip in the xid index, whatever the
+// progress in that snapshot: its transaction had its ID before the event
+// took its seq (migration 009), and the front's seq is that of an event
+// the snapshot sees (pickLocked), so the event took its seq, and its
+// transaction its ID, before the snapshot was taken. The snapshot a
+// front keeps lists every such transaction in xip (widenSnapshot: as
+// Postgres writes it, one with an ID above the latest to end is left
+// out). So the late read looks up the snapshot's xip in the xid index, whatever the
 // backlog after the front. The lookup is fenced (OFFSET 0) from the
 // conditions on seq and delivery, so that no plan walks another index of
 // the pending or delivered events (under watermarks those hold every
