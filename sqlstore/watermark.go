@@ -266,6 +266,23 @@ func (l *ledger) fronts(owned map[int]int64) map[int]mark {
 	return out
 }
 
+// passing counts the events a read of the owned partitions may return
+// that take passes over: those in flight and those delivered ahead.
+func (l *ledger) passing(owned map[int]int64) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, f := range l.flights {
+		n += len(f.part)
+	}
+	for p := range owned {
+		if pm, ok := l.marks[p]; ok {
+			n += len(pm.ahead)
+		}
+	}
+	return n
+}
+
 // aheadSeqs returns the seqs of the ahead events of owned partitions,
 // which reads leave out, at most max.
 func (l *ledger) aheadSeqs(owned map[int]int64, limit int) []int64 {

@@ -85,7 +85,7 @@ const (
 func (o *owner) readMarksSQLite(ctx context.Context, cr claimRun, owned map[int]int64, limit int, skipAggs []string, skipSeqs []int64) ([]eventRow, map[int]markRead, string, error) {
 	s := o.s
 	fronts := o.l.fronts(owned)
-	n := 2 * limit // the seq-ordered part: room for rows take passes over
+	n := o.readRoom(owned, limit)
 	q := o.marksQuerySQLite(cr, owned, fronts, limit, n, skipAggs, skipSeqs)
 	var rows []eventRow
 	var top int64
@@ -156,7 +156,7 @@ func (o *owner) marksQuerySQLite(cr claimRun, owned map[int]int64, fronts map[in
 		}
 		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", t, " e", s.indexedBy(undeliveredIndex),
 			" WHERE e.aggregate_id = c.aggregate_id AND e.seq < c.seq AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > ", front, ")))",
-			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ")")
+			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(n), ")")
 	}
 	q.sql(") c")
 	return q

@@ -32,7 +32,7 @@ func (o *owner) readMarks(ctx context.Context, cr claimRun, owned map[int]int64,
 		return o.readMarksSQLite(ctx, cr, owned, limit, skipAggs, skipSeqs)
 	}
 	fronts := o.l.fronts(owned)
-	n := 2 * limit // the seq-ordered part: room for rows take passes over
+	n := o.readRoom(owned, limit)
 	lateral := o.marksLateral(limit)
 	q := o.marksQuery(cr, owned, fronts, limit, n, skipAggs, skipSeqs, lateral)
 	// One plan per statement text, kept by the connection: the text is
@@ -76,6 +76,15 @@ func markReads(rows []eventRow, fronts map[int]mark, n int) map[int]markRead {
 		marks[p] = markRead{front: f, cutoff: cutoff}
 	}
 	return marks
+}
+
+// readRoom is how many rows each part of a watermark read returns at
+// most: the claim's limit and room for the rows take passes over (those
+// in flight or delivered ahead, and an eighth of the limit for the later
+// events of their aggregates), at most twice the limit. Twice the limit
+// always, as it was, read and scanned every row of a backlog twice.
+func (o *owner) readRoom(owned map[int]int64, limit int) int {
+	return limit + min(limit, o.l.passing(owned)+limit/8)
 }
 
 // markReadSettings are the settings of a watermark read, beside jit off
@@ -204,7 +213,7 @@ func (o *owner) marksQuery(cr claimRun, owned map[int]int64, fronts map[int]mark
 		notAhead()
 		q.sql(" AND (c.aggregate_id = '' OR NOT EXISTS (SELECT 1 FROM ", t, " e WHERE e.aggregate_id = c.aggregate_id AND (e.aggregate_id, e.seq) < (c.aggregate_id, c.seq)",
 			" AND e.priority <> c.priority AND e.synced_at IS NULL AND (e.xid IS NULL OR e.seq > f.seq OR NOT COALESCE(txid_visible_in_snapshot(e.xid, NULLIF(f.snap, '')::txid_snapshot), false))))",
-			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(limit), ")")
+			" ORDER BY c.priority DESC, c.seq LIMIT ", q.arg(n), ")") // room for those in flight, as the range has
 	}
 	q.sql(") c")
 	return q
