@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,13 +15,14 @@ import (
 // read-only, repeatable-read transaction with settings (see readMarks)
 // and returns its rows and the transaction's snapshot: the one the read
 // saw, which the fronts move to even when it returned nothing, widened
-// to list every transaction that was in progress (widenSnapshot).
-//
-// The transaction was sent as one pgx batch (one round trip) for a while;
-// the long chaos run lost an event in three of four runs with that and
-// the smaller reads of the same days. The cause was the snapshot
-// (widenSnapshot), not the batch.
+// to list every transaction that was in progress (widenSnapshot). With
+// the pgx driver the transaction travels as one batch
+// (markedReadBatch); with another its statements run one at a time.
 func (s *Store) markedRead(ctx context.Context, settings string, q *query) (rows []eventRow, snap string, err error) {
+	rows, snap, err = s.markedReadBatch(ctx, settings, q)
+	if !errors.Is(err, errNotPgx) {
+		return rows, snap, err
+	}
 	opts := &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
 	err = s.markedTxOpts(ctx, opts, settings, func(tx *sqlx.Tx) error {
 		var err error
