@@ -38,6 +38,12 @@ func TestShortRun(t *testing.T) {
 		cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
 		shortRun(t, cfg)
 	})
+	t.Run("watermarks", func(t *testing.T) {
+		cfg := ShortConfig()
+		cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
+		cfg.Watermarks = true
+		shortRun(t, cfg)
+	})
 	t.Run("idempotent", func(t *testing.T) {
 		cfg := ShortConfig()
 		cfg.DSN, cfg.RedisURL, cfg.Seed = pg, rd, time.Now().UnixNano()
