@@ -32,6 +32,7 @@ type childReport struct {
 	Synced     int64 `json:"synced"`
 	StartNanos int64 `json:"start_unix_nano"`
 	DoneNanos  int64 `json:"done_unix_nano"`
+	FirstNanos int64 `json:"first_unix_nano"` // the first event marked
 	VmHWMKB    int64 `json:"vmhwm_kb"`
 }
 
@@ -93,7 +94,7 @@ func childMain(args []string) int {
 	done := time.Now()
 	cancel()
 	wg.Wait()
-	rep := childReport{Synced: cs.synced.Load(), StartNanos: start.UnixNano(), DoneNanos: done.UnixNano(), VmHWMKB: vmHWM()}
+	rep := childReport{Synced: cs.synced.Load(), StartNanos: start.UnixNano(), DoneNanos: done.UnixNano(), FirstNanos: cs.first.Load(), VmHWMKB: vmHWM()}
 	_ = json.NewEncoder(os.Stdout).Encode(rep)
 	return 0
 }
@@ -223,7 +224,11 @@ func (b *bench) outage(ctx context.Context, down time.Duration, marks bool) erro
 		}
 		res := throughput(name, int(rep.Synced), time.Unix(0, rep.DoneNanos).Sub(back))
 		res.PeakRSSMB = round(float64(rep.VmHWMKB)/1024, 1)
-		res.Note = fmt.Sprintf("broker cut for %s, then restored; seconds are from the restore to the last mark (includes the breaker's wait for its next probe)", down)
+		res.Note = fmt.Sprintf("broker cut for %s, then restored; seconds are from the restore to the last mark (includes the breaker's wait for its next probe", down)
+		if rep.FirstNanos > 0 {
+			res.Note += fmt.Sprintf(": the first event was marked %.2f s after the restore", time.Unix(0, rep.FirstNanos).Sub(back).Seconds())
+		}
+		res.Note += ")"
 		if rep.Synced < int64(b.cfg.bigEvents) {
 			res.Note += fmt.Sprintf("; NOT DRAINED: %d of %d events synced when it gave up after %s", rep.Synced, b.cfg.bigEvents, b.cfg.drainTimeout)
 		}

@@ -39,6 +39,7 @@ type countingStore struct {
 // drainCounter counts the marks of a drain's relays.
 type drainCounter struct {
 	synced atomic.Int64
+	first  atomic.Int64 // when the first event was marked (Unix ns)
 	want   int64
 	done   chan struct{}
 	once   sync.Once
@@ -50,6 +51,9 @@ func newDrainCounter(want int) *drainCounter {
 
 func (c *countingStore) MarkSynced(ctx context.Context, token string, ids []string) (int, error) {
 	n, err := c.relayStore.MarkSynced(ctx, token, ids)
+	if n > 0 {
+		c.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	if c.synced.Add(int64(n)) >= c.want {
 		c.once.Do(func() { close(c.done) })
 	}
