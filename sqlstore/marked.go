@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -189,20 +190,42 @@ func (s *Store) pageCols(synced string) string {
 }
 
 // WatermarksInUse reports whether a relay built WithWatermarks has
-// recorded a mark on the table (Postgres, schema version 8 or later;
-// SQLite, schema version 7 or later; false on MySQL). The figures and
-// lists of a Store built without WithWatermarks count the events such
-// relays delivered by their marks as pending, so a tool that reads a
-// table without relaying from it (the outbox command) builds its Store
-// WithWatermarks when this is true.
+// recorded a mark on the table (false on MySQL, and on a table from
+// before the migration that brought marks: Postgres 8, SQLite 7). The
+// figures and lists of a Store built without WithWatermarks count the
+// events such relays delivered by their marks as pending, so a tool that
+// reads a table without relaying from it (the outbox command) builds its
+// Store WithWatermarks when this is true; and a relay built without it
+// refuses such a table (ErrWatermarksInUse).
 func (s *Store) WatermarksInUse(ctx context.Context) (bool, error) {
-	if s.Dialect() == MySQL {
+	parts := s.t.Sibling(partitionsSuffix)
+	var q string
+	switch s.Dialect() {
+	case MySQL:
 		return false, nil
+	case SQLite:
+		var has bool
+		if err := s.db.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'mark_seq')", s.t.Name+partitionsSuffix).Scan(&has); err != nil {
+			return false, fmt.Errorf("sqlstore: watermarks in use: %w", err)
+		}
+		if !has {
+			return false, nil
+		}
+		q = "SELECT EXISTS (SELECT 1 FROM " + parts + " WHERE mark_seq > 0)"
+	default:
+		// Through to_jsonb, so that a table without the column answers
+		// false rather than an error.
+		q = "SELECT EXISTS (SELECT 1 FROM " + parts + " p WHERE (to_jsonb(p)->>'mark_seq')::bigint > 0)"
 	}
 	var used bool
-	q := "SELECT EXISTS (SELECT 1 FROM " + s.t.Sibling(partitionsSuffix) + " WHERE mark_seq > 0)"
 	if err := s.db.QueryRowContext(ctx, q).Scan(&used); err != nil {
 		return false, fmt.Errorf("sqlstore: watermarks in use: %w", err)
 	}
 	return used, nil
 }
+
+// ErrWatermarksInUse is wrapped by Heartbeat and Claim of a Store built
+// without WithWatermarks whose table's relays record delivery by marks:
+// relaying from it, the Store would publish again every event the marks
+// delivered. Build every relay of the table WithWatermarks.
+var ErrWatermarksInUse = errors.New("sqlstore: the table's relays record delivery by marks (WithWatermarks) and this Store is built without it; it would publish again every event the marks delivered")

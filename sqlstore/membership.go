@@ -68,6 +68,9 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 	o.l.join()
 	o.beatMu.Lock()
 	defer o.beatMu.Unlock()
+	if err := o.guardMarks(ctx); err != nil {
+		return o.every, false, err
+	}
 	var b beat
 	err = o.retryDeadlock(ctx, func() error {
 		var err error
@@ -95,6 +98,27 @@ func (o *owner) heartbeat(ctx context.Context) (next time.Duration, took bool, e
 		next = min(next, max(o.every/20, MinHeartbeat))
 	}
 	return next, took, nil
+}
+
+// guardMarks keeps a Store built without WithWatermarks from relaying a
+// table whose relays record marks (ErrWatermarksInUse), checked before
+// its first heartbeat and then once a minute: a relay that joins is
+// refused before it takes anything. An error reading the table is left
+// to the heartbeat to report; the check runs again at the next one.
+// o.beatMu held.
+func (o *owner) guardMarks(ctx context.Context) error {
+	if o.l.marks != nil || o.s.Dialect() == MySQL || (!o.guardedAt.IsZero() && o.clock().Sub(o.guardedAt) < time.Minute) {
+		return nil
+	}
+	used, err := o.s.WatermarksInUse(ctx)
+	if err != nil {
+		return nil
+	}
+	if used {
+		return fmt.Errorf("%w (table %s)", ErrWatermarksInUse, o.s.Table())
+	}
+	o.guardedAt = o.clock()
+	return nil
 }
 
 // beat is what a committed heartbeat found: the partitions owned with

@@ -60,6 +60,9 @@ type owner struct {
 
 	beatMu sync.Mutex // serializes heartbeats and Leave
 	l      *ledger
+	// guardedAt is when guardMarks last found no marks (local clock);
+	// under beatMu.
+	guardedAt time.Time
 
 	// lastRead is how many rows the last watermark read returned: a few
 	// (a relay keeping up) choose the read that visits the partitions in

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -477,4 +478,32 @@ func lateAboveXmax(t *testing.T) bool {
 	}
 	equalIDs(t, "drain after the late commit", b.drain(t, 10), []string{e.ID})
 	return true
+}
+
+// A relay built without WithWatermarks refuses a table whose relays
+// record marks: it would publish again every event they delivered. It is
+// refused before its first heartbeat takes anything.
+func TestRelayWithoutMarksRefusesAMarkedTable(t *testing.T) {
+	forMarkStores(t, func(t *testing.T, d Dialect) {
+		b := markBundleOn(t, d)
+		b.beat(t)
+		b.save(t, b.event("A", 0))
+		if got := b.drain(t, 10); len(got) != 1 {
+			t.Fatalf("drained %v, want one event", got)
+		}
+		plain, err := New(b.db, WithTable(b.table), WithRelayName("plain-"+randomName("")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = plain.Heartbeat(t.Context())
+		if !errors.Is(err, ErrWatermarksInUse) {
+			t.Fatalf("heartbeat of a Store without marks on a marked table: %v, want ErrWatermarksInUse", err)
+		}
+		if owned := ownerOf(plain).l.tokens(); len(owned) != 0 {
+			t.Fatalf("the refused Store owns %v", owned)
+		}
+		if _, err := plain.Claim(t.Context(), storage.ClaimRequest{Limit: 10, Lease: time.Minute}); !errors.Is(err, ErrWatermarksInUse) {
+			t.Fatalf("claim of a Store without marks on a marked table: %v, want ErrWatermarksInUse", err)
+		}
+	})
 }
