@@ -507,3 +507,27 @@ func TestRelayWithoutMarksRefusesAMarkedTable(t *testing.T) {
 		}
 	})
 }
+
+// On a table from before the marks' migration, WatermarksInUse says
+// false rather than failing, and a relay without marks runs.
+func TestWatermarksInUseOnATableWithoutMarks(t *testing.T) {
+	for _, d := range []Dialect{Postgres, SQLite} {
+		t.Run(string(d), func(t *testing.T) {
+			b := setup(t, d)
+			ctx := t.Context()
+			for _, stmt := range []string{
+				"DROP VIEW " + b.store.t.Sibling(deliveryViewSuffix),
+				"ALTER TABLE " + b.store.t.Sibling(partitionsSuffix) + " DROP COLUMN mark_seq",
+			} {
+				if _, err := b.db.ExecContext(ctx, stmt); err != nil {
+					t.Fatalf("%s: %v", stmt, err)
+				}
+			}
+			used, err := b.store.WatermarksInUse(ctx)
+			if err != nil || used {
+				t.Fatalf("WatermarksInUse = %v, %v; want false, nil", used, err)
+			}
+			b.beat(t)
+		})
+	}
+}
