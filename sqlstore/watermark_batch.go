@@ -17,8 +17,6 @@ import (
 // and the pool discards such a connection; it is rolled back first where
 // the connection still answers.
 func (s *Store) markedReadBatch(ctx context.Context, settings string, q *query) (rows []eventRow, snap string, err error) {
-	var raw string
-	var ref, age int64
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, "", err
@@ -37,7 +35,8 @@ func (s *Store) markedReadBatch(ctx context.Context, settings string, q *query) 
 		b.Queue(snapshotQuery)
 		b.Queue("COMMIT")
 		br := c.SendBatch(ctx, b)
-		err := readBatch(br, &rows, &raw, &ref, &age)
+		var err error
+		rows, snap, err = readBatch(br)
 		if cerr := br.Close(); err == nil {
 			err = cerr
 		}
@@ -49,29 +48,30 @@ func (s *Store) markedReadBatch(ctx context.Context, settings string, q *query) 
 	if err != nil {
 		return nil, "", err
 	}
-	snap, err = widenSnapshot(raw, ref+age)
-	return rows, snap, err
+	return rows, snap, nil
 }
 
 // readBatch reads the results of markedReadBatch's batch.
-func readBatch(br pgx.BatchResults, rows *[]eventRow, snap *string, ref, age *int64) error {
+func readBatch(br pgx.BatchResults) ([]eventRow, string, error) {
 	for range 2 {
 		if _, err := br.Exec(); err != nil {
-			return err
+			return nil, "", err
 		}
 	}
 	r, err := br.Query()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if *rows, err = scanPgxRows(r); err != nil {
-		return err
+	rows, err := scanPgxRows(r)
+	if err != nil {
+		return nil, "", err
 	}
-	if err := br.QueryRow().Scan(snap, ref, age); err != nil {
-		return err
+	snap, err := scanSnapshot(br.QueryRow().Scan)
+	if err != nil {
+		return nil, "", err
 	}
 	_, err = br.Exec()
-	return err
+	return rows, snap, err
 }
 
 // scanPgxRows is scanRows for rows read through pgx itself.

@@ -419,8 +419,8 @@ func TestWatermarkMarkFencedLikeItsPark(t *testing.T) {
 func TestWatermarkLateCommitAboveXmax(t *testing.T) {
 	forShapes(t, func(t *testing.T) {
 		for attempt := 1; !lateAboveXmax(t); attempt++ {
-			if attempt == 50 {
-				t.Fatal("in 50 attempts another transaction ended above the late one's ID before the read each time: the case was never set up")
+			if attempt == 200 {
+				t.Fatal("in 200 attempts another transaction ended above the late one's ID before the read each time: the case was never set up")
 			}
 		}
 	})

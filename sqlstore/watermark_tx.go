@@ -29,15 +29,21 @@ func (s *Store) markedRead(ctx context.Context, settings string, q *query) (rows
 		if rows, err = claimRows(ctx, tx, q); err != nil {
 			return err
 		}
-		var raw string
-		var ref, age int64
-		if err := tx.QueryRowContext(ctx, snapshotQuery).Scan(&raw, &ref, &age); err != nil {
-			return err
-		}
-		snap, err = widenSnapshot(raw, ref+age)
+		snap, err = scanSnapshot(tx.QueryRowContext(ctx, snapshotQuery).Scan)
 		return err
 	})
 	return rows, snap, err
+}
+
+// scanSnapshot reads the row of snapshotQuery through scan and returns
+// the snapshot widened (widenSnapshot).
+func scanSnapshot(scan func(dest ...any) error) (string, error) {
+	var raw string
+	var ref, age int64
+	if err := scan(&raw, &ref, &age); err != nil {
+		return "", err
+	}
+	return widenSnapshot(raw, ref+age)
 }
 
 // snapshotQuery reads the transaction's snapshot, and a bound on the
